@@ -1,0 +1,1 @@
+//! Reader for pcap and pcapng capture files. (Being written.)
