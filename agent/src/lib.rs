@@ -8,3 +8,25 @@ pub mod decode;
 pub mod http;
 pub mod metrics;
 pub mod reassembly;
+pub mod config;
+pub mod inspect;
+pub mod pipeline;
+
+use std::process::ExitCode;
+
+use config::Command;
+
+/// Runs one subcommand. Errors are the kind a person fixes (bad file, bad flag): the
+/// binary prints them on one line and exits with code 2.
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Inspect(args) => {
+            let config = args.limits.pipeline_config(&args.port);
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let summary = inspect::inspect(&args.files, args.format, &config, &mut out)?;
+            eprintln!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The offline half of the pipeline, shared by `inspect`, `replay` and `run`:
+//! frames -> decode -> reassembly -> request framing. It owns the per-stream framers and
+//! turns their output into `PipelineEvent`s; what happens to a request next (print,
+//! sample, replay) is the caller's business.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use crate::capture::Frame;
+use crate::decode::{DecodeError, Decoder, DecoderLimits};
+use crate::http::{DropReason, FramerEvent, FramerLimits, HttpRequest, NotHttpKind, RequestFramer};
+use crate::reassembly::{FlowTable, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
+
+/// Caps of every pure stage, in one place so flags and config fill one struct.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineConfig {
+    pub decoder: DecoderLimits,
+    pub reassembly: ReassemblyConfig,
+    pub framer: FramerLimits,
+}
+
+/// A request the framer finished, with the connection it came from.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    pub conn: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub request: HttpRequest,
+}
+
+/// What the pipeline reports, in capture order.
+#[derive(Clone, Debug)]
+pub enum PipelineEvent {
+    Request(SeenRequest),
+    /// A request that was seen but could not be framed whole.
+    Dropped {
+        ts_nanos: u64,
+        client: SocketAddr,
+        server: SocketAddr,
+        reason: DropReason,
+        method: Option<String>,
+    },
+    /// A stream that carries something other than HTTP/1.x requests.
+    NotHttp {
+        client: SocketAddr,
+        server: SocketAddr,
+        kind: NotHttpKind,
+        bytes: u64,
+    },
+}
+
+/// Counters of frames that never became segments.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    pub frames: u64,
+    pub decode_errors: u64,
+}
+
+/// Owns the framers of the live streams; receives the reassembled bytes.
+#[derive(Default)]
+struct Framers {
+    limits: FramerLimits,
+    by_stream: HashMap<StreamKey, RequestFramer>,
+    scratch: Vec<FramerEvent>,
+    events: Vec<PipelineEvent>,
+}
+
+impl Framers {
+    fn framer(&mut self, stream: StreamKey) -> &mut RequestFramer {
+        let limits = &self.limits;
+        self.by_stream
+            .entry(stream)
+            .or_insert_with(|| RequestFramer::new(limits.clone()))
+    }
+
+    fn drain(&mut self, stream: StreamKey) {
+        let (client, server) = (stream.flow.src, stream.flow.dst);
+        for ev in self.scratch.drain(..) {
+            self.events.push(match ev {
+                FramerEvent::Request(request) => PipelineEvent::Request(SeenRequest {
+                    conn: stream.conn,
+                    client,
+                    server,
+                    request,
+                }),
+                FramerEvent::Dropped {
+                    ts_nanos,
+                    reason,
+                    method,
+                } => PipelineEvent::Dropped {
+                    ts_nanos,
+                    client,
+                    server,
+                    reason,
+                    method,
+                },
+                FramerEvent::NotHttp { kind, bytes } => PipelineEvent::NotHttp {
+                    client,
+                    server,
+                    kind,
+                    bytes,
+                },
+            });
+        }
+    }
+}
+
+impl StreamSink for Framers {
+    fn data(&mut self, stream: StreamKey, ts_nanos: u64, bytes: &[u8]) {
+        let mut out = std::mem::take(&mut self.scratch);
+        self.framer(stream).push(ts_nanos, bytes, &mut out);
+        self.scratch = out;
+        self.drain(stream);
+    }
+
+    fn gap(&mut self, stream: StreamKey, ts_nanos: u64, missing: u64) {
+        let mut out = std::mem::take(&mut self.scratch);
+        self.framer(stream).gap(ts_nanos, missing, &mut out);
+        self.scratch = out;
+        self.drain(stream);
+    }
+
+    fn end(&mut self, stream: StreamKey, ts_nanos: u64, _how: StreamEnd) {
+        if let Some(mut framer) = self.by_stream.remove(&stream) {
+            framer.finish(ts_nanos, &mut self.scratch);
+            self.drain(stream);
+        }
+    }
+}
+
+/// How often (in capture time) idle flows are looked for.
+const EXPIRE_EVERY_NANOS: u64 = 1_000_000_000;
+
+/// frames in, `PipelineEvent`s out. Pure: no I/O, time from the frames.
+pub struct Pipeline {
+    decoder: Decoder,
+    flows: FlowTable,
+    framers: Framers,
+    stats: PipelineStats,
+    last_expire: u64,
+    latest_ts: u64,
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig) -> Self {
+        Self {
+            decoder: Decoder::new(config.decoder),
+            flows: FlowTable::new(config.reassembly),
+            framers: Framers {
+                limits: config.framer,
+                ..Framers::default()
+            },
+            stats: PipelineStats::default(),
+            last_expire: 0,
+            latest_ts: 0,
+        }
+    }
+
+    /// Feeds one frame; returns the events it completed (valid until the next call).
+    pub fn push_frame(&mut self, frame: &Frame<'_>) -> Result<std::vec::Drain<'_, PipelineEvent>, DecodeError> {
+        self.stats.frames += 1;
+        self.latest_ts = self.latest_ts.max(frame.ts_nanos);
+        match self.decoder.decode(frame) {
+            Ok(Some(segment)) => self.flows.push(&segment, &mut self.framers),
+            Ok(None) => {}
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                return Err(e);
+            }
+        }
+        if self.latest_ts.saturating_sub(self.last_expire) >= EXPIRE_EVERY_NANOS {
+            self.last_expire = self.latest_ts;
+            self.flows.expire(self.latest_ts, &mut self.framers);
+        }
+        Ok(self.framers.events.drain(..))
+    }
+
+    /// Ends every stream (end of capture): partial requests become `incomplete`.
+    pub fn flush(&mut self) -> std::vec::Drain<'_, PipelineEvent> {
+        self.flows.flush(self.latest_ts, &mut self.framers);
+        // Streams the reassembler no longer knows (none expected) still end here.
+        let keys: Vec<StreamKey> = self.framers.by_stream.keys().copied().collect();
+        for key in keys {
+            self.framers.end(key, self.latest_ts, StreamEnd::Flushed);
+        }
+        self.framers.events.drain(..)
+    }
+
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// Bytes held by the framers of open streams.
+    pub fn framer_buffered(&self) -> usize {
+        self.framers.by_stream.values().map(RequestFramer::buffered).sum()
+    }
+}
