@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
 
-use shadowtap::capture::pcap_file::{CaptureFileError, CaptureReader, PcapngWriter};
+use shadowtap::capture::pcap_file::{
+    CaptureFileError, CaptureFileStats, CaptureReader, PcapngWriter,
+};
 use shadowtap::capture::LinkType;
 use shadowtap::decode::Decoder;
 
@@ -36,16 +38,10 @@ fn corpus_files() -> Vec<PathBuf> {
     files
 }
 
+type OwnedFrame = (u64, LinkType, Vec<u8>, u32);
+
 /// Reads every frame; returns (frames as owned copies, stats).
-fn read_all(
-    bytes: &[u8],
-) -> Result<
-    (
-        Vec<(u64, LinkType, Vec<u8>, u32)>,
-        shadowtap::capture::pcap_file::CaptureFileStats,
-    ),
-    CaptureFileError,
-> {
+fn read_all(bytes: &[u8]) -> Result<(Vec<OwnedFrame>, CaptureFileStats), CaptureFileError> {
     let mut reader = CaptureReader::new(Cursor::new(bytes))?;
     let mut frames = Vec::new();
     while let Some(f) = reader.next_frame()? {
@@ -607,7 +603,7 @@ fn pcapng_packet_on_an_interface_of_a_previous_section_is_an_error() {
     ng.shb(false);
     let at = ng.out.len() as u64;
     ng.epb(0, 0, &[1], 1);
-    let err = read_all(&ng.out).err().expect("error");
+    let err = read_all(&ng.out).expect_err("interface 0 is gone");
     match err {
         CaptureFileError::CorruptRecord { offset, why } => {
             assert_eq!(offset, at);
