@@ -129,7 +129,8 @@ impl FlowTable {
                 .get_mut(&key)
                 .map(|conn| conn.dirs[d].on_syn(seg.seq));
             match outcome {
-                Some(SynOutcome::Duplicate) => self.stats.duplicates += 1,
+                // With a payload, the data path counts the duplicate.
+                Some(SynOutcome::Duplicate) if !has_data => self.stats.duplicates += 1,
                 Some(SynOutcome::Conflict) => {
                     // The old connection ended without us seeing it all; the peers only
                     // reuse a 4-tuple once the previous one is closed.
@@ -146,7 +147,7 @@ impl FlowTable {
                         conn.dirs[d].on_syn(seg.seq);
                     }
                 }
-                Some(SynOutcome::Fresh) | None => {}
+                Some(SynOutcome::Duplicate | SynOutcome::Fresh) | None => {}
             }
         }
         self.touch(key, seg.ts_nanos);
