@@ -778,8 +778,9 @@ fn model(plan: &Plan, kept: &[&Sent], conn: u64, flow: FlowKey) -> Vec<RecordedE
     let mut len = 0;
     let mut fin = false;
     for s in kept {
-        for p in s.range.0..s.range.1 {
-            known[p] = Some(plan.stream[p]);
+        let (a, b) = s.range;
+        for (slot, byte) in known[a..b].iter_mut().zip(&plan.stream[a..b]) {
+            *slot = Some(*byte);
         }
         len = len.max(s.range.1);
         fin |= s.fin;
