@@ -1,8 +1,75 @@
 //! Per-flow TCP byte streams, bounded in flows and bytes. Time is passed in (packet
-//! timestamps); nothing here reads a clock or does I/O. (Being written: the types below
-//! are the contract the HTTP stage relies on.)
+//! timestamps); nothing here reads a clock or does I/O. `FlowTable` (flow_table.rs) owns
+//! the connections, `stream.rs` one direction's ordering and buffer.
+
+mod flow_table;
+mod recording;
+mod stream;
+
+pub use flow_table::FlowTable;
+pub use recording::{RecordedEvent, RecordingSink};
 
 use crate::decode::FlowKey;
+
+/// Caps and knobs of a `FlowTable`. Every cap drops and counts rather than grows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReassemblyConfig {
+    /// Server ports watched: only the direction towards one of them is delivered.
+    /// `None` delivers both directions of every connection.
+    pub ports: Option<Vec<u16>>,
+    /// Live connections; past it the least recently active one is evicted.
+    pub max_flows: usize,
+    /// Out-of-order bytes buffered per direction before its first hole is given up.
+    pub max_stream_buffer: usize,
+    /// Out-of-order bytes buffered across all flows.
+    pub max_total_buffer: usize,
+    /// Separate out-of-order pieces per direction: bounds map overhead when the bytes
+    /// come in many tiny segments.
+    pub max_stream_chunks: usize,
+    pub idle_timeout_nanos: u64,
+    /// A segment starting further than this past the next expected byte is dropped.
+    pub max_ahead: u64,
+}
+
+impl Default for ReassemblyConfig {
+    fn default() -> Self {
+        Self {
+            ports: None,
+            max_flows: 100_000,
+            max_stream_buffer: 1 << 20,
+            max_total_buffer: 64 << 20,
+            max_stream_chunks: 1024,
+            idle_timeout_nanos: 120_000_000_000,
+            max_ahead: 16 << 20,
+        }
+    }
+}
+
+/// Counters since the table was created.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReassemblyStats {
+    pub segments: u64,
+    pub bytes_delivered: u64,
+    /// Segments (or SYNs) that brought no new byte.
+    pub duplicates: u64,
+    /// Segments overlapping earlier bytes with different content (first copy kept).
+    /// Compared against buffered bytes and the last 64 delivered bytes per direction.
+    pub retransmit_mismatch: u64,
+    pub out_of_order: u64,
+    /// `gap` calls and the bytes they reported.
+    pub gaps: u64,
+    pub gap_bytes: u64,
+    pub too_far_ahead: u64,
+    pub flows_evicted: u64,
+    pub flows_timed_out: u64,
+    pub flows_opened: u64,
+    /// Closed by FIN/RST, or replaced by a new connection on the same 4-tuple.
+    pub flows_closed: u64,
+    /// Ended by `flush`. opened = closed + timed_out + evicted + flushed + live.
+    pub flows_flushed: u64,
+    /// Times a cap forced a direction to give up holes.
+    pub buffer_overflows: u64,
+}
 
 /// One direction of one connection. `conn` is unique for the life of a `FlowTable`
 /// (a reused 4-tuple after close gets a new id); `flow` says which direction.

@@ -1,0 +1,299 @@
+//! The table of live connections: lookup by unordered 4-tuple, connection ids, the port
+//! filter, SYN/FIN/RST lifecycle, LRU eviction at `max_flows` and idle expiry.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use super::stream::{Ctx, Direction, SynOutcome};
+use super::{ReassemblyConfig, ReassemblyStats, StreamEnd, StreamKey, StreamSink};
+use crate::decode::{FlowKey, Segment};
+
+/// Unordered 4-tuple: the lower address first. Direction 0 is lower -> higher.
+type ConnKey = (SocketAddr, SocketAddr);
+
+struct Conn {
+    id: u64,
+    /// Position in `FlowTable::lru`.
+    touch: u64,
+    last_ts: u64,
+    dirs: [Direction; 2],
+}
+
+/// Reassembles TCP byte streams from segments, per direction, within fixed caps.
+pub struct FlowTable {
+    config: ReassemblyConfig,
+    conns: HashMap<ConnKey, Conn>,
+    /// Connections by last activity (a counter, not a timestamp, so keys are unique):
+    /// the first entry is the one to evict or the first candidate to expire.
+    lru: BTreeMap<u64, ConnKey>,
+    touches: u64,
+    next_conn: u64,
+    /// Recently closed 4-tuples, so a retransmit after FIN/RST is not taken for a new
+    /// connection picked up mid-stream. Bounded by `max_flows`, oldest first out.
+    closed: HashMap<ConnKey, u64>,
+    closed_order: VecDeque<(ConnKey, u64)>,
+    stats: ReassemblyStats,
+    buffered: usize,
+}
+
+fn conn_key(flow: FlowKey) -> (ConnKey, usize) {
+    if flow.src <= flow.dst {
+        ((flow.src, flow.dst), 0)
+    } else {
+        ((flow.dst, flow.src), 1)
+    }
+}
+
+fn dir_flow(key: ConnKey, dir: usize) -> FlowKey {
+    let flow = FlowKey {
+        src: key.0,
+        dst: key.1,
+    };
+    if dir == 0 {
+        flow
+    } else {
+        flow.reversed()
+    }
+}
+
+impl FlowTable {
+    pub fn new(config: ReassemblyConfig) -> Self {
+        Self {
+            config,
+            conns: HashMap::new(),
+            lru: BTreeMap::new(),
+            touches: 0,
+            next_conn: 0,
+            closed: HashMap::new(),
+            closed_order: VecDeque::new(),
+            stats: ReassemblyStats::default(),
+            buffered: 0,
+        }
+    }
+
+    pub fn stats(&self) -> &ReassemblyStats {
+        &self.stats
+    }
+
+    /// Live connections.
+    pub fn flows(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Out-of-order payload bytes held, all flows.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    fn watched(&self, flow: FlowKey) -> bool {
+        self.config
+            .ports
+            .as_ref()
+            .is_none_or(|ports| ports.contains(&flow.dst.port()))
+    }
+
+    pub fn push<S: StreamSink>(&mut self, seg: &Segment<'_>, sink: &mut S) {
+        self.stats.segments += 1;
+        let (key, d) = conn_key(seg.flow);
+        let deliver = [
+            self.watched(dir_flow(key, 0)),
+            self.watched(dir_flow(key, 1)),
+        ];
+        if !deliver[0] && !deliver[1] {
+            return;
+        }
+        let flags = seg.flags;
+        let has_data = !seg.payload.is_empty() || seg.missing > 0;
+
+        if !self.conns.contains_key(&key) {
+            if let Some(closed_at) = self.closed.remove(&key) {
+                let recent =
+                    seg.ts_nanos.saturating_sub(closed_at) <= self.config.idle_timeout_nanos;
+                if recent && !flags.syn() {
+                    self.closed.insert(key, closed_at);
+                    if has_data {
+                        self.stats.duplicates += 1;
+                    }
+                    return;
+                }
+            }
+            // A bare ACK/FIN/RST says nothing about where a stream starts.
+            if flags.rst() || !(flags.syn() || has_data) {
+                return;
+            }
+            self.open(key, deliver, seg.ts_nanos, sink);
+        }
+        if flags.syn() {
+            let outcome = self
+                .conns
+                .get_mut(&key)
+                .map(|conn| conn.dirs[d].on_syn(seg.seq));
+            match outcome {
+                // With a payload, the data path counts the duplicate.
+                Some(SynOutcome::Duplicate) if !has_data => self.stats.duplicates += 1,
+                Some(SynOutcome::Conflict) => {
+                    // The old connection ended without us seeing it all; the peers only
+                    // reuse a 4-tuple once the previous one is closed.
+                    self.remove(key, seg.ts_nanos, sink, |dir| {
+                        if dir.fin_seen() {
+                            StreamEnd::Fin
+                        } else {
+                            StreamEnd::Rst
+                        }
+                    });
+                    self.stats.flows_closed += 1;
+                    self.open(key, deliver, seg.ts_nanos, sink);
+                    if let Some(conn) = self.conns.get_mut(&key) {
+                        conn.dirs[d].on_syn(seg.seq);
+                    }
+                }
+                Some(SynOutcome::Duplicate | SynOutcome::Fresh) | None => {}
+            }
+        }
+        self.touch(key, seg.ts_nanos);
+        if flags.rst() {
+            self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Rst);
+            self.stats.flows_closed += 1;
+            self.remember_closed(key, seg.ts_nanos);
+            return;
+        }
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let mut ctx = Ctx {
+            sink: &mut *sink,
+            stats: &mut self.stats,
+            total: &mut self.buffered,
+            config: &self.config,
+            key: StreamKey {
+                conn: conn.id,
+                flow: dir_flow(key, d),
+            },
+            ts: seg.ts_nanos,
+        };
+        conn.dirs[d].segment(
+            &mut ctx,
+            seg.seq,
+            flags.syn(),
+            seg.payload,
+            seg.missing,
+            flags.fin(),
+        );
+        let both_ended = conn.dirs.iter().all(Direction::ended);
+        if both_ended {
+            self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Fin);
+            self.stats.flows_closed += 1;
+            self.remember_closed(key, seg.ts_nanos);
+        }
+    }
+
+    /// Ends connections idle for longer than the timeout. Walks the LRU from its old
+    /// end and stops at the first live connection, so a call costs O(expired · log n).
+    /// Timestamps are assumed to be roughly monotonic: a connection touched later but
+    /// with an older timestamp waits until the ones before it expire.
+    pub fn expire<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {
+        while let Some((_, &key)) = self.lru.first_key_value() {
+            let idle = self.conns.get(&key).is_none_or(|c| {
+                now_nanos.saturating_sub(c.last_ts) > self.config.idle_timeout_nanos
+            });
+            if !idle {
+                break;
+            }
+            self.remove(key, now_nanos, sink, |_| StreamEnd::IdleTimeout);
+            self.stats.flows_timed_out += 1;
+        }
+        while let Some(&(key, at)) = self.closed_order.front() {
+            if now_nanos.saturating_sub(at) <= self.config.idle_timeout_nanos {
+                break;
+            }
+            self.closed_order.pop_front();
+            if self.closed.get(&key) == Some(&at) {
+                self.closed.remove(&key);
+            }
+        }
+    }
+
+    /// End of capture: every stream gets what can be delivered (holes as gaps) and ends
+    /// with `Flushed`; the table is empty afterwards.
+    pub fn flush<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {
+        while let Some((_, &key)) = self.lru.first_key_value() {
+            self.remove(key, now_nanos, sink, |_| StreamEnd::Flushed);
+            self.stats.flows_flushed += 1;
+        }
+        self.closed.clear();
+        self.closed_order.clear();
+    }
+
+    fn open<S: StreamSink>(&mut self, key: ConnKey, deliver: [bool; 2], ts: u64, sink: &mut S) {
+        while self.conns.len() >= self.config.max_flows.max(1) {
+            let Some((_, &victim)) = self.lru.first_key_value() else {
+                break;
+            };
+            self.remove(victim, ts, sink, |_| StreamEnd::Evicted);
+            self.stats.flows_evicted += 1;
+        }
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.stats.flows_opened += 1;
+        self.conns.insert(
+            key,
+            Conn {
+                id,
+                touch: 0,
+                last_ts: ts,
+                dirs: [Direction::new(deliver[0]), Direction::new(deliver[1])],
+            },
+        );
+        self.touch(key, ts);
+    }
+
+    fn touch(&mut self, key: ConnKey, ts: u64) {
+        if let Some(conn) = self.conns.get_mut(&key) {
+            self.lru.remove(&conn.touch);
+            self.touches += 1;
+            conn.touch = self.touches;
+            conn.last_ts = conn.last_ts.max(ts);
+            self.lru.insert(conn.touch, key);
+        }
+    }
+
+    fn remove<S: StreamSink>(
+        &mut self,
+        key: ConnKey,
+        ts: u64,
+        sink: &mut S,
+        how: impl Fn(&Direction) -> StreamEnd,
+    ) {
+        let Some(mut conn) = self.conns.remove(&key) else {
+            return;
+        };
+        self.lru.remove(&conn.touch);
+        for (d, dir) in conn.dirs.iter_mut().enumerate() {
+            let end = how(dir);
+            let mut ctx = Ctx {
+                sink: &mut *sink,
+                stats: &mut self.stats,
+                total: &mut self.buffered,
+                config: &self.config,
+                key: StreamKey {
+                    conn: conn.id,
+                    flow: dir_flow(key, d),
+                },
+                ts,
+            };
+            dir.finish(&mut ctx, end);
+        }
+    }
+
+    fn remember_closed(&mut self, key: ConnKey, ts: u64) {
+        self.closed.insert(key, ts);
+        self.closed_order.push_back((key, ts));
+        while self.closed_order.len() > self.config.max_flows.max(1) {
+            if let Some((old, at)) = self.closed_order.pop_front() {
+                if self.closed.get(&old) == Some(&at) {
+                    self.closed.remove(&old);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! One direction of one connection: sequence numbers unwrapped to 64-bit offsets, the
+//! bounded out-of-order buffer, holes, FIN position and in-order delivery to the sink.
+
+use std::collections::BTreeMap;
+
+use super::{ReassemblyConfig, ReassemblyStats, StreamEnd, StreamKey, StreamSink};
+
+/// Delivered bytes remembered per direction so that a retransmit can be compared with
+/// what was handed out; a fixed window keeps the per-flow cost constant.
+const TAIL: usize = 64;
+
+/// Everything a direction needs from its table while it handles one event.
+pub(crate) struct Ctx<'a, S> {
+    pub sink: &'a mut S,
+    pub stats: &'a mut ReassemblyStats,
+    /// Bytes buffered across all flows; kept exact by every insert and removal.
+    pub total: &'a mut usize,
+    pub config: &'a ReassemblyConfig,
+    pub key: StreamKey,
+    pub ts: u64,
+}
+
+/// Out-of-order material at a known offset. `Missing` is a hole the capture already told
+/// us about (snaplen cut): it costs no bytes and is delivered as a gap.
+enum Chunk {
+    Data(Vec<u8>),
+    Missing(u64),
+}
+
+impl Chunk {
+    fn len(&self) -> u64 {
+        match self {
+            Chunk::Data(bytes) => bytes.len() as u64,
+            Chunk::Missing(n) => *n,
+        }
+    }
+}
+
+/// What a SYN means for a direction that may already carry state.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum SynOutcome {
+    /// First SYN, or the handshake restarted before any data.
+    Fresh,
+    /// Same ISN again (retransmit), or a SYN older than data already seen.
+    Duplicate,
+    /// A different ISN after data or FIN: a new connection reuses the 4-tuple.
+    Conflict,
+}
+
+pub(crate) struct Direction {
+    /// Whether this direction's bytes go to the sink (watched server port).
+    deliver: bool,
+    isn: Option<u32>,
+    /// Sequence number of offset 0; `None` until a SYN or the first data segment.
+    base: Option<u32>,
+    /// Offset of the next byte to deliver; everything before it was delivered or gapped.
+    next: u64,
+    /// Offset of the FIN (one past the last data byte).
+    fin: Option<u64>,
+    /// Non-overlapping, non-empty chunks, all starting after `next`.
+    chunks: BTreeMap<u64, Chunk>,
+    /// Data bytes in `chunks`.
+    buffered: usize,
+    /// Missing bytes not yet reported: reported just before the next data or the end, so
+    /// that adjacent holes reach the sink as one gap.
+    pending_gap: u64,
+    /// The sink has seen this stream (data or gap), so it is owed an `end`.
+    announced: bool,
+    seen_payload: bool,
+    ended: bool,
+    tail: [u8; TAIL],
+    /// Offsets before this were a gap, not data, so the tail does not hold them.
+    tail_from: u64,
+}
+
+impl Direction {
+    pub(crate) fn new(deliver: bool) -> Self {
+        Self {
+            deliver,
+            isn: None,
+            base: None,
+            next: 0,
+            fin: None,
+            chunks: BTreeMap::new(),
+            buffered: 0,
+            pending_gap: 0,
+            announced: false,
+            seen_payload: false,
+            ended: false,
+            tail: [0; TAIL],
+            tail_from: 0,
+        }
+    }
+
+    pub(crate) fn ended(&self) -> bool {
+        self.ended
+    }
+
+    pub(crate) fn fin_seen(&self) -> bool {
+        self.fin.is_some()
+    }
+
+    fn started(&self) -> bool {
+        self.base.is_some() && (self.seen_payload || self.fin.is_some() || self.ended)
+    }
+
+    /// Offset of `seq`, unwrapped around `next` (within +-2^31 of it). May be negative
+    /// for bytes before the start of a stream picked up mid-way.
+    fn offset(&self, seq: u32) -> Option<i64> {
+        let base = self.base?;
+        let reference = base.wrapping_add(self.next as u32);
+        let diff = i64::from(seq.wrapping_sub(reference) as i32);
+        Some(self.next as i64 + diff)
+    }
+
+    pub(crate) fn on_syn(&mut self, seq: u32) -> SynOutcome {
+        if self.isn == Some(seq) {
+            return SynOutcome::Duplicate;
+        }
+        if !self.started() {
+            self.isn = Some(seq);
+            self.base = Some(seq.wrapping_add(1));
+            self.next = 0;
+            self.tail_from = 0;
+            return SynOutcome::Fresh;
+        }
+        if self.isn.is_none() {
+            // Picked up mid-stream and the SYN shows up late (capture reordering): the
+            // bytes between it and the first data seen are gone; keep going.
+            if let Some(off) = self.offset(seq.wrapping_add(1)) {
+                if off <= 0 {
+                    self.isn = Some(seq);
+                    return SynOutcome::Duplicate;
+                }
+            }
+        }
+        SynOutcome::Conflict
+    }
+
+    /// One segment of this direction (RST is handled by the table). Returns true when
+    /// this segment ended the direction.
+    pub(crate) fn segment<S: StreamSink>(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        seq: u32,
+        syn: bool,
+        payload: &[u8],
+        missing: u32,
+        fin: bool,
+    ) -> bool {
+        let has_data = !payload.is_empty() || missing > 0;
+        if self.ended {
+            if has_data {
+                ctx.stats.duplicates += 1;
+            }
+            return false;
+        }
+        let data_seq = if syn { seq.wrapping_add(1) } else { seq };
+        if self.base.is_none() {
+            if !has_data && !fin {
+                return false;
+            }
+            self.base = Some(data_seq);
+        }
+        if has_data {
+            self.seen_payload = true;
+        }
+        if !self.deliver {
+            // Only tracked so the connection can close; its bytes are not wanted.
+            if fin {
+                self.ended = true;
+            }
+            return self.ended;
+        }
+        let Some(off) = self.offset(data_seq) else {
+            return false;
+        };
+        let ahead = off - self.next as i64;
+        if ahead > 0 && ahead as u64 > ctx.config.max_ahead {
+            ctx.stats.too_far_ahead += 1;
+            return false;
+        }
+        let end_all = off + payload.len() as i64 + i64::from(missing);
+        if fin && self.fin.is_none() && end_all >= self.next as i64 {
+            self.set_fin(ctx, end_all as u64);
+        }
+        if has_data {
+            self.accept(ctx, off, payload, u64::from(missing));
+        }
+        self.check_fin(ctx)
+    }
+
+    fn set_fin<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>, fin: u64) {
+        self.fin = Some(fin);
+        // Anything buffered past the FIN cannot belong to the stream.
+        let beyond = self.chunks.split_off(&fin);
+        for chunk in beyond.values() {
+            if let Chunk::Data(bytes) = chunk {
+                self.release(ctx, bytes.len());
+            }
+        }
+        if let Some(mut last) = self.chunks.last_entry() {
+            let start = *last.key();
+            let end = start + last.get().len();
+            if end > fin {
+                let keep = fin - start;
+                match last.get_mut() {
+                    Chunk::Data(bytes) => {
+                        let cut = bytes.len() - keep as usize;
+                        bytes.truncate(keep as usize);
+                        self.release(ctx, cut);
+                    }
+                    Chunk::Missing(n) => *n = keep,
+                }
+            }
+        }
+    }
+
+    fn release<S>(&mut self, ctx: &mut Ctx<'_, S>, bytes: usize) {
+        self.buffered -= bytes;
+        *ctx.total -= bytes;
+    }
+
+    /// Place payload `[off, off+len)` and snaplen hole `[off+len, off+len+missing)`.
+    fn accept<S: StreamSink>(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        off: i64,
+        payload: &[u8],
+        missing: u64,
+    ) {
+        let next = self.next as i64;
+        let mut data_end = off + payload.len() as i64;
+        let mut end = data_end + missing as i64;
+        if let Some(fin) = self.fin {
+            let fin = fin as i64;
+            data_end = data_end.min(fin);
+            end = end.min(fin);
+        }
+        let mut mismatch = false;
+        if off < next {
+            let old_end = data_end.min(next);
+            if old_end > off {
+                let old = &payload[..(old_end - off) as usize];
+                mismatch |= self.differs_from_delivered(off, old);
+            }
+        }
+        let start = off.max(next);
+        if start >= end {
+            ctx.stats.duplicates += 1;
+            if mismatch {
+                ctx.stats.retransmit_mismatch += 1;
+            }
+            return;
+        }
+        let data: &[u8] = if data_end > start {
+            &payload[(start - off) as usize..(data_end - off) as usize]
+        } else {
+            &[]
+        };
+        let (start, data_end, end) = (start as u64, data_end.max(start) as u64, end as u64);
+        if start > self.next {
+            ctx.stats.out_of_order += 1;
+            let mut added = false;
+            if !data.is_empty() {
+                added |= self.insert(ctx, start, data_end, Some(data), &mut mismatch);
+            }
+            if end > data_end {
+                added |= self.insert(ctx, data_end, end, None, &mut mismatch);
+            }
+            if !added {
+                ctx.stats.duplicates += 1;
+            }
+            self.enforce_caps(ctx);
+        } else {
+            self.deliver_in_order(ctx, start, data, end, &mut mismatch);
+        }
+        if mismatch {
+            ctx.stats.retransmit_mismatch += 1;
+        }
+    }
+
+    /// `data` starts at `start == next`; deliver it straight from the segment, letting
+    /// already-buffered chunks win where they overlap.
+    fn deliver_in_order<S: StreamSink>(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        start: u64,
+        data: &[u8],
+        end: u64,
+        mismatch: &mut bool,
+    ) {
+        let data_end = start + data.len() as u64;
+        while self.next < end {
+            let pos = self.next;
+            let first = self.chunks.first_key_value().map(|(&s, _)| s);
+            match first {
+                Some(chunk_start) if chunk_start <= pos => {
+                    if let Some((chunk_start, chunk)) = self.chunks.pop_first() {
+                        if let Chunk::Data(bytes) = &chunk {
+                            let overlap_end = (chunk_start + bytes.len() as u64).min(data_end);
+                            if overlap_end > chunk_start {
+                                let ours = &data[(chunk_start - start) as usize
+                                    ..(overlap_end - start) as usize];
+                                *mismatch |= ours != &bytes[..ours.len()];
+                            }
+                        }
+                        self.deliver_chunk(ctx, chunk);
+                    }
+                }
+                _ => {
+                    let limit = first.map_or(end, |s| s.min(end));
+                    if pos < data_end {
+                        let to = limit.min(data_end);
+                        self.emit_data(ctx, &data[(pos - start) as usize..(to - start) as usize]);
+                    }
+                    if self.next < limit {
+                        self.emit_missing(limit - self.next);
+                    }
+                }
+            }
+        }
+        self.drain_ready(ctx);
+    }
+
+    /// Store `[start, end)` minus what is already buffered (first copy wins). Returns
+    /// whether anything new was stored.
+    fn insert<S: StreamSink>(
+        &mut self,
+        ctx: &mut Ctx<'_, S>,
+        start: u64,
+        end: u64,
+        data: Option<&[u8]>,
+        mismatch: &mut bool,
+    ) -> bool {
+        let mut added = false;
+        let mut pos = start;
+        while pos < end {
+            let covering = self
+                .chunks
+                .range(..=pos)
+                .next_back()
+                .filter(|(&s, c)| s + c.len() > pos)
+                .map(|(&s, c)| (s, s + c.len()));
+            if let Some((chunk_start, chunk_end)) = covering {
+                let upto = chunk_end.min(end);
+                if let (Some(ours), Some(Chunk::Data(theirs))) =
+                    (data, self.chunks.get(&chunk_start))
+                {
+                    let a = &ours[(pos - start) as usize..(upto - start) as usize];
+                    let b = &theirs[(pos - chunk_start) as usize..(upto - chunk_start) as usize];
+                    *mismatch |= a != b;
+                }
+                pos = upto;
+                continue;
+            }
+            let upto = self
+                .chunks
+                .range(pos..)
+                .next()
+                .map_or(end, |(&s, _)| s.min(end));
+            let piece = data.map(|d| &d[(pos - start) as usize..(upto - start) as usize]);
+            self.store(ctx, pos, upto, piece);
+            added = true;
+            pos = upto;
+        }
+        added
+    }
+
+    fn store<S>(&mut self, ctx: &mut Ctx<'_, S>, start: u64, end: u64, data: Option<&[u8]>) {
+        if let Some(bytes) = data {
+            self.buffered += bytes.len();
+            *ctx.total += bytes.len();
+        }
+        // Extending the chunk just before keeps a run of segments behind one hole as a
+        // single chunk, so ordinary loss does not multiply map entries.
+        if let Some((&prev_start, prev)) = self.chunks.range_mut(..start).next_back() {
+            if prev_start + prev.len() == start {
+                match (prev, data) {
+                    (Chunk::Data(prev), Some(bytes)) => {
+                        prev.extend_from_slice(bytes);
+                        return;
+                    }
+                    (Chunk::Missing(n), None) => {
+                        *n += end - start;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let chunk = match data {
+            Some(bytes) => Chunk::Data(bytes.to_vec()),
+            None => Chunk::Missing(end - start),
+        };
+        self.chunks.insert(start, chunk);
+    }
+
+    fn enforce_caps<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        let limits = ctx.config;
+        let mut overflowed = false;
+        while !self.chunks.is_empty()
+            && (self.buffered > limits.max_stream_buffer
+                || self.chunks.len() > limits.max_stream_chunks
+                || *ctx.total > limits.max_total_buffer)
+        {
+            overflowed = true;
+            self.skip_hole(ctx);
+        }
+        if overflowed {
+            ctx.stats.buffer_overflows += 1;
+        }
+    }
+
+    /// Give up on the first hole: report it as a gap and deliver what follows it.
+    fn skip_hole<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if let Some((&start, _)) = self.chunks.first_key_value() {
+            if start > self.next {
+                self.emit_missing(start - self.next);
+            }
+        }
+        self.drain_ready(ctx);
+    }
+
+    fn drain_ready<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        while self
+            .chunks
+            .first_key_value()
+            .is_some_and(|(&s, _)| s <= self.next)
+        {
+            if let Some((_, chunk)) = self.chunks.pop_first() {
+                self.deliver_chunk(ctx, chunk);
+            }
+        }
+    }
+
+    fn deliver_chunk<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>, chunk: Chunk) {
+        match chunk {
+            Chunk::Data(bytes) => {
+                self.release(ctx, bytes.len());
+                self.emit_data(ctx, &bytes);
+            }
+            Chunk::Missing(n) => self.emit_missing(n),
+        }
+    }
+
+    fn emit_data<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.flush_gap(ctx);
+        ctx.sink.data(ctx.key, ctx.ts, bytes);
+        ctx.stats.bytes_delivered += bytes.len() as u64;
+        self.announced = true;
+        let keep = bytes.len().min(TAIL);
+        let first = self.next + (bytes.len() - keep) as u64;
+        for (i, &b) in bytes[bytes.len() - keep..].iter().enumerate() {
+            self.tail[((first + i as u64) % TAIL as u64) as usize] = b;
+        }
+        self.next += bytes.len() as u64;
+    }
+
+    fn emit_missing(&mut self, n: u64) {
+        self.pending_gap += n;
+        self.next += n;
+        self.tail_from = self.next;
+    }
+
+    fn flush_gap<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if self.pending_gap > 0 {
+            ctx.sink.gap(ctx.key, ctx.ts, self.pending_gap);
+            ctx.stats.gaps += 1;
+            ctx.stats.gap_bytes += self.pending_gap;
+            self.pending_gap = 0;
+            self.announced = true;
+        }
+    }
+
+    /// Whether `old` (at `off`, wholly before `next`) differs from the delivered bytes
+    /// still in the tail window.
+    fn differs_from_delivered(&self, off: i64, old: &[u8]) -> bool {
+        let lo = self
+            .tail_from
+            .max(self.next.saturating_sub(TAIL as u64))
+            .max(off.max(0) as u64);
+        let hi = (off + old.len() as i64).min(self.next as i64);
+        (lo as i64..hi)
+            .any(|p| self.tail[(p as u64 % TAIL as u64) as usize] != old[(p - off) as usize])
+    }
+
+    fn check_fin<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
+        match self.fin {
+            Some(fin) if self.next >= fin => {
+                self.end(ctx, StreamEnd::Fin);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// End now: holes become gaps, everything buffered is delivered, then `end(how)`.
+    pub(crate) fn finish<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>, how: StreamEnd) {
+        if self.ended {
+            return;
+        }
+        while !self.chunks.is_empty() {
+            self.skip_hole(ctx);
+        }
+        if let Some(fin) = self.fin {
+            if self.deliver && self.base.is_some() && self.next < fin {
+                self.emit_missing(fin - self.next);
+            }
+        }
+        self.end(ctx, how);
+    }
+
+    fn end<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>, how: StreamEnd) {
+        self.flush_gap(ctx);
+        if self.announced {
+            ctx.sink.end(ctx.key, ctx.ts, how);
+        }
+        self.ended = true;
+        let buffered = self.buffered;
+        self.release(ctx, buffered);
+        self.chunks = BTreeMap::new();
+    }
+}
