@@ -1,5 +1,15 @@
-//! Incremental HTTP/1.1 request framing (RFC 9112) over a reassembled byte stream.
-//! (Being written: the types below are the contract the replay stage relies on.)
+//! Incremental HTTP/1.1 request framing (RFC 9112) over a reassembled byte stream:
+//! `RequestFramer` turns the client->server bytes of one connection into `HttpRequest`s,
+//! drops (incomplete, too large, unparseable) and counts of bytes that are not requests.
+//! `HttpRequest` and `Header` are the contract the replay stage relies on.
+
+mod chunked;
+mod framer;
+mod sync;
+#[cfg(test)]
+mod tests;
+
+pub use framer::{DropReason, FramerEvent, FramerLimits, NotHttpKind, RequestFramer};
 
 /// A header as it was sent: name and value bytes exactly as on the wire
 /// (the value without the surrounding optional whitespace).

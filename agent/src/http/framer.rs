@@ -1,0 +1,1093 @@
+//! `RequestFramer`: the state machine that turns one client->server byte stream into
+//! requests, drops and not-HTTP counts. It owns the buffering (bounded by
+//! `FramerLimits`) and the rules for where a request may be trusted to start.
+//!
+//! # Where requests are trusted to start
+//!
+//! A trusted boundary is the first byte of the stream, or the byte after a request
+//! whose framing we followed exactly (no body, Content-Length, or chunked end). Two
+//! weaker ways back in exist, and one deliberate dead end:
+//!
+//! * **Hunting** (after a capture gap we could not skip exactly, at a stream whose
+//!   first line is not a request line (capture started mid-connection), after a request
+//!   carrying `Upgrade`): bytes are skipped (counted `NotHttp::Other`) until a line that
+//!   is a full `METHOD SP target SP HTTP/1.x` line with an upper-case method, at the
+//!   start of a line (or right where the hunt began). The bytes lost there were the
+//!   capture's fault, not the client's, and SPEC.md asks to pick up again. A head found
+//!   this way that httparse rejects is taken for body text and hunting goes on.
+//! * **Skipping exactly**: a capture gap inside a Content-Length body or inside chunk
+//!   data, and a body over `max_body`, are skipped by their known length, so the next
+//!   request is framed as if nothing happened.
+//! * **Never again on this stream** after the client's own framing was unparseable or
+//!   ambiguous (both CL and TE, differing CLs, bad sizes, bad chunk lines, httparse
+//!   errors, HTTP/0.9). RFC 9112 §6.3 makes a server answer 400 and close the connection
+//!   in these cases, so no later byte on it is a request a conforming server would have
+//!   served; a server that did act on them guessed the framing, which is exactly what
+//!   request smuggling exploits (the `GET /smuggled-*` requests of the zeek 261 variants
+//!   sit right after such a head). Resynchronising at "the next request line" would
+//!   replay those hidden requests as real ones, so the rest of the stream is counted
+//!   `NotHttp::Other` instead. The only trusted boundary left is a new connection.
+//!
+//! A head over `max_head` (or with more than `max_headers` fields) is dropped as
+//! `TooLarge`, but its remaining lines are still scanned (one line at a time, bounded) for
+//! the framing fields, so its body is skipped exactly and the stream stays trusted.
+//!
+//! # Other decisions
+//!
+//! * HTTP/0.9 simple requests (`GET /path` without version) are `Unparseable`: there is
+//!   no header to carry the shadow Host, and a server closes after answering one.
+//! * `CONNECT` is emitted as a request; everything after it is the tunnel's payload and
+//!   counted `NotHttp` (TLS when it looks like TLS), never parsed: a server that refused
+//!   the tunnel would have closed the connection or left the client to reconnect.
+//! * A request with `Upgrade` is emitted; after it we hunt, since the server may have
+//!   switched protocols (`h2c` shows up as the HTTP/2 preface and is counted as such).
+//! * Empty lines before a request line are skipped (RFC 9112 §2.2).
+//! * `Connection: close` does not end framing: what the client sent after it is still
+//!   what it sent.
+//! * `NotHttp` counts are emitted once per run of skipped bytes (when the run ends or at
+//!   `finish`), never per push, so the events do not depend on how bytes were split.
+//!   Bytes lost in gaps are not counted.
+
+use super::chunked::{framing_of, parse_chunk_size, trim_ows, Framing, MAX_CHUNK_LINE};
+use super::sync::{classify, line_check, method_hint, Classified, LineCheck};
+use super::{Header, HttpRequest};
+use crate::metrics::Outcome;
+
+/// Caps on what one stream may make the framer hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FramerLimits {
+    /// Request line plus header fields plus the empty line; also caps a trailer section.
+    pub max_head: usize,
+    /// Header fields in one head.
+    pub max_headers: usize,
+    /// Body bytes (after de-chunking) of one request.
+    pub max_body: usize,
+}
+
+impl Default for FramerLimits {
+    fn default() -> Self {
+        Self {
+            max_head: 64 * 1024,
+            max_headers: 128,
+            max_body: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl FramerLimits {
+    /// The most `RequestFramer::buffered` reports under these limits, between calls.
+    pub fn buffer_bound(&self) -> usize {
+        self.max_head.max(MAX_CHUNK_LINE) + self.max_body + SCANNER_BOUND
+    }
+}
+
+/// Why a request was not emitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Part of it was lost in the capture, or the stream ended before it did.
+    Incomplete,
+    /// The head or the body is over `FramerLimits`.
+    TooLarge,
+    /// Its framing is invalid or ambiguous; the text says why (for logs and tests).
+    Unparseable(&'static str),
+}
+
+impl DropReason {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            DropReason::Incomplete => Outcome::Incomplete,
+            DropReason::TooLarge => Outcome::TooLarge,
+            DropReason::Unparseable(_) => Outcome::Unparseable,
+        }
+    }
+}
+
+/// What skipped bytes were recognised as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NotHttpKind {
+    /// The HTTP/2 prior-knowledge connection preface.
+    Http2Preface,
+    /// A TLS record.
+    Tls,
+    /// An HTTP/1.x response: this is the server's direction.
+    Response,
+    /// Anything else: unknown protocols, tunnels, bytes skipped while resynchronising
+    /// and everything after unparseable framing.
+    Other,
+}
+
+impl NotHttpKind {
+    /// Metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            NotHttpKind::Http2Preface => "http2",
+            NotHttpKind::Tls => "tls",
+            NotHttpKind::Response => "response",
+            NotHttpKind::Other => "other",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FramerEvent {
+    Request(HttpRequest),
+    /// A request that was seen but will not be emitted. `ts_nanos` is its first byte's
+    /// (or, when nothing of it was seen, the gap's); `method` when its head showed one.
+    Dropped {
+        ts_nanos: u64,
+        reason: DropReason,
+        method: Option<String>,
+    },
+    /// `bytes` of the stream were skipped as not HTTP/1.x requests.
+    NotHttp {
+        kind: NotHttpKind,
+        bytes: u64,
+    },
+}
+
+/// Bytes the oversized-head scanner may hold: one line prefix and the framing values.
+const SCANNER_LINE: usize = 256;
+const SCANNER_FIELDS: usize = 16;
+const SCANNER_BOUND: usize = SCANNER_LINE * (SCANNER_FIELDS + 1) + 1024;
+
+/// How a head came to be parsed: decides what a parse failure means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// First bytes of the stream: a first line that is not a request line means the
+    /// capture started mid-connection, so we hunt.
+    Start,
+    /// Right after a request we framed exactly: failures are the client's.
+    Trusted,
+    /// Found while hunting: failures mean it was body text after all.
+    Hunted,
+}
+
+/// What follows a request once its body is done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    Idle,
+    /// `Upgrade`: the protocol may have switched.
+    Hunt,
+    /// `CONNECT`: a tunnel.
+    Tunnel,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    SizeLine,
+    Data(u64),
+    DataEnd,
+    Trailers,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyFraming {
+    Length(u64),
+    Chunked(Chunk),
+}
+
+#[derive(Debug)]
+struct InFlight {
+    req: HttpRequest,
+    /// A `Dropped` was emitted for it already: its bytes are only skipped.
+    reported: bool,
+    framing: BodyFraming,
+    after: After,
+}
+
+/// Reads the lines of a head too large to buffer, keeping only what framing needs.
+#[derive(Debug)]
+struct OversizedHead {
+    method: Option<String>,
+    version_minor: u8,
+    line: Vec<u8>,
+    line_overflow: bool,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+    upgrade: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Nothing classified yet.
+    Start,
+    /// At a trusted boundary, between requests.
+    Idle,
+    /// `buf[pos..]` is a head in progress. `line_ok`: its request line was checked;
+    /// `scanned`: how far the end-of-head search got.
+    Head {
+        origin: Origin,
+        line_ok: bool,
+        scanned: usize,
+    },
+    Body(Box<InFlight>),
+    Oversized(Box<OversizedHead>),
+    /// Looking for a request line. `classify`: first check for a non-HTTP protocol;
+    /// `line_start`: `buf[pos]` starts a line.
+    Hunt {
+        classify: bool,
+        line_start: bool,
+    },
+    /// After CONNECT: classify the tunnel's payload, then skip it all.
+    Tunnel,
+    /// The rest of the stream is skipped and counted as this kind.
+    Skip(NotHttpKind),
+    Done,
+}
+
+/// Incremental HTTP/1.1 request framer for one client->server stream. Feed bytes in any
+/// split; the events depend only on the bytes, gaps and limits, plus `ts_nanos`.
+#[derive(Debug)]
+pub struct RequestFramer {
+    limits: FramerLimits,
+    state: State,
+    /// Bytes received and not consumed yet; `pos` is the first unconsumed one during a push.
+    buf: Vec<u8>,
+    pos: usize,
+    /// During a push: how many bytes at the front of `buf` came with earlier pushes;
+    /// they arrived at `buf_ts`.
+    old: usize,
+    buf_ts: u64,
+    /// Timestamp of the first byte of the request in progress.
+    req_ts: u64,
+    /// A run of skipped bytes not reported yet.
+    pending: Option<(NotHttpKind, u64)>,
+}
+
+impl RequestFramer {
+    pub fn new(limits: FramerLimits) -> Self {
+        Self {
+            limits,
+            state: State::Start,
+            buf: Vec::new(),
+            pos: 0,
+            old: 0,
+            buf_ts: 0,
+            req_ts: 0,
+            pending: None,
+        }
+    }
+
+    /// Feeds the next bytes of the stream, which arrived at `ts_nanos`.
+    pub fn push(&mut self, ts_nanos: u64, data: &[u8], out: &mut Vec<FramerEvent>) {
+        if matches!(self.state, State::Done) || data.is_empty() {
+            return;
+        }
+        self.old = self.buf.len();
+        self.buf.extend_from_slice(data);
+        self.pos = 0;
+        while self.step(ts_nanos, out) {}
+        let consumed = self.pos;
+        if consumed >= self.old {
+            self.buf_ts = ts_nanos;
+        }
+        self.buf.drain(..consumed);
+        self.pos = 0;
+        self.old = 0;
+        if self.buf.is_empty() && self.buf.capacity() > 2 * self.limits.max_head.max(4096) {
+            // A large push passed through; do not keep its allocation for an idle stream.
+            self.buf = Vec::new();
+        }
+    }
+
+    /// `missing` bytes of the stream were lost in the capture at this point.
+    pub fn gap(&mut self, ts_nanos: u64, missing: u64, out: &mut Vec<FramerEvent>) {
+        if missing == 0 {
+            return;
+        }
+        let leftover = self.buf.len() as u64;
+        let method = method_hint(&self.buf);
+        self.buf.clear();
+        let hunt = State::Hunt {
+            classify: false,
+            line_start: true,
+        };
+        self.state = match std::mem::replace(&mut self.state, State::Done) {
+            State::Done => State::Done,
+            State::Start => {
+                self.skipped(NotHttpKind::Other, leftover, out);
+                State::Hunt {
+                    classify: true,
+                    line_start: true,
+                }
+            }
+            State::Idle => {
+                // The lost bytes were the client's, so at least one request was in them.
+                self.drop_request(out, ts_nanos, DropReason::Incomplete, None);
+                hunt
+            }
+            State::Head { .. } => {
+                self.drop_request(out, self.req_ts, DropReason::Incomplete, method);
+                hunt
+            }
+            State::Body(mut inflight) => {
+                if !inflight.reported {
+                    let method = Some(inflight.req.method.clone());
+                    self.drop_request(out, self.req_ts, DropReason::Incomplete, method);
+                    inflight.reported = true;
+                    inflight.req.body = Vec::new();
+                }
+                self.body_gap(ts_nanos, *inflight, missing, out)
+            }
+            State::Oversized(_) => hunt,
+            State::Hunt { classify, .. } => {
+                self.skipped(NotHttpKind::Other, leftover, out);
+                State::Hunt {
+                    classify,
+                    line_start: true,
+                }
+            }
+            State::Tunnel => {
+                self.skipped(NotHttpKind::Other, leftover, out);
+                State::Skip(NotHttpKind::Other)
+            }
+            State::Skip(kind) => State::Skip(kind),
+        };
+    }
+
+    /// The stream ended: a request in progress is dropped as incomplete and pending
+    /// counts are reported. Later calls do nothing.
+    pub fn finish(&mut self, ts_nanos: u64, out: &mut Vec<FramerEvent>) {
+        let _ = ts_nanos;
+        let leftover = self.buf.len() as u64;
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Head { .. } => {
+                let method = method_hint(&self.buf);
+                self.drop_request(out, self.req_ts, DropReason::Incomplete, method);
+            }
+            State::Body(inflight) if !inflight.reported => {
+                let method = Some(inflight.req.method.clone());
+                self.drop_request(out, self.req_ts, DropReason::Incomplete, method);
+            }
+            State::Start | State::Hunt { .. } | State::Tunnel => {
+                self.skipped(NotHttpKind::Other, leftover, out);
+            }
+            _ => {}
+        }
+        self.flush_skipped(out);
+        self.buf = Vec::new();
+    }
+
+    /// No request is in progress and nothing is buffered.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty()
+            && !matches!(
+                self.state,
+                State::Head { .. } | State::Body(_) | State::Oversized(_)
+            )
+    }
+
+    /// Bytes held for the stream (buffered input, the body and trailers in progress).
+    pub fn buffered(&self) -> usize {
+        let held = match &self.state {
+            State::Body(inflight) => {
+                inflight.req.body.len()
+                    + inflight
+                        .req
+                        .trailers
+                        .iter()
+                        .map(|h| h.name.len() + h.value.len())
+                        .sum::<usize>()
+            }
+            State::Oversized(scan) => {
+                scan.line.len()
+                    + scan
+                        .fields
+                        .iter()
+                        .map(|(n, v)| n.len() + v.len())
+                        .sum::<usize>()
+            }
+            _ => 0,
+        };
+        self.buf.len() + held
+    }
+
+    /// Skips empty lines before a request line (RFC 9112 §2.2); returns what is left.
+    fn skip_blank_lines(&mut self) -> &[u8] {
+        let rest = &self.buf[self.pos..];
+        let blank = rest
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        self.pos += blank;
+        &self.buf[self.pos..]
+    }
+
+    fn ts_at(&self, pos: usize, now: u64) -> u64 {
+        if pos < self.old {
+            self.buf_ts
+        } else {
+            now
+        }
+    }
+
+    fn drop_request(
+        &mut self,
+        out: &mut Vec<FramerEvent>,
+        ts_nanos: u64,
+        reason: DropReason,
+        method: Option<String>,
+    ) {
+        self.flush_skipped(out);
+        out.push(FramerEvent::Dropped {
+            ts_nanos,
+            reason,
+            method,
+        });
+    }
+
+    fn skipped(&mut self, kind: NotHttpKind, bytes: u64, out: &mut Vec<FramerEvent>) {
+        if bytes == 0 {
+            return;
+        }
+        match &mut self.pending {
+            Some((k, n)) if *k == kind => *n += bytes,
+            _ => {
+                self.flush_skipped(out);
+                self.pending = Some((kind, bytes));
+            }
+        }
+    }
+
+    fn flush_skipped(&mut self, out: &mut Vec<FramerEvent>) {
+        if let Some((kind, bytes)) = self.pending.take() {
+            out.push(FramerEvent::NotHttp { kind, bytes });
+        }
+    }
+
+    /// One transition on `buf[pos..]`; false when more bytes are needed.
+    fn step(&mut self, now: u64, out: &mut Vec<FramerEvent>) -> bool {
+        let state = std::mem::replace(&mut self.state, State::Done);
+        let (next, progress) = match state {
+            State::Done => (State::Done, false),
+            State::Start => match classify(self.skip_blank_lines()) {
+                Classified::NeedMore => (State::Start, false),
+                Classified::NotHttp(kind) => (State::Skip(kind), true),
+                Classified::Http => {
+                    self.req_ts = self.ts_at(self.pos, now);
+                    (
+                        State::Head {
+                            origin: Origin::Start,
+                            line_ok: false,
+                            scanned: 0,
+                        },
+                        true,
+                    )
+                }
+            },
+            State::Idle => {
+                if self.skip_blank_lines().is_empty() {
+                    (State::Idle, false)
+                } else {
+                    self.req_ts = self.ts_at(self.pos, now);
+                    (
+                        State::Head {
+                            origin: Origin::Trusted,
+                            line_ok: false,
+                            scanned: 0,
+                        },
+                        true,
+                    )
+                }
+            }
+            State::Head {
+                origin,
+                line_ok,
+                scanned,
+            } => self.head(origin, line_ok, scanned, out),
+            State::Body(inflight) => self.body(*inflight, out),
+            State::Oversized(scan) => self.oversized(*scan),
+            State::Hunt {
+                classify,
+                line_start,
+            } => self.hunt(classify, line_start, now, out),
+            State::Tunnel => match classify(&self.buf[self.pos..]) {
+                Classified::NeedMore => (State::Tunnel, false),
+                Classified::NotHttp(kind) => (State::Skip(kind), true),
+                Classified::Http => (State::Skip(NotHttpKind::Other), true),
+            },
+            State::Skip(kind) => {
+                let n = self.buf.len() - self.pos;
+                self.skipped(kind, n as u64, out);
+                self.pos = self.buf.len();
+                (State::Skip(kind), false)
+            }
+        };
+        self.state = next;
+        progress
+    }
+
+    /// The client's framing cannot be followed: drop and distrust the rest.
+    /// `len`: how much of the buffer is known to be this request (a whole head, a 0.9
+    /// line); it belongs to the drop, not to the skipped bytes counted after it.
+    fn unparseable(
+        &mut self,
+        out: &mut Vec<FramerEvent>,
+        why: &'static str,
+        len: usize,
+    ) -> (State, bool) {
+        let method = method_hint(&self.buf[self.pos..]);
+        self.drop_request(out, self.req_ts, DropReason::Unparseable(why), method);
+        self.pos += len;
+        (State::Skip(NotHttpKind::Other), true)
+    }
+
+    /// A hunted head turned out not to be one: skip its first line, hunt on.
+    fn not_a_head(&self) -> (State, bool) {
+        (
+            State::Hunt {
+                classify: false,
+                line_start: false,
+            },
+            true,
+        )
+    }
+
+    fn head(
+        &mut self,
+        origin: Origin,
+        mut line_ok: bool,
+        scanned: usize,
+        out: &mut Vec<FramerEvent>,
+    ) -> (State, bool) {
+        let max_head = self.limits.max_head;
+        let avail = self.buf.len() - self.pos;
+        let window_len = avail.min(max_head);
+        let window_full = avail >= max_head;
+        if !line_ok {
+            let window = &self.buf[self.pos..self.pos + window_len];
+            match (line_check(window, false), origin) {
+                (LineCheck::Request(_), _) => line_ok = true,
+                (LineCheck::Http09(len), _) => {
+                    return self.unparseable(out, "HTTP/0.9 request (no version)", len)
+                }
+                (LineCheck::Invalid, Origin::Start) => {
+                    // Not a request line at the very start: the capture began
+                    // mid-connection. Hunt from here (its bytes count as skipped).
+                    return self.not_a_head();
+                }
+                (LineCheck::Invalid, _) => return self.unparseable(out, "invalid request line", 0),
+                (LineCheck::Partial, Origin::Start) if window_full => return self.not_a_head(),
+                (LineCheck::Partial, _) if window_full => return self.too_large_head(out),
+                (LineCheck::Partial, _) => {
+                    let state = State::Head {
+                        origin,
+                        line_ok,
+                        scanned,
+                    };
+                    return (state, false);
+                }
+            }
+        }
+        let window = &self.buf[self.pos..self.pos + window_len];
+        let Some(head_len) = find_head_end(window, scanned) else {
+            if window_full {
+                return match origin {
+                    Origin::Hunted => self.not_a_head(),
+                    _ => self.too_large_head(out),
+                };
+            }
+            let state = State::Head {
+                origin,
+                line_ok,
+                scanned: window_len,
+            };
+            return (state, false);
+        };
+        let mut slots = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        let mut parsed = httparse::Request::new(&mut slots);
+        let result = parsed.parse(&window[..head_len]);
+        match result {
+            Ok(httparse::Status::Complete(n)) => {
+                let req = HttpRequest {
+                    ts_nanos: self.req_ts,
+                    method: parsed.method.unwrap_or_default().to_owned(),
+                    target: parsed.path.unwrap_or_default().as_bytes().to_vec(),
+                    version_minor: parsed.version.unwrap_or(1),
+                    headers: parsed
+                        .headers
+                        .iter()
+                        .map(|h| Header {
+                            name: h.name.to_owned(),
+                            value: h.value.to_vec(),
+                        })
+                        .collect(),
+                    body: Vec::new(),
+                    chunked: false,
+                    trailers: Vec::new(),
+                };
+                let framing = framing_of(
+                    req.version_minor,
+                    req.headers
+                        .iter()
+                        .map(|h| (h.name.as_bytes(), h.value.as_slice())),
+                );
+                match framing {
+                    Err(why) => self.unparseable(out, why, n),
+                    Ok(framing) => {
+                        self.pos += n;
+                        self.start_body(req, framing, out)
+                    }
+                }
+            }
+            // The end of the head was found, so httparse has all it needs; a Partial here
+            // would be a head we cannot read.
+            Ok(httparse::Status::Partial) => match origin {
+                Origin::Hunted => self.not_a_head(),
+                _ => self.unparseable(out, "incomplete head", head_len),
+            },
+            Err(httparse::Error::TooManyHeaders) => match origin {
+                Origin::Hunted => self.not_a_head(),
+                _ => self.too_large_head(out),
+            },
+            Err(e) => match origin {
+                Origin::Hunted => self.not_a_head(),
+                _ => self.unparseable(out, httparse_reason(e), head_len),
+            },
+        }
+    }
+
+    fn start_body(
+        &mut self,
+        mut req: HttpRequest,
+        framing: Framing,
+        out: &mut Vec<FramerEvent>,
+    ) -> (State, bool) {
+        let after = if req.method == "CONNECT" {
+            After::Tunnel
+        } else if req.header("upgrade").is_some() {
+            After::Hunt
+        } else {
+            After::Idle
+        };
+        let body = match framing {
+            // A CONNECT's content has no defined meaning (RFC 9110 §9.3.6): what follows
+            // the head is the tunnel.
+            _ if after == After::Tunnel => None,
+            Framing::NoBody | Framing::Length(0) => None,
+            Framing::Length(n) => Some(BodyFraming::Length(n)),
+            Framing::Chunked => {
+                req.chunked = true;
+                Some(BodyFraming::Chunked(Chunk::SizeLine))
+            }
+        };
+        let mut inflight = InFlight {
+            req,
+            reported: false,
+            framing: body.unwrap_or(BodyFraming::Length(0)),
+            after,
+        };
+        if let BodyFraming::Length(n) = inflight.framing {
+            if n > self.limits.max_body as u64 {
+                self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
+            }
+        }
+        (State::Body(Box::new(inflight)), true)
+    }
+
+    fn drop_inflight(
+        &mut self,
+        inflight: &mut InFlight,
+        reason: DropReason,
+        out: &mut Vec<FramerEvent>,
+    ) {
+        if inflight.reported {
+            return;
+        }
+        inflight.reported = true;
+        inflight.req.body = Vec::new();
+        let method = Some(inflight.req.method.clone());
+        self.drop_request(out, self.req_ts, reason, method);
+    }
+
+    /// Unparseable framing inside a body: drop (once) and distrust the rest.
+    fn body_unparseable(
+        &mut self,
+        mut inflight: InFlight,
+        why: &'static str,
+        out: &mut Vec<FramerEvent>,
+    ) -> (State, bool) {
+        self.drop_inflight(&mut inflight, DropReason::Unparseable(why), out);
+        (State::Skip(NotHttpKind::Other), true)
+    }
+
+    fn body(&mut self, mut inflight: InFlight, out: &mut Vec<FramerEvent>) -> (State, bool) {
+        let avail = &self.buf[self.pos..];
+        match inflight.framing {
+            BodyFraming::Length(0) | BodyFraming::Chunked(Chunk::Data(0)) => {
+                if let BodyFraming::Chunked(_) = inflight.framing {
+                    inflight.framing = BodyFraming::Chunked(Chunk::DataEnd);
+                    return (State::Body(Box::new(inflight)), true);
+                }
+                self.complete(inflight, out)
+            }
+            BodyFraming::Length(rem) | BodyFraming::Chunked(Chunk::Data(rem)) => {
+                if avail.is_empty() {
+                    return (State::Body(Box::new(inflight)), false);
+                }
+                let take = usize::try_from(rem).map_or(avail.len(), |r| r.min(avail.len()));
+                if !inflight.reported {
+                    inflight.req.body.extend_from_slice(&avail[..take]);
+                }
+                self.pos += take;
+                let left = rem - take as u64;
+                inflight.framing = match inflight.framing {
+                    BodyFraming::Length(_) => BodyFraming::Length(left),
+                    BodyFraming::Chunked(_) => BodyFraming::Chunked(Chunk::Data(left)),
+                };
+                (State::Body(Box::new(inflight)), true)
+            }
+            BodyFraming::Chunked(Chunk::SizeLine) => {
+                let window = &avail[..avail.len().min(MAX_CHUNK_LINE)];
+                let Some(nl) = memchr::memchr(b'\n', window) else {
+                    if window.len() >= MAX_CHUNK_LINE {
+                        return self.body_unparseable(inflight, "chunk-size line too long", out);
+                    }
+                    return (State::Body(Box::new(inflight)), false);
+                };
+                let Some(line) = window[..nl].strip_suffix(b"\r") else {
+                    // A bare LF here is a known way to make parsers disagree on framing.
+                    return self.body_unparseable(inflight, "chunk-size line without CRLF", out);
+                };
+                let size = match parse_chunk_size(line) {
+                    Ok(size) => size,
+                    Err(why) => return self.body_unparseable(inflight, why, out),
+                };
+                self.pos += nl + 1;
+                let room = self.limits.max_body - inflight.req.body.len().min(self.limits.max_body);
+                if size > room as u64 {
+                    self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
+                }
+                inflight.framing = BodyFraming::Chunked(if size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(size)
+                });
+                (State::Body(Box::new(inflight)), true)
+            }
+            BodyFraming::Chunked(Chunk::DataEnd) => match avail {
+                [] | [b'\r'] => (State::Body(Box::new(inflight)), false),
+                [b'\r', b'\n', ..] => {
+                    self.pos += 2;
+                    inflight.framing = BodyFraming::Chunked(Chunk::SizeLine);
+                    (State::Body(Box::new(inflight)), true)
+                }
+                _ => self.body_unparseable(inflight, "chunk data not followed by CRLF", out),
+            },
+            BodyFraming::Chunked(Chunk::Trailers) => self.trailers(inflight, out),
+        }
+    }
+
+    fn trailers(&mut self, mut inflight: InFlight, out: &mut Vec<FramerEvent>) -> (State, bool) {
+        let avail = &self.buf[self.pos..];
+        match avail {
+            [] | [b'\r'] => return (State::Body(Box::new(inflight)), false),
+            [b'\r', b'\n', ..] => {
+                self.pos += 2;
+                return self.complete(inflight, out);
+            }
+            _ => {}
+        }
+        let window = &avail[..avail.len().min(self.limits.max_head)];
+        let Some(end) = memchr::memmem::find(window, b"\r\n\r\n") else {
+            if window.len() >= self.limits.max_head {
+                // Where such a section ends cannot be found without buffering it.
+                self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
+                return (State::Skip(NotHttpKind::Other), true);
+            }
+            return (State::Body(Box::new(inflight)), false);
+        };
+        let section = &window[..end + 4];
+        let mut slots = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+        match httparse::parse_headers(section, &mut slots) {
+            Ok(httparse::Status::Complete((n, fields))) if n == section.len() => {
+                if !inflight.reported {
+                    inflight.req.trailers = fields
+                        .iter()
+                        .map(|h| Header {
+                            name: h.name.to_owned(),
+                            value: h.value.to_vec(),
+                        })
+                        .collect();
+                }
+                self.pos += n;
+                self.complete(inflight, out)
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
+                (State::Skip(NotHttpKind::Other), true)
+            }
+            _ => self.body_unparseable(inflight, "invalid trailer section", out),
+        }
+    }
+
+    fn complete(&mut self, inflight: InFlight, out: &mut Vec<FramerEvent>) -> (State, bool) {
+        if !inflight.reported {
+            self.flush_skipped(out);
+            out.push(FramerEvent::Request(inflight.req));
+        }
+        (after_state(inflight.after), true)
+    }
+
+    /// A gap while a body is in progress (already reported incomplete).
+    fn body_gap(
+        &mut self,
+        ts_nanos: u64,
+        mut inflight: InFlight,
+        missing: u64,
+        out: &mut Vec<FramerEvent>,
+    ) -> State {
+        let rem = match inflight.framing {
+            BodyFraming::Length(rem) | BodyFraming::Chunked(Chunk::Data(rem)) => rem,
+            // Inside chunk framing lines: where they end is lost.
+            BodyFraming::Chunked(_) => 0,
+        };
+        if missing <= rem {
+            let left = rem - missing;
+            inflight.framing = match inflight.framing {
+                BodyFraming::Length(_) => BodyFraming::Length(left),
+                _ => BodyFraming::Chunked(Chunk::Data(left)),
+            };
+            return State::Body(Box::new(inflight));
+        }
+        match (inflight.framing, inflight.after) {
+            // The gap ran past a known body end into what came next: at least one more
+            // request was (partly) lost there.
+            (BodyFraming::Length(_), After::Idle) => {
+                self.drop_request(out, ts_nanos, DropReason::Incomplete, None);
+                hunt_state()
+            }
+            (BodyFraming::Length(_), After::Tunnel) => State::Skip(NotHttpKind::Other),
+            _ => hunt_state(),
+        }
+    }
+
+    fn too_large_head(&mut self, out: &mut Vec<FramerEvent>) -> (State, bool) {
+        let method = method_hint(&self.buf[self.pos..]);
+        self.drop_request(out, self.req_ts, DropReason::TooLarge, method.clone());
+        let head = &self.buf[self.pos..];
+        // The request line must be whole in what we hold, for the version and method.
+        let Some(nl) = memchr::memchr(b'\n', head) else {
+            return (State::Skip(NotHttpKind::Other), true);
+        };
+        let line = head[..nl].strip_suffix(b"\r").unwrap_or(&head[..nl]);
+        let version_minor = match line.get(line.len().saturating_sub(9)..) {
+            Some(b" HTTP/1.0") => 0,
+            Some(b" HTTP/1.1") => 1,
+            _ => return (State::Skip(NotHttpKind::Other), true),
+        };
+        self.pos += nl + 1;
+        let scan = OversizedHead {
+            method,
+            version_minor,
+            line: Vec::new(),
+            line_overflow: false,
+            fields: Vec::new(),
+            upgrade: false,
+        };
+        (State::Oversized(Box::new(scan)), true)
+    }
+
+    /// Follows the lines of a head over the limits, keeping only the framing fields, so
+    /// that its body can be skipped exactly.
+    fn oversized(&mut self, mut scan: OversizedHead) -> (State, bool) {
+        let avail = &self.buf[self.pos..];
+        let Some(nl) = memchr::memchr(b'\n', avail) else {
+            keep_prefix(&mut scan, avail);
+            self.pos = self.buf.len();
+            return (State::Oversized(Box::new(scan)), false);
+        };
+        keep_prefix(&mut scan, &avail[..nl]);
+        self.pos += nl + 1;
+        let mut line = std::mem::take(&mut scan.line);
+        let overflow = std::mem::replace(&mut scan.line_overflow, false);
+        if !overflow && line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if line.is_empty() && !overflow {
+            return (self.after_oversized(scan), true);
+        }
+        let poisoned = (State::Skip(NotHttpKind::Other), true);
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            return poisoned;
+        }
+        let Some(colon) = memchr::memchr(b':', &line) else {
+            return poisoned;
+        };
+        let name = &line[..colon];
+        let framing_field = name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding");
+        if framing_field {
+            if overflow || scan.fields.len() >= SCANNER_FIELDS {
+                return poisoned;
+            }
+            let value = trim_ows(&line[colon + 1..]).to_vec();
+            scan.fields.push((name.to_vec(), value));
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            scan.upgrade = true;
+        }
+        (State::Oversized(Box::new(scan)), true)
+    }
+
+    fn after_oversized(&mut self, scan: OversizedHead) -> State {
+        let framing = framing_of(
+            scan.version_minor,
+            scan.fields
+                .iter()
+                .map(|(n, v)| (n.as_slice(), v.as_slice())),
+        );
+        let method = scan.method.unwrap_or_default();
+        let after = if method == "CONNECT" {
+            After::Tunnel
+        } else if scan.upgrade {
+            After::Hunt
+        } else {
+            After::Idle
+        };
+        let framing = match framing {
+            Err(_) => return State::Skip(NotHttpKind::Other),
+            Ok(_) if after == After::Tunnel => BodyFraming::Length(0),
+            Ok(Framing::NoBody) => BodyFraming::Length(0),
+            Ok(Framing::Length(n)) => BodyFraming::Length(n),
+            Ok(Framing::Chunked) => BodyFraming::Chunked(Chunk::SizeLine),
+        };
+        let req = HttpRequest {
+            ts_nanos: self.req_ts,
+            method,
+            target: Vec::new(),
+            version_minor: scan.version_minor,
+            headers: Vec::new(),
+            body: Vec::new(),
+            chunked: false,
+            trailers: Vec::new(),
+        };
+        State::Body(Box::new(InFlight {
+            req,
+            reported: true,
+            framing,
+            after,
+        }))
+    }
+
+    fn hunt(
+        &mut self,
+        mut classify_first: bool,
+        mut line_start: bool,
+        now: u64,
+        out: &mut Vec<FramerEvent>,
+    ) -> (State, bool) {
+        let avail = &self.buf[self.pos..];
+        if classify_first {
+            match classify(avail) {
+                Classified::NeedMore => {
+                    let state = State::Hunt {
+                        classify: true,
+                        line_start,
+                    };
+                    return (state, false);
+                }
+                Classified::NotHttp(kind) => return (State::Skip(kind), true),
+                Classified::Http => classify_first = false,
+            }
+        }
+        if !line_start {
+            let state = |line_start| State::Hunt {
+                classify: false,
+                line_start,
+            };
+            return match memchr::memchr(b'\n', avail) {
+                None => {
+                    let n = avail.len();
+                    self.skipped(NotHttpKind::Other, n as u64, out);
+                    self.pos += n;
+                    (state(false), false)
+                }
+                Some(nl) => {
+                    self.skipped(NotHttpKind::Other, nl as u64 + 1, out);
+                    self.pos += nl + 1;
+                    (state(true), true)
+                }
+            };
+        }
+        let window = &avail[..avail.len().min(self.limits.max_head)];
+        let window_full = window.len() >= self.limits.max_head;
+        line_start = match line_check(window, true) {
+            LineCheck::Partial if !window_full => {
+                let state = State::Hunt {
+                    classify: classify_first,
+                    line_start,
+                };
+                return (state, false);
+            }
+            LineCheck::Request(_) => {
+                // The skipped run is reported with this request's outcome (or, if the
+                // head is no request after all, goes on growing).
+                self.req_ts = self.ts_at(self.pos, now);
+                let state = State::Head {
+                    origin: Origin::Hunted,
+                    line_ok: true,
+                    scanned: 0,
+                };
+                return (state, true);
+            }
+            _ => false,
+        };
+        let state = State::Hunt {
+            classify: classify_first,
+            line_start,
+        };
+        (state, true)
+    }
+}
+
+fn hunt_state() -> State {
+    State::Hunt {
+        classify: false,
+        line_start: true,
+    }
+}
+
+fn after_state(after: After) -> State {
+    match after {
+        After::Idle => State::Idle,
+        After::Hunt => State::Hunt {
+            classify: true,
+            line_start: true,
+        },
+        After::Tunnel => State::Tunnel,
+    }
+}
+
+/// Keeps at most `SCANNER_LINE` bytes of the current line.
+fn keep_prefix(scan: &mut OversizedHead, bytes: &[u8]) {
+    let room = SCANNER_LINE - scan.line.len();
+    if bytes.len() > room {
+        scan.line_overflow = true;
+    }
+    scan.line.extend_from_slice(&bytes[..bytes.len().min(room)]);
+}
+
+/// The length of the head (through its empty line) if `window` holds all of it; the
+/// search restarts a little before `scanned`, where the previous one stopped.
+fn find_head_end(window: &[u8], scanned: usize) -> Option<usize> {
+    let mut from = scanned.saturating_sub(3);
+    while let Some(i) = memchr::memchr(b'\n', &window[from..]).map(|i| from + i) {
+        match (window.get(i + 1), window.get(i + 2)) {
+            (Some(b'\n'), _) => return Some(i + 2),
+            (Some(b'\r'), Some(b'\n')) => return Some(i + 3),
+            _ => from = i + 1,
+        }
+    }
+    None
+}
+
+fn httparse_reason(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::HeaderName => "invalid header name (or obs-fold)",
+        httparse::Error::HeaderValue => "invalid header value",
+        httparse::Error::NewLine => "invalid line ending",
+        httparse::Error::Status => "invalid status",
+        httparse::Error::Token => "invalid method token",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::Version => "invalid HTTP version",
+    }
+}
