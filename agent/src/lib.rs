@@ -30,3 +30,4 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
 }
+pub mod demo;
