@@ -8,3 +8,5 @@ pub mod decode;
 pub mod http;
 pub mod metrics;
 pub mod reassembly;
+pub mod replay;
+pub mod sample;
