@@ -23,6 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 enum Behaviour {
     /// Writes these bytes (a whole response, or several).
     Respond(Vec<u8>),
+    /// Responds, then closes the connection without saying so (no `Connection: close`).
+    RespondThenClose(Vec<u8>),
     /// Waits this long, then responds.
     Slow(Duration, Vec<u8>),
     /// Never answers, keeps the connection open.
@@ -102,7 +104,10 @@ impl TestServer {
 
 /// Reads one request: head by httparse, body by Content-Length (the replayer always
 /// sends Content-Length). `None` at end of stream.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+async fn read_request<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
@@ -147,6 +152,10 @@ async fn serve(
                 if stream.write_all(resp).await.is_err() {
                     return;
                 }
+            }
+            Behaviour::RespondThenClose(resp) => {
+                let _ = stream.write_all(resp).await;
+                return;
             }
             Behaviour::Slow(delay, resp) => {
                 tokio::time::sleep(*delay).await;
@@ -318,6 +327,29 @@ fn keep_alive_connections_are_reused() {
         assert!(server.requests().iter().all(|q| q.conn == 0), "{label}");
         assert_adds_up(&acc);
     }
+}
+
+#[test]
+fn connection_closed_while_idle_is_retried_once_on_a_new_one() {
+    let server = TestServer::start(Behaviour::RespondThenClose(OK.to_vec()));
+    let mut t = target(&server.url());
+    t.max_in_flight = 1;
+    let (r, acc) = start(vec![t]);
+    for i in 0..5 {
+        submit(&r, &acc, captured(i, get("/")));
+        // Let the target's close arrive before the next request, as with a real idle
+        // timeout; the retry must then hide it.
+        wait_settled(&r, Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    r.shutdown(Duration::from_secs(1));
+    assert_eq!(acc.target(0).get(SUCCESS), 5);
+    assert_eq!(
+        server.requests().len(),
+        5,
+        "each request reached the target once"
+    );
+    assert_eq!(server.accepts(), 5);
 }
 
 #[test]
@@ -555,4 +587,150 @@ fn shutdown_deadline_settles_everything() {
         10
     );
     assert_adds_up(&acc);
+}
+
+mod tls {
+    //! `https` targets: roots from `--target-ca`, default verification, `--insecure`, SNI.
+
+    use super::*;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use shadowtap::replay::target::TlsOptions;
+    use tokio_rustls::TlsAcceptor;
+
+    struct TlsServer {
+        addr: SocketAddr,
+        ca_pem: String,
+        requests: Arc<Mutex<Vec<Vec<u8>>>>,
+        sni: Arc<Mutex<Vec<Option<String>>>>,
+        _runtime: tokio::runtime::Runtime,
+    }
+
+    fn start_tls_server() -> TlsServer {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone(), ca.der().clone()];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let sni = Arc::new(Mutex::new(Vec::new()));
+        let (r, s) = (requests.clone(), sni.clone());
+        runtime.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, r, s) = (acceptor.clone(), r.clone(), s.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    s.lock()
+                        .unwrap()
+                        .push(tls.get_ref().1.server_name().map(str::to_string));
+                    let mut buf = Vec::new();
+                    while let Some(req) = read_request(&mut tls, &mut buf).await {
+                        r.lock().unwrap().push(req);
+                        if tls.write_all(OK).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TlsServer {
+            addr,
+            ca_pem: ca.pem(),
+            requests,
+            sni,
+            _runtime: runtime,
+        }
+    }
+
+    fn https_target(server: &TlsServer, tls: TlsOptions) -> TargetConfig {
+        let mut t = target(&format!("https://localhost:{}", server.addr.port()));
+        t.tls = tls;
+        t
+    }
+
+    fn run_one(t: TargetConfig) -> Arc<Accounting> {
+        let (r, acc) = start(vec![t]);
+        for i in 0..3 {
+            submit(&r, &acc, captured(i, get("/secure")));
+        }
+        wait_settled(&r, Duration::from_secs(10));
+        r.shutdown(Duration::from_secs(1));
+        assert_adds_up(&acc);
+        acc
+    }
+
+    #[test]
+    fn target_ca_is_trusted_and_sni_is_the_url_host() {
+        let server = start_tls_server();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, &server.ca_pem).unwrap();
+        let mut t = https_target(
+            &server,
+            TlsOptions {
+                ca_file: Some(ca_file),
+                insecure: false,
+            },
+        );
+        t.max_in_flight = 1;
+        let acc = run_one(t);
+        assert_eq!(acc.target(0).get(SUCCESS), 3);
+        let requests = server.requests.lock().unwrap().clone();
+        assert_eq!(requests.len(), 3);
+        assert!(requests[0].starts_with(b"GET /secure HTTP/1.1\r\nHost: svc-shadow:8080\r\n"));
+        // Keep-alive works over TLS too: one handshake.
+        assert_eq!(
+            *server.sni.lock().unwrap(),
+            vec![Some("localhost".to_string())]
+        );
+    }
+
+    #[test]
+    fn unknown_ca_is_a_tls_error() {
+        let server = start_tls_server();
+        let acc = run_one(https_target(&server, TlsOptions::default()));
+        assert_eq!(
+            acc.target(0)
+                .get(Outcome::ReplayError(ReplayErrorKind::Tls)),
+            3
+        );
+        assert!(server.requests.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn insecure_accepts_any_certificate() {
+        let server = start_tls_server();
+        let acc = run_one(https_target(
+            &server,
+            TlsOptions {
+                ca_file: None,
+                insecure: true,
+            },
+        ));
+        assert_eq!(acc.target(0).get(SUCCESS), 3);
+    }
 }

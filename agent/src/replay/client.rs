@@ -66,9 +66,10 @@ pub struct ShadowClient {
     idle: Mutex<VecDeque<Connection>>,
 }
 
-/// What went wrong, and whether it happened before the target sent a byte back (then a
-/// reused connection may have been closed while idle, and one retry on a new one is safe:
-/// the target cannot have processed a request it never answered... as far as we can tell).
+/// What went wrong, and whether it happened before the target sent a byte back. A pooled
+/// connection that fails that way was most likely closed by the target while idle (the
+/// keep-alive race), so the request is sent once more on a new connection, as HTTP
+/// clients do; a timeout is never retried.
 struct Failure {
     kind: ReplayErrorKind,
     nothing_received: bool,
@@ -129,8 +130,10 @@ impl ShadowClient {
         head: bool,
         keep_alive: bool,
     ) -> Result<StatusClass, ReplayErrorKind> {
-        for _attempt in 0..2 {
-            let (conn, reused) = match self.take_idle() {
+        let mut may_reuse = true;
+        loop {
+            let idle = if may_reuse { self.take_idle() } else { None };
+            let (conn, reused) = match idle {
                 Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
@@ -141,13 +144,13 @@ impl ShadowClient {
                     }
                     return Ok(class);
                 }
+                // The retry goes on a new connection, so it happens at most once.
                 Err(f) if reused && f.nothing_received && f.kind != ReplayErrorKind::Timeout => {
-                    continue
+                    may_reuse = false;
                 }
                 Err(f) => return Err(f.kind),
             }
         }
-        Err(ReplayErrorKind::Reset)
     }
 
     async fn connect(&self) -> Result<Connection, ReplayErrorKind> {

@@ -184,7 +184,10 @@ impl TargetWorker {
         let keep_alive = req.version_minor >= 1;
         match self.client.send(&bytes, head, keep_alive).await {
             Ok(class) => Outcome::Replayed(class),
-            Err(kind) => Outcome::ReplayError(kind),
+            Err(kind) => {
+                tracing::debug!(target_index = self.index, error = ?kind, "shadow copy failed");
+                Outcome::ReplayError(kind)
+            }
         }
     }
 }
