@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use shadowtap::http::{Header, HttpRequest};
 use shadowtap::metrics::{Accounting, Outcome, ReplayErrorKind, StatusClass};
+use shadowtap::replay::client::{ClientOptions, ShadowClient};
 use shadowtap::replay::filter::RequestFilter;
 use shadowtap::replay::rewrite::HeaderRules;
 use shadowtap::replay::{CapturedRequest, Replayer, TargetConfig};
@@ -396,6 +397,58 @@ fn target_down_is_a_connect_error() {
         3
     );
     assert_adds_up(&acc);
+}
+
+#[test]
+fn unresolvable_target_is_a_connect_error() {
+    // RFC 6761: `.invalid` never resolves.
+    let mut t = target("http://shadowtap-test.invalid:8080");
+    t.connect_timeout = Duration::from_secs(5);
+    let (r, acc) = start(vec![t]);
+    submit(&r, &acc, captured(1, get("/")));
+    wait_settled(&r, Duration::from_secs(10));
+    r.shutdown(Duration::from_secs(1));
+    assert_eq!(
+        acc.target(0)
+            .get(Outcome::ReplayError(ReplayErrorKind::Connect)),
+        1
+    );
+}
+
+#[test]
+fn request_timeout_runs_on_tokio_time() {
+    // The client alone, on a runtime with paused time: the default 10 s deadline passes
+    // without 10 s of waiting, once the request is out and nothing else is pending.
+    let server = TestServer::start(Behaviour::Silent);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let client = ShadowClient::new(ClientOptions {
+        host: "127.0.0.1".into(),
+        port: server.addr.port(),
+        tls: None,
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(10),
+        max_head_bytes: 64 * 1024,
+        max_body_bytes: 1024,
+        max_idle: 1,
+    });
+    let began = Instant::now();
+    let result = runtime.block_on(client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", false, true));
+    assert_eq!(result, Err(ReplayErrorKind::Timeout));
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    // It was the request that timed out, not the connect: the target got it.
+    let end = Instant::now() + Duration::from_secs(5);
+    while server.requests().is_empty() {
+        assert!(Instant::now() < end, "request never reached the target");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
