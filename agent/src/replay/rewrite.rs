@@ -536,6 +536,86 @@ mod tests {
         );
     }
 
+    fn header_strategy() -> impl proptest::strategy::Strategy<Value = Header> {
+        use proptest::prelude::*;
+        let names = prop_oneof![
+            Just("Host".to_string()),
+            Just("Connection".to_string()),
+            Just("Keep-Alive".to_string()),
+            Just("Content-Length".to_string()),
+            Just("Transfer-Encoding".to_string()),
+            Just("X-Forwarded-For".to_string()),
+            "[A-Za-z][A-Za-z0-9-]{0,12}",
+        ];
+        (names, "[ -~&&[^ ]]([ -~]{0,20}[!-~])?").prop_map(|(name, value)| Header {
+            name,
+            value: value.into_bytes(),
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever the headers, the copy is one valid HTTP/1.1 message with the same
+        /// method, target and body, one Host, and the end-to-end headers in their order.
+        #[test]
+        fn copy_is_a_valid_message_with_the_same_body(
+            headers in proptest::collection::vec(header_strategy(), 0..12),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            chunked in proptest::prelude::any::<bool>(),
+        ) {
+            let mut r = req(headers.clone(), &body);
+            r.chunked = chunked;
+            let out = build_shadow_request(
+                &r,
+                sa("192.0.2.1:1"),
+                sa("10.0.0.7:80"),
+                &HeaderRules::default(),
+                "-shadow",
+            );
+            let mut parsed = [httparse::EMPTY_HEADER; 32];
+            let mut p = httparse::Request::new(&mut parsed);
+            let len = match p.parse(&out) {
+                Ok(httparse::Status::Complete(len)) => len,
+                other => panic!("not a complete head: {other:?}"),
+            };
+            proptest::prop_assert_eq!(p.method, Some("POST"));
+            proptest::prop_assert_eq!(p.path.map(str::as_bytes), Some(&r.target[..]));
+            proptest::prop_assert_eq!(&out[len..], &body[..]);
+            let count = |n: &str| p.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(n)).count();
+            proptest::prop_assert_eq!(count("transfer-encoding"), 0);
+            proptest::prop_assert!(count("content-length") <= 1);
+            proptest::prop_assert!(count("host") >= 1);
+            proptest::prop_assert_eq!(count("connection") + count("keep-alive"), 0);
+            if let Some(cl) = p.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length")) {
+                let want_len = body.len().to_string();
+                proptest::prop_assert_eq!(cl.value, want_len.as_bytes());
+            } else {
+                proptest::prop_assert!(body.is_empty());
+            }
+            let named = connection_named(&headers);
+            let end_to_end: Vec<&Header> = headers
+                .iter()
+                .filter(|h| {
+                    let l = h.name.to_ascii_lowercase();
+                    !["host", "connection", "keep-alive", "content-length", "transfer-encoding",
+                      "x-forwarded-for", "te", "upgrade", "proxy-connection", "expect", "trailer"]
+                        .contains(&l.as_str())
+                        && !named.iter().any(|n| n == l.as_bytes())
+                })
+                .collect();
+            let sent: Vec<(&str, &[u8])> = p
+                .headers
+                .iter()
+                .filter(|h| end_to_end.iter().any(|e| e.name == h.name))
+                .map(|h| (h.name, h.value))
+                .collect();
+            let want: Vec<(&str, &[u8])> =
+                end_to_end.iter().map(|h| (h.name.as_str(), &h.value[..])).collect();
+            proptest::prop_assert_eq!(sent, want);
+        }
+    }
+
     #[test]
     fn rules_can_override_host_and_xff() {
         let r = req(vec![h("Host", "a")], b"");
