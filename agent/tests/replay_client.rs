@@ -379,6 +379,37 @@ fn http10_request_is_sent_as_10_on_its_own_connection() {
 }
 
 #[test]
+fn accounting_must_list_the_targets() {
+    let t = target("http://127.0.0.1:9");
+    let accounting = Arc::new(Accounting::new(vec!["a".into(), "b".into()]));
+    assert!(Replayer::new(vec![t], accounting).is_err());
+}
+
+#[test]
+fn head_response_has_no_body_whatever_it_declares() {
+    // A HEAD answer declares the length of the GET body but carries none; reading one
+    // would hang until the deadline and lose the connection.
+    let server = TestServer::start(Behaviour::Respond(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec(),
+    ));
+    let mut t = target(&server.url());
+    t.max_in_flight = 1;
+    t.request_timeout = Duration::from_secs(3);
+    let (r, acc) = start(vec![t]);
+    let began = Instant::now();
+    for i in 0..3 {
+        let mut req = get("/");
+        req.method = "HEAD".into();
+        submit(&r, &acc, captured(i, req));
+    }
+    wait_settled(&r, Duration::from_secs(10));
+    assert!(began.elapsed() < Duration::from_secs(2));
+    r.shutdown(Duration::from_secs(1));
+    assert_eq!(acc.target(0).get(SUCCESS), 3);
+    assert_eq!(server.accepts(), 1);
+}
+
+#[test]
 fn target_down_is_a_connect_error() {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

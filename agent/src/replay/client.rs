@@ -122,8 +122,9 @@ impl ShadowClient {
         }
     }
 
-    /// Sends `request` (exact bytes) and reads the response. `head` says the request was a
-    /// HEAD (its response has no body); `keep_alive` false closes the connection after.
+    /// Sends `request` (exact bytes) and reads the response. `head` says the response has
+    /// no body whatever its headers say (HEAD, CONNECT); `keep_alive` false closes the
+    /// connection after.
     pub async fn send(
         &self,
         request: &[u8],

@@ -179,10 +179,12 @@ impl TargetWorker {
             &self.rules,
             &self.suffix,
         );
-        let head = req.method == "HEAD";
+        // A success to CONNECT turns the connection into a tunnel: no body, no reuse.
+        let connect = req.method == "CONNECT";
+        let no_body = req.method == "HEAD" || connect;
         // A 1.0 request tells the target to close after answering.
-        let keep_alive = req.version_minor >= 1;
-        match self.client.send(&bytes, head, keep_alive).await {
+        let keep_alive = req.version_minor >= 1 && !connect;
+        match self.client.send(&bytes, no_body, keep_alive).await {
             Ok(class) => Outcome::Replayed(class),
             Err(kind) => {
                 tracing::debug!(target_index = self.index, error = ?kind, "shadow copy failed");
