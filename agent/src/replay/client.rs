@@ -122,13 +122,13 @@ impl ShadowClient {
         }
     }
 
-    /// Sends `request` (exact bytes) and reads the response. `head` says the response has
+    /// Sends `request` (exact bytes) and reads the response. `no_body` says the response has
     /// no body whatever its headers say (HEAD, CONNECT); `keep_alive` false closes the
     /// connection after.
     pub async fn send(
         &self,
         request: &[u8],
-        head: bool,
+        no_body: bool,
         keep_alive: bool,
     ) -> Result<StatusClass, ReplayErrorKind> {
         let mut may_reuse = true;
@@ -138,7 +138,7 @@ impl ShadowClient {
                 Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
-            match self.exchange(conn, request, head).await {
+            match self.exchange(conn, request, no_body).await {
                 Ok((class, conn)) => {
                     if let Some(conn) = conn.filter(|_| keep_alive) {
                         self.put_idle(conn);
@@ -203,7 +203,7 @@ impl ShadowClient {
         &self,
         mut conn: Connection,
         request: &[u8],
-        head: bool,
+        no_body: bool,
     ) -> Result<(StatusClass, Option<Connection>), Failure> {
         let deadline = Instant::now() + self.opts.request_timeout;
         let sent = async {
@@ -217,7 +217,7 @@ impl ShadowClient {
         }
         let response = timeout_at(
             deadline,
-            read_head(&mut *conn.io, self.opts.max_head_bytes, head),
+            read_head(&mut *conn.io, self.opts.max_head_bytes, no_body),
         )
         .await
         .map_err(|_| Failure::early(ReplayErrorKind::Timeout))??;
@@ -270,7 +270,7 @@ fn has_token(value: &[u8], token: &str) -> bool {
 async fn read_head(
     io: &mut dyn Stream,
     max_head: usize,
-    head_request: bool,
+    no_body: bool,
 ) -> Result<ResponseHead, Failure> {
     let mut buf: Vec<u8> = Vec::with_capacity(4096.min(max_head));
     let mut received_any = false;
@@ -291,7 +291,7 @@ async fn read_head(
                         buf.drain(..len);
                         continue;
                     }
-                    let head = interpret(&resp, code, head_request).ok_or_else(protocol)?;
+                    let head = interpret(&resp, code, no_body).ok_or_else(protocol)?;
                     return Ok(ResponseHead {
                         class,
                         framing: head.0,
@@ -327,7 +327,7 @@ async fn read_head(
 fn interpret(
     resp: &httparse::Response<'_, '_>,
     code: u16,
-    head_request: bool,
+    no_body: bool,
 ) -> Option<(Framing, bool)> {
     let mut length: Option<u64> = None;
     let mut chunked = None;
@@ -356,7 +356,7 @@ fn interpret(
         Some(1) => !close,
         _ => keep_alive_token && !close,
     };
-    let framing = if head_request || code == 204 || code == 304 || (100..200).contains(&code) {
+    let framing = if no_body || code == 204 || code == 304 || (100..200).contains(&code) {
         Framing::Empty
     } else {
         match (chunked, length) {
