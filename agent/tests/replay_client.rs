@@ -559,6 +559,44 @@ fn endless_response_is_counted_and_cut_off() {
 }
 
 #[test]
+fn oversized_response_head_is_a_protocol_error() {
+    let mut huge = b"HTTP/1.1 200 OK\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    huge.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    let server = TestServer::start(Behaviour::Respond(huge));
+    let mut t = target(&server.url());
+    t.max_response_head_bytes = 16 * 1024;
+    let (r, acc) = start(vec![t]);
+    submit(&r, &acc, captured(1, get("/")));
+    wait_settled(&r, Duration::from_secs(5));
+    r.shutdown(Duration::from_secs(1));
+    assert_eq!(
+        acc.target(0)
+            .get(Outcome::ReplayError(ReplayErrorKind::Protocol)),
+        1
+    );
+}
+
+#[test]
+fn in_flight_cap_bounds_connections() {
+    let server = TestServer::start(Behaviour::Slow(Duration::from_millis(100), OK.to_vec()));
+    let mut t = target(&server.url());
+    t.max_in_flight = 3;
+    let (r, acc) = start(vec![t]);
+    for i in 0..12 {
+        submit(&r, &acc, captured(i, get("/")));
+    }
+    wait_settled(&r, Duration::from_secs(10));
+    r.shutdown(Duration::from_secs(1));
+    assert_eq!(acc.target(0).get(SUCCESS), 12);
+    assert_eq!(
+        server.accepts(),
+        3,
+        "never more than 3 at once, reused after"
+    );
+}
+
+#[test]
 fn redirects_are_not_followed() {
     let server = TestServer::start(Behaviour::Respond(
         b"HTTP/1.1 302 Found\r\nLocation: /elsewhere\r\nContent-Length: 0\r\n\r\n".to_vec(),
