@@ -9,8 +9,11 @@ pub mod http;
 pub mod metrics;
 pub mod reassembly;
 pub mod config;
+pub mod demo;
 pub mod inspect;
 pub mod pipeline;
+pub mod replay;
+pub mod sample;
 
 use std::process::ExitCode;
 
@@ -30,4 +33,3 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
 }
-pub mod demo;

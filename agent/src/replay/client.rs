@@ -1,0 +1,684 @@
+//! Our own minimal HTTP/1.1 client for one target: a keep-alive pool, connect and request
+//! deadlines, and a response reader that throws the body away.
+//!
+//! Why not reqwest or hyper: they rebuild the request from a typed model, lower-casing
+//! or re-ordering header names and re-encoding the request-target, and the copy must be
+//! the bytes the client sent (SPEC.md "The copy is the request"). Here the bytes from
+//! `build_shadow_request` go to the socket as they are.
+//!
+//! Reading the response: the head is parsed with httparse (at most `max_head_bytes`),
+//! interim 1xx responses other than 101 are skipped, and the body is read by its framing
+//! (none for HEAD, 1xx, 204 and 304; chunked; Content-Length; else until close) into a
+//! fixed buffer, never held whole. Once a head is parsed the request counts as replayed
+//! with that status class, whatever happens to the body; a body past `max_body_bytes`, a
+//! bad chunk or a deadline in the body only closes the connection. Redirects are not
+//! followed: a 3xx is a status class like any other.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::TlsConnector;
+
+use crate::metrics::{ReplayErrorKind, StatusClass};
+
+/// A byte stream to a target, plain or TLS.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+struct Connection {
+    io: Box<dyn Stream>,
+}
+
+/// TLS settings of an `https` target.
+#[derive(Clone)]
+pub struct TlsTarget {
+    pub config: Arc<rustls::ClientConfig>,
+    /// SNI and the name the certificate must carry: the target URL's host.
+    pub server_name: ServerName<'static>,
+}
+
+/// Limits and addresses of one target's client.
+#[derive(Clone)]
+pub struct ClientOptions {
+    pub host: String,
+    pub port: u16,
+    pub tls: Option<TlsTarget>,
+    pub connect_timeout: Duration,
+    /// From the first byte written to the end of the response head.
+    pub request_timeout: Duration,
+    pub max_head_bytes: usize,
+    /// Body bytes read from one response before the connection is closed instead.
+    pub max_body_bytes: u64,
+    /// Idle keep-alive connections kept for reuse.
+    pub max_idle: usize,
+}
+
+/// The client of one target; shared by that target's replay tasks.
+pub struct ShadowClient {
+    opts: ClientOptions,
+    idle: Mutex<VecDeque<Connection>>,
+}
+
+/// What went wrong, and whether it happened before the target sent a byte back. A pooled
+/// connection that fails that way was most likely closed by the target while idle (the
+/// keep-alive race), so the request is sent once more on a new connection, as HTTP
+/// clients do; a timeout is never retried.
+struct Failure {
+    kind: ReplayErrorKind,
+    nothing_received: bool,
+}
+
+impl Failure {
+    fn early(kind: ReplayErrorKind) -> Self {
+        Self {
+            kind,
+            nothing_received: true,
+        }
+    }
+}
+
+fn io_kind(e: &io::Error) -> ReplayErrorKind {
+    match e.kind() {
+        io::ErrorKind::TimedOut => ReplayErrorKind::Timeout,
+        io::ErrorKind::InvalidData => ReplayErrorKind::Protocol,
+        _ => ReplayErrorKind::Reset,
+    }
+}
+
+impl ShadowClient {
+    pub fn new(opts: ClientOptions) -> Self {
+        Self {
+            opts,
+            idle: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Connections currently idle in the pool.
+    pub fn idle_connections(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn take_idle(&self) -> Option<Connection> {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop_back()
+    }
+
+    fn put_idle(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.opts.max_idle {
+            idle.push_back(conn);
+        }
+    }
+
+    /// Sends `request` (exact bytes) and reads the response. `no_body` says the response has
+    /// no body whatever its headers say (HEAD, CONNECT); `keep_alive` false closes the
+    /// connection after.
+    pub async fn send(
+        &self,
+        request: &[u8],
+        no_body: bool,
+        keep_alive: bool,
+    ) -> Result<StatusClass, ReplayErrorKind> {
+        let mut may_reuse = true;
+        loop {
+            let idle = if may_reuse { self.take_idle() } else { None };
+            let (conn, reused) = match idle {
+                Some(c) => (c, true),
+                None => (self.connect().await?, false),
+            };
+            match self.exchange(conn, request, no_body).await {
+                Ok((class, conn)) => {
+                    if let Some(conn) = conn.filter(|_| keep_alive) {
+                        self.put_idle(conn);
+                    }
+                    return Ok(class);
+                }
+                // The retry goes on a new connection, so it happens at most once.
+                Err(f) if reused && f.nothing_received && f.kind != ReplayErrorKind::Timeout => {
+                    may_reuse = false;
+                }
+                Err(f) => return Err(f.kind),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Connection, ReplayErrorKind> {
+        let connecting = async {
+            // DNS at connect time, so a target that moves is followed.
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((self.opts.host.as_str(), self.opts.port))
+                    .await
+                    .map_err(|_| ReplayErrorKind::Connect)?
+                    .collect();
+            let mut last = ReplayErrorKind::Connect;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(tcp) => {
+                        // Requests go out in one write; Nagle would only delay them.
+                        let _ = tcp.set_nodelay(true);
+                        return Ok(tcp);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        last = ReplayErrorKind::Timeout;
+                    }
+                    Err(_) => {}
+                }
+            }
+            Err(last)
+        };
+        let deadline = Instant::now() + self.opts.connect_timeout;
+        let tcp = timeout_at(deadline, connecting)
+            .await
+            .map_err(|_| ReplayErrorKind::Timeout)??;
+        let io: Box<dyn Stream> = match &self.opts.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let connector = TlsConnector::from(tls.config.clone());
+                let handshake = connector.connect(tls.server_name.clone(), tcp);
+                let stream = timeout_at(deadline, handshake)
+                    .await
+                    .map_err(|_| ReplayErrorKind::Timeout)?
+                    .map_err(|_| ReplayErrorKind::Tls)?;
+                Box::new(stream)
+            }
+        };
+        Ok(Connection { io })
+    }
+
+    /// One request and its response on `conn`; the connection comes back when it can
+    /// carry another request.
+    async fn exchange(
+        &self,
+        mut conn: Connection,
+        request: &[u8],
+        no_body: bool,
+    ) -> Result<(StatusClass, Option<Connection>), Failure> {
+        let deadline = Instant::now() + self.opts.request_timeout;
+        let sent = async {
+            conn.io.write_all(request).await?;
+            conn.io.flush().await
+        };
+        match timeout_at(deadline, sent).await {
+            Err(_) => return Err(Failure::early(ReplayErrorKind::Timeout)),
+            Ok(Err(e)) => return Err(Failure::early(io_kind(&e))),
+            Ok(Ok(())) => {}
+        }
+        let response = timeout_at(
+            deadline,
+            read_head(&mut *conn.io, self.opts.max_head_bytes, no_body),
+        )
+        .await
+        .map_err(|_| Failure::early(ReplayErrorKind::Timeout))??;
+        // The body gets what is left of the request deadline, and at least a moment to
+        // drain small bodies that arrive with the head.
+        let body_deadline = deadline.max(Instant::now() + Duration::from_millis(10));
+        let clean = timeout_at(
+            body_deadline,
+            discard_body(
+                &mut *conn.io,
+                response.leftover,
+                response.framing,
+                self.opts.max_body_bytes,
+            ),
+        )
+        .await
+        .unwrap_or(false);
+        let reusable = clean && response.keep_alive && response.framing != Framing::Close;
+        if !reusable {
+            // Best effort: a polite close lets the target free the connection at once.
+            let _ = timeout(Duration::from_millis(50), conn.io.shutdown()).await;
+        }
+        Ok((response.class, reusable.then_some(conn)))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+struct ResponseHead {
+    class: StatusClass,
+    framing: Framing,
+    keep_alive: bool,
+    /// Bytes read past the head: the start of the body.
+    leftover: Vec<u8>,
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Reads interim responses and the final response head.
+async fn read_head(
+    io: &mut dyn Stream,
+    max_head: usize,
+    no_body: bool,
+) -> Result<ResponseHead, Failure> {
+    let mut buf: Vec<u8> = Vec::with_capacity(4096.min(max_head));
+    let mut received_any = false;
+    loop {
+        // Parse what we have first: interim responses may leave the final one buffered.
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; 96];
+            let mut resp = httparse::Response::new(&mut headers);
+            let protocol = || Failure {
+                kind: ReplayErrorKind::Protocol,
+                nothing_received: false,
+            };
+            match resp.parse(&buf) {
+                Ok(httparse::Status::Complete(len)) => {
+                    let code = resp.code.ok_or_else(protocol)?;
+                    let class = StatusClass::of(code).ok_or_else(protocol)?;
+                    if (100..200).contains(&code) && code != 101 {
+                        buf.drain(..len);
+                        continue;
+                    }
+                    let head = interpret(&resp, code, no_body).ok_or_else(protocol)?;
+                    return Ok(ResponseHead {
+                        class,
+                        framing: head.0,
+                        keep_alive: head.1,
+                        leftover: buf.split_off(len),
+                    });
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(_) => return Err(protocol()),
+            }
+            if buf.len() >= max_head {
+                return Err(protocol());
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let room = (max_head - buf.len()).clamp(1, chunk.len());
+        let n = io.read(&mut chunk[..room]).await.map_err(|e| Failure {
+            kind: io_kind(&e),
+            nothing_received: !received_any,
+        })?;
+        if n == 0 {
+            return Err(Failure {
+                kind: ReplayErrorKind::Reset,
+                nothing_received: !received_any,
+            });
+        }
+        received_any = true;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Framing and keep-alive of a final response; `None` when the framing is invalid.
+fn interpret(
+    resp: &httparse::Response<'_, '_>,
+    code: u16,
+    no_body: bool,
+) -> Option<(Framing, bool)> {
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = false;
+    let mut keep_alive_token = false;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let text = std::str::from_utf8(h.value).ok()?.trim();
+            let n: u64 = text
+                .parse()
+                .ok()
+                .filter(|_| text.bytes().all(|b| b.is_ascii_digit()))?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            close |= has_token(h.value, "close");
+            keep_alive_token |= has_token(h.value, "keep-alive");
+        }
+    }
+    let keep_alive = match resp.version {
+        Some(1) => !close,
+        _ => keep_alive_token && !close,
+    };
+    let framing = if no_body || code == 204 || code == 304 || (100..200).contains(&code) {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::Close,
+            (None, Some(0)) => Framing::Empty,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::Close,
+        }
+    };
+    // A 101 hands the connection over to another protocol: never reuse it.
+    Some((framing, keep_alive && code != 101))
+}
+
+/// Reads and drops a body. True when it ended exactly where its framing said, within
+/// `cap` bytes, so the connection can carry another request.
+async fn discard_body(io: &mut dyn Stream, leftover: Vec<u8>, framing: Framing, cap: u64) -> bool {
+    let mut buf = vec![0u8; 16 * 1024];
+    match framing {
+        Framing::Empty => leftover.is_empty(),
+        Framing::Length(n) => {
+            let mut have = leftover.len() as u64;
+            if have > n {
+                return false;
+            }
+            while have < n {
+                if have >= cap {
+                    return false;
+                }
+                let want = (n - have).min(buf.len() as u64) as usize;
+                match io.read(&mut buf[..want]).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(k) => have += k as u64,
+                }
+            }
+            true
+        }
+        Framing::Close => {
+            let mut have = leftover.len() as u64;
+            while have < cap {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => have += k as u64,
+                }
+            }
+            false
+        }
+        Framing::Chunked => {
+            let mut decoder = ChunkedDecoder::default();
+            let mut have = leftover.len() as u64;
+            match decoder.feed(&leftover) {
+                Err(()) => return false,
+                Ok(used) if decoder.done() => return used == leftover.len(),
+                Ok(_) => {}
+            }
+            loop {
+                if have >= cap {
+                    return false;
+                }
+                let k = match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(k) => k,
+                };
+                have += k as u64;
+                match decoder.feed(&buf[..k]) {
+                    Err(()) => return false,
+                    Ok(used) if decoder.done() => return used == k,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Where a chunked body's decoder is (RFC 9112 7.1), byte by byte so that a body of any
+/// size passes through a fixed buffer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    SizeStart,
+    Size,
+    Extension,
+    SizeLf,
+    Data(u64),
+    DataCr,
+    DataLf,
+    TrailerStart,
+    Trailer,
+    EndLf,
+    Done,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ChunkedDecoder {
+    state: ChunkState,
+    size: u64,
+}
+
+impl ChunkedDecoder {
+    pub(crate) fn done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Consumes bytes up to the end of the body; returns how many it used.
+    pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, ()> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < data.len() && self.state != Done {
+            let b = data[i];
+            self.state = match self.state {
+                SizeStart | Size => match (b as char).to_digit(16) {
+                    Some(d) => {
+                        if self.size >> 60 != 0 {
+                            return Err(());
+                        }
+                        self.size = self.size * 16 + u64::from(d);
+                        Size
+                    }
+                    None if self.state == SizeStart => return Err(()),
+                    None => match b {
+                        b';' | b' ' | b'\t' => Extension,
+                        b'\r' => SizeLf,
+                        b'\n' => self.after_size_line(),
+                        _ => return Err(()),
+                    },
+                },
+                Extension => match b {
+                    b'\r' => SizeLf,
+                    b'\n' => self.after_size_line(),
+                    _ => Extension,
+                },
+                SizeLf if b == b'\n' => self.after_size_line(),
+                SizeLf => return Err(()),
+                Data(left) => {
+                    let take = (left.min((data.len() - i) as u64)) as usize;
+                    i += take;
+                    let left = left - take as u64;
+                    self.state = if left == 0 { DataCr } else { Data(left) };
+                    continue;
+                }
+                DataCr => match b {
+                    b'\r' => DataLf,
+                    b'\n' => SizeStart,
+                    _ => return Err(()),
+                },
+                DataLf if b == b'\n' => SizeStart,
+                DataLf => return Err(()),
+                TrailerStart => match b {
+                    b'\r' => EndLf,
+                    b'\n' => Done,
+                    _ => Trailer,
+                },
+                Trailer if b == b'\n' => TrailerStart,
+                Trailer => Trailer,
+                EndLf if b == b'\n' => Done,
+                EndLf => return Err(()),
+                Done => Done,
+            };
+            i += 1;
+        }
+        Ok(i)
+    }
+
+    fn after_size_line(&mut self) -> ChunkState {
+        let size = std::mem::take(&mut self.size);
+        if size == 0 {
+            ChunkState::TrailerStart
+        } else {
+            ChunkState::Data(size)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(input: &[u8]) -> Result<usize, ()> {
+        let mut d = ChunkedDecoder::default();
+        let used = d.feed(input)?;
+        assert!(d.done(), "not done after {input:?}");
+        Ok(used)
+    }
+
+    #[test]
+    fn chunked_decoder_finds_the_end() {
+        let cases: &[&[u8]] = &[
+            b"0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\r\n",
+            b"5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n",
+            b"3\nabc\n0\n\n",
+            b"ff \r\n",
+        ];
+        for input in &cases[..4] {
+            assert_eq!(decode_all(input), Ok(input.len()), "{input:?}");
+        }
+        // Bytes after the end are left unused.
+        let mut d = ChunkedDecoder::default();
+        assert_eq!(d.feed(b"0\r\n\r\nHTTP/1.1"), Ok(5));
+        assert!(d.done());
+        // Incomplete is not done.
+        let mut d = ChunkedDecoder::default();
+        assert_eq!(d.feed(cases[4]), Ok(cases[4].len()));
+        assert!(!d.done());
+    }
+
+    #[test]
+    fn chunked_decoder_split_at_every_offset() {
+        let input: &[u8] =
+            b"5;a=b\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nT: v\r\n\r\n";
+        for cut in 0..=input.len() {
+            let mut d = ChunkedDecoder::default();
+            let a = d.feed(&input[..cut]).unwrap();
+            assert_eq!(a, cut);
+            let b = d.feed(&input[cut..]).unwrap();
+            assert_eq!(a + b, input.len(), "cut {cut}");
+            assert!(d.done());
+        }
+    }
+
+    #[test]
+    fn chunked_decoder_rejects_garbage() {
+        for input in [
+            &b"x\r\n"[..],
+            b"\r\n",
+            b"5\r\nhelloX",
+            b"5\rX",
+            b"fffffffffffffffff\r\n",
+        ] {
+            assert_eq!(ChunkedDecoder::default().feed(input), Err(()), "{input:?}");
+        }
+    }
+
+    fn framing_of(head: &[u8], head_request: bool) -> Option<(Framing, bool)> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        assert!(resp.parse(head).unwrap().is_complete());
+        let code = resp.code.unwrap();
+        interpret(&resp, code, head_request)
+    }
+
+    #[test]
+    fn response_framing_table() {
+        use Framing::*;
+        type Case = (&'static [u8], bool, Option<(Framing, bool)>);
+        let cases: &[Case] = &[
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Some((Length(5), true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                Some((Empty, true)),
+            ),
+            (b"HTTP/1.1 204 No\r\n\r\n", false, Some((Empty, true))),
+            (
+                b"HTTP/1.1 304 NM\r\nContent-Length: 9\r\n\r\n",
+                false,
+                Some((Empty, true)),
+            ),
+            (b"HTTP/1.1 200 OK\r\n\r\n", false, Some((Close, true))),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                false,
+                Some((Empty, true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+                false,
+                Some((Chunked, true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                Some((Close, true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Some((Length(1), false)),
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Some((Length(1), false)),
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Some((Length(1), true)),
+            ),
+            (
+                b"HTTP/1.1 101 Switching\r\nUpgrade: x\r\n\r\n",
+                false,
+                Some((Empty, false)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false,
+                None,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                false,
+                Some((Length(1), true)),
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
+                false,
+                None,
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false, None),
+        ];
+        for (head, head_request, want) in cases {
+            assert_eq!(
+                framing_of(head, *head_request),
+                *want,
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+}

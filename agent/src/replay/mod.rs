@@ -1,0 +1,408 @@
+//! The replay stage: for each target, filter, sample, rate-cap and queue a captured
+//! request, then send its shadow copy and record one outcome per target.
+//!
+//! `Replayer::submit` runs on the capture/parse thread and never blocks: every hand-off
+//! is a `try_send` into a bounded queue, and a full queue is counted as `queue_full`. The
+//! network side runs on a tokio runtime owned by a thread of its own, so a slow, dead or
+//! hostile target only ever costs shadow copies. The caller counts a request as seen
+//! (`Accounting::seen`) before it submits it; the replayer records exactly one outcome
+//! per target for it, including at shutdown, so each target's outcomes add up.
+
+pub mod client;
+pub mod filter;
+pub mod rewrite;
+pub mod target;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::http::HttpRequest;
+use crate::metrics::{Accounting, Outcome, ReplayErrorKind, TargetCounters};
+use crate::sample::{hash_bytes, ConnectionKey, Percent, SampleBy, Sampler, TokenBucket};
+use client::{ClientOptions, ShadowClient, TlsTarget};
+use filter::RequestFilter;
+use rewrite::{build_shadow_request, HeaderRules};
+use target::{parse_target, Scheme, TargetUrl, TargetUrlError, TlsOptions, TlsSetupError};
+
+/// One request as captured, with the connection it came on.
+#[derive(Clone, Debug)]
+pub struct CapturedRequest {
+    /// The capture's id for the connection (tells apart reuses of a 4-tuple).
+    pub conn: u64,
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub request: HttpRequest,
+}
+
+/// Everything about one target. `TargetConfig::new` gives the defaults.
+#[derive(Clone, Debug)]
+pub struct TargetConfig {
+    pub url: TargetUrl,
+    pub percent: Percent,
+    pub sample_by: SampleBy,
+    /// Seeds the sampler; `None`: hash modes derive a seed from the URL and position (the
+    /// same on every node), the random mode takes one from the OS.
+    pub seed: Option<u64>,
+    /// `--max-rps`: copies per second, with a burst of `max_rps_burst`.
+    pub max_rps: Option<f64>,
+    pub max_rps_burst: Option<u32>,
+    pub filter: RequestFilter,
+    pub rules: HeaderRules,
+    /// `--shadow-suffix`; empty leaves Host as sent.
+    pub shadow_suffix: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_in_flight: usize,
+    pub queue_len: usize,
+    pub max_response_head_bytes: usize,
+    pub max_response_body_bytes: u64,
+    pub tls: TlsOptions,
+}
+
+impl TargetConfig {
+    pub const DEFAULT_SUFFIX: &'static str = "-shadow";
+
+    pub fn new(url: TargetUrl) -> Self {
+        Self {
+            url,
+            percent: Percent::ALL,
+            sample_by: SampleBy::Random,
+            seed: None,
+            max_rps: None,
+            max_rps_burst: None,
+            filter: RequestFilter::default(),
+            rules: HeaderRules::default(),
+            shadow_suffix: Self::DEFAULT_SUFFIX.to_string(),
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(10),
+            max_in_flight: 64,
+            queue_len: 10_000,
+            max_response_head_bytes: 64 * 1024,
+            max_response_body_bytes: 16 * 1024 * 1024,
+            tls: TlsOptions::default(),
+        }
+    }
+
+    /// From a `--target URL[@PERCENT]` value; without `@PERCENT`, `default_percent`.
+    pub fn from_arg(text: &str, default_percent: Percent) -> Result<Self, TargetUrlError> {
+        let (url, percent) = parse_target(text)?;
+        let mut cfg = Self::new(url);
+        cfg.percent = percent.unwrap_or(default_percent);
+        Ok(cfg)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ReplayerError {
+    #[error("target {url}: {source}")]
+    Tls { url: String, source: TlsSetupError },
+    #[error("target {0}: host is not a valid TLS server name")]
+    ServerName(String),
+    #[error("accounting has {accounting} targets but {configured} are configured")]
+    TargetCount {
+        accounting: usize,
+        configured: usize,
+    },
+    #[error("target {0}: max in-flight and queue length must be at least 1")]
+    ZeroLimit(String),
+    #[error("cannot start the replay runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// Requests accepted into a target's queue and not settled yet. An outcome is recorded
+/// only by whoever takes a unit from here, so a task finishing after the shutdown deadline
+/// (which takes all that is left) records nothing, and no request counts twice.
+#[derive(Debug, Default)]
+struct Pending(AtomicU64);
+
+impl Pending {
+    fn add(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn take_one(&self) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| p.checked_sub(1))
+            .is_ok()
+    }
+
+    fn take_all(&self) -> u64 {
+        self.0.swap(0, Ordering::AcqRel)
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+struct TargetSide {
+    filter: RequestFilter,
+    sampler: Sampler,
+    bucket: Option<Mutex<TokenBucket>>,
+    queue: mpsc::Sender<Arc<CapturedRequest>>,
+    pending: Arc<Pending>,
+}
+
+/// What the replay tasks of one target share.
+struct TargetWorker {
+    index: usize,
+    client: ShadowClient,
+    rules: HeaderRules,
+    suffix: String,
+    accounting: Arc<Accounting>,
+    pending: Arc<Pending>,
+}
+
+impl TargetWorker {
+    fn counters(&self) -> &TargetCounters {
+        self.accounting.target(self.index)
+    }
+
+    fn settle(&self, outcome: Outcome) {
+        if self.pending.take_one() {
+            self.counters().record(outcome);
+        }
+    }
+
+    async fn replay(&self, captured: &CapturedRequest) -> Outcome {
+        let req = &captured.request;
+        let bytes = build_shadow_request(
+            req,
+            captured.client,
+            captured.server,
+            &self.rules,
+            &self.suffix,
+        );
+        // A success to CONNECT turns the connection into a tunnel: no body, no reuse.
+        let connect = req.method == "CONNECT";
+        let no_body = req.method == "HEAD" || connect;
+        // A 1.0 request tells the target to close after answering.
+        let keep_alive = req.version_minor >= 1 && !connect;
+        match self.client.send(&bytes, no_body, keep_alive).await {
+            Ok(class) => Outcome::Replayed(class),
+            Err(kind) => {
+                tracing::debug!(target_index = self.index, error = ?kind, "shadow copy failed");
+                Outcome::ReplayError(kind)
+            }
+        }
+    }
+}
+
+async fn dispatch(
+    worker: Arc<TargetWorker>,
+    mut queue: mpsc::Receiver<Arc<CapturedRequest>>,
+    in_flight: usize,
+) {
+    let slots = Arc::new(Semaphore::new(in_flight));
+    while let Some(captured) = queue.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let worker = worker.clone();
+        tokio::spawn(async move {
+            let outcome = worker.replay(&captured).await;
+            worker.settle(outcome);
+            drop(slot);
+        });
+    }
+}
+
+/// Sends shadow copies to every configured target.
+pub struct Replayer {
+    targets: Vec<TargetSide>,
+    accounting: Arc<Accounting>,
+    clock: Instant,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn os_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is keyed from the OS's randomness once per process.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x5348_4144);
+    h.finish()
+}
+
+impl Replayer {
+    /// Starts the replay runtime. `accounting` must list the targets in the same order.
+    pub fn new(
+        targets: Vec<TargetConfig>,
+        accounting: Arc<Accounting>,
+    ) -> Result<Self, ReplayerError> {
+        let names = accounting.target_names().len();
+        if names != targets.len() && !(targets.is_empty() && names == 1) {
+            return Err(ReplayerError::TargetCount {
+                accounting: names,
+                configured: targets.len(),
+            });
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("shadowtap-replay")
+            .build()?;
+        let mut sides = Vec::with_capacity(targets.len());
+        for (index, cfg) in targets.into_iter().enumerate() {
+            let name = cfg.url.to_string();
+            if cfg.max_in_flight == 0 || cfg.queue_len == 0 {
+                return Err(ReplayerError::ZeroLimit(name));
+            }
+            let tls = match cfg.url.scheme {
+                Scheme::Http => None,
+                Scheme::Https => Some(TlsTarget {
+                    config: target::client_config(&cfg.tls).map_err(|source| {
+                        ReplayerError::Tls {
+                            url: name.clone(),
+                            source,
+                        }
+                    })?,
+                    server_name: target::server_name(&cfg.url.host)
+                        .ok_or_else(|| ReplayerError::ServerName(name.clone()))?,
+                }),
+            };
+            let seed = cfg.seed.unwrap_or_else(|| match cfg.sample_by {
+                SampleBy::Random => os_seed(),
+                _ => hash_bytes(index as u64, name.as_bytes()),
+            });
+            let client = ShadowClient::new(ClientOptions {
+                host: cfg.url.host.clone(),
+                port: cfg.url.port,
+                tls,
+                connect_timeout: cfg.connect_timeout,
+                request_timeout: cfg.request_timeout,
+                max_head_bytes: cfg.max_response_head_bytes,
+                max_body_bytes: cfg.max_response_body_bytes,
+                max_idle: cfg.max_in_flight,
+            });
+            let pending = Arc::new(Pending::default());
+            let (tx, rx) = mpsc::channel(cfg.queue_len);
+            let worker = Arc::new(TargetWorker {
+                index,
+                client,
+                rules: cfg.rules,
+                suffix: cfg.shadow_suffix,
+                accounting: accounting.clone(),
+                pending: pending.clone(),
+            });
+            runtime.spawn(dispatch(worker, rx, cfg.max_in_flight));
+            let bucket = cfg.max_rps.map(|rate| {
+                let burst = cfg
+                    .max_rps_burst
+                    .unwrap_or(rate.ceil().clamp(1.0, 1e6) as u32);
+                Mutex::new(TokenBucket::new(rate, burst))
+            });
+            sides.push(TargetSide {
+                filter: cfg.filter,
+                sampler: Sampler::new(cfg.percent, cfg.sample_by, seed),
+                bucket,
+                queue: tx,
+                pending,
+            });
+        }
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("shadowtap-replay".into())
+            .spawn(move || {
+                // Tasks run while the thread waits here; dropping the runtime afterwards
+                // cancels whatever is left.
+                let _ = runtime.block_on(stopped);
+            })?;
+        Ok(Self {
+            targets: sides,
+            accounting,
+            clock: Instant::now(),
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a request to every target. Never blocks; records the outcomes decided here
+    /// (filtered, not sampled, rate limited, queue full) at once. Call `Accounting::seen`
+    /// first.
+    pub fn submit(&self, captured: CapturedRequest) {
+        let key = ConnectionKey {
+            conn: captured.conn,
+            client: captured.client,
+            server: captured.server,
+        };
+        let captured = Arc::new(captured);
+        for (index, t) in self.targets.iter().enumerate() {
+            let counters = self.accounting.target(index);
+            if !t.filter.allows(&captured.request) {
+                counters.record(Outcome::Filtered);
+                continue;
+            }
+            if !t.sampler.keep(&key, &captured.request) {
+                counters.record(Outcome::NotSampled);
+                continue;
+            }
+            if let Some(bucket) = &t.bucket {
+                let now = u64::try_from(self.clock.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let taken = bucket
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .try_take(now);
+                if !taken {
+                    counters.record(Outcome::RateLimited);
+                    continue;
+                }
+            }
+            // Counted before the send so that a task finishing at once finds its unit.
+            t.pending.add();
+            if t.queue.try_send(captured.clone()).is_err() {
+                // Nothing else can take this unit: submit and shutdown both need the
+                // replayer and tasks only settle what was queued.
+                t.pending.take_one();
+                counters.record(Outcome::QueueFull);
+            }
+        }
+    }
+
+    /// Requests queued or in flight, over all targets.
+    pub fn pending(&self) -> u64 {
+        self.targets.iter().map(|t| t.pending.get()).sum()
+    }
+
+    /// Stops taking requests, lets queued and in-flight ones finish until `deadline` has
+    /// passed, counts those still unsettled as `replay_error` (timeout), and stops the
+    /// runtime.
+    pub fn shutdown(mut self, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        let pendings: Vec<Arc<Pending>> = self.targets.iter().map(|t| t.pending.clone()).collect();
+        // Closing the queues lets each dispatcher finish once it has drained its queue.
+        self.targets.clear();
+        while pendings.iter().any(|p| p.get() > 0) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        for (index, p) in pendings.iter().enumerate() {
+            let left = p.take_all();
+            for _ in 0..left {
+                self.accounting
+                    .target(index)
+                    .record(Outcome::ReplayError(ReplayErrorKind::Timeout));
+            }
+        }
+        self.stop_runtime();
+    }
+
+    fn stop_runtime(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Replayer {
+    fn drop(&mut self) {
+        self.stop_runtime();
+    }
+}

@@ -1,0 +1,378 @@
+//! A target's URL (`http(s)://host[:port][/ignored][@PERCENT]`) and its TLS client
+//! configuration. The URL only says where to connect: the path is ignored (the copy
+//! keeps the captured request-target) and Host comes from the captured request.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use thiserror::Error;
+
+use crate::sample::{Percent, PercentError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// Where copies go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetUrl {
+    pub scheme: Scheme,
+    /// Host name or IP literal, without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for TargetUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TargetUrlError {
+    #[error("target {0:?} must start with http:// or https://")]
+    Scheme(String),
+    #[error("target {0:?} has no host")]
+    NoHost(String),
+    #[error("target {0:?}: user info (`user@`) is not supported; `@` only introduces a percent, as in http://stage:8000@12.5")]
+    UserInfo(String),
+    #[error("target {url:?}: bad port {port:?} (1 to 65535)")]
+    Port { url: String, port: String },
+    #[error("target {0:?}: unclosed `[` in an IPv6 host")]
+    Ipv6(String),
+    #[error("target {url:?}: bad percent after `@`: {source}")]
+    Percent { url: String, source: PercentError },
+}
+
+/// Parses `http(s)://host[:port][/path]` with an optional `@PERCENT` at the end.
+pub fn parse_target(text: &str) -> Result<(TargetUrl, Option<Percent>), TargetUrlError> {
+    let (scheme, rest) = if let Some(r) = text.strip_prefix("http://") {
+        (Scheme::Http, r)
+    } else if let Some(r) = text.strip_prefix("https://") {
+        (Scheme::Https, r)
+    } else {
+        return Err(TargetUrlError::Scheme(text.to_string()));
+    };
+    let (rest, percent) = match rest.rsplit_once('@') {
+        Some((before, pct)) => {
+            if pct.contains('/') || before.is_empty() {
+                return Err(TargetUrlError::UserInfo(text.to_string()));
+            }
+            let p = pct.parse().map_err(|source| TargetUrlError::Percent {
+                url: text.to_string(),
+                source,
+            })?;
+            (before, Some(p))
+        }
+        None => (rest, None),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err(TargetUrlError::UserInfo(text.to_string()));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| TargetUrlError::Ipv6(text.to_string()))?;
+        match after {
+            "" => (host, None),
+            _ => match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None => {
+                    return Err(TargetUrlError::Port {
+                        url: text.to_string(),
+                        port: after.to_string(),
+                    })
+                }
+            },
+        }
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(TargetUrlError::NoHost(text.to_string()));
+    }
+    let port = match port {
+        None => match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        },
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&n| n != 0 && p.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(|| TargetUrlError::Port {
+                url: text.to_string(),
+                port: p.to_string(),
+            })?,
+    };
+    Ok((
+        TargetUrl {
+            scheme,
+            host: host.to_string(),
+            port,
+        },
+        percent,
+    ))
+}
+
+#[derive(Debug, Error)]
+pub enum TlsSetupError {
+    #[error("cannot read --target-ca {path}: {source}")]
+    CaFile {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("--target-ca {0} holds no certificate")]
+    CaEmpty(String),
+    #[error("--target-ca {path}: certificate rejected: {source}")]
+    CaCert { path: String, source: rustls::Error },
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// How a `https` target's certificate is checked.
+#[derive(Clone, Debug, Default)]
+pub struct TlsOptions {
+    /// Extra roots (PEM), on top of the public web roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Accept any certificate. Off by default; for staging gateways with self-made certs.
+    pub insecure: bool,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls client configuration of one target.
+pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let builder =
+        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let config = if opts.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_no_client_auth()
+    } else {
+        let mut roots = RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = &opts.ca_file {
+            add_pem_roots(&mut roots, path)?;
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    };
+    Ok(Arc::new(config))
+}
+
+fn add_pem_roots(roots: &mut RootCertStore, path: &Path) -> Result<(), TlsSetupError> {
+    let shown = path.display().to_string();
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsSetupError::CaFile {
+            path: shown.clone(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(TlsSetupError::CaEmpty(shown));
+    }
+    for cert in certs {
+        roots.add(cert).map_err(|source| TlsSetupError::CaCert {
+            path: shown.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The SNI / certificate name for a target host.
+pub fn server_name(host: &str) -> Option<ServerName<'static>> {
+    ServerName::try_from(host.to_string()).ok()
+}
+
+/// `--insecure`: trusts any certificate, but still checks that the handshake signatures
+/// are valid for the certificate presented.
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(scheme: Scheme, host: &str, port: u16) -> TargetUrl {
+        TargetUrl {
+            scheme,
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn target_url_table() {
+        let ok: &[(&str, TargetUrl, Option<u32>)] = &[
+            ("http://stage", url(Scheme::Http, "stage", 80), None),
+            ("https://stage", url(Scheme::Https, "stage", 443), None),
+            (
+                "http://stage:8000@12.5",
+                url(Scheme::Http, "stage", 8000),
+                Some(125_000),
+            ),
+            (
+                "http://stage:8000/ignored/path?q@50",
+                url(Scheme::Http, "stage", 8000),
+                Some(500_000),
+            ),
+            ("https://[::1]:8443/", url(Scheme::Https, "::1", 8443), None),
+            (
+                "http://[fd00::1]@100",
+                url(Scheme::Http, "fd00::1", 80),
+                Some(1_000_000),
+            ),
+            ("http://10.0.0.1:9", url(Scheme::Http, "10.0.0.1", 9), None),
+        ];
+        for (text, want, pct) in ok {
+            let (got, p) = parse_target(text).unwrap();
+            assert_eq!(&got, want, "{text}");
+            assert_eq!(p.map(Percent::ppm), *pct, "{text}");
+        }
+        assert!(matches!(
+            parse_target("ftp://x"),
+            Err(TargetUrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            parse_target("stage:80"),
+            Err(TargetUrlError::Scheme(_))
+        ));
+        assert!(matches!(
+            parse_target("http://"),
+            Err(TargetUrlError::NoHost(_))
+        ));
+        assert!(matches!(
+            parse_target("http://:80"),
+            Err(TargetUrlError::NoHost(_))
+        ));
+        assert!(matches!(
+            parse_target("http://u@h/x"),
+            Err(TargetUrlError::UserInfo(_))
+        ));
+        assert!(matches!(
+            parse_target("http://u@h@5"),
+            Err(TargetUrlError::UserInfo(_))
+        ));
+        assert!(matches!(
+            parse_target("http://h:0"),
+            Err(TargetUrlError::Port { .. })
+        ));
+        assert!(matches!(
+            parse_target("http://h:99999"),
+            Err(TargetUrlError::Port { .. })
+        ));
+        assert!(matches!(
+            parse_target("http://h:"),
+            Err(TargetUrlError::Port { .. })
+        ));
+        assert!(matches!(
+            parse_target("http://h:+80"),
+            Err(TargetUrlError::Port { .. })
+        ));
+        assert!(matches!(
+            parse_target("http://[::1"),
+            Err(TargetUrlError::Ipv6(_))
+        ));
+        assert!(matches!(
+            parse_target("http://[::1]x"),
+            Err(TargetUrlError::Port { .. })
+        ));
+        let e = parse_target("http://h@120").unwrap_err();
+        assert!(e.to_string().contains("above 100"), "{e}");
+        assert_eq!(
+            url(Scheme::Https, "::1", 8443).to_string(),
+            "https://[::1]:8443"
+        );
+    }
+
+    #[test]
+    fn tls_configs_build() {
+        assert!(client_config(&TlsOptions::default()).is_ok());
+        assert!(client_config(&TlsOptions {
+            ca_file: None,
+            insecure: true
+        })
+        .is_ok());
+        let missing = client_config(&TlsOptions {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            insecure: false,
+        });
+        assert!(matches!(missing, Err(TlsSetupError::CaFile { .. })));
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no pem here\n").unwrap();
+        let r = client_config(&TlsOptions {
+            ca_file: Some(empty),
+            insecure: false,
+        });
+        assert!(matches!(r, Err(TlsSetupError::CaEmpty(_))), "{r:?}");
+    }
+}
