@@ -333,13 +333,8 @@ impl<R: Read> CaptureReader<R> {
             });
         }
         let len = incl_len as usize;
-        self.buf.resize(len, 0);
-        let mut buf = std::mem::take(&mut self.buf);
-        let filled = self.fill(&mut buf[..len]);
-        self.buf = buf;
-        match filled? {
-            Fill::Full => {}
-            Fill::Eof | Fill::Partial => return Ok(self.cut()),
+        if !self.read_body(len)? {
+            return Ok(self.cut());
         }
         let frac_nanos = if nanos {
             ts_frac
@@ -406,13 +401,8 @@ impl<R: Read> CaptureReader<R> {
                     continue;
                 }
             }
-            self.buf.resize(body_len, 0);
-            let mut buf = std::mem::take(&mut self.buf);
-            let filled = self.fill(&mut buf[..body_len]);
-            self.buf = buf;
-            match filled? {
-                Fill::Full => {}
-                Fill::Eof | Fill::Partial => return Ok(self.cut()),
+            if !self.read_body(body_len)? {
+                return Ok(self.cut());
             }
             if !self.read_trailer(block_at, total_len, endian)? {
                 return Ok(self.cut());
@@ -638,6 +628,21 @@ impl<R: Read> CaptureReader<R> {
         self.stats.truncated_tail = true;
         self.done = true;
         None
+    }
+
+    /// Reads `len` bytes into `self.buf`; false when the file ends first. The buffer grows
+    /// with the bytes that actually arrive, so a lying length field costs no memory.
+    fn read_body(&mut self, len: usize) -> Result<bool, CaptureFileError> {
+        self.buf.clear();
+        let got = (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+            .map_err(|source| CaptureFileError::Io {
+                offset: self.pos,
+                source,
+            })?;
+        self.pos += got as u64;
+        Ok(got == len)
     }
 
     /// Reads exactly `buf.len()` bytes unless the file ends first.
