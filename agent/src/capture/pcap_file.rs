@@ -14,6 +14,8 @@ use super::{Frame, LinkType};
 /// A pcap record larger than this is taken as corruption: no link layer we decode has
 /// frames near this size, and trusting the field would let one bad record allocate GBs.
 const MAX_PCAP_RECORD: u32 = 1 << 20;
+/// How far a pcap record's captured length may exceed its wire length.
+const MAX_CAPTURED_OVER_WIRE: u32 = 65_535;
 /// pcapng blocks larger than this are rejected for the same reason.
 const MAX_PCAPNG_BLOCK: u32 = 16 << 20;
 /// Each IDB costs memory until the next section; a real file has a handful.
@@ -329,6 +331,16 @@ impl<R: Read> CaptureReader<R> {
                 offset: record_at,
                 why: format!(
                     "record claims {incl_len} captured bytes (limit {MAX_PCAP_RECORD}): the file is damaged"
+                ),
+            });
+        }
+        // Captured beyond the wire length happens by a few bytes in odd writers; by more
+        // than a frame, the reader is out of step with the records.
+        if incl_len > orig_len && incl_len - orig_len > MAX_CAPTURED_OVER_WIRE {
+            return Err(CaptureFileError::CorruptRecord {
+                offset: record_at,
+                why: format!(
+                    "record claims {incl_len} captured bytes of a {orig_len}-byte packet: the file is damaged"
                 ),
             });
         }
