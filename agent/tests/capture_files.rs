@@ -728,3 +728,75 @@ fn decoded_corpus_segments_carry_real_addresses() {
     assert_eq!(segment.flow.dst, SocketAddr::new(lo, 80));
     assert!(segment.flags.syn() && !segment.flags.ack());
 }
+
+#[test]
+fn pcapng_without_byte_order_magic_is_not_a_capture() {
+    let mut ng = Ng {
+        big: false,
+        out: Vec::new(),
+    };
+    ng.shb(false);
+    ng.out[8..12].copy_from_slice(b"junk");
+    match CaptureReader::new(Cursor::new(&ng.out[..])) {
+        Err(CaptureFileError::NotACapture { why }) => assert!(why.contains("1a2b3c4d"), "{why}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+mod damaged_files {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Reads until the end or the first error; the reader must neither panic nor loop.
+    fn read_damaged(bytes: &[u8]) {
+        let Ok(mut reader) = CaptureReader::new(Cursor::new(bytes)) else {
+            return;
+        };
+        let mut decoder = Decoder::default();
+        let mut frames = 0;
+        while let Ok(Some(frame)) = reader.next_frame() {
+            frames += 1;
+            assert!(frame.data.len() <= bytes.len());
+            let _ = decoder.decode(&frame);
+        }
+        // Each frame costs at least a 16-byte record header or a 12-byte block.
+        assert!(frames <= bytes.len() / 12);
+        assert!(reader.next_frame().map(|f| f.is_none()).unwrap_or(true));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_behind_a_valid_magic(
+            magic in prop_oneof![
+                Just(vec![0xD4, 0xC3, 0xB2, 0xA1]),
+                Just(vec![0xA1, 0xB2, 0x3C, 0x4D]),
+                Just(vec![0x0A, 0x0D, 0x0D, 0x0A, 0x1C, 0, 0, 0, 0x4D, 0x3C, 0x2B, 0x1A]),
+            ],
+            rest in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            read_damaged(&[magic, rest].concat());
+        }
+
+        #[test]
+        fn corpus_files_with_flipped_bytes(
+            file in prop_oneof![
+                Just("get.pcap"),
+                Just("zeek-image-1080-80-x.pcapng"),
+                Just("connect-with-header.pcap"),
+            ],
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = std::fs::read(corpus_dir().join(file)).expect("corpus file");
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            let cut = cut.index(bytes.len() + 1);
+            read_damaged(&bytes[..cut]);
+        }
+    }
+}

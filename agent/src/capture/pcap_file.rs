@@ -375,10 +375,11 @@ impl<R: Read> CaptureReader<R> {
                 Fill::Partial => return Ok(self.cut()),
             }
             if header[..4] == [0x0A, 0x0D, 0x0D, 0x0A] {
-                // Rewind logically: read_section_header expects the type already consumed.
-                let mut rest = [0u8; 4];
-                rest.copy_from_slice(&header[4..]);
-                if self.read_section_body(block_at, rest)?.is_none() {
+                // A new section, perhaps in the other byte order: the SHB type reads the
+                // same either way, its length only once the byte-order magic is known.
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&header[4..]);
+                if !self.read_section_body(block_at, len)? {
                     return Ok(self.cut());
                 }
                 continue;
@@ -438,24 +439,23 @@ impl<R: Read> CaptureReader<R> {
                 return Ok(());
             }
         }
-        let Some(()) = self.read_section_body(0, len)? else {
+        if !self.read_section_body(0, len)? {
             self.cut();
-            return Ok(());
-        };
+        }
         Ok(())
     }
 
     /// Reads an SHB from its byte-order magic on; `len_bytes` is its total-length field.
-    /// Returns `None` when the file ends inside the block.
+    /// Returns false when the file ends inside the block.
     fn read_section_body(
         &mut self,
         block_at: u64,
         len_bytes: [u8; 4],
-    ) -> Result<Option<()>, CaptureFileError> {
+    ) -> Result<bool, CaptureFileError> {
         let mut bom = [0u8; 4];
         match self.fill(&mut bom)? {
             Fill::Full => {}
-            Fill::Eof | Fill::Partial => return Ok(None),
+            Fill::Eof | Fill::Partial => return Ok(false),
         }
         let endian = if u32::from_le_bytes(bom) == PCAPNG_BYTE_ORDER_MAGIC {
             Endian::Little
@@ -484,13 +484,13 @@ impl<R: Read> CaptureReader<R> {
             })?;
         self.pos += skipped;
         if skipped < body_len || !self.read_trailer(block_at, total_len, endian)? {
-            return Ok(None);
+            return Ok(false);
         }
         // A new section describes its interfaces afresh.
         self.format = Format::Pcapng { endian };
         self.interfaces.clear();
         self.last_ts = 0;
-        Ok(Some(()))
+        Ok(true)
     }
 
     /// Reads the trailing copy of the block length; false when the file ends first.
