@@ -213,12 +213,10 @@ mod tests {
             acc.seen();
         }
         acc.record_all(Outcome::Unparseable);
-        acc.target(0)
-            .record(Outcome::Replayed(StatusClass::Success));
+        acc.target(0).record(Outcome::Replayed(StatusClass::Success));
         acc.target(0).record(Outcome::NotSampled);
         acc.target(1).record(Outcome::QueueFull);
-        acc.target(1)
-            .record(Outcome::ReplayError(ReplayErrorKind::Reset));
+        acc.target(1).record(Outcome::ReplayError(ReplayErrorKind::Reset));
         for (_, t) in acc.iter() {
             assert_eq!(t.total(), acc.requests_seen());
         }
