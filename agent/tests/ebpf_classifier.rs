@@ -6,7 +6,7 @@
 #![cfg(feature = "ebpf")]
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -455,6 +455,11 @@ fn run_loopback_scenario(netns: &Netns) {
         );
     }
     let stats = cap.stats().unwrap();
+    eprintln!(
+        "loopback capture: {} frames, {} large; {stats:?}",
+        frames.len(),
+        big.len()
+    );
     assert!(stats.own_mark_skipped > 0, "{stats:?}");
     assert!(stats.pieces > stats.matched, "{stats:?}");
     assert_eq!(
@@ -467,6 +472,8 @@ fn run_loopback_scenario(netns: &Netns) {
     let (_, ingress) = SchedClassifier::query_tcx("lo", TcAttachType::Ingress).unwrap();
     assert!(ingress.is_empty(), "detach removes the ingress link");
 
+    capture_ipv6_request(&mut cap);
+
     cap.attach("lo").expect("attach again");
     drop(cap);
     for direction in [TcAttachType::Ingress, TcAttachType::Egress] {
@@ -475,4 +482,122 @@ fn run_loopback_scenario(netns: &Netns) {
     }
     assert_eq!(tc_filters(netns, "ingress"), "");
     assert_eq!(tc_filters(netns, "egress"), "");
+}
+
+/// A request over IPv6 loopback, with the classifier attached to lo by the caller.
+fn capture_ipv6_request(cap: &mut EbpfCapture) {
+    cap.attach("lo").expect("attach for IPv6");
+    let addr = SocketAddrV6::new(Ipv6Addr::LOCALHOST, PORT, 0, 0);
+    let listener = match TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("skip IPv6 part: cannot bind [::1]: {e}");
+            cap.detach("lo").expect("detach");
+            return;
+        }
+    };
+    let request = b"GET /over-ipv6 HTTP/1.1\r\nHost: probe\r\n\r\n";
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let (mut conn, _) = listener.accept().expect("accept v6");
+            let mut buf = Vec::new();
+            conn.read_to_end(&mut buf).expect("read v6");
+            buf
+        });
+        let mut client = TcpStream::connect(addr).expect("connect v6");
+        client.write_all(request).unwrap();
+        drop(client);
+        assert_eq!(server.join().unwrap(), request);
+    });
+    let frames = drain(cap, Duration::from_millis(300));
+    let hits: Vec<&OwnedFrame> = frames
+        .iter()
+        .filter(|f| contains(&f.data, b"GET /over-ipv6"))
+        .collect();
+    assert_eq!(hits.len(), 2, "one copy leaving and one entering lo");
+    for f in hits {
+        assert_eq!(f.data[12..14], [0x86, 0xdd], "an IPv6 Ethernet frame");
+        assert_eq!(f.link, LinkType::Ethernet);
+    }
+    cap.detach("lo").expect("detach");
+}
+
+#[test]
+fn clsact_fallback_attaches_filters_and_clears_stale_ones() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        unavailable("not running as root");
+        return;
+    }
+    let Some(netns) = Netns::new() else { return };
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            netns.enter();
+            run_clsact_scenario(&netns);
+        })
+        .join()
+    });
+    drop(netns);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn run_clsact_scenario(netns: &Netns) {
+    // One line per filter; tc prints the program name twice on it.
+    let count = |direction: &str, name: &str| {
+        tc_filters(netns, direction)
+            .lines()
+            .filter(|l| l.contains(name))
+            .count()
+    };
+    // An agent killed before it could clean up: its filters stay on the interface.
+    let Some(mut stale) = load(&[PORT]) else {
+        return;
+    };
+    stale.set_use_tcx(false);
+    stale.attach("lo").expect("attach stale");
+    std::mem::forget(stale);
+    assert_eq!(count("ingress", "shadowtap_in"), 1);
+    assert_eq!(count("egress", "shadowtap_eg"), 1);
+
+    let Some(mut cap) = load(&[PORT]) else { return };
+    cap.set_use_tcx(false);
+    cap.attach("lo").expect("attach with clsact");
+    assert_eq!(
+        count("ingress", "shadowtap_in"),
+        1,
+        "the stale filter was replaced"
+    );
+    assert_eq!(
+        count("egress", "shadowtap_eg"),
+        1,
+        "the stale filter was replaced"
+    );
+
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, PORT);
+    let listener = TcpListener::bind(addr).expect("bind");
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut buf = Vec::new();
+            conn.read_to_end(&mut buf).expect("read");
+        });
+        let mut client = TcpStream::connect(addr).expect("connect");
+        client
+            .write_all(b"GET /via-clsact HTTP/1.1\r\n\r\n")
+            .unwrap();
+        drop(client);
+        server.join().unwrap();
+    });
+    let frames = drain(&mut cap, Duration::from_millis(300));
+    let hits = frames
+        .iter()
+        .filter(|f| contains(&f.data, b"GET /via-clsact"))
+        .count();
+    assert_eq!(hits, 2, "seen on lo egress and ingress");
+
+    drop(cap);
+    assert_eq!(count("ingress", "shadowtap"), 0, "filters left after drop");
+    assert_eq!(count("egress", "shadowtap"), 0, "filters left after drop");
 }

@@ -341,6 +341,12 @@ impl EbpfCapture {
         self.use_tcx
     }
 
+    /// Chooses TCX links (`true`) or clsact filters (`false`) for later `attach` calls.
+    /// `load` picks TCX on kernels >= 6.6; tests use this to exercise the fallback.
+    pub fn set_use_tcx(&mut self, use_tcx: bool) {
+        self.use_tcx = use_tcx;
+    }
+
     /// Next whole packet, waiting up to `timeout`; `None` when none came in time.
     pub fn next_frame(&mut self, timeout: Duration) -> Result<Option<OwnedFrame>, EbpfError> {
         let deadline = Instant::now() + timeout;
