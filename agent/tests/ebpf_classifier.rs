@@ -431,9 +431,18 @@ fn run_loopback_scenario(netns: &Netns) {
         probe.iter().any(|f| f.egress) && probe.iter().any(|f| !f.egress),
         "the request is seen leaving and entering lo: {probe:?}"
     );
+    let now_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     for f in &probe {
         assert_eq!(f.link, LinkType::Ethernet);
         assert_eq!(f.ifindex, 1);
+        assert!(
+            now_nanos.abs_diff(f.ts_nanos) < 5_000_000_000,
+            "capture time {} is wall-clock time near {now_nanos}",
+            f.ts_nanos
+        );
     }
     assert!(
         !frames.iter().any(|f| contains(&f.data, b"/own-replay")),
@@ -600,4 +609,78 @@ fn run_clsact_scenario(netns: &Netns) {
     drop(cap);
     assert_eq!(count("ingress", "shadowtap"), 0, "filters left after drop");
     assert_eq!(count("egress", "shadowtap"), 0, "filters left after drop");
+}
+
+const CHILD_NETNS_ENV: &str = "SHADOWTAP_EBPF_TEST_NETNS";
+
+/// Run by `sigkill_leaves_nothing_attached` in a child process: attaches to lo in the
+/// given namespace, says so, and waits to be killed.
+#[test]
+#[ignore = "helper process of sigkill_leaves_nothing_attached"]
+fn sigkill_child_attaches_and_waits() {
+    let name = std::env::var(CHILD_NETNS_ENV).expect("only run by the sigkill test");
+    Netns { name }.enter_without_cleanup();
+    let mut cap = EbpfCapture::load(&[PORT], OWN_MARK, RING).expect("child load");
+    cap.attach("lo").expect("child attach");
+    println!("ATTACHED");
+    std::io::stdout().flush().unwrap();
+    // Bounded, in case the parent dies before it kills us.
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+impl Netns {
+    /// Enters an existing namespace this value does not own.
+    fn enter_without_cleanup(self) {
+        self.enter();
+        std::mem::forget(self);
+    }
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached() {
+    use std::io::BufRead;
+    if load(&[PORT]).is_none() {
+        return;
+    }
+    let Some(netns) = Netns::new() else { return };
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_child_attaches_and_waits",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_NETNS_ENV, &netns.name)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let attached = lines.any(|l| l.map(|l| l.trim() == "ATTACHED").unwrap_or(false));
+    let tcx_programs = || {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                netns.enter();
+                [TcAttachType::Ingress, TcAttachType::Egress].map(|direction| {
+                    let (_, programs) = SchedClassifier::query_tcx("lo", direction).unwrap();
+                    programs.len()
+                })
+            })
+            .join()
+            .unwrap()
+        })
+    };
+    let before = tcx_programs();
+    child.kill().expect("SIGKILL child");
+    child.wait().expect("reap child");
+    assert!(attached, "child never attached");
+    assert_eq!(before, [1, 1], "child's programs on lo ingress and egress");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut after = tcx_programs();
+    while after != [0, 0] && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        after = tcx_programs();
+    }
+    assert_eq!(after, [0, 0], "programs left attached after SIGKILL");
+    assert_eq!(tc_filters(&netns, "ingress"), "");
 }

@@ -666,9 +666,11 @@ impl PieceAssembler {
         if header.offset == 0 {
             // A CPU finishes one packet before it starts the next, so an unfinished one
             // from the same CPU lost its tail in the ring.
-            let before = self.partial.len();
-            self.partial.retain(|&(cpu, _), _| cpu != header.cpu);
-            self.incomplete_packets += (before - self.partial.len()) as u64;
+            if !self.partial.is_empty() {
+                let before = self.partial.len();
+                self.partial.retain(|&(cpu, _), _| cpu != header.cpu);
+                self.incomplete_packets += (before - self.partial.len()) as u64;
+            }
             if header.piece_len == header.cap_len {
                 return Some(self.frame(&header, piece.to_vec()));
             }
