@@ -684,3 +684,29 @@ fn sigkill_leaves_nothing_attached() {
     assert_eq!(after, [0, 0], "programs left attached after SIGKILL");
     assert_eq!(tc_filters(&netns, "ingress"), "");
 }
+
+#[test]
+fn test_run_full_ring_counts_drops_and_keeps_earlier_packets_whole() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        unavailable("not running as root");
+        return;
+    }
+    // One page of ring: room for one 3 KiB packet, not two.
+    let mut cap = match EbpfCapture::load(&[PORT], OWN_MARK, 4096) {
+        Ok(cap) => cap,
+        Err(e) => return unavailable(&e.to_string()),
+    };
+    let first = tcp4_frame(PORT, &[1u8; 3000]);
+    let second = tcp4_frame(PORT, &[2u8; 3000]);
+    assert_eq!(cap.test_run(false, &first, 0, 0).unwrap(), VERDICT_PASS);
+    assert_eq!(cap.test_run(false, &second, 0, 0).unwrap(), VERDICT_PASS);
+    let stats = cap.stats().unwrap();
+    assert_eq!((stats.matched, stats.pieces, stats.ring_drops), (2, 1, 1));
+    let got = drain(&mut cap, Duration::from_millis(200));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, first);
+    // Drained, the ring takes packets again.
+    assert_eq!(cap.test_run(false, &second, 0, 0).unwrap(), VERDICT_PASS);
+    assert_eq!(drain(&mut cap, Duration::from_millis(200))[0].data, second);
+}
