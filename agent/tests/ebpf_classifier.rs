@@ -252,7 +252,10 @@ struct Netns {
 
 impl Netns {
     fn new() -> Option<Self> {
-        let name = format!("st-ebpf-{}", std::process::id());
+        // Unique per test, so that tests run in parallel do not share one.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("st-ebpf-{}-{n}", std::process::id());
         let _ = Command::new("ip")
             .args(["netns", "del", &name])
             .stderr(std::process::Stdio::null())
