@@ -8,10 +8,20 @@ use crate::inspect::InspectFormat;
 use crate::pipeline::PipelineConfig;
 
 #[derive(Debug, Parser)]
-#[command(name = "shadowtap", version, about = "Shadow live HTTP/1.1 traffic to a test target, off the live path")]
+#[command(
+    name = "shadowtap",
+    version,
+    about = "Shadow live HTTP/1.1 traffic to a test target, off the live path"
+)]
 pub struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "SHADOWTAP_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SHADOWTAP_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,

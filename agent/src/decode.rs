@@ -646,6 +646,10 @@ impl FragmentTable {
                 stats.fragments_dropped += 1;
                 return false;
             }
+            None if end as usize > limits.max_fragment_bytes => {
+                stats.fragments_dropped += 1;
+                return false;
+            }
             None => {
                 self.make_room(end as usize, None, limits, stats);
                 if self.pending.len() >= limits.max_fragment_datagrams

@@ -55,10 +55,7 @@ impl RecordingTarget {
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.received
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 

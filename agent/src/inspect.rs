@@ -64,7 +64,11 @@ impl<'a> RequestLine<'a> {
             server: seen.server.to_string(),
             method: &r.method,
             target: String::from_utf8_lossy(&r.target),
-            version: if r.version_minor == 0 { "HTTP/1.0" } else { "HTTP/1.1" },
+            version: if r.version_minor == 0 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
             host: r.header("host").map(String::from_utf8_lossy),
             headers: r.headers.len(),
             body_len: r.body.len(),

@@ -4,14 +4,14 @@
 //! The pure stages (decode, reassembly, http, sample) do no I/O and read no clock.
 
 pub mod capture;
-pub mod decode;
-pub mod http;
-pub mod metrics;
-pub mod reassembly;
 pub mod config;
+pub mod decode;
 pub mod demo;
+pub mod http;
 pub mod inspect;
+pub mod metrics;
 pub mod pipeline;
+pub mod reassembly;
 pub mod replay;
 pub mod sample;
 

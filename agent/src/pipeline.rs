@@ -157,7 +157,10 @@ impl Pipeline {
     }
 
     /// Feeds one frame; returns the events it completed (valid until the next call).
-    pub fn push_frame(&mut self, frame: &Frame<'_>) -> Result<std::vec::Drain<'_, PipelineEvent>, DecodeError> {
+    pub fn push_frame(
+        &mut self,
+        frame: &Frame<'_>,
+    ) -> Result<std::vec::Drain<'_, PipelineEvent>, DecodeError> {
         self.stats.frames += 1;
         self.latest_ts = self.latest_ts.max(frame.ts_nanos);
         match self.decoder.decode(frame) {
@@ -200,6 +203,10 @@ impl Pipeline {
 
     /// Bytes held by the framers of open streams.
     pub fn framer_buffered(&self) -> usize {
-        self.framers.by_stream.values().map(RequestFramer::buffered).sum()
+        self.framers
+            .by_stream
+            .values()
+            .map(RequestFramer::buffered)
+            .sum()
     }
 }

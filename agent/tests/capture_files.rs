@@ -221,9 +221,21 @@ fn pcapng_writer_round_trips() {
     assert!(!stats.truncated_tail);
 }
 
+/// Runs a packet tool on `path`; `None` when the tool is not installed.
+fn run_tool(tool: &str, args: &[&str], path: &std::path::Path) -> Option<String> {
+    let out = Command::new(tool).args(args).arg(path).output().ok()?;
+    assert!(
+        out.status.success(),
+        "{tool}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[test]
-fn pcapng_writer_output_is_read_by_tcpdump() {
-    let path = std::env::temp_dir().join(format!("shadowtap-writer-{}.pcapng", std::process::id()));
+fn pcapng_writer_output_is_read_by_tcpdump_and_tshark() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("written.pcapng");
     let get = std::fs::read(corpus_dir().join("get.pcap")).expect("corpus file");
     let (frames, _) = read_all(&get).expect("get.pcap");
     let mut writer = PcapngWriter::new(Vec::new()).expect("writer");
@@ -234,31 +246,37 @@ fn pcapng_writer_output_is_read_by_tcpdump() {
         writer.write_frame(iface, *ts, data, *orig).expect("epb");
     }
     std::fs::write(&path, writer.into_inner()).expect("write file");
-    let Ok(out) = Command::new("tcpdump")
-        .arg("-nn")
-        .arg("-r")
-        .arg(&path)
-        .output()
-    else {
-        eprintln!("tcpdump not installed; skipping the external check");
-        let _ = std::fs::remove_file(&path);
-        return;
-    };
-    let _ = std::fs::remove_file(&path);
-    assert!(
-        out.status.success(),
-        "tcpdump: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().count(), frames.len());
-    // The first packet of get.pcap is the SYN to port 80, at 2013-03-07 21:42:06.869344 UTC.
-    let first = text.lines().next().unwrap_or_default();
-    assert!(
-        first.contains("141.142.228.5.59856 > 192.150.187.43.80"),
-        "{first}"
-    );
-    assert!(first.contains(":06.869344"), "{first}");
+
+    match run_tool("tcpdump", &["-nn", "-r"], &path) {
+        Some(text) => {
+            assert_eq!(text.lines().count(), frames.len());
+            // The first packet of get.pcap: the SYN to port 80 at 21:42:06.869344 UTC.
+            let first = text.lines().next().unwrap_or_default();
+            assert!(
+                first.contains("141.142.228.5.59856 > 192.150.187.43.80"),
+                "{first}"
+            );
+            assert!(first.contains(":06.869344"), "{first}");
+        }
+        None => eprintln!("tcpdump not installed; skipping that check"),
+    }
+    let fields = [
+        "-T",
+        "fields",
+        "-e",
+        "frame.time_epoch",
+        "-e",
+        "tcp.srcport",
+        "-r",
+    ];
+    match run_tool("tshark", &fields, &path) {
+        Some(text) => {
+            assert_eq!(text.lines().count(), frames.len());
+            let first = text.lines().next().unwrap_or_default();
+            assert_eq!(first, "1362692526.869344000\t59856", "{first}");
+        }
+        None => eprintln!("tshark not installed; skipping that check"),
+    }
 }
 
 #[test]
@@ -455,6 +473,48 @@ fn absurd_pcap_record_length_is_an_error_not_an_allocation() {
     }
     // After an error the reader stays finished instead of reading garbage as records.
     assert!(reader.next_frame().expect("done").is_none());
+}
+
+#[test]
+fn pcap_record_much_longer_than_its_packet_is_an_error() {
+    let mut file = pcap_header(0xA1B2_C3D4, false, 65535, 1);
+    pcap_record(&mut file, false, 1, 0, &[0; 20], 24);
+    // Odd but harmless: 4 bytes more captured than on the wire.
+    pcap_record(&mut file, false, 1, 0, &[0; 28], 24);
+    let (frames, _) = read_all(&file).expect("small excess is tolerated");
+    assert_eq!((frames.len(), frames[1].3), (2, 28));
+    pcap_record(&mut file, false, 1, 0, &vec![0; 70_000], 60);
+    match read_all(&file) {
+        Err(CaptureFileError::CorruptRecord { offset, why }) => {
+            assert_eq!(offset, 24 + 36 + 44);
+            assert!(
+                why.contains("70000 captured bytes of a 60-byte packet"),
+                "{why}"
+            );
+        }
+        other => panic!("expected CorruptRecord, got {:?}", other.map(|r| r.0.len())),
+    }
+}
+
+#[test]
+fn kuznetsov_pcap_records_have_a_longer_header() {
+    let mut file = pcap_header(0xA1B2_CD34, false, 65535, 1);
+    for (sec, byte) in [(1u32, 0xAAu8), (2, 0xBB)] {
+        let mut record = Vec::new();
+        pcap_record(&mut record, false, sec, 7, &[byte; 6], 6);
+        // ifindex, protocol, packet type, padding: between the header and the data.
+        record.splice(16..16, [0u8; 8]);
+        file.extend_from_slice(&record);
+    }
+    let (frames, stats) = read_all(&file).expect("read");
+    assert_eq!(
+        frames,
+        vec![
+            (1_000_007_000, LinkType::Ethernet, vec![0xAA; 6], 6),
+            (2_000_007_000, LinkType::Ethernet, vec![0xBB; 6], 6),
+        ]
+    );
+    assert!(!stats.truncated_tail);
 }
 
 /// Builds pcapng blocks in either byte order.
@@ -667,4 +727,76 @@ fn decoded_corpus_segments_carry_real_addresses() {
     assert_eq!(segment.flow.src, SocketAddr::new(lo, 52522));
     assert_eq!(segment.flow.dst, SocketAddr::new(lo, 80));
     assert!(segment.flags.syn() && !segment.flags.ack());
+}
+
+#[test]
+fn pcapng_without_byte_order_magic_is_not_a_capture() {
+    let mut ng = Ng {
+        big: false,
+        out: Vec::new(),
+    };
+    ng.shb(false);
+    ng.out[8..12].copy_from_slice(b"junk");
+    match CaptureReader::new(Cursor::new(&ng.out[..])) {
+        Err(CaptureFileError::NotACapture { why }) => assert!(why.contains("1a2b3c4d"), "{why}"),
+        Err(e) => panic!("wrong error {e}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+mod damaged_files {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Reads until the end or the first error; the reader must neither panic nor loop.
+    fn read_damaged(bytes: &[u8]) {
+        let Ok(mut reader) = CaptureReader::new(Cursor::new(bytes)) else {
+            return;
+        };
+        let mut decoder = Decoder::default();
+        let mut frames = 0;
+        while let Ok(Some(frame)) = reader.next_frame() {
+            frames += 1;
+            assert!(frame.data.len() <= bytes.len());
+            let _ = decoder.decode(&frame);
+        }
+        // Each frame costs at least a 16-byte record header or a 12-byte block.
+        assert!(frames <= bytes.len() / 12);
+        assert!(reader.next_frame().map(|f| f.is_none()).unwrap_or(true));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_bytes_behind_a_valid_magic(
+            magic in prop_oneof![
+                Just(vec![0xD4, 0xC3, 0xB2, 0xA1]),
+                Just(vec![0xA1, 0xB2, 0x3C, 0x4D]),
+                Just(vec![0x0A, 0x0D, 0x0D, 0x0A, 0x1C, 0, 0, 0, 0x4D, 0x3C, 0x2B, 0x1A]),
+            ],
+            rest in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            read_damaged(&[magic, rest].concat());
+        }
+
+        #[test]
+        fn corpus_files_with_flipped_bytes(
+            file in prop_oneof![
+                Just("get.pcap"),
+                Just("zeek-image-1080-80-x.pcapng"),
+                Just("connect-with-header.pcap"),
+            ],
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = std::fs::read(corpus_dir().join(file)).expect("corpus file");
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            let cut = cut.index(bytes.len() + 1);
+            read_damaged(&bytes[..cut]);
+        }
+    }
 }

@@ -90,10 +90,17 @@ fn every_corpus_file_agrees_with_tshark_or_has_a_named_difference() {
         .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
         .collect();
     files.sort();
-    assert!(files.len() >= 60, "corpus looks incomplete: {} files", files.len());
+    assert!(
+        files.len() >= 60,
+        "corpus looks incomplete: {} files",
+        files.len()
+    );
     let mut disagreements = Vec::new();
     for file in &files {
-        let name = file.file_name().and_then(|n| n.to_str()).expect("file name");
+        let name = file
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("file name");
         let (found, summary) = shadowtap_requests(file);
         assert_eq!(
             summary.complete as usize,
@@ -105,7 +112,9 @@ fn every_corpus_file_agrees_with_tshark_or_has_a_named_difference() {
         }
         let want = expected.get(name).cloned().unwrap_or_default();
         if found != want {
-            disagreements.push(format!("{name}:\n  tshark:    {want:?}\n  shadowtap: {found:?}\n  summary: {summary}"));
+            disagreements.push(format!(
+                "{name}:\n  tshark:    {want:?}\n  shadowtap: {found:?}\n  summary: {summary}"
+            ));
         }
     }
     assert!(

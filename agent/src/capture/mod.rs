@@ -1,6 +1,8 @@
 //! Where frames come from: capture files (pcap, pcapng) and, later, live engines.
 //! A `Frame` is one link-layer frame with its capture timestamp; decoding is not done here.
 
+#[cfg(feature = "ebpf")]
+pub mod ebpf;
 pub mod pcap_file;
 
 /// Link-layer framing of a captured frame, from the pcap `LINKTYPE_*` registry.

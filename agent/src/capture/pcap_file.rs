@@ -14,6 +14,8 @@ use super::{Frame, LinkType};
 /// A pcap record larger than this is taken as corruption: no link layer we decode has
 /// frames near this size, and trusting the field would let one bad record allocate GBs.
 const MAX_PCAP_RECORD: u32 = 1 << 20;
+/// How far a pcap record's captured length may exceed its wire length.
+const MAX_CAPTURED_OVER_WIRE: u32 = 65_535;
 /// pcapng blocks larger than this are rejected for the same reason.
 const MAX_PCAPNG_BLOCK: u32 = 16 << 20;
 /// Each IDB costs memory until the next section; a real file has a handful.
@@ -332,14 +334,19 @@ impl<R: Read> CaptureReader<R> {
                 ),
             });
         }
+        // Captured beyond the wire length happens by a few bytes in odd writers; by more
+        // than a frame, the reader is out of step with the records.
+        if incl_len > orig_len && incl_len - orig_len > MAX_CAPTURED_OVER_WIRE {
+            return Err(CaptureFileError::CorruptRecord {
+                offset: record_at,
+                why: format!(
+                    "record claims {incl_len} captured bytes of a {orig_len}-byte packet: the file is damaged"
+                ),
+            });
+        }
         let len = incl_len as usize;
-        self.buf.resize(len, 0);
-        let mut buf = std::mem::take(&mut self.buf);
-        let filled = self.fill(&mut buf[..len]);
-        self.buf = buf;
-        match filled? {
-            Fill::Full => {}
-            Fill::Eof | Fill::Partial => return Ok(self.cut()),
+        if !self.read_body(len)? {
+            return Ok(self.cut());
         }
         let frac_nanos = if nanos {
             ts_frac
@@ -368,10 +375,11 @@ impl<R: Read> CaptureReader<R> {
                 Fill::Partial => return Ok(self.cut()),
             }
             if header[..4] == [0x0A, 0x0D, 0x0D, 0x0A] {
-                // Rewind logically: read_section_header expects the type already consumed.
-                let mut rest = [0u8; 4];
-                rest.copy_from_slice(&header[4..]);
-                if self.read_section_body(block_at, rest)?.is_none() {
+                // A new section, perhaps in the other byte order: the SHB type reads the
+                // same either way, its length only once the byte-order magic is known.
+                let mut len = [0u8; 4];
+                len.copy_from_slice(&header[4..]);
+                if !self.read_section_body(block_at, len)? {
                     return Ok(self.cut());
                 }
                 continue;
@@ -406,13 +414,8 @@ impl<R: Read> CaptureReader<R> {
                     continue;
                 }
             }
-            self.buf.resize(body_len, 0);
-            let mut buf = std::mem::take(&mut self.buf);
-            let filled = self.fill(&mut buf[..body_len]);
-            self.buf = buf;
-            match filled? {
-                Fill::Full => {}
-                Fill::Eof | Fill::Partial => return Ok(self.cut()),
+            if !self.read_body(body_len)? {
+                return Ok(self.cut());
             }
             if !self.read_trailer(block_at, total_len, endian)? {
                 return Ok(self.cut());
@@ -436,24 +439,23 @@ impl<R: Read> CaptureReader<R> {
                 return Ok(());
             }
         }
-        let Some(()) = self.read_section_body(0, len)? else {
+        if !self.read_section_body(0, len)? {
             self.cut();
-            return Ok(());
-        };
+        }
         Ok(())
     }
 
     /// Reads an SHB from its byte-order magic on; `len_bytes` is its total-length field.
-    /// Returns `None` when the file ends inside the block.
+    /// Returns false when the file ends inside the block.
     fn read_section_body(
         &mut self,
         block_at: u64,
         len_bytes: [u8; 4],
-    ) -> Result<Option<()>, CaptureFileError> {
+    ) -> Result<bool, CaptureFileError> {
         let mut bom = [0u8; 4];
         match self.fill(&mut bom)? {
             Fill::Full => {}
-            Fill::Eof | Fill::Partial => return Ok(None),
+            Fill::Eof | Fill::Partial => return Ok(false),
         }
         let endian = if u32::from_le_bytes(bom) == PCAPNG_BYTE_ORDER_MAGIC {
             Endian::Little
@@ -482,13 +484,13 @@ impl<R: Read> CaptureReader<R> {
             })?;
         self.pos += skipped;
         if skipped < body_len || !self.read_trailer(block_at, total_len, endian)? {
-            return Ok(None);
+            return Ok(false);
         }
         // A new section describes its interfaces afresh.
         self.format = Format::Pcapng { endian };
         self.interfaces.clear();
         self.last_ts = 0;
-        Ok(Some(()))
+        Ok(true)
     }
 
     /// Reads the trailing copy of the block length; false when the file ends first.
@@ -638,6 +640,21 @@ impl<R: Read> CaptureReader<R> {
         self.stats.truncated_tail = true;
         self.done = true;
         None
+    }
+
+    /// Reads `len` bytes into `self.buf`; false when the file ends first. The buffer grows
+    /// with the bytes that actually arrive, so a lying length field costs no memory.
+    fn read_body(&mut self, len: usize) -> Result<bool, CaptureFileError> {
+        self.buf.clear();
+        let got = (&mut self.inner)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)
+            .map_err(|source| CaptureFileError::Io {
+                offset: self.pos,
+                source,
+            })?;
+        self.pos += got as u64;
+        Ok(got == len)
     }
 
     /// Reads exactly `buf.len()` bytes unless the file ends first.

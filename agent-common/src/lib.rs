@@ -1,0 +1,148 @@
+//! The contract between the eBPF classifier (agent-ebpf) and the agent's reader
+//! (agent/src/capture/ebpf.rs): map names, the ring buffer record header, counter slots
+//! and size limits. `no_std` because the classifier links it for `bpfel-unknown-none`.
+
+#![no_std]
+
+/// Ring buffer that carries packet pieces to user space.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// `HashMap<u16, u8>`: destination ports to capture (host byte order) -> 1.
+pub const MAP_PORTS: &str = "PORTS";
+/// `Array<u32>` indexed by the `CONFIG_*` slots.
+pub const MAP_CONFIG: &str = "CONFIG";
+/// `HashMap<u32, u32>`: ifindex -> `IFACE_*` flags, for interfaces that are not Ethernet.
+pub const MAP_IFACES: &str = "IFACES";
+/// `PerCpuArray<u64>` indexed by the `STAT_*` slots.
+pub const MAP_STATS: &str = "STATS";
+/// Per-CPU scratch buffer the classifier assembles each record in.
+pub const MAP_SCRATCH: &str = "SCRATCH";
+
+/// Classifier attached to TC ingress.
+pub const PROG_INGRESS: &str = "shadowtap_in";
+/// Classifier attached to TC egress.
+pub const PROG_EGRESS: &str = "shadowtap_eg";
+
+/// CONFIG slot: the agent's own SO_MARK; packets carrying it are not captured (0 = off).
+pub const CONFIG_OWN_MARK: u32 = 0;
+/// CONFIG slot: bytes per piece, 0 or anything above `MAX_PIECE` means `MAX_PIECE`.
+/// Tests lower it to exercise multi-piece packets within BPF_PROG_TEST_RUN's size limit.
+pub const CONFIG_PIECE_LEN: u32 = 1;
+/// Number of CONFIG slots.
+pub const CONFIG_SLOTS: u32 = 2;
+
+/// IFACES flag: frames on this interface start at the IP header (tun, wireguard, ipip).
+pub const IFACE_NO_L2: u32 = 1;
+
+/// STATS slot: TCP packets to a watched port (also the per-CPU packet sequence number).
+pub const STAT_MATCHED: u32 = 0;
+/// STATS slot: packet bytes written to the ring buffer.
+pub const STAT_BYTES: u32 = 1;
+/// STATS slot: pieces that did not fit in the ring buffer (the packet is then incomplete).
+pub const STAT_RING_DROPS: u32 = 2;
+/// STATS slot: pieces written to the ring buffer.
+pub const STAT_PIECES: u32 = 3;
+/// STATS slot: matched packets skipped because they carried the agent's own mark.
+pub const STAT_OWN_MARK: u32 = 4;
+/// STATS slot: packets longer than `MAX_PIECES` pieces; only their head is copied.
+pub const STAT_TRUNCATED: u32 = 5;
+/// Number of STATS slots.
+pub const STAT_SLOTS: u32 = 6;
+
+/// Largest piece of a packet carried by one ring buffer record. A per-CPU map value is
+/// limited to 32 KiB, and the scratch buffer holds a header plus one piece.
+pub const MAX_PIECE: u32 = 16 * 1024;
+/// Pieces per packet; with `MAX_PIECE` this covers 256 KiB (GSO, BIG TCP on loopback).
+pub const MAX_PIECES: u32 = 16;
+
+/// Piece flag: captured on egress (else ingress).
+pub const FLAG_EGRESS: u32 = 1;
+/// Piece flag: the packet starts with an Ethernet header (else with the IP header).
+pub const FLAG_HAS_L2: u32 = 2;
+/// Piece flag: the packet was longer than what is copied (`cap_len < pkt_len`).
+pub const FLAG_TRUNCATED: u32 = 4;
+
+/// Header of every ring buffer record; `piece_len` packet bytes follow it.
+/// All fields are native-endian `u32`/`u64`, laid out without padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PieceHeader {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the classifier ran.
+    pub ktime_ns: u64,
+    pub ifindex: u32,
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Length of the whole packet (`skb->len`).
+    pub pkt_len: u32,
+    /// Bytes copied across all pieces of this packet (`<= pkt_len`).
+    pub cap_len: u32,
+    /// Offset of this piece in the packet.
+    pub offset: u32,
+    pub piece_len: u32,
+    /// CPU the classifier ran on; with `seq` it names the packet the piece belongs to.
+    pub cpu: u32,
+    /// Per-CPU packet sequence number.
+    pub seq: u32,
+}
+
+/// Size of `PieceHeader` in a record.
+pub const PIECE_HEADER_LEN: usize = core::mem::size_of::<PieceHeader>();
+
+impl PieceHeader {
+    /// Reads a header from the start of a record (native byte order, as the kernel wrote
+    /// it). `None` when the record is shorter than a header.
+    pub fn parse(record: &[u8]) -> Option<Self> {
+        let bytes = record.get(..PIECE_HEADER_LEN)?;
+        let u32_at = |at: usize| -> Option<u32> {
+            let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+            Some(u32::from_ne_bytes(raw))
+        };
+        let ktime: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+        Some(Self {
+            ktime_ns: u64::from_ne_bytes(ktime),
+            ifindex: u32_at(8)?,
+            flags: u32_at(12)?,
+            pkt_len: u32_at(16)?,
+            cap_len: u32_at(20)?,
+            offset: u32_at(24)?,
+            piece_len: u32_at(28)?,
+            cpu: u32_at(32)?,
+            seq: u32_at(36)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_layout_has_no_padding() {
+        assert_eq!(PIECE_HEADER_LEN, 40);
+        assert_eq!(core::mem::align_of::<PieceHeader>(), 8);
+    }
+
+    #[test]
+    fn parse_reads_fields_in_declaration_order() {
+        let mut raw = [0u8; PIECE_HEADER_LEN + 3];
+        raw[..8].copy_from_slice(&0x0102_0304_0506_0708u64.to_ne_bytes());
+        for (i, v) in [7u32, 3, 1500, 1400, 512, 256, 1, 99].iter().enumerate() {
+            raw[8 + 4 * i..12 + 4 * i].copy_from_slice(&v.to_ne_bytes());
+        }
+        let h = PieceHeader::parse(&raw).unwrap();
+        assert_eq!(
+            h,
+            PieceHeader {
+                ktime_ns: 0x0102_0304_0506_0708,
+                ifindex: 7,
+                flags: 3,
+                pkt_len: 1500,
+                cap_len: 1400,
+                offset: 512,
+                piece_len: 256,
+                cpu: 1,
+                seq: 99,
+            }
+        );
+        assert_eq!(PieceHeader::parse(&raw[..PIECE_HEADER_LEN - 1]), None);
+    }
+}

@@ -1,0 +1,880 @@
+//! The eBPF capture engine: loads the TC classifier built from agent-ebpf, attaches it to
+//! interfaces (ingress and egress, TCX links where the kernel has them, clsact filters
+//! otherwise), and turns the pieces it writes to its ring buffer back into whole frames.
+//! Interface patterns and hotplug belong to the caller; this module works by name.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::tc::{self, NlOptions, TcAttachOptions};
+use aya::programs::{
+    LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
+};
+use aya::util::KernelVersion;
+use aya::{Ebpf, EbpfLoader};
+use shadowtap_common as common;
+use shadowtap_common::PieceHeader;
+
+use super::{Frame, LinkType};
+
+/// The classifier object, compiled by agent/build.rs.
+static CLASSIFIER: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/shadowtap-classifier"));
+
+/// Return value of the classifier for a packet it lets through (TC_ACT_UNSPEC, which
+/// TCX reads as "next").
+pub const VERDICT_PASS: u32 = u32::MAX;
+
+/// Partial packets kept at once; pieces of one packet come from one CPU in order, so
+/// there is about one per CPU. Past this, all are dropped and counted incomplete.
+const MAX_PARTIAL_PACKETS: usize = 64;
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error(
+        "{action} was refused (EPERM): the process lacks {missing}; run as root or grant \
+         these capabilities (a container needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)"
+    )]
+    Permission {
+        action: String,
+        missing: String,
+        #[source]
+        source: Box<dyn StdError + Send + Sync>,
+    },
+    #[error("loading the eBPF classifier failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel rejected eBPF program {program}: {source}")]
+    Program {
+        program: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("the embedded eBPF object has no {0}; agent-ebpf and the agent are out of step")]
+    Missing(&'static str),
+    #[error("no network interface named {0:?}")]
+    NoSuchInterface(String),
+    #[error("attaching the classifier to {iface} {direction} failed: {source}")]
+    Attach {
+        iface: String,
+        direction: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("detaching the classifier from {iface} failed: {source}")]
+    Detach {
+        iface: String,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("the classifier is not attached to {0}")]
+    NotAttached(String),
+    #[error("waiting on the eBPF ring buffer failed: {0}")]
+    Poll(#[source] io::Error),
+}
+
+/// One packet as the classifier saw it, rebuilt from its pieces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedFrame {
+    /// Capture time in nanoseconds since the Unix epoch.
+    pub ts_nanos: u64,
+    pub ifindex: u32,
+    /// Seen on egress (else ingress).
+    pub egress: bool,
+    /// `Ethernet`, or `Raw` on devices without an L2 header.
+    pub link: LinkType,
+    pub data: Vec<u8>,
+    /// Length of the packet in the kernel (`skb->len`); larger than `data` only when the
+    /// packet was longer than the classifier copies (256 KiB).
+    pub orig_len: u32,
+}
+
+impl OwnedFrame {
+    pub fn as_frame(&self) -> Frame<'_> {
+        Frame {
+            ts_nanos: self.ts_nanos,
+            link: self.link,
+            data: &self.data,
+            orig_len: self.orig_len,
+        }
+    }
+}
+
+/// Counters of the classifier (summed over CPUs) and of the reader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EbpfStats {
+    /// TCP packets to a watched port, not counting the agent's own.
+    pub matched: u64,
+    /// Packet bytes written to the ring buffer.
+    pub bytes: u64,
+    /// Pieces that did not fit in the ring buffer.
+    pub ring_drops: u64,
+    /// Pieces written to the ring buffer.
+    pub pieces: u64,
+    /// Packets skipped because they carried the agent's own mark.
+    pub own_mark_skipped: u64,
+    /// Packets longer than what the classifier copies (only their head is delivered).
+    pub truncated: u64,
+    /// Pieces the reader could not place (their packet's start was lost, or malformed).
+    pub pieces_lost: u64,
+    /// Packets dropped by the reader because some of their pieces never came.
+    pub incomplete_packets: u64,
+}
+
+/// How a classifier is attached to one interface.
+#[derive(Debug)]
+struct Attachment {
+    ingress: tc::SchedClassifierLinkId,
+    egress: tc::SchedClassifierLinkId,
+}
+
+/// The loaded classifier, its maps, and the interfaces it is attached to. Dropping it
+/// detaches everything; with TCX links the kernel also does so when the process dies.
+pub struct EbpfCapture {
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+    stats: PerCpuArray<MapData, u64>,
+    config: Array<MapData, u32>,
+    ports: BpfHashMap<MapData, u16, u8>,
+    ifaces: BpfHashMap<MapData, u32, u32>,
+    attached: HashMap<String, Attachment>,
+    assembler: PieceAssembler,
+    use_tcx: bool,
+}
+
+impl fmt::Debug for EbpfCapture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EbpfCapture")
+            .field("attached", &self.attached.keys().collect::<Vec<_>>())
+            .field("use_tcx", &self.use_tcx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EbpfCapture {
+    /// Loads the classifier, watching TCP destination `ports` and skipping packets whose
+    /// skb mark is `own_mark` (0: skip nothing). `ring_bytes` is rounded up to a power of
+    /// two of at least one page. Nothing is attached yet.
+    pub fn load(ports: &[u16], own_mark: u32, ring_bytes: usize) -> Result<Self, EbpfError> {
+        let ring_bytes = ring_size(ring_bytes);
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(common::MAP_EVENTS, ring_bytes)
+            .load(CLASSIFIER)
+            .map_err(|e| {
+                permission_error("loading the eBPF classifier", &e).unwrap_or(EbpfError::Load(e))
+            })?;
+        for name in [common::PROG_INGRESS, common::PROG_EGRESS] {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|e| program_error(name, e))?;
+        }
+        let ring = RingBuf::try_from(take_map(&mut ebpf, common::MAP_EVENTS)?)
+            .map_err(|e| map_error(common::MAP_EVENTS, e))?;
+        let stats = PerCpuArray::try_from(take_map(&mut ebpf, common::MAP_STATS)?)
+            .map_err(|e| map_error(common::MAP_STATS, e))?;
+        let config = Array::try_from(take_map(&mut ebpf, common::MAP_CONFIG)?)
+            .map_err(|e| map_error(common::MAP_CONFIG, e))?;
+        let ports_map = BpfHashMap::try_from(take_map(&mut ebpf, common::MAP_PORTS)?)
+            .map_err(|e| map_error(common::MAP_PORTS, e))?;
+        let ifaces = BpfHashMap::try_from(take_map(&mut ebpf, common::MAP_IFACES)?)
+            .map_err(|e| map_error(common::MAP_IFACES, e))?;
+        let use_tcx = KernelVersion::current()
+            .map(|v| v >= KernelVersion::new(6, 6, 0))
+            .unwrap_or(false);
+        let mut capture = Self {
+            ebpf,
+            ring,
+            stats,
+            config,
+            ports: ports_map,
+            ifaces,
+            attached: HashMap::new(),
+            assembler: PieceAssembler::new(monotonic_to_realtime_offset()),
+            use_tcx,
+        };
+        capture.set_ports(ports)?;
+        capture
+            .config
+            .set(common::CONFIG_OWN_MARK, own_mark, 0)
+            .map_err(|e| map_error(common::MAP_CONFIG, e))?;
+        Ok(capture)
+    }
+
+    /// Replaces the set of watched destination ports.
+    pub fn set_ports(&mut self, ports: &[u16]) -> Result<(), EbpfError> {
+        let old: Vec<u16> = self.ports.keys().filter_map(Result::ok).collect();
+        for port in old.iter().filter(|p| !ports.contains(p)) {
+            self.ports
+                .remove(port)
+                .map_err(|e| map_error(common::MAP_PORTS, e))?;
+        }
+        for port in ports {
+            self.ports
+                .insert(port, 1, 0)
+                .map_err(|e| map_error(common::MAP_PORTS, e))?;
+        }
+        Ok(())
+    }
+
+    /// Caps the bytes per ring buffer piece (0: the built-in 16 KiB). Only tests need
+    /// this: it lets BPF_PROG_TEST_RUN's 4 KiB frames span several pieces.
+    pub fn set_piece_len(&mut self, piece_len: u32) -> Result<(), EbpfError> {
+        self.config
+            .set(common::CONFIG_PIECE_LEN, piece_len, 0)
+            .map_err(|e| map_error(common::MAP_CONFIG, e))
+    }
+
+    /// Tells the classifier whether frames on `ifindex` start with an Ethernet header.
+    /// `attach` sets this from the interface type; this overrides it.
+    pub fn set_interface_l2(&mut self, ifindex: u32, has_l2: bool) -> Result<(), EbpfError> {
+        let result = if has_l2 {
+            match self.ifaces.remove(&ifindex) {
+                Err(aya::maps::MapError::SyscallError(e))
+                    if e.io_error.kind() == io::ErrorKind::NotFound =>
+                {
+                    Ok(())
+                }
+                other => other,
+            }
+        } else {
+            self.ifaces.insert(ifindex, common::IFACE_NO_L2, 0)
+        };
+        result.map_err(|e| map_error(common::MAP_IFACES, e))
+    }
+
+    /// Attaches the classifier to `ifname` on ingress and egress.
+    pub fn attach(&mut self, ifname: &str) -> Result<(), EbpfError> {
+        if self.attached.contains_key(ifname) {
+            return Ok(());
+        }
+        let ifindex = ifindex(ifname)?;
+        self.set_interface_l2(ifindex, interface_has_l2(ifname))?;
+        if !self.use_tcx {
+            prepare_clsact(ifname);
+        }
+        let ingress = self.attach_one(ifname, common::PROG_INGRESS, TcAttachType::Ingress)?;
+        let egress = match self.attach_one(ifname, common::PROG_EGRESS, TcAttachType::Egress) {
+            Ok(id) => id,
+            Err(e) => {
+                // Do not leave a half attachment behind.
+                if let Ok(prog) = program_mut(&mut self.ebpf, common::PROG_INGRESS) {
+                    let _ = prog.detach(ingress);
+                }
+                return Err(e);
+            }
+        };
+        self.attached
+            .insert(ifname.to_owned(), Attachment { ingress, egress });
+        Ok(())
+    }
+
+    fn attach_one(
+        &mut self,
+        ifname: &str,
+        program: &'static str,
+        direction: TcAttachType,
+    ) -> Result<tc::SchedClassifierLinkId, EbpfError> {
+        // First among TCX programs: one that redirects or drops would otherwise hide the
+        // packet from us; we always pass it on to the next.
+        let options = if self.use_tcx {
+            TcAttachOptions::TcxOrder(LinkOrder::first())
+        } else {
+            TcAttachOptions::Netlink(NlOptions::default())
+        };
+        program_mut(&mut self.ebpf, program)?
+            .attach_with_options(ifname, direction, options)
+            .map_err(|e| {
+                let what = format!("attaching the classifier to {ifname}");
+                permission_error(&what, &e).unwrap_or_else(|| EbpfError::Attach {
+                    iface: ifname.to_owned(),
+                    direction: direction_name(direction),
+                    source: e,
+                })
+            })
+    }
+
+    /// Detaches the classifier from `ifname`. An interface that has gone away is
+    /// forgotten without error (the kernel dropped its links with it).
+    pub fn detach(&mut self, ifname: &str) -> Result<(), EbpfError> {
+        let attachment = self
+            .attached
+            .remove(ifname)
+            .ok_or_else(|| EbpfError::NotAttached(ifname.to_owned()))?;
+        let gone = ifindex(ifname).is_err();
+        let ingress = program_mut(&mut self.ebpf, common::PROG_INGRESS)?.detach(attachment.ingress);
+        let egress = program_mut(&mut self.ebpf, common::PROG_EGRESS)?.detach(attachment.egress);
+        match (ingress, egress) {
+            (Ok(()), Ok(())) => Ok(()),
+            _ if gone => Ok(()),
+            (Err(source), _) | (_, Err(source)) => Err(EbpfError::Detach {
+                iface: ifname.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Interfaces the classifier is attached to, sorted.
+    pub fn attached(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.attached.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Whether attachments use TCX links (kernel >= 6.6) rather than clsact filters.
+    pub fn uses_tcx(&self) -> bool {
+        self.use_tcx
+    }
+
+    /// Chooses TCX links (`true`) or clsact filters (`false`) for later `attach` calls.
+    /// `load` picks TCX on kernels >= 6.6; tests use this to exercise the fallback.
+    pub fn set_use_tcx(&mut self, use_tcx: bool) {
+        self.use_tcx = use_tcx;
+    }
+
+    /// Next whole packet, waiting up to `timeout`; `None` when none came in time.
+    pub fn next_frame(&mut self, timeout: Duration) -> Result<Option<OwnedFrame>, EbpfError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            while let Some(record) = self.ring.next() {
+                if let Some(frame) = self.assembler.push(&record) {
+                    return Ok(Some(frame));
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let wait_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+            let mut pollfd = libc::pollfd {
+                fd: self.ring.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let rc = unsafe { libc::poll(&mut pollfd, 1, wait_ms) };
+            if rc < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(EbpfError::Poll(err));
+                }
+            }
+        }
+    }
+
+    /// Counters so far, summed over CPUs.
+    pub fn stats(&self) -> Result<EbpfStats, EbpfError> {
+        let sum = |slot: u32| -> Result<u64, EbpfError> {
+            let values = self
+                .stats
+                .get(&slot, 0)
+                .map_err(|e| map_error(common::MAP_STATS, e))?;
+            Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+        };
+        Ok(EbpfStats {
+            matched: sum(common::STAT_MATCHED)?,
+            bytes: sum(common::STAT_BYTES)?,
+            ring_drops: sum(common::STAT_RING_DROPS)?,
+            pieces: sum(common::STAT_PIECES)?,
+            own_mark_skipped: sum(common::STAT_OWN_MARK)?,
+            truncated: sum(common::STAT_TRUNCATED)?,
+            pieces_lost: self.assembler.pieces_lost,
+            incomplete_packets: self.assembler.incomplete_packets,
+        })
+    }
+
+    /// Runs the classifier once on `frame` with BPF_PROG_TEST_RUN, as if it arrived on
+    /// `ifindex` (0: loopback) with skb mark `mark`; returns its verdict. For tests and
+    /// for checking that the kernel accepts the program without attaching it anywhere.
+    pub fn test_run(
+        &mut self,
+        egress: bool,
+        frame: &[u8],
+        ifindex: u32,
+        mark: u32,
+    ) -> Result<u32, EbpfError> {
+        let name = if egress {
+            common::PROG_EGRESS
+        } else {
+            common::PROG_INGRESS
+        };
+        let ctx = test_run_context(ifindex, mark);
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        };
+        let result = program_mut(&mut self.ebpf, name)?
+            .test_run(opts)
+            .map_err(|e| program_error(name, e))?;
+        Ok(result.return_value)
+    }
+}
+
+/// Names of the network interfaces in /sys/class/net, sorted.
+pub fn list_interfaces() -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir("/sys/class/net")? {
+        if let Some(name) = entry?.file_name().to_str() {
+            names.push(name.to_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `struct __sk_buff` for BPF_PROG_TEST_RUN: only `mark` (offset 8) and `ifindex`
+/// (offset 40) set; the kernel rejects non-zero values in fields it does not accept.
+fn test_run_context(ifindex: u32, mark: u32) -> [u8; 192] {
+    let mut ctx = [0u8; 192];
+    ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
+    ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    ctx
+}
+
+fn ring_size(requested: usize) -> u32 {
+    let wanted = requested.clamp(4096, 1 << 30);
+    u32::try_from(wanted.next_power_of_two()).unwrap_or(1 << 30)
+}
+
+fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, EbpfError> {
+    ebpf.program_mut(name)
+        .ok_or(EbpfError::Missing(name))?
+        .try_into()
+        .map_err(|e| program_error(name, e))
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfError> {
+    ebpf.take_map(name).ok_or(EbpfError::Missing(name))
+}
+
+fn program_error(program: &'static str, source: ProgramError) -> EbpfError {
+    permission_error(&format!("loading eBPF program {program}"), &source)
+        .unwrap_or(EbpfError::Program { program, source })
+}
+
+fn map_error(map: &'static str, source: aya::maps::MapError) -> EbpfError {
+    EbpfError::Map { map, source }
+}
+
+fn direction_name(direction: TcAttachType) -> &'static str {
+    match direction {
+        TcAttachType::Ingress => "ingress",
+        TcAttachType::Egress => "egress",
+        TcAttachType::Custom(_) => "custom",
+    }
+}
+
+/// `Some(EbpfError::Permission)` when an EPERM is somewhere in `err`'s source chain;
+/// the error names the capabilities missing from the effective set.
+fn permission_error<E>(action: &str, err: &E) -> Option<EbpfError>
+where
+    E: StdError + Send + Sync + 'static,
+{
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
+    let mut eperm = false;
+    while let Some(e) = cause {
+        if let Some(io_err) = e.downcast_ref::<io::Error>() {
+            if io_err.raw_os_error() == Some(libc::EPERM) {
+                eperm = true;
+                break;
+            }
+        }
+        cause = e.source();
+    }
+    if !eperm {
+        return None;
+    }
+    Some(EbpfError::Permission {
+        action: action.to_owned(),
+        missing: missing_capabilities(),
+        source: err.to_string().into(),
+    })
+}
+
+/// The capabilities eBPF capture needs that this process does not have, from CapEff in
+/// /proc/self/status (CAP_SYS_ADMIN stands in for CAP_BPF and CAP_PERFMON).
+fn missing_capabilities() -> String {
+    let cap_eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        });
+    let Some(cap_eff) = cap_eff else {
+        return "CAP_BPF, CAP_NET_ADMIN or CAP_PERFMON (could not read CapEff)".to_owned();
+    };
+    let has = |cap: u32| cap_eff & (1u64 << cap) != 0;
+    let sys_admin = has(CAP_SYS_ADMIN);
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !sys_admin {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_PERFMON) && !sys_admin {
+        missing.push("CAP_PERFMON");
+    }
+    if missing.is_empty() {
+        // All capabilities present: a security module or a sysctl
+        // (kernel.unprivileged_bpf_disabled, a seccomp profile) said no.
+        "nothing capability-wise (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON are present; check \
+         seccomp/LSM policy)"
+            .to_owned()
+    } else {
+        missing.join(", ")
+    }
+}
+
+fn ifindex(ifname: &str) -> Result<u32, EbpfError> {
+    let c_name = CString::new(ifname).map_err(|_| EbpfError::NoSuchInterface(ifname.to_owned()))?;
+    // SAFETY: c_name is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(c_name.as_ptr()) };
+    if index == 0 {
+        return Err(EbpfError::NoSuchInterface(ifname.to_owned()));
+    }
+    Ok(index)
+}
+
+/// Whether frames on `ifname` start with an Ethernet header, from its ARPHRD type.
+/// Unknown or unreadable types are taken as Ethernet, the common case.
+fn interface_has_l2(ifname: &str) -> bool {
+    const ARPHRD_PPP: u32 = 512;
+    const ARPHRD_RAWIP: u32 = 519;
+    const ARPHRD_TUNNEL: u32 = 768;
+    const ARPHRD_TUNNEL6: u32 = 769;
+    const ARPHRD_SIT: u32 = 776;
+    const ARPHRD_IPGRE: u32 = 778;
+    const ARPHRD_NONE: u32 = 65534;
+    let arphrd = std::fs::read_to_string(format!("/sys/class/net/{ifname}/type"))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok());
+    !matches!(
+        arphrd,
+        Some(
+            ARPHRD_PPP
+                | ARPHRD_RAWIP
+                | ARPHRD_TUNNEL
+                | ARPHRD_TUNNEL6
+                | ARPHRD_SIT
+                | ARPHRD_IPGRE
+                | ARPHRD_NONE
+        )
+    )
+}
+
+/// Older kernels: make sure the clsact qdisc exists and no filter of an earlier run
+/// (killed before it could clean up) is left on the interface.
+fn prepare_clsact(ifname: &str) {
+    // EEXIST when the qdisc is already there, which is what we want.
+    let _ = tc::qdisc_add_clsact(ifname);
+    for (direction, name) in [
+        (TcAttachType::Ingress, common::PROG_INGRESS),
+        (TcAttachType::Egress, common::PROG_EGRESS),
+    ] {
+        match tc::qdisc_detach_program(ifname, direction, name) {
+            Ok(()) => tracing::info!(iface = ifname, name, "removed stale shadowtap filter"),
+            Err(e) => tracing::debug!(iface = ifname, name, error = %e, "no stale filter"),
+        }
+    }
+}
+
+/// Nanoseconds to add to CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to get Unix
+/// time, measured once; the two clocks drift apart only if the wall clock is stepped.
+fn monotonic_to_realtime_offset() -> i64 {
+    fn now(clock: libc::clockid_t) -> i128 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid timespec; both clocks exist on every Linux.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    }
+    let mono_before = now(libc::CLOCK_MONOTONIC);
+    let real = now(libc::CLOCK_REALTIME);
+    let mono_after = now(libc::CLOCK_MONOTONIC);
+    let offset = real - (mono_before + mono_after) / 2;
+    i64::try_from(offset).unwrap_or(0)
+}
+
+/// A packet whose first pieces have arrived.
+#[derive(Debug)]
+struct Partial {
+    header: PieceHeader,
+    data: Vec<u8>,
+}
+
+/// Rebuilds packets from ring buffer records. Pure: no I/O, no clock (the monotonic to
+/// Unix offset is given).
+#[derive(Debug)]
+pub struct PieceAssembler {
+    clock_offset: i64,
+    /// Keyed by (cpu, seq), which names one packet.
+    partial: HashMap<(u32, u32), Partial>,
+    pub pieces_lost: u64,
+    pub incomplete_packets: u64,
+}
+
+impl PieceAssembler {
+    pub fn new(clock_offset: i64) -> Self {
+        Self {
+            clock_offset,
+            partial: HashMap::new(),
+            pieces_lost: 0,
+            incomplete_packets: 0,
+        }
+    }
+
+    /// Takes one ring buffer record; returns the packet it completes, if any.
+    pub fn push(&mut self, record: &[u8]) -> Option<OwnedFrame> {
+        let Some(header) = PieceHeader::parse(record) else {
+            self.pieces_lost += 1;
+            return None;
+        };
+        let piece = record.get(common::PIECE_HEADER_LEN..)?;
+        let end = u64::from(header.offset) + u64::from(header.piece_len);
+        if piece.len() != header.piece_len as usize
+            || end > u64::from(header.cap_len)
+            || header.cap_len > header.pkt_len
+        {
+            self.pieces_lost += 1;
+            return None;
+        }
+        let key = (header.cpu, header.seq);
+        if header.offset == 0 {
+            // A CPU finishes one packet before it starts the next, so an unfinished one
+            // from the same CPU lost its tail in the ring.
+            if !self.partial.is_empty() {
+                let before = self.partial.len();
+                self.partial.retain(|&(cpu, _), _| cpu != header.cpu);
+                self.incomplete_packets += (before - self.partial.len()) as u64;
+            }
+            if header.piece_len == header.cap_len {
+                return Some(self.frame(&header, piece.to_vec()));
+            }
+            if self.partial.len() >= MAX_PARTIAL_PACKETS {
+                self.incomplete_packets += self.partial.len() as u64;
+                self.partial.clear();
+            }
+            let mut data = Vec::with_capacity(header.cap_len as usize);
+            data.extend_from_slice(piece);
+            self.partial.insert(key, Partial { header, data });
+            return None;
+        }
+        let Some(partial) = self.partial.get_mut(&key) else {
+            self.pieces_lost += 1;
+            return None;
+        };
+        if partial.data.len() != header.offset as usize || partial.header.cap_len != header.cap_len
+        {
+            self.partial.remove(&key);
+            self.pieces_lost += 1;
+            self.incomplete_packets += 1;
+            return None;
+        }
+        partial.data.extend_from_slice(piece);
+        if partial.data.len() < header.cap_len as usize {
+            return None;
+        }
+        let done = self.partial.remove(&key)?;
+        Some(self.frame(&done.header, done.data))
+    }
+
+    fn frame(&self, header: &PieceHeader, data: Vec<u8>) -> OwnedFrame {
+        let ts = i128::from(header.ktime_ns) + i128::from(self.clock_offset);
+        OwnedFrame {
+            ts_nanos: u64::try_from(ts).unwrap_or(0),
+            ifindex: header.ifindex,
+            egress: header.flags & common::FLAG_EGRESS != 0,
+            link: if header.flags & common::FLAG_HAS_L2 != 0 {
+                LinkType::Ethernet
+            } else {
+                LinkType::Raw
+            },
+            data,
+            orig_len: header.pkt_len,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(h: PieceHeader, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&h.ktime_ns.to_ne_bytes());
+        for v in [
+            h.ifindex,
+            h.flags,
+            h.pkt_len,
+            h.cap_len,
+            h.offset,
+            h.piece_len,
+            h.cpu,
+            h.seq,
+        ] {
+            out.extend_from_slice(&v.to_ne_bytes());
+        }
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// Splits `packet` into records of at most `piece` bytes, as the classifier does.
+    fn pieces(packet: &[u8], piece: usize, cpu: u32, seq: u32, flags: u32) -> Vec<Vec<u8>> {
+        packet
+            .chunks(piece)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let h = PieceHeader {
+                    ktime_ns: 1_000,
+                    ifindex: 3,
+                    flags,
+                    pkt_len: packet.len() as u32,
+                    cap_len: packet.len() as u32,
+                    offset: (i * piece) as u32,
+                    piece_len: chunk.len() as u32,
+                    cpu,
+                    seq,
+                };
+                record(h, chunk)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn single_piece_packet_is_a_frame_with_wall_clock_time() {
+        let mut asm = PieceAssembler::new(5_000);
+        let packet: Vec<u8> = (0..100u8).collect();
+        let recs = pieces(
+            &packet,
+            4096,
+            0,
+            1,
+            common::FLAG_HAS_L2 | common::FLAG_EGRESS,
+        );
+        let frame = asm.push(&recs[0]).unwrap();
+        assert_eq!(frame.data, packet);
+        assert_eq!(frame.ts_nanos, 6_000);
+        assert_eq!(frame.ifindex, 3);
+        assert!(frame.egress);
+        assert_eq!(frame.link, LinkType::Ethernet);
+        assert_eq!(frame.orig_len, 100);
+        assert_eq!(frame.as_frame().data, &packet[..]);
+    }
+
+    #[test]
+    fn interleaved_pieces_from_two_cpus_rebuild_both_packets() {
+        let mut asm = PieceAssembler::new(0);
+        let a: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
+        let b: Vec<u8> = (0..7_000u32).map(|i| (i * 7) as u8).collect();
+        let ra = pieces(&a, 4096, 0, 9, 0);
+        let rb = pieces(&b, 4096, 1, 9, 0);
+        let mut out = Vec::new();
+        for (x, y) in ra.iter().zip(rb.iter()) {
+            out.extend(asm.push(x));
+            out.extend(asm.push(y));
+        }
+        for x in ra.iter().skip(rb.len()) {
+            out.extend(asm.push(x));
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].data, b);
+        assert_eq!(out[0].link, LinkType::Raw);
+        assert_eq!(out[1].data, a);
+        assert_eq!(asm.incomplete_packets + asm.pieces_lost, 0);
+    }
+
+    #[test]
+    fn lost_tail_counts_incomplete_and_next_packet_still_arrives() {
+        let mut asm = PieceAssembler::new(0);
+        let a = vec![1u8; 9_000];
+        let b = vec![2u8; 50];
+        let ra = pieces(&a, 4096, 2, 1, 0);
+        assert!(asm.push(&ra[0]).is_none());
+        assert!(asm.push(&ra[1]).is_none());
+        // ra[2] never came (ring full); the next packet from CPU 2 starts.
+        let frame = asm.push(&pieces(&b, 4096, 2, 2, 0)[0]).unwrap();
+        assert_eq!(frame.data, b);
+        assert_eq!(asm.incomplete_packets, 1);
+        // The late tail of packet 1 cannot be placed.
+        assert!(asm.push(&ra[2]).is_none());
+        assert_eq!(asm.pieces_lost, 1);
+    }
+
+    #[test]
+    fn lost_head_or_middle_piece_is_counted_not_glued() {
+        let mut asm = PieceAssembler::new(0);
+        let a = vec![3u8; 9_000];
+        let ra = pieces(&a, 4096, 0, 5, 0);
+        assert!(asm.push(&ra[0]).is_none());
+        assert!(asm.push(&ra[2]).is_none());
+        assert_eq!(asm.pieces_lost, 1);
+        assert_eq!(asm.incomplete_packets, 1);
+        assert!(asm.push(&ra[1]).is_none());
+        assert_eq!(asm.pieces_lost, 2);
+    }
+
+    #[test]
+    fn malformed_records_are_counted() {
+        let mut asm = PieceAssembler::new(0);
+        assert!(asm.push(&[0u8; 10]).is_none());
+        let mut rec = pieces(&[9u8; 30], 4096, 0, 0, 0).remove(0);
+        rec.pop();
+        assert!(asm.push(&rec).is_none());
+        assert_eq!(asm.pieces_lost, 2);
+    }
+
+    #[test]
+    fn truncated_packet_keeps_wire_length() {
+        let mut asm = PieceAssembler::new(0);
+        let h = PieceHeader {
+            pkt_len: 300_000,
+            cap_len: 4,
+            piece_len: 4,
+            flags: common::FLAG_TRUNCATED,
+            ..PieceHeader::default()
+        };
+        let frame = asm.push(&record(h, &[1, 2, 3, 4])).unwrap();
+        assert_eq!(frame.orig_len, 300_000);
+        assert_eq!(frame.data, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn ring_size_is_a_power_of_two_of_at_least_a_page() {
+        assert_eq!(ring_size(0), 4096);
+        assert_eq!(ring_size(5000), 8192);
+        assert_eq!(ring_size(1 << 22), 1 << 22);
+        assert_eq!(ring_size(usize::MAX), 1 << 30);
+    }
+
+    #[test]
+    fn test_run_context_sets_mark_and_ifindex_only() {
+        let ctx = test_run_context(7, 0xdead);
+        assert_eq!(&ctx[8..12], &0xdeadu32.to_ne_bytes());
+        assert_eq!(&ctx[40..44], &7u32.to_ne_bytes());
+        assert_eq!(ctx.iter().filter(|b| **b != 0).count(), 3);
+    }
+}

@@ -1,0 +1,715 @@
+//! The eBPF classifier against the kernel: synthetic frames through BPF_PROG_TEST_RUN,
+//! and real TCP traffic on `lo` inside a fresh network namespace.
+//! Needs root (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON); run with `--test-threads=1`.
+//! Without them each test prints a skip line, unless CI=true, where it fails.
+
+#![cfg(feature = "ebpf")]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aya::programs::{SchedClassifier, TcAttachType};
+use shadowtap::capture::ebpf::{EbpfCapture, OwnedFrame, VERDICT_PASS};
+use shadowtap::capture::LinkType;
+
+const PORT: u16 = 18080;
+const OWN_MARK: u32 = 0x5eed;
+const RING: usize = 8 << 20;
+
+/// Skips (or, with CI=true, fails) a test that cannot run here.
+fn unavailable(reason: &str) {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("eBPF test cannot run: {reason}");
+    }
+    eprintln!("skip: eBPF test needs root and a loadable classifier: {reason}");
+}
+
+fn load(ports: &[u16]) -> Option<EbpfCapture> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        unavailable("not running as root");
+        return None;
+    }
+    match EbpfCapture::load(ports, OWN_MARK, RING) {
+        Ok(capture) => Some(capture),
+        Err(e) => {
+            unavailable(&format!("{e} ({e:?})"));
+            None
+        }
+    }
+}
+
+fn drain(capture: &mut EbpfCapture, wait: Duration) -> Vec<OwnedFrame> {
+    let mut frames = Vec::new();
+    let deadline = Instant::now() + wait;
+    while let Some(frame) = capture
+        .next_frame(deadline.saturating_duration_since(Instant::now()))
+        .expect("ring buffer read")
+    {
+        frames.push(frame);
+    }
+    frames
+}
+
+fn ethernet(ethertype: u16, l3: &[u8]) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(l3);
+    f
+}
+
+fn tcp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut t = Vec::new();
+    t.extend_from_slice(&sport.to_be_bytes());
+    t.extend_from_slice(&dport.to_be_bytes());
+    t.extend_from_slice(&1000u32.to_be_bytes());
+    t.extend_from_slice(&0u32.to_be_bytes());
+    t.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+    t.extend_from_slice(payload);
+    t
+}
+
+fn ipv4(proto: u8, l4: &[u8]) -> Vec<u8> {
+    let total = (20 + l4.len()) as u16;
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+    ip.extend_from_slice(l4);
+    ip
+}
+
+fn ipv6(next: u8, l4: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0x60, 0, 0, 0];
+    ip.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[next, 64]);
+    ip.extend_from_slice(&[0xfd; 16]);
+    ip.extend_from_slice(&[0xfe; 16]);
+    ip.extend_from_slice(l4);
+    ip
+}
+
+fn tcp4_frame(dport: u16, payload: &[u8]) -> Vec<u8> {
+    ethernet(0x0800, &ipv4(6, &tcp(40000, dport, payload)))
+}
+
+#[test]
+fn test_run_ipv4_tcp_to_watched_port_is_copied_and_passed() {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    let frame = tcp4_frame(PORT, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(cap.test_run(false, &frame, 0, 0).unwrap(), VERDICT_PASS);
+    let got = drain(&mut cap, Duration::from_millis(200));
+    assert_eq!(got.len(), 1, "one record for one packet");
+    assert_eq!(got[0].data, frame);
+    assert_eq!(got[0].orig_len as usize, frame.len());
+    assert_eq!(got[0].link, LinkType::Ethernet);
+    assert!(!got[0].egress);
+    let stats = cap.stats().unwrap();
+    assert_eq!(stats.matched, 1);
+    assert_eq!(stats.bytes, frame.len() as u64);
+    assert_eq!(stats.pieces, 1);
+}
+
+#[test]
+fn test_run_ipv6_tcp_on_egress_is_copied_with_direction() {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    let frame = ethernet(0x86dd, &ipv6(6, &tcp(40000, PORT, b"POST /x HTTP/1.1\r\n")));
+    assert_eq!(cap.test_run(true, &frame, 0, 0).unwrap(), VERDICT_PASS);
+    let got = drain(&mut cap, Duration::from_millis(200));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, frame);
+    assert!(got[0].egress);
+}
+
+#[test]
+fn test_run_ipv6_with_extension_header_and_vlan_tag_is_copied() {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    // Destination options (8 bytes) in front of TCP.
+    let mut l4 = vec![6, 0, 1, 4, 0, 0, 0, 0];
+    l4.extend_from_slice(&tcp(40000, PORT, b"x"));
+    let l3 = ipv6(60, &l4);
+    let mut tagged = vec![0x00, 0x64, 0x86, 0xdd];
+    tagged.extend_from_slice(&l3);
+    let frame = ethernet(0x8100, &tagged);
+    assert_eq!(cap.test_run(false, &frame, 0, 0).unwrap(), VERDICT_PASS);
+    let got = drain(&mut cap, Duration::from_millis(200));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, frame);
+}
+
+#[test]
+fn test_run_other_port_udp_and_fragments_are_not_copied() {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    let other_port = tcp4_frame(PORT + 1, b"GET / HTTP/1.1\r\n");
+    let udp = ethernet(0x0800, &ipv4(17, &tcp(40000, PORT, b"looks like tcp")));
+    let mut fragment = tcp4_frame(PORT, b"GET / HTTP/1.1\r\n");
+    fragment[14 + 6] = 0x00;
+    fragment[14 + 7] = 0x10; // fragment offset 16 * 8 bytes: no TCP header here
+    let reverse = ethernet(0x0800, &ipv4(6, &tcp(PORT, 40000, b"HTTP/1.1 200 OK\r\n")));
+    for frame in [&other_port, &udp, &fragment, &reverse] {
+        assert_eq!(cap.test_run(false, frame, 0, 0).unwrap(), VERDICT_PASS);
+        assert_eq!(cap.test_run(true, frame, 0, 0).unwrap(), VERDICT_PASS);
+    }
+    assert!(drain(&mut cap, Duration::from_millis(200)).is_empty());
+    assert_eq!(cap.stats().unwrap().matched, 0);
+}
+
+#[test]
+fn test_run_truncated_packets_pass_without_records() {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    let full = tcp4_frame(PORT, b"");
+    // The kernel itself refuses (EINVAL) test frames whose ethertype is IP but which
+    // lack a whole IP header, so truncation is tried from there on, plus frames whose
+    // ethertype gives the kernel nothing to check.
+    for len in [14 + 20, 14 + 20 + 2, 14 + 20 + 3] {
+        assert_eq!(
+            cap.test_run(false, &full[..len], 0, 0).unwrap(),
+            VERDICT_PASS
+        );
+    }
+    let arp_header_only = ethernet(0x0806, &[]);
+    let vlan_tag_only = ethernet(0x8100, &[0x00, 0x64, 0x08, 0x00]);
+    let vlan_half_ip = ethernet(0x8100, &[0x00, 0x64, 0x08, 0x00, 0x45, 0, 0, 40]);
+    for frame in [&arp_header_only, &vlan_tag_only, &vlan_half_ip] {
+        assert_eq!(cap.test_run(false, frame, 0, 0).unwrap(), VERDICT_PASS);
+    }
+    let bogus_ihl = {
+        let mut f = full.clone();
+        f[14] = 0x4f; // IHL 60 bytes, beyond the packet
+        f
+    };
+    assert_eq!(cap.test_run(false, &bogus_ihl, 0, 0).unwrap(), VERDICT_PASS);
+    assert!(drain(&mut cap, Duration::from_millis(200)).is_empty());
+}
+
+#[test]
+fn test_run_own_mark_is_skipped_other_marks_are_not() {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    let frame = tcp4_frame(PORT, b"GET /replayed HTTP/1.1\r\n");
+    assert_eq!(
+        cap.test_run(true, &frame, 0, OWN_MARK).unwrap(),
+        VERDICT_PASS
+    );
+    assert!(drain(&mut cap, Duration::from_millis(200)).is_empty());
+    assert_eq!(cap.stats().unwrap().own_mark_skipped, 1);
+    assert_eq!(
+        cap.test_run(true, &frame, 0, OWN_MARK + 1).unwrap(),
+        VERDICT_PASS
+    );
+    assert_eq!(drain(&mut cap, Duration::from_millis(200)).len(), 1);
+}
+
+#[test]
+fn test_run_packet_spanning_many_pieces_is_rebuilt_whole() {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    // BPF_PROG_TEST_RUN takes at most about 3.7 KiB, so shrink the pieces instead.
+    cap.set_piece_len(512).unwrap();
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    let frame = tcp4_frame(PORT, &payload);
+    assert_eq!(cap.test_run(false, &frame, 0, 0).unwrap(), VERDICT_PASS);
+    let got = drain(&mut cap, Duration::from_millis(200));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, frame);
+    let stats = cap.stats().unwrap();
+    assert_eq!(stats.pieces, frame.len().div_ceil(512) as u64);
+    assert_eq!(stats.incomplete_packets + stats.pieces_lost, 0);
+}
+
+#[test]
+fn test_run_longer_than_all_pieces_delivers_head_and_wire_length() {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    // 16 pieces of 64 bytes cover 1 KiB of this 3 KiB packet.
+    cap.set_piece_len(64).unwrap();
+    let frame = tcp4_frame(PORT, &[7u8; 3000]);
+    assert_eq!(cap.test_run(false, &frame, 0, 0).unwrap(), VERDICT_PASS);
+    let got = drain(&mut cap, Duration::from_millis(200));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, frame[..1024]);
+    assert_eq!(got[0].orig_len as usize, frame.len());
+    assert_eq!(cap.stats().unwrap().truncated, 1);
+}
+
+#[test]
+fn test_run_device_without_l2_header_yields_raw_frames() {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    // test_run's skb is on loopback (ifindex 1); declare it L2-less for this object.
+    cap.set_interface_l2(1, false).unwrap();
+    let packet = ipv4(6, &tcp(40000, PORT, b"GET /raw HTTP/1.1\r\n"));
+    assert_eq!(cap.test_run(false, &packet, 0, 0).unwrap(), VERDICT_PASS);
+    let got = drain(&mut cap, Duration::from_millis(200));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, packet);
+    assert_eq!(got[0].link, LinkType::Raw);
+}
+
+/// A network namespace that is deleted when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Option<Self> {
+        // Unique per test, so that tests run in parallel do not share one.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("st-ebpf-{}-{n}", std::process::id());
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(std::process::Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            unavailable("`ip netns add` failed");
+            return None;
+        }
+        let netns = Self { name };
+        let up = netns.exec(&["ip", "link", "set", "lo", "up"]);
+        assert!(up.status.success(), "lo up: {up:?}");
+        Some(netns)
+    }
+
+    fn exec(&self, argv: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Moves the calling thread into the namespace.
+    fn enter(&self) {
+        let file = std::fs::File::open(format!("/run/netns/{}", self.name)).expect("netns file");
+        // SAFETY: a valid namespace fd; setns only changes this thread's namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A client socket with SO_MARK set before connect, so even its SYN carries the mark.
+fn marked_connect(addr: SocketAddrV4, mark: u32) -> TcpStream {
+    // SAFETY: plain socket calls on a fresh fd that TcpStream then owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let rc = libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "SO_MARK: {}", std::io::Error::last_os_error());
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// TCP payload of an Ethernet/IPv4 frame.
+fn tcp_payload(frame: &[u8]) -> &[u8] {
+    let ihl = usize::from(frame[14] & 0x0f) * 4;
+    let tcp = 14 + ihl;
+    let data_off = usize::from(frame[tcp + 12] >> 4) * 4;
+    &frame[tcp + data_off..]
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Body whose every 4 bytes are their own index, so any slice of it says where it is from.
+fn counting_body(words: u32) -> Vec<u8> {
+    (0..words).flat_map(u32::to_be_bytes).collect()
+}
+
+fn is_slice_of_counting_body(body: &[u8], piece: &[u8]) -> bool {
+    (0..4).any(|align| {
+        let Some(word) = piece.get(align..align + 4) else {
+            return false;
+        };
+        let index = u32::from_be_bytes(word.try_into().unwrap()) as usize;
+        let Some(start) = (index * 4).checked_sub(align) else {
+            return false;
+        };
+        body.get(start..start + piece.len()) == Some(piece)
+    })
+}
+
+fn tc_filters(netns: &Netns, direction: &str) -> String {
+    let out = netns.exec(&["tc", "filter", "show", "dev", "lo", direction]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn loopback_in_netns_captures_requests_but_not_own_marked_traffic() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        unavailable("not running as root");
+        return;
+    }
+    let Some(netns) = Netns::new() else { return };
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            netns.enter();
+            run_loopback_scenario(&netns);
+        })
+        .join()
+    });
+    drop(netns);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn run_loopback_scenario(netns: &Netns) {
+    let Some(mut cap) = load(&[PORT]) else { return };
+    cap.attach("lo").expect("attach lo");
+    assert_eq!(cap.attached(), vec!["lo".to_owned()]);
+    assert!(cap.uses_tcx(), "kernel >= 6.6 should get TCX links");
+    let (_, ingress) = SchedClassifier::query_tcx("lo", TcAttachType::Ingress).unwrap();
+    assert_eq!(ingress.len(), 1, "one TCX program on lo ingress");
+
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, PORT);
+    let listener = TcpListener::bind(addr).expect("bind");
+    let body = counting_body(50_000); // 200 KB in one write: GSO skbs up to 64 KiB
+    let request: &[u8] =
+        b"POST /shadowtap-probe HTTP/1.1\r\nHost: probe\r\nContent-Length: 200000\r\n\r\n";
+    let server = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (mut conn, _) = listener.accept().expect("accept");
+                let mut buf = Vec::new();
+                conn.read_to_end(&mut buf).expect("server read");
+                seen.push(buf.len());
+            }
+            seen
+        });
+        let mut client = TcpStream::connect(addr).expect("connect");
+        client.write_all(request).unwrap();
+        client.write_all(&body).unwrap();
+        drop(client);
+        let mut marked = marked_connect(addr, OWN_MARK);
+        marked
+            .write_all(b"GET /own-replay HTTP/1.1\r\nHost: probe-shadow\r\n\r\n")
+            .unwrap();
+        drop(marked);
+        server.join().expect("server thread")
+    });
+    assert_eq!(server, vec![request.len() + body.len(), 48]);
+
+    let frames = drain(&mut cap, Duration::from_millis(500));
+    let probe: Vec<&OwnedFrame> = frames
+        .iter()
+        .filter(|f| contains(tcp_payload(&f.data), b"POST /shadowtap-probe"))
+        .collect();
+    assert!(
+        probe.iter().any(|f| f.egress) && probe.iter().any(|f| !f.egress),
+        "the request is seen leaving and entering lo: {probe:?}"
+    );
+    let now_nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for f in &probe {
+        assert_eq!(f.link, LinkType::Ethernet);
+        assert_eq!(f.ifindex, 1);
+        assert!(
+            now_nanos.abs_diff(f.ts_nanos) < 5_000_000_000,
+            "capture time {} is wall-clock time near {now_nanos}",
+            f.ts_nanos
+        );
+    }
+    assert!(
+        !frames.iter().any(|f| contains(&f.data, b"/own-replay")),
+        "traffic with the agent's own mark must not be captured"
+    );
+    let big: Vec<&OwnedFrame> = frames
+        .iter()
+        .filter(|f| f.data.len() > 16 * 1024 + 100)
+        .collect();
+    assert!(
+        !big.is_empty(),
+        "expected GSO/GRO frames larger than one piece"
+    );
+    for f in &big {
+        assert_eq!(f.data.len(), f.orig_len as usize);
+        assert!(
+            is_slice_of_counting_body(&body, tcp_payload(&f.data)),
+            "a large frame's payload is a contiguous, exact part of the body"
+        );
+    }
+    let stats = cap.stats().unwrap();
+    eprintln!(
+        "loopback capture: {} frames, {} large; {stats:?}",
+        frames.len(),
+        big.len()
+    );
+    assert!(stats.own_mark_skipped > 0, "{stats:?}");
+    assert!(stats.pieces > stats.matched, "{stats:?}");
+    assert_eq!(
+        stats.ring_drops + stats.pieces_lost + stats.incomplete_packets,
+        0
+    );
+
+    cap.detach("lo").expect("detach");
+    assert!(cap.attached().is_empty());
+    let (_, ingress) = SchedClassifier::query_tcx("lo", TcAttachType::Ingress).unwrap();
+    assert!(ingress.is_empty(), "detach removes the ingress link");
+
+    capture_ipv6_request(&mut cap);
+
+    cap.attach("lo").expect("attach again");
+    drop(cap);
+    for direction in [TcAttachType::Ingress, TcAttachType::Egress] {
+        let (_, programs) = SchedClassifier::query_tcx("lo", direction).unwrap();
+        assert!(programs.is_empty(), "TCX programs left on lo after drop");
+    }
+    assert_eq!(tc_filters(netns, "ingress"), "");
+    assert_eq!(tc_filters(netns, "egress"), "");
+}
+
+/// A request over IPv6 loopback, with the classifier attached to lo by the caller.
+fn capture_ipv6_request(cap: &mut EbpfCapture) {
+    cap.attach("lo").expect("attach for IPv6");
+    let addr = SocketAddrV6::new(Ipv6Addr::LOCALHOST, PORT, 0, 0);
+    let listener = match TcpListener::bind(addr) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("skip IPv6 part: cannot bind [::1]: {e}");
+            cap.detach("lo").expect("detach");
+            return;
+        }
+    };
+    let request = b"GET /over-ipv6 HTTP/1.1\r\nHost: probe\r\n\r\n";
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let (mut conn, _) = listener.accept().expect("accept v6");
+            let mut buf = Vec::new();
+            conn.read_to_end(&mut buf).expect("read v6");
+            buf
+        });
+        let mut client = TcpStream::connect(addr).expect("connect v6");
+        client.write_all(request).unwrap();
+        drop(client);
+        assert_eq!(server.join().unwrap(), request);
+    });
+    let frames = drain(cap, Duration::from_millis(300));
+    let hits: Vec<&OwnedFrame> = frames
+        .iter()
+        .filter(|f| contains(&f.data, b"GET /over-ipv6"))
+        .collect();
+    assert_eq!(hits.len(), 2, "one copy leaving and one entering lo");
+    for f in hits {
+        assert_eq!(f.data[12..14], [0x86, 0xdd], "an IPv6 Ethernet frame");
+        assert_eq!(f.link, LinkType::Ethernet);
+    }
+    cap.detach("lo").expect("detach");
+}
+
+#[test]
+fn clsact_fallback_attaches_filters_and_clears_stale_ones() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        unavailable("not running as root");
+        return;
+    }
+    let Some(netns) = Netns::new() else { return };
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            netns.enter();
+            run_clsact_scenario(&netns);
+        })
+        .join()
+    });
+    drop(netns);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn run_clsact_scenario(netns: &Netns) {
+    // One line per filter; tc prints the program name twice on it.
+    let count = |direction: &str, name: &str| {
+        tc_filters(netns, direction)
+            .lines()
+            .filter(|l| l.contains(name))
+            .count()
+    };
+    // An agent killed before it could clean up: its filters stay on the interface.
+    let Some(mut stale) = load(&[PORT]) else {
+        return;
+    };
+    stale.set_use_tcx(false);
+    stale.attach("lo").expect("attach stale");
+    std::mem::forget(stale);
+    assert_eq!(count("ingress", "shadowtap_in"), 1);
+    assert_eq!(count("egress", "shadowtap_eg"), 1);
+
+    let Some(mut cap) = load(&[PORT]) else { return };
+    cap.set_use_tcx(false);
+    cap.attach("lo").expect("attach with clsact");
+    assert_eq!(
+        count("ingress", "shadowtap_in"),
+        1,
+        "the stale filter was replaced"
+    );
+    assert_eq!(
+        count("egress", "shadowtap_eg"),
+        1,
+        "the stale filter was replaced"
+    );
+
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, PORT);
+    let listener = TcpListener::bind(addr).expect("bind");
+    std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let mut buf = Vec::new();
+            conn.read_to_end(&mut buf).expect("read");
+        });
+        let mut client = TcpStream::connect(addr).expect("connect");
+        client
+            .write_all(b"GET /via-clsact HTTP/1.1\r\n\r\n")
+            .unwrap();
+        drop(client);
+        server.join().unwrap();
+    });
+    let frames = drain(&mut cap, Duration::from_millis(300));
+    let hits = frames
+        .iter()
+        .filter(|f| contains(&f.data, b"GET /via-clsact"))
+        .count();
+    assert_eq!(hits, 2, "seen on lo egress and ingress");
+
+    drop(cap);
+    assert_eq!(count("ingress", "shadowtap"), 0, "filters left after drop");
+    assert_eq!(count("egress", "shadowtap"), 0, "filters left after drop");
+}
+
+const CHILD_NETNS_ENV: &str = "SHADOWTAP_EBPF_TEST_NETNS";
+
+/// Run by `sigkill_leaves_nothing_attached` in a child process: attaches to lo in the
+/// given namespace, says so, and waits to be killed.
+#[test]
+#[ignore = "helper process of sigkill_leaves_nothing_attached"]
+fn sigkill_child_attaches_and_waits() {
+    let name = std::env::var(CHILD_NETNS_ENV).expect("only run by the sigkill test");
+    Netns { name }.enter_without_cleanup();
+    let mut cap = EbpfCapture::load(&[PORT], OWN_MARK, RING).expect("child load");
+    cap.attach("lo").expect("child attach");
+    println!("ATTACHED");
+    std::io::stdout().flush().unwrap();
+    // Bounded, in case the parent dies before it kills us.
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+impl Netns {
+    /// Enters an existing namespace this value does not own.
+    fn enter_without_cleanup(self) {
+        self.enter();
+        std::mem::forget(self);
+    }
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached() {
+    use std::io::BufRead;
+    if load(&[PORT]).is_none() {
+        return;
+    }
+    let Some(netns) = Netns::new() else { return };
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sigkill_child_attaches_and_waits",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_NETNS_ENV, &netns.name)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let attached = lines.any(|l| l.map(|l| l.trim() == "ATTACHED").unwrap_or(false));
+    let tcx_programs = || {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                netns.enter();
+                [TcAttachType::Ingress, TcAttachType::Egress].map(|direction| {
+                    let (_, programs) = SchedClassifier::query_tcx("lo", direction).unwrap();
+                    programs.len()
+                })
+            })
+            .join()
+            .unwrap()
+        })
+    };
+    let before = tcx_programs();
+    child.kill().expect("SIGKILL child");
+    child.wait().expect("reap child");
+    assert!(attached, "child never attached");
+    assert_eq!(before, [1, 1], "child's programs on lo ingress and egress");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut after = tcx_programs();
+    while after != [0, 0] && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        after = tcx_programs();
+    }
+    assert_eq!(after, [0, 0], "programs left attached after SIGKILL");
+    assert_eq!(tc_filters(&netns, "ingress"), "");
+}
+
+#[test]
+fn test_run_full_ring_counts_drops_and_keeps_earlier_packets_whole() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        unavailable("not running as root");
+        return;
+    }
+    // One page of ring: room for one 3 KiB packet, not two.
+    let mut cap = match EbpfCapture::load(&[PORT], OWN_MARK, 4096) {
+        Ok(cap) => cap,
+        Err(e) => return unavailable(&e.to_string()),
+    };
+    let first = tcp4_frame(PORT, &[1u8; 3000]);
+    let second = tcp4_frame(PORT, &[2u8; 3000]);
+    assert_eq!(cap.test_run(false, &first, 0, 0).unwrap(), VERDICT_PASS);
+    assert_eq!(cap.test_run(false, &second, 0, 0).unwrap(), VERDICT_PASS);
+    let stats = cap.stats().unwrap();
+    assert_eq!((stats.matched, stats.pieces, stats.ring_drops), (2, 1, 1));
+    let got = drain(&mut cap, Duration::from_millis(200));
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, first);
+    // Drained, the ring takes packets again.
+    assert_eq!(cap.test_run(false, &second, 0, 0).unwrap(), VERDICT_PASS);
+    assert_eq!(drain(&mut cap, Duration::from_millis(200))[0].data, second);
+}
