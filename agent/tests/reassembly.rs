@@ -368,6 +368,8 @@ fn new_syn_after_close_gets_a_new_conn_id() {
     h.handshake(0);
     h.push(c2s(), 1, FIN, b"one");
     h.push(s2c(), 5001, FIN, b"");
+    h.push(c2s(), 0, SYN, b"");
+    assert_eq!(h.table.flows(), 0, "the old connection's SYN retransmitted");
     h.push(c2s(), 9000, SYN, b"");
     h.push(c2s(), 9001, 0, b"two");
     assert_eq!(h.sink.bytes(key(0, c2s())), b"one");
