@@ -28,6 +28,13 @@ struct Closed {
 }
 
 /// Reassembles TCP byte streams from segments, per direction, within fixed caps.
+///
+/// Each connection (unordered 4-tuple) gets a fresh `conn` id; each watched direction is
+/// a stream. In-order bytes go to the sink straight from the segment; out-of-order bytes
+/// wait in a bounded buffer. Bytes that will never come (lost, cut by the snaplen, or
+/// given up to stay under a cap) are reported once as a `gap` just before the next data
+/// or the end. A stream that received any `data` or `gap` gets exactly one `end`;
+/// streams that never carried a byte get no calls at all.
 pub struct FlowTable {
     config: ReassemblyConfig,
     conns: HashMap<ConnKey, Conn>,
