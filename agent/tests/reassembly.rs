@@ -267,6 +267,43 @@ fn duplicates_are_dropped_and_mismatching_retransmits_counted() {
 }
 
 #[test]
+fn retransmits_into_a_skipped_hole_are_not_compared_with_stale_bytes() {
+    let mut h = Harness::new(ReassemblyConfig {
+        max_stream_buffer: 2,
+        ..ReassemblyConfig::default()
+    });
+    h.handshake(0);
+    h.push(c2s(), 1, 0, b"a");
+    h.push(c2s(), 6, 0, b"xyz");
+    assert_eq!(
+        h.sink.stream(key(0, c2s())),
+        vec![
+            data(0, c2s(), b"a"),
+            gap(0, c2s(), 4),
+            data(0, c2s(), b"xyz")
+        ]
+    );
+    // The hole's bytes arrive too late: dropped, and there is nothing to compare with.
+    h.push(c2s(), 2, 0, b"bcde");
+    assert_eq!(h.table.stats().duplicates, 1);
+    assert_eq!(h.table.stats().retransmit_mismatch, 0);
+    // Straddling the hole's end: the delivered part is compared.
+    h.push(c2s(), 5, 0, b"eXyz");
+    assert_eq!(h.table.stats().retransmit_mismatch, 1);
+    assert_eq!(h.sink.bytes(key(0, c2s())), b"axyz");
+}
+
+#[test]
+fn data_captured_before_its_syn_keeps_one_connection() {
+    let mut h = Harness::default();
+    h.push(c2s(), 301, 0, b"GET ");
+    h.push(c2s(), 300, SYN, b"");
+    h.push(c2s(), 305, 0, b"/");
+    assert_eq!(h.sink.stream(key(0, c2s())), vec![data(0, c2s(), b"GET /")]);
+    assert_eq!(h.table.stats().flows_opened, 1);
+}
+
+#[test]
 fn overlapping_segments_are_trimmed() {
     let mut h = Harness::default();
     h.handshake(0);
@@ -368,6 +405,8 @@ fn new_syn_after_close_gets_a_new_conn_id() {
     h.handshake(0);
     h.push(c2s(), 1, FIN, b"one");
     h.push(s2c(), 5001, FIN, b"");
+    h.push(c2s(), 0, SYN, b"");
+    assert_eq!(h.table.flows(), 0, "the old connection's SYN retransmitted");
     h.push(c2s(), 9000, SYN, b"");
     h.push(c2s(), 9001, 0, b"two");
     assert_eq!(h.sink.bytes(key(0, c2s())), b"one");
@@ -716,10 +755,11 @@ fn plan_strategy() -> impl Strategy<Value = Plan> {
                 Just(stream),
                 prop::collection::vec(1..=n, 0..12),
                 prop::collection::vec((0..n, 1..200usize), 0..12),
+                prop::collection::vec(any::<prop::sample::Index>(), 0..6),
                 Just(fin),
             )
         })
-        .prop_map(|(isn, stream, mut cuts, extras, fin)| {
+        .prop_map(|(isn, stream, mut cuts, extras, repeats, fin)| {
             let n = stream.len();
             cuts.push(0);
             cuts.push(n);
@@ -727,6 +767,9 @@ fn plan_strategy() -> impl Strategy<Value = Plan> {
             cuts.dedup();
             let mut segments: Vec<(usize, usize)> = cuts.windows(2).map(|w| (w[0], w[1])).collect();
             segments.extend(extras.into_iter().map(|(a, len)| (a, (a + len).min(n))));
+            // Exact duplicates (retransmits) of some of them.
+            let again: Vec<(usize, usize)> = repeats.iter().map(|i| *i.get(&segments)).collect();
+            segments.extend(again);
             Plan {
                 isn,
                 stream,

@@ -19,7 +19,22 @@ struct Conn {
     dirs: [Direction; 2],
 }
 
+/// What is remembered of a closed connection.
+#[derive(Clone, Copy)]
+struct Closed {
+    at: u64,
+    /// Per direction, so a retransmitted SYN of the old connection is not a new one.
+    isn: [Option<u32>; 2],
+}
+
 /// Reassembles TCP byte streams from segments, per direction, within fixed caps.
+///
+/// Each connection (unordered 4-tuple) gets a fresh `conn` id; each watched direction is
+/// a stream. In-order bytes go to the sink straight from the segment; out-of-order bytes
+/// wait in a bounded buffer. Bytes that will never come (lost, cut by the snaplen, or
+/// given up to stay under a cap) are reported once as a `gap` just before the next data
+/// or the end. A stream that received any `data` or `gap` gets exactly one `end`;
+/// streams that never carried a byte get no calls at all.
 pub struct FlowTable {
     config: ReassemblyConfig,
     conns: HashMap<ConnKey, Conn>,
@@ -30,7 +45,7 @@ pub struct FlowTable {
     next_conn: u64,
     /// Recently closed 4-tuples, so a retransmit after FIN/RST is not taken for a new
     /// connection picked up mid-stream. Bounded by `max_flows`, oldest first out.
-    closed: HashMap<ConnKey, u64>,
+    closed: HashMap<ConnKey, Closed>,
     closed_order: VecDeque<(ConnKey, u64)>,
     stats: ReassemblyStats,
     buffered: usize,
@@ -106,12 +121,13 @@ impl FlowTable {
         let has_data = !seg.payload.is_empty() || seg.missing > 0;
 
         if !self.conns.contains_key(&key) {
-            if let Some(closed_at) = self.closed.remove(&key) {
+            if let Some(closed) = self.closed.remove(&key) {
                 let recent =
-                    seg.ts_nanos.saturating_sub(closed_at) <= self.config.idle_timeout_nanos;
-                if recent && !flags.syn() {
-                    self.closed.insert(key, closed_at);
-                    if has_data {
+                    seg.ts_nanos.saturating_sub(closed.at) <= self.config.idle_timeout_nanos;
+                let old_syn = flags.syn() && closed.isn[d] == Some(seg.seq);
+                if recent && (old_syn || !flags.syn()) {
+                    self.closed.insert(key, closed);
+                    if has_data || old_syn {
                         self.stats.duplicates += 1;
                     }
                     return;
@@ -152,9 +168,10 @@ impl FlowTable {
         }
         self.touch(key, seg.ts_nanos);
         if flags.rst() {
-            self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Rst);
+            // An RST's payload (diagnostic text, RFC 1122) is not stream data.
+            let isn = self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Rst);
             self.stats.flows_closed += 1;
-            self.remember_closed(key, seg.ts_nanos);
+            self.remember_closed(key, seg.ts_nanos, isn);
             return;
         }
         let Some(conn) = self.conns.get_mut(&key) else {
@@ -181,9 +198,9 @@ impl FlowTable {
         );
         let both_ended = conn.dirs.iter().all(Direction::ended);
         if both_ended {
-            self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Fin);
+            let isn = self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Fin);
             self.stats.flows_closed += 1;
-            self.remember_closed(key, seg.ts_nanos);
+            self.remember_closed(key, seg.ts_nanos, isn);
         }
     }
 
@@ -207,7 +224,7 @@ impl FlowTable {
                 break;
             }
             self.closed_order.pop_front();
-            if self.closed.get(&key) == Some(&at) {
+            if self.closed.get(&key).is_some_and(|c| c.at == at) {
                 self.closed.remove(&key);
             }
         }
@@ -263,9 +280,9 @@ impl FlowTable {
         ts: u64,
         sink: &mut S,
         how: impl Fn(&Direction) -> StreamEnd,
-    ) {
+    ) -> [Option<u32>; 2] {
         let Some(mut conn) = self.conns.remove(&key) else {
-            return;
+            return [None; 2];
         };
         self.lru.remove(&conn.touch);
         for (d, dir) in conn.dirs.iter_mut().enumerate() {
@@ -283,14 +300,15 @@ impl FlowTable {
             };
             dir.finish(&mut ctx, end);
         }
+        [conn.dirs[0].isn(), conn.dirs[1].isn()]
     }
 
-    fn remember_closed(&mut self, key: ConnKey, ts: u64) {
-        self.closed.insert(key, ts);
+    fn remember_closed(&mut self, key: ConnKey, ts: u64, isn: [Option<u32>; 2]) {
+        self.closed.insert(key, Closed { at: ts, isn });
         self.closed_order.push_back((key, ts));
         while self.closed_order.len() > self.config.max_flows.max(1) {
             if let Some((old, at)) = self.closed_order.pop_front() {
-                if self.closed.get(&old) == Some(&at) {
+                if self.closed.get(&old).is_some_and(|c| c.at == at) {
                     self.closed.remove(&old);
                 }
             }

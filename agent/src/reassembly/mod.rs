@@ -21,7 +21,9 @@ pub struct ReassemblyConfig {
     pub max_flows: usize,
     /// Out-of-order bytes buffered per direction before its first hole is given up.
     pub max_stream_buffer: usize,
-    /// Out-of-order bytes buffered across all flows.
+    /// Out-of-order bytes buffered across all flows. The direction whose segment would
+    /// pass it gives up its own holes (cheap, and each direction is already held to
+    /// `max_stream_buffer`), so the total never ends a `push` above it.
     pub max_total_buffer: usize,
     /// Separate out-of-order pieces per direction: bounds map overhead when the bytes
     /// come in many tiny segments.

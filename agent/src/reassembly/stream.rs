@@ -96,6 +96,10 @@ impl Direction {
         self.ended
     }
 
+    pub(crate) fn isn(&self) -> Option<u32> {
+        self.isn
+    }
+
     pub(crate) fn fin_seen(&self) -> bool {
         self.fin.is_some()
     }
