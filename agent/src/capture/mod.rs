@@ -2,6 +2,7 @@
 //! A `Frame` is one link-layer frame with its capture timestamp; decoding is not done here.
 
 pub mod pcap_file;
+pub mod pcap_live;
 
 /// Link-layer framing of a captured frame, from the pcap `LINKTYPE_*` registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
