@@ -3,7 +3,7 @@
 //! connections), and hands out `Frame`s with nanosecond timestamps. Also owns the
 //! interface-name helpers (`list_interfaces`, `iface_matches`) the engines share.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::c_int;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +55,9 @@ pub struct PcapLiveStats {
     pub frames: u64,
     /// Captured bytes of those frames (after snaplen).
     pub bytes: u64,
+    /// Frames of excluded connections dropped here because there were too many
+    /// exclusions for the kernel filter.
+    pub excluded_in_user: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,15 +123,25 @@ fn tcp_filter(ports: &[u16], exclude: &[SocketAddr]) -> String {
         // Writing to a String cannot fail.
         let _ = write!(filter, " and ({})", alternatives.join(" or "));
     }
-    let exclude: BTreeSet<(IpAddr, u16)> = exclude
-        .iter()
-        .map(|addr| (wire_address(addr.ip()), addr.port()))
-        .collect();
-    for (host, port) in exclude {
-        let _ = write!(
-            filter,
-            " and not (src host {host} and src port {port}) and not (dst host {host} and dst port {port})"
-        );
+    // The agent's own connections share one or two local addresses, so grouping the
+    // ports by host keeps the program (and libpcap's compile time) small.
+    let mut by_host: BTreeMap<IpAddr, BTreeSet<u16>> = BTreeMap::new();
+    for addr in exclude {
+        by_host
+            .entry(wire_address(addr.ip()))
+            .or_default()
+            .insert(addr.port());
+    }
+    for (host, ports) in by_host {
+        for dir in ["src", "dst"] {
+            let alternatives: Vec<String> =
+                ports.iter().map(|p| format!("{dir} port {p}")).collect();
+            let _ = write!(
+                filter,
+                " and not ({dir} host {host} and ({}))",
+                alternatives.join(" or ")
+            );
+        }
     }
     filter
 }
@@ -202,6 +215,11 @@ pub struct PcapCapture {
     iface: String,
     link: LinkType,
     ports: Vec<u16>,
+    /// Set when the exclusions did not fit in the kernel filter: the excluded local
+    /// ends, checked here on each frame the kernel's ports-only filter let through.
+    user_excluded: Option<HashSet<(IpAddr, u16)>>,
+    /// Largest filter, in classic BPF instructions, that the kernel is trusted to take.
+    kernel_budget: usize,
     timeout_ms: i32,
     /// The last read found the ring empty, so the next one waits for the socket first.
     drained: bool,
@@ -210,6 +228,7 @@ pub struct PcapCapture {
     nanos_per_frac: u64,
     frames: u64,
     bytes: u64,
+    excluded_in_user: u64,
 }
 
 impl std::fmt::Debug for PcapCapture {
@@ -218,6 +237,7 @@ impl std::fmt::Debug for PcapCapture {
             .field("iface", &self.iface)
             .field("link", &self.link)
             .field("ports", &self.ports)
+            .field("exclusions_in_user", &self.user_excluded.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -253,11 +273,14 @@ impl PcapCapture {
             iface: iface.to_owned(),
             link,
             ports: ports.to_vec(),
+            user_excluded: None,
+            kernel_budget: kernel_filter_budget(),
             timeout_ms: opts.timeout_ms,
             drained: false,
             nanos_per_frac,
             frames: 0,
             bytes: 0,
+            excluded_in_user: 0,
         };
         capture.set_excluded(&[])?;
         Ok(capture)
@@ -273,6 +296,14 @@ impl PcapCapture {
         match self.cap.next_packet() {
             Ok(packet) => {
                 self.drained = false;
+                if let Some(excluded) = &self.user_excluded {
+                    if is_excluded(excluded, self.link, packet.data) {
+                        // Skipping to the next packet here would need a second borrow of
+                        // the handle; an early `None` is within the contract.
+                        self.excluded_in_user += 1;
+                        return Ok(None);
+                    }
+                }
                 let header = packet.header;
                 let secs = u64::try_from(header.ts.tv_sec).unwrap_or(0);
                 let frac = u64::try_from(header.ts.tv_usec).unwrap_or(0);
@@ -323,15 +354,54 @@ impl PcapCapture {
 
     /// Replaces the filter so that connections whose local end is one of `exclude` are
     /// not captured: the agent's own connections to a target on a watched port.
+    ///
+    /// Up to `MAX_KERNEL_EXCLUDES` addresses go into the kernel filter, as long as it
+    /// stays within what the kernel takes. Past that the kernel keeps the ports-only
+    /// filter and the exclusions are checked here on each frame: libpcap's compile time
+    /// grows faster than linearly with the filter, and its own user-space fallback
+    /// (1.10) can leave the previous kernel filter in place without saying so, which
+    /// would let our own traffic through.
     pub fn set_excluded(&mut self, exclude: &[SocketAddr]) -> Result<(), PcapLiveError> {
-        let filter = capture_filter_for(self.link, &self.ports, exclude);
+        let pairs: HashSet<(IpAddr, u16)> = exclude
+            .iter()
+            .map(|addr| (wire_address(addr.ip()), addr.port()))
+            .collect();
+        if pairs.len() <= MAX_KERNEL_EXCLUDES {
+            let full = capture_filter_for(self.link, &self.ports, exclude);
+            let size = self
+                .cap
+                .compile(&full, true)
+                .map_err(|e| self.filter_error(&full, &e))?
+                .get_instructions()
+                .len();
+            if size <= self.kernel_budget {
+                self.install(&full)?;
+                self.user_excluded = None;
+                return Ok(());
+            }
+        }
+        self.install(&capture_filter_for(self.link, &self.ports, &[]))?;
+        tracing::debug!(
+            iface = %self.iface,
+            excluded = pairs.len(),
+            "too many exclusions for the kernel filter, checking them in user space"
+        );
+        self.user_excluded = Some(pairs);
+        Ok(())
+    }
+
+    fn install(&mut self, filter: &str) -> Result<(), PcapLiveError> {
         self.cap
-            .filter(&filter, true)
-            .map_err(|e| PcapLiveError::Filter {
-                iface: self.iface.clone(),
-                detail: e.to_string(),
-                filter,
-            })
+            .filter(filter, true)
+            .map_err(|e| self.filter_error(filter, &e))
+    }
+
+    fn filter_error(&self, filter: &str, error: &pcap::Error) -> PcapLiveError {
+        PcapLiveError::Filter {
+            iface: self.iface.clone(),
+            filter: filter.to_owned(),
+            detail: error.to_string(),
+        }
     }
 
     pub fn stats(&mut self) -> Result<PcapLiveStats, PcapLiveError> {
@@ -345,6 +415,7 @@ impl PcapCapture {
             if_dropped: u64::from(stat.if_dropped),
             frames: self.frames,
             bytes: self.bytes,
+            excluded_in_user: self.excluded_in_user,
         })
     }
 
@@ -355,6 +426,107 @@ impl PcapCapture {
     pub fn iface(&self) -> &str {
         &self.iface
     }
+}
+
+/// Most excluded addresses put into the kernel filter; see `PcapCapture::set_excluded`.
+const MAX_KERNEL_EXCLUDES: usize = 64;
+
+/// Whether `frame` is TCP from or to one of the `excluded` endpoints. Frames that cannot
+/// be read that far are kept: the decoder counts them.
+fn is_excluded(excluded: &HashSet<(IpAddr, u16)>, link: LinkType, frame: &[u8]) -> bool {
+    tcp_endpoints(link, frame)
+        .is_some_and(|(src, dst)| excluded.contains(&src) || excluded.contains(&dst))
+}
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const IPPROTO_TCP: u8 = 6;
+
+/// Source and destination of a TCP segment: just enough of the headers to apply
+/// exclusions, not a decoder. `None` for anything else, cut short or a later fragment.
+fn tcp_endpoints(link: LinkType, frame: &[u8]) -> Option<((IpAddr, u16), (IpAddr, u16))> {
+    let (mut ethertype, mut rest) = match link {
+        LinkType::Ethernet => (be16(frame, 12)?, frame.get(14..)?),
+        LinkType::LinuxSll => (be16(frame, 14)?, frame.get(16..)?),
+        LinkType::LinuxSll2 => (be16(frame, 0)?, frame.get(20..)?),
+        LinkType::Null | LinkType::Loop => ip_ethertype(frame.get(4..)?)?,
+        LinkType::Raw | LinkType::Ipv4 | LinkType::Ipv6 => ip_ethertype(frame)?,
+        LinkType::Other(_) => return None,
+    };
+    // 802.1Q, 802.1ad and the old QinQ tag, as many as are stacked.
+    while link == LinkType::Ethernet && matches!(ethertype, 0x8100 | 0x88a8 | 0x9100) {
+        ethertype = be16(rest, 2)?;
+        rest = rest.get(4..)?;
+    }
+    let (src, dst, tcp) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let header_len = usize::from(rest.first()? & 0x0f) * 4;
+            let later_fragment = be16(rest, 6)? & 0x1fff != 0;
+            if *rest.get(9)? != IPPROTO_TCP || later_fragment {
+                return None;
+            }
+            let src: [u8; 4] = rest.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = rest.get(16..20)?.try_into().ok()?;
+            (
+                IpAddr::from(src),
+                IpAddr::from(dst),
+                rest.get(header_len..)?,
+            )
+        }
+        ETHERTYPE_IPV6 => {
+            let src: [u8; 16] = rest.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = rest.get(24..40)?.try_into().ok()?;
+            let tcp = ipv6_tcp_payload(*rest.get(6)?, rest.get(40..)?)?;
+            (IpAddr::from(src), IpAddr::from(dst), tcp)
+        }
+        _ => return None,
+    };
+    Some(((src, be16(tcp, 0)?), (dst, be16(tcp, 2)?)))
+}
+
+/// Walks the IPv6 extension headers that can precede TCP to the TCP header.
+fn ipv6_tcp_payload(mut next: u8, mut rest: &[u8]) -> Option<&[u8]> {
+    const HOP_BY_HOP: u8 = 0;
+    const ROUTING: u8 = 43;
+    const FRAGMENT: u8 = 44;
+    const DESTINATION: u8 = 60;
+    // A bound on the walk; real packets have one or two of these.
+    for _ in 0..8 {
+        let len = match next {
+            IPPROTO_TCP => return Some(rest),
+            HOP_BY_HOP | ROUTING | DESTINATION => (usize::from(*rest.get(1)?) + 1) * 8,
+            FRAGMENT if be16(rest, 2)? & 0xfff8 == 0 => 8,
+            _ => return None,
+        };
+        next = *rest.first()?;
+        rest = rest.get(len..)?;
+    }
+    None
+}
+
+fn ip_ethertype(packet: &[u8]) -> Option<(u16, &[u8])> {
+    match packet.first()? >> 4 {
+        4 => Some((ETHERTYPE_IPV4, packet)),
+        6 => Some((ETHERTYPE_IPV6, packet)),
+        _ => None,
+    }
+}
+
+fn be16(bytes: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]))
+}
+
+/// The kernel refuses socket filters over BPF_MAXINSNS (4096) instructions, and charges
+/// them, after translation to eBPF (a few instructions per classic one), against
+/// net.core.optmem_max, which is only 20 KiB on older kernels.
+fn kernel_filter_budget() -> usize {
+    const BPF_MAXINSNS: usize = 4096;
+    const CHARGED_BYTES_PER_INSN: usize = 24;
+    let optmem_max = std::fs::read_to_string("/proc/sys/net/core/optmem_max")
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+        .unwrap_or(20 * 1024);
+    (optmem_max / CHARGED_BYTES_PER_INSN).min(BPF_MAXINSNS)
 }
 
 fn link_type_of(linktype: Linktype) -> LinkType {
@@ -417,6 +589,7 @@ fn open_error(iface: &str, error: &pcap::Error) -> PcapLiveError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv6Addr;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -462,8 +635,8 @@ mod tests {
     fn filter_excludes_local_address_in_both_directions() {
         assert_eq!(
             capture_filter_for(LinkType::LinuxSll2, &[80], &[addr("10.1.2.3:40000")]),
-            "tcp and (port 80) and not (src host 10.1.2.3 and src port 40000) \
-             and not (dst host 10.1.2.3 and dst port 40000)"
+            "tcp and (port 80) and not (src host 10.1.2.3 and (src port 40000)) \
+             and not (dst host 10.1.2.3 and (dst port 40000))"
         );
     }
 
@@ -475,11 +648,11 @@ mod tests {
             &[addr("[fe80::1%2]:5000"), addr("[::ffff:192.0.2.7]:6000")],
         );
         assert!(
-            filter.contains("not (src host fe80::1 and src port 5000)"),
+            filter.contains("not (src host fe80::1 and (src port 5000))"),
             "{filter}"
         );
         assert!(
-            filter.contains("not (dst host 192.0.2.7 and dst port 6000)"),
+            filter.contains("not (dst host 192.0.2.7 and (dst port 6000))"),
             "{filter}"
         );
         assert!(!filter.contains("ffff"), "{filter}");
@@ -490,6 +663,27 @@ mod tests {
         let a = addr("127.0.0.1:41000");
         let filter = capture_filter_for(LinkType::Raw, &[80], &[a, a]);
         assert_eq!(filter.matches("src port 41000").count(), 1, "{filter}");
+    }
+
+    #[test]
+    fn filter_groups_excluded_ports_by_host() {
+        let filter = capture_filter_for(
+            LinkType::Raw,
+            &[80],
+            &[
+                addr("10.0.0.1:41000"),
+                addr("10.0.0.1:40000"),
+                addr("[::1]:40000"),
+            ],
+        );
+        assert_eq!(
+            filter,
+            "tcp and (port 80) \
+             and not (src host 10.0.0.1 and (src port 40000 or src port 41000)) \
+             and not (dst host 10.0.0.1 and (dst port 40000 or dst port 41000)) \
+             and not (src host ::1 and (src port 40000)) \
+             and not (dst host ::1 and (dst port 40000))"
+        );
     }
 
     #[test]
@@ -561,6 +755,90 @@ mod tests {
         f.extend_from_slice(&dport.to_be_bytes());
         f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
         f
+    }
+
+    fn ipv6_tcp_packet(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0, 0, 28, 0, 64];
+        p.extend_from_slice(&src.octets());
+        p.extend_from_slice(&dst.octets());
+        // A destination-options header (8 bytes of padding) before TCP.
+        p[6] = 60;
+        p.extend_from_slice(&[IPPROTO_TCP, 0, 1, 4, 0, 0, 0, 0]);
+        p.extend_from_slice(&sport.to_be_bytes());
+        p.extend_from_slice(&dport.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x10, 0xff, 0xff, 0, 0, 0, 0]);
+        p
+    }
+
+    #[test]
+    fn endpoints_of_tagged_ethernet_ipv4() {
+        let frame = ipv4_tcp_frame(true, [10, 0, 0, 2], 51000, [10, 0, 0, 3], 80);
+        let want = (
+            (IpAddr::from([10, 0, 0, 2]), 51000),
+            (IpAddr::from([10, 0, 0, 3]), 80),
+        );
+        assert_eq!(tcp_endpoints(LinkType::Ethernet, &frame), Some(want));
+        // Every truncation before the ports is refused, never misread or a panic.
+        let ports_end = 18 + 20 + 4;
+        for len in 0..ports_end {
+            assert_eq!(
+                tcp_endpoints(LinkType::Ethernet, &frame[..len]),
+                None,
+                "{len}"
+            );
+        }
+        assert_eq!(
+            tcp_endpoints(LinkType::Ethernet, &frame[..ports_end]),
+            Some(want)
+        );
+    }
+
+    #[test]
+    fn endpoints_of_ipv6_behind_every_link_type() {
+        let (a, b) = ("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap());
+        let packet = ipv6_tcp_packet(a, 40000, b, 8080);
+        let want = Some(((IpAddr::V6(a), 40000), (IpAddr::V6(b), 8080)));
+        let with = |mut header: Vec<u8>| {
+            header.extend_from_slice(&packet);
+            header
+        };
+        let mut sll2 = vec![0x86, 0xdd];
+        sll2.resize(20, 0);
+        let mut sll = vec![0; 14];
+        sll.extend_from_slice(&[0x86, 0xdd]);
+        let mut ethernet = vec![0; 12];
+        ethernet.extend_from_slice(&[0x88, 0xa8, 0, 1, 0x81, 0x00, 0, 2, 0x86, 0xdd]);
+        assert_eq!(tcp_endpoints(LinkType::Raw, &packet), want);
+        assert_eq!(tcp_endpoints(LinkType::LinuxSll2, &with(sll2)), want);
+        assert_eq!(tcp_endpoints(LinkType::LinuxSll, &with(sll)), want);
+        assert_eq!(tcp_endpoints(LinkType::Ethernet, &with(ethernet)), want);
+        assert_eq!(
+            tcp_endpoints(LinkType::Null, &with(24u32.to_ne_bytes().to_vec())),
+            want
+        );
+        assert_eq!(tcp_endpoints(LinkType::Other(147), &packet), None);
+    }
+
+    #[test]
+    fn non_tcp_and_later_fragments_have_no_endpoints() {
+        let mut udp = ipv4_tcp_frame(false, [10, 0, 0, 2], 1, [10, 0, 0, 3], 80);
+        udp[14 + 9] = 17;
+        assert_eq!(tcp_endpoints(LinkType::Ethernet, &udp), None);
+        let mut fragment = ipv4_tcp_frame(false, [10, 0, 0, 2], 1, [10, 0, 0, 3], 80);
+        fragment[14 + 7] = 0x10;
+        assert_eq!(tcp_endpoints(LinkType::Ethernet, &fragment), None);
+    }
+
+    #[test]
+    fn exclusion_matches_either_end() {
+        let own: HashSet<(IpAddr, u16)> = [(IpAddr::from([10, 0, 0, 1]), 40000)].into();
+        let out = ipv4_tcp_frame(false, [10, 0, 0, 1], 40000, [10, 0, 0, 3], 80);
+        let back = ipv4_tcp_frame(true, [10, 0, 0, 3], 80, [10, 0, 0, 1], 40000);
+        let other = ipv4_tcp_frame(false, [10, 0, 0, 1], 40001, [10, 0, 0, 3], 80);
+        assert!(is_excluded(&own, LinkType::Ethernet, &out));
+        assert!(is_excluded(&own, LinkType::Ethernet, &back));
+        assert!(!is_excluded(&own, LinkType::Ethernet, &other));
+        assert!(!is_excluded(&own, LinkType::Ethernet, &out[..20]));
     }
 
     #[test]
