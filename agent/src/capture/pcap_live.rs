@@ -26,7 +26,8 @@ pub struct PcapOptions {
     pub buffer_bytes: i32,
     /// Deliver each packet as it arrives instead of waiting for the buffer to fill.
     pub immediate: bool,
-    /// How long `next_frame` waits before returning `Ok(None)`.
+    /// How long `next_frame` waits before returning `Ok(None)`; at least 1 ms, so that
+    /// an idle capture does not spin.
     pub timeout_ms: i32,
 }
 
@@ -155,8 +156,9 @@ fn wire_address(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Names of the network interfaces in this network namespace, sorted. `any` is not
-/// included: it is not an interface, it is all of them.
+/// Names of the network interfaces, sorted, as /sys/class/net shows them (the network
+/// namespace sysfs was mounted in). `any` is not included: it is not an interface, it is
+/// all of them.
 pub fn list_interfaces() -> Vec<String> {
     let mut names: Vec<String> = match std::fs::read_dir("/sys/class/net") {
         Ok(entries) => entries
@@ -275,7 +277,7 @@ impl PcapCapture {
             ports: ports.to_vec(),
             user_excluded: None,
             kernel_budget: kernel_filter_budget(),
-            timeout_ms: opts.timeout_ms,
+            timeout_ms: opts.timeout_ms.max(1),
             drained: false,
             nanos_per_frac,
             frames: 0,
