@@ -4,6 +4,7 @@
 #[cfg(feature = "ebpf")]
 pub mod ebpf;
 pub mod pcap_file;
+pub mod pcap_live;
 
 /// Link-layer framing of a captured frame, from the pcap `LINKTYPE_*` registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
