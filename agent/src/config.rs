@@ -1,11 +1,17 @@
 //! Command line: every option also reads a `SHADOWTAP_*` environment variable.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::inspect::InspectFormat;
 use crate::pipeline::PipelineConfig;
+use crate::replay::filter::RequestFilter;
+use crate::replay::rewrite::HeaderRules;
+use crate::replay::target::TlsOptions;
+use crate::replay::TargetConfig;
+use crate::sample::{Percent, SampleBy};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +43,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Print the HTTP requests found in capture files (no network).
     Inspect(InspectArgs),
+    /// Replay the requests of capture files to targets, with their original timing.
+    Replay(ReplayArgs),
+    /// Replay the bundled capture into a local recording target and show what arrived.
+    Demo,
 }
 
 #[derive(Debug, Args)]
@@ -90,4 +100,210 @@ impl LimitArgs {
         config.framer.max_body = self.max_body;
         config
     }
+}
+
+/// Where shadow copies go and which ones: shared by `replay` and `run`.
+#[derive(Clone, Debug, Args)]
+pub struct ShadowArgs {
+    /// Target to send copies to, `http(s)://host[:port][@PERCENT]`; repeat for several
+    /// targets, each sampled on its own. Only says where to connect: Host is kept
+    /// (with the suffix).
+    #[arg(long = "target", value_name = "URL[@PERCENT]", required = true, value_delimiter = ',', env = "SHADOWTAP_TARGET")]
+    pub targets: Vec<String>,
+    /// Share of requests each target gets unless its URL says `@PERCENT`: 0 to 100,
+    /// decimals allowed (0.0001 steps).
+    #[arg(long, default_value = "100", env = "SHADOWTAP_PERCENT")]
+    pub percent: Percent,
+    /// What a sampling decision is keyed on: `request` (independent draw), `connection`
+    /// (whole connections) or `header:NAME` (whole keys, consistent hash).
+    #[arg(long, default_value = "request", env = "SHADOWTAP_SAMPLE_BY")]
+    pub sample_by: SampleBy,
+    /// Appended to the Host value before its port; empty keeps Host as sent.
+    #[arg(long, default_value = "-shadow", env = "SHADOWTAP_SHADOW_SUFFIX")]
+    pub shadow_suffix: String,
+    /// Only shadow these methods (repeatable); default all.
+    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_ALLOW_METHOD")]
+    pub allow_method: Vec<String>,
+    /// Only shadow requests whose path and query match one of these regexes.
+    #[arg(long, env = "SHADOWTAP_ALLOW_PATH")]
+    pub allow_path: Vec<String>,
+    /// Never shadow requests whose path and query match one of these regexes.
+    #[arg(long, env = "SHADOWTAP_DENY_PATH")]
+    pub deny_path: Vec<String>,
+    /// Only shadow requests with a header matching `NAME:REGEX` (all must hold).
+    #[arg(long, env = "SHADOWTAP_ALLOW_HEADER")]
+    pub allow_header: Vec<String>,
+    /// Set a header on every copy, `NAME:VALUE` (replaces the client's).
+    #[arg(long, value_name = "NAME:VALUE", env = "SHADOWTAP_SET_HEADER")]
+    pub set_header: Vec<String>,
+    /// Remove a header from every copy.
+    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_REMOVE_HEADER")]
+    pub remove_header: Vec<String>,
+    /// Replace a header's value before the copy leaves the node (e.g. Authorization).
+    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_REDACT_HEADER")]
+    pub redact_header: Vec<String>,
+    /// Most copies per second per target; the rest count as `rate_limited`.
+    #[arg(long, env = "SHADOWTAP_MAX_RPS")]
+    pub max_rps: Option<f64>,
+    /// Connect deadline (`2s`, `500ms`).
+    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "SHADOWTAP_CONNECT_TIMEOUT")]
+    pub connect_timeout: Duration,
+    /// Deadline for a whole response head after the request is sent.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_REQUEST_TIMEOUT")]
+    pub request_timeout: Duration,
+    /// Copies in flight at once per target.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_MAX_IN_FLIGHT")]
+    pub max_in_flight: u32,
+    /// Copies waiting per target; past it they count as `queue_full`.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_QUEUE_LEN")]
+    pub queue_len: u32,
+    /// Extra CA certificates (PEM) for https targets.
+    #[arg(long, env = "SHADOWTAP_TARGET_CA")]
+    pub target_ca: Option<PathBuf>,
+    /// Do not verify https targets' certificates.
+    #[arg(long, env = "SHADOWTAP_INSECURE")]
+    pub insecure: bool,
+}
+
+/// A flag value that does not make sense, named.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Target(#[from] crate::replay::target::TargetUrlError),
+    #[error(transparent)]
+    Filter(#[from] crate::replay::filter::FilterError),
+    #[error("--set-header {0:?} must be NAME:VALUE")]
+    SetHeader(String),
+    #[error("--max-rps {0} must be a positive number")]
+    MaxRps(f64),
+    #[error("--target-ca {path}: {source}")]
+    TargetCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ShadowArgs {
+    /// One `TargetConfig` per `--target`, with every shared option applied.
+    pub fn target_configs(&self) -> Result<Vec<TargetConfig>, ConfigError> {
+        let filter = RequestFilter::new(
+            &self.allow_method,
+            &self.allow_path,
+            &self.deny_path,
+            &self.allow_header,
+        )?;
+        let set = self
+            .set_header
+            .iter()
+            .map(|s| match s.split_once(':') {
+                Some((n, v)) if !n.trim().is_empty() => {
+                    Ok((n.trim().to_string(), v.trim().as_bytes().to_vec()))
+                }
+                _ => Err(ConfigError::SetHeader(s.clone())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let rules = HeaderRules::from_lists(set, self.remove_header.clone(), self.redact_header.clone());
+        if let Some(rps) = self.max_rps {
+            if !(rps.is_finite() && rps > 0.0) {
+                return Err(ConfigError::MaxRps(rps));
+            }
+        }
+        if let Some(path) = &self.target_ca {
+            std::fs::metadata(path).map_err(|source| ConfigError::TargetCa {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        self.targets
+            .iter()
+            .map(|text| {
+                let mut cfg = TargetConfig::from_arg(text, self.percent)?;
+                cfg.sample_by = self.sample_by.clone();
+                cfg.shadow_suffix = self.shadow_suffix.clone();
+                cfg.filter = filter.clone();
+                cfg.rules = rules.clone();
+                cfg.max_rps = self.max_rps;
+                cfg.connect_timeout = self.connect_timeout;
+                cfg.request_timeout = self.request_timeout;
+                cfg.max_in_flight = self.max_in_flight as usize;
+                cfg.queue_len = self.queue_len as usize;
+                cfg.tls = TlsOptions {
+                    ca_file: self.target_ca.clone(),
+                    insecure: self.insecure,
+                };
+                Ok(cfg)
+            })
+            .collect()
+    }
+}
+
+/// `250ms`, `2s`, `1.5s`, `3m`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
+    };
+    if !(secs.is_finite() && secs >= 0.0 && secs < 1e9) {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `--speed`: `max` or a factor like `1x`, `2x`, `0.5x`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Speed {
+    Max,
+    Factor(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "max" {
+            return Ok(Speed::Max);
+        }
+        let f: f64 = s
+            .strip_suffix('x')
+            .unwrap_or(s)
+            .parse()
+            .map_err(|_| format!("--speed {s:?} must be `max` or a factor like 1x, 2x, 0.5x"))?;
+        if !(f.is_finite() && f > 0.0) {
+            return Err(format!("--speed {s:?} must be above 0"));
+        }
+        Ok(Speed::Factor(f))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// pcap or pcapng files, replayed in order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Server ports whose requests are replayed (comma-separated); default any port.
+    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_PORT")]
+    pub port: Vec<u16>,
+    /// Pace: original inter-arrival times scaled (`1x`, `2x`, `0.5x`) or `max`.
+    #[arg(long, default_value = "1x", env = "SHADOWTAP_SPEED")]
+    pub speed: Speed,
+    /// Replay the files this many times.
+    #[arg(long = "loop", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_LOOP")]
+    pub loops: u32,
+    /// How long to wait for copies still in flight at the end.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub shadow: ShadowArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }

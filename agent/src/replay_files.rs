@@ -1,0 +1,258 @@
+//! `shadowtap replay`: requests of capture files sent to the targets, paced by their
+//! capture timestamps, with every request accounted for in the end summary.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::capture::pcap_file::{CaptureFileError, CaptureReader};
+use crate::config::Speed;
+use crate::metrics::{Accounting, Outcome};
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
+use crate::replay::{CapturedRequest, Replayer, ReplayerError, TargetConfig};
+
+/// A capture to replay: a file, or bytes built into the binary (the demo).
+#[derive(Clone, Debug)]
+pub enum CaptureSource {
+    File(PathBuf),
+    Embedded { name: &'static str, bytes: &'static [u8] },
+}
+
+impl CaptureSource {
+    fn name(&self) -> String {
+        match self {
+            CaptureSource::File(p) => p.display().to_string(),
+            CaptureSource::Embedded { name, .. } => (*name).to_string(),
+        }
+    }
+
+    fn size(&self) -> u64 {
+        match self {
+            CaptureSource::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+            CaptureSource::Embedded { bytes, .. } => bytes.len() as u64,
+        }
+    }
+
+    fn open(&self) -> Result<CaptureReader<Box<dyn Read>>, ReplayFilesError> {
+        let at = |source| ReplayFilesError::Capture {
+            name: self.name(),
+            source,
+        };
+        let reader: Box<dyn Read> = match self {
+            CaptureSource::File(p) => Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(p).map_err(|e| ReplayFilesError::Open {
+                    name: self.name(),
+                    source: e,
+                })?,
+            )),
+            CaptureSource::Embedded { bytes, .. } => Box::new(*bytes),
+        };
+        CaptureReader::new(reader).map_err(at)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayFilesError {
+    #[error("{name}: {source}")]
+    Open { name: String, source: std::io::Error },
+    #[error("{name}: {source}")]
+    Capture { name: String, source: CaptureFileError },
+    #[error(transparent)]
+    Replayer(#[from] ReplayerError),
+}
+
+/// How a replay runs.
+#[derive(Clone, Debug)]
+pub struct ReplayPlan {
+    pub sources: Vec<CaptureSource>,
+    pub pipeline: PipelineConfig,
+    pub targets: Vec<TargetConfig>,
+    pub speed: Speed,
+    pub loops: u32,
+    pub drain_timeout: Duration,
+    /// Show a progress bar (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// What a replay did: the accounting per target, and capture-side counts.
+pub struct ReplayReport {
+    pub accounting: Arc<Accounting>,
+    pub not_http_streams: u64,
+    pub frames: u64,
+    pub undecodable: u64,
+    pub elapsed: Duration,
+}
+
+/// Replays every source `loops` times, then waits up to `drain_timeout` for copies in
+/// flight. Every source is opened once first, so a bad file fails before anything is sent.
+pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
+    for source in &plan.sources {
+        source.open()?;
+    }
+    let names = plan.targets.iter().map(|t| t.url.to_string()).collect();
+    let accounting = Arc::new(Accounting::new(names));
+    let replayer = Replayer::new(plan.targets.clone(), Arc::clone(&accounting))?;
+    let started = Instant::now();
+    let mut report = ReplayReport {
+        accounting: Arc::clone(&accounting),
+        not_http_streams: 0,
+        frames: 0,
+        undecodable: 0,
+        elapsed: Duration::ZERO,
+    };
+    let total_bytes: u64 = plan.sources.iter().map(CaptureSource::size).sum::<u64>() * u64::from(plan.loops);
+    let mut progress = Progress::new(plan.progress && std::io::stderr().is_terminal(), total_bytes);
+    let mut handle = |ev: PipelineEvent, report: &mut ReplayReport| match ev {
+        PipelineEvent::Request(seen) => {
+            accounting.seen();
+            replayer.submit(CapturedRequest {
+                conn: seen.conn,
+                client: seen.client,
+                server: seen.server,
+                request: seen.request,
+            });
+        }
+        PipelineEvent::Dropped { reason, .. } => {
+            accounting.seen();
+            accounting.record_all(reason.outcome());
+        }
+        PipelineEvent::NotHttp { .. } => report.not_http_streams += 1,
+    };
+    for _ in 0..plan.loops {
+        for source in &plan.sources {
+            let mut reader = source.open()?;
+            let mut pipeline = Pipeline::new(plan.pipeline.clone());
+            let mut pace = Pacer::new(plan.speed);
+            let base = progress.done;
+            while let Some(frame) = reader.next_frame().map_err(|e| ReplayFilesError::Capture {
+                name: source.name(),
+                source: e,
+            })? {
+                pace.wait_for(frame.ts_nanos);
+                if let Ok(events) = pipeline.push_frame(&frame) {
+                    for ev in events {
+                        handle(ev, &mut report);
+                    }
+                }
+                progress.set(base + reader.stats().bytes, &accounting);
+            }
+            for ev in pipeline.flush() {
+                handle(ev, &mut report);
+            }
+            report.frames += pipeline.stats().frames;
+            report.undecodable += pipeline.stats().decode_errors;
+        }
+    }
+    progress.finish();
+    replayer.shutdown(plan.drain_timeout);
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Sleeps so that frames go out at their capture spacing divided by the speed.
+struct Pacer {
+    speed: Speed,
+    first: Option<(u64, Instant)>,
+}
+
+impl Pacer {
+    fn new(speed: Speed) -> Self {
+        Self { speed, first: None }
+    }
+
+    fn wait_for(&mut self, ts_nanos: u64) {
+        let Speed::Factor(factor) = self.speed else {
+            return;
+        };
+        let (ts0, t0) = *self.first.get_or_insert((ts_nanos, Instant::now()));
+        let offset = Duration::from_nanos(ts_nanos.saturating_sub(ts0)).div_f64(factor);
+        let due = t0 + offset;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+    }
+}
+
+/// A one-line progress display on stderr, redrawn at most every 100 ms.
+struct Progress {
+    enabled: bool,
+    total: u64,
+    done: u64,
+    last_draw: Option<Instant>,
+}
+
+impl Progress {
+    fn new(enabled: bool, total: u64) -> Self {
+        Self {
+            enabled,
+            total,
+            done: 0,
+            last_draw: None,
+        }
+    }
+
+    fn set(&mut self, done: u64, accounting: &Accounting) {
+        self.done = done;
+        if !self.enabled || self.last_draw.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+            return;
+        }
+        self.last_draw = Some(Instant::now());
+        let pct = if self.total == 0 { 100.0 } else { self.done as f64 * 100.0 / self.total as f64 };
+        let width = 30;
+        let filled = ((pct / 100.0) * width as f64) as usize;
+        eprint!(
+            "\r[{}{}] {:5.1}%  {} requests",
+            "#".repeat(filled.min(width)),
+            " ".repeat(width - filled.min(width)),
+            pct,
+            accounting.requests_seen()
+        );
+    }
+
+    fn finish(&mut self) {
+        if self.enabled && self.last_draw.is_some() {
+            eprintln!();
+        }
+    }
+}
+
+impl ReplayReport {
+    /// The end-of-run table: outcomes per target, and whether they add up.
+    pub fn summary(&self) -> String {
+        let seen = self.accounting.requests_seen();
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "replayed {} frames in {:.2}s: {} requests seen, {} non-HTTP streams, {} undecodable frames",
+            self.frames,
+            self.elapsed.as_secs_f64(),
+            seen,
+            self.not_http_streams,
+            self.undecodable
+        );
+        for (name, counters) in self.accounting.iter() {
+            let _ = writeln!(s, "target {name}");
+            for outcome in Outcome::ALL {
+                let n = counters.get(outcome);
+                if n > 0 {
+                    let (label, detail) = outcome.labels();
+                    let label = if detail.is_empty() { label.to_string() } else { format!("{label} {detail}") };
+                    let _ = writeln!(s, "  {label:<24} {n:>10}");
+                }
+            }
+            let total = counters.total();
+            let _ = writeln!(
+                s,
+                "  {:<24} {:>10}{}",
+                "total",
+                total,
+                if total == seen { "  (= requests seen)".to_string() } else { format!("  (!= {seen} requests seen)") }
+            );
+        }
+        s
+    }
+}
