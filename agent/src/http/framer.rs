@@ -272,6 +272,12 @@ impl RequestFramer {
         if matches!(self.state, State::Done) || data.is_empty() {
             return;
         }
+        if let (State::Skip(kind), true) = (&self.state, self.buf.is_empty()) {
+            // Nothing more to parse on this stream: count without copying.
+            let kind = *kind;
+            self.skipped(kind, data.len() as u64, out);
+            return;
+        }
         self.old = self.buf.len();
         self.buf.extend_from_slice(data);
         self.pos = 0;
@@ -315,6 +321,16 @@ impl RequestFramer {
                 self.drop_request(out, ts_nanos, DropReason::Incomplete, None);
                 hunt
             }
+            // The first bytes of a stream, not yet a whole request line: nothing says
+            // they were a request (the capture may have started mid-body).
+            State::Head {
+                origin: Origin::Start,
+                line_ok: false,
+                ..
+            } => {
+                self.skipped(NotHttpKind::Other, leftover, out);
+                hunt
+            }
             State::Head { .. } => {
                 self.drop_request(out, self.req_ts, DropReason::Incomplete, method);
                 hunt
@@ -350,6 +366,11 @@ impl RequestFramer {
         let _ = ts_nanos;
         let leftover = self.buf.len() as u64;
         match std::mem::replace(&mut self.state, State::Done) {
+            State::Head {
+                origin: Origin::Start,
+                line_ok: false,
+                ..
+            } => self.skipped(NotHttpKind::Other, leftover, out),
             State::Head { .. } => {
                 let method = method_hint(&self.buf);
                 self.drop_request(out, self.req_ts, DropReason::Incomplete, method);
@@ -866,7 +887,10 @@ impl RequestFramer {
         self.drop_request(out, self.req_ts, DropReason::TooLarge, method.clone());
         let head = &self.buf[self.pos..];
         // The request line must be whole in what we hold, for the version and method.
-        let Some(nl) = memchr::memchr(b'\n', head) else {
+        // Only what the limit allows is looked at, so the outcome does not depend on how
+        // much more happened to arrive in the same push.
+        let window = &head[..head.len().min(self.limits.max_head)];
+        let Some(nl) = memchr::memchr(b'\n', window) else {
             return (State::Skip(NotHttpKind::Other), true);
         };
         let line = head[..nl].strip_suffix(b"\r").unwrap_or(&head[..nl]);

@@ -492,6 +492,11 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "stream of a few bytes that never became a request line",
+            vec![d(b"hello")],
+            vec![not_http(NotHttpKind::Other, 5)],
+        ),
+        case(
             "stream ends in a head",
             vec![d(b"GET / HTTP/1.1\r\nHost: a\r\n")],
             vec![dropped(DropReason::Incomplete, Some("GET"))],
