@@ -310,3 +310,23 @@ fn capture_starting_mid_connection_resynchronises() {
     assert_eq!(targets(&events), ["/next"]);
     assert_eq!(requests(&events)[0].ts_nanos, 2);
 }
+
+#[test]
+fn a_head_near_the_limit_fed_byte_by_byte() {
+    // Each byte is scanned once: 60 KiB of one-byte pushes stays cheap.
+    let cookie = "c".repeat(60 * 1024);
+    let head = format!("GET /big HTTP/1.1\r\nCookie: {cookie}\r\n\r\n");
+    let mut framer = RequestFramer::new(FramerLimits::default());
+    let mut out = Vec::new();
+    for (i, byte) in head.as_bytes().iter().enumerate() {
+        framer.push(i as u64, std::slice::from_ref(byte), &mut out);
+    }
+    framer.finish(0, &mut out);
+    let reqs = requests(&out);
+    assert_eq!(reqs.len(), 1, "{out:?}");
+    assert_eq!(reqs[0].ts_nanos, 0);
+    assert_eq!(
+        reqs[0].header("cookie").map(<[u8]>::len),
+        Some(cookie.len())
+    );
+}
