@@ -797,14 +797,24 @@ fn header_name() -> impl Strategy<Value = String> {
 }
 
 fn header_value() -> impl Strategy<Value = String> {
-    "([!-~]([ -~]{0,20}[!-~])?)?"
+    "([!-~]([ \t!-~]{0,20}[!-~])?)?"
 }
 
 fn gen_request() -> impl Strategy<Value = GenRequest> {
-    let method = prop::sample::select(vec![
-        "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "PROPFIND", "M-SEARCH",
-    ]);
-    let target = "/[A-Za-z0-9/._~%?=&-]{0,30}";
+    let method = prop_oneof![
+        prop::sample::select(vec![
+            "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "PROPFIND", "M-SEARCH",
+        ])
+        .prop_map(str::to_owned),
+        // Any token is a method to the framer (CONNECT aside, which opens a tunnel).
+        "[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,10}"
+            .prop_filter("CONNECT tunnels", |m| m != "CONNECT"),
+    ];
+    let target = prop_oneof![
+        "/[A-Za-z0-9/._~%?=&;:@!$'()*+,-]{0,30}",
+        "http://[a-z]{1,10}(:[0-9]{1,5})?/[a-z0-9]{0,10}",
+        Just("*".to_owned()),
+    ];
     let headers = prop::collection::vec((header_name(), header_value()), 0..6);
     let chunk = (
         prop::collection::vec(any::<u8>(), 1..40),
@@ -830,7 +840,7 @@ fn gen_request() -> impl Strategy<Value = GenRequest> {
             minor
         };
         GenRequest {
-            method: method.to_string(),
+            method,
             target,
             minor,
             headers,
