@@ -30,7 +30,14 @@
 //!
 //! A head over `max_head` (or with more than `max_headers` fields) is dropped as
 //! `TooLarge`, but its remaining lines are still scanned (one line at a time, bounded) for
-//! the framing fields, so its body is skipped exactly and the stream stays trusted.
+//! the framing fields, so its body is skipped exactly and the stream stays trusted. If
+//! those fields are ambiguous, or the request line alone is over `max_head`, the stream
+//! is not trusted after it, as above.
+//!
+//! Classification (HTTP/2 preface, TLS, response) runs at the stream start, at a hunt
+//! after `Upgrade` and at the start of a `CONNECT` tunnel; not after a gap in a stream
+//! already seen to carry requests, where a few body bytes that happen to look like a
+//! TLS record must not end framing for good.
 //!
 //! # Other decisions
 //!
@@ -369,6 +376,7 @@ impl RequestFramer {
     /// The stream ended: a request in progress is dropped as incomplete and pending
     /// counts are reported. Later calls do nothing.
     pub fn finish(&mut self, ts_nanos: u64, out: &mut Vec<FramerEvent>) {
+        // Drops carry their request's first-byte time, not the time the stream ended.
         let _ = ts_nanos;
         let leftover = self.buf.len() as u64;
         match std::mem::replace(&mut self.state, State::Done) {
