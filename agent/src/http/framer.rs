@@ -30,7 +30,14 @@
 //!
 //! A head over `max_head` (or with more than `max_headers` fields) is dropped as
 //! `TooLarge`, but its remaining lines are still scanned (one line at a time, bounded) for
-//! the framing fields, so its body is skipped exactly and the stream stays trusted.
+//! the framing fields, so its body is skipped exactly and the stream stays trusted. If
+//! those fields are ambiguous, or the request line alone is over `max_head`, the stream
+//! is not trusted after it, as above.
+//!
+//! Classification (HTTP/2 preface, TLS, response) runs at the stream start, at a hunt
+//! after `Upgrade` and at the start of a `CONNECT` tunnel; not after a gap in a stream
+//! already seen to carry requests, where a few body bytes that happen to look like a
+//! TLS record must not end framing for good.
 //!
 //! # Other decisions
 //!
@@ -177,7 +184,8 @@ enum Chunk {
     SizeLine,
     Data(u64),
     DataEnd,
-    Trailers,
+    /// The trailer section; how far the search for its end got.
+    Trailers(usize),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,10 +230,12 @@ enum State {
     Body(Box<InFlight>),
     Oversized(Box<OversizedHead>),
     /// Looking for a request line. `classify`: first check for a non-HTTP protocol;
-    /// `line_start`: `buf[pos]` starts a line.
+    /// `line_start`: `buf[pos]` starts a line; `scanned`: bytes of it known to hold no
+    /// line end (so each byte is looked at once, however small the pushes).
     Hunt {
         classify: bool,
         line_start: bool,
+        scanned: usize,
     },
     /// After CONNECT: classify the tunnel's payload, then skip it all.
     Tunnel,
@@ -272,6 +282,12 @@ impl RequestFramer {
         if matches!(self.state, State::Done) || data.is_empty() {
             return;
         }
+        if let (State::Skip(kind), true) = (&self.state, self.buf.is_empty()) {
+            // Nothing more to parse on this stream: count without copying.
+            let kind = *kind;
+            self.skipped(kind, data.len() as u64, out);
+            return;
+        }
         self.old = self.buf.len();
         self.buf.extend_from_slice(data);
         self.pos = 0;
@@ -300,6 +316,7 @@ impl RequestFramer {
         let hunt = State::Hunt {
             classify: false,
             line_start: true,
+            scanned: 0,
         };
         self.state = match std::mem::replace(&mut self.state, State::Done) {
             State::Done => State::Done,
@@ -308,11 +325,22 @@ impl RequestFramer {
                 State::Hunt {
                     classify: true,
                     line_start: true,
+                    scanned: 0,
                 }
             }
             State::Idle => {
                 // The lost bytes were the client's, so at least one request was in them.
                 self.drop_request(out, ts_nanos, DropReason::Incomplete, None);
+                hunt
+            }
+            // The first bytes of a stream, not yet a whole request line: nothing says
+            // they were a request (the capture may have started mid-body).
+            State::Head {
+                origin: Origin::Start,
+                line_ok: false,
+                ..
+            } => {
+                self.skipped(NotHttpKind::Other, leftover, out);
                 hunt
             }
             State::Head { .. } => {
@@ -334,6 +362,7 @@ impl RequestFramer {
                 State::Hunt {
                     classify,
                     line_start: true,
+                    scanned: 0,
                 }
             }
             State::Tunnel => {
@@ -347,9 +376,15 @@ impl RequestFramer {
     /// The stream ended: a request in progress is dropped as incomplete and pending
     /// counts are reported. Later calls do nothing.
     pub fn finish(&mut self, ts_nanos: u64, out: &mut Vec<FramerEvent>) {
+        // Drops carry their request's first-byte time, not the time the stream ended.
         let _ = ts_nanos;
         let leftover = self.buf.len() as u64;
         match std::mem::replace(&mut self.state, State::Done) {
+            State::Head {
+                origin: Origin::Start,
+                line_ok: false,
+                ..
+            } => self.skipped(NotHttpKind::Other, leftover, out),
             State::Head { .. } => {
                 let method = method_hint(&self.buf);
                 self.drop_request(out, self.req_ts, DropReason::Incomplete, method);
@@ -499,7 +534,8 @@ impl RequestFramer {
             State::Hunt {
                 classify,
                 line_start,
-            } => self.hunt(classify, line_start, now, out),
+                scanned,
+            } => self.hunt(classify, line_start, scanned, now, out),
             State::Tunnel => match classify(&self.buf[self.pos..]) {
                 Classified::NeedMore => (State::Tunnel, false),
                 Classified::NotHttp(kind) => (State::Skip(kind), true),
@@ -537,6 +573,7 @@ impl RequestFramer {
             State::Hunt {
                 classify: false,
                 line_start: false,
+                scanned: 0,
             },
             true,
         )
@@ -553,29 +590,40 @@ impl RequestFramer {
         let avail = self.buf.len() - self.pos;
         let window_len = avail.min(max_head);
         let window_full = avail >= max_head;
+        let mut scanned = scanned;
         if !line_ok {
             let window = &self.buf[self.pos..self.pos + window_len];
-            match (line_check(window, false), origin) {
-                (LineCheck::Request(_), _) => line_ok = true,
-                (LineCheck::Http09(len), _) => {
-                    return self.unparseable(out, "HTTP/0.9 request (no version)", len)
-                }
-                (LineCheck::Invalid, Origin::Start) => {
-                    // Not a request line at the very start: the capture began
-                    // mid-connection. Hunt from here (its bytes count as skipped).
-                    return self.not_a_head();
-                }
-                (LineCheck::Invalid, _) => return self.unparseable(out, "invalid request line", 0),
-                (LineCheck::Partial, Origin::Start) if window_full => return self.not_a_head(),
-                (LineCheck::Partial, _) if window_full => return self.too_large_head(out),
-                (LineCheck::Partial, _) => {
+            // The request line is judged once it is whole (or cannot fit the limit), so
+            // each byte is scanned once; `line_check` gives a prefix the same verdict
+            // as the whole line, so judging late changes no outcome.
+            let line = match memchr::memchr(b'\n', &window[scanned..]) {
+                Some(i) => &window[..scanned + i + 1],
+                None if window_full => window,
+                None => {
                     let state = State::Head {
                         origin,
                         line_ok,
-                        scanned,
+                        scanned: window_len,
                     };
                     return (state, false);
                 }
+            };
+            let line_len = line.len();
+            match (line_check(line, false), origin) {
+                (LineCheck::Request(_), _) => {
+                    line_ok = true;
+                    scanned = line_len;
+                }
+                (LineCheck::Http09(len), _) => {
+                    return self.unparseable(out, "HTTP/0.9 request (no version)", len)
+                }
+                // Not a request line at the very start: the capture began mid-connection.
+                // Hunt from here (its bytes count as skipped).
+                (LineCheck::Invalid | LineCheck::Partial, Origin::Start) => {
+                    return self.not_a_head()
+                }
+                (LineCheck::Partial, _) => return self.too_large_head(out),
+                (LineCheck::Invalid, _) => return self.unparseable(out, "invalid request line", 0),
             }
         }
         let window = &self.buf[self.pos..self.pos + window_len];
@@ -758,7 +806,7 @@ impl RequestFramer {
                     self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
                 }
                 inflight.framing = BodyFraming::Chunked(if size == 0 {
-                    Chunk::Trailers
+                    Chunk::Trailers(0)
                 } else {
                     Chunk::Data(size)
                 });
@@ -773,11 +821,16 @@ impl RequestFramer {
                 }
                 _ => self.body_unparseable(inflight, "chunk data not followed by CRLF", out),
             },
-            BodyFraming::Chunked(Chunk::Trailers) => self.trailers(inflight, out),
+            BodyFraming::Chunked(Chunk::Trailers(scanned)) => self.trailers(inflight, scanned, out),
         }
     }
 
-    fn trailers(&mut self, mut inflight: InFlight, out: &mut Vec<FramerEvent>) -> (State, bool) {
+    fn trailers(
+        &mut self,
+        mut inflight: InFlight,
+        scanned: usize,
+        out: &mut Vec<FramerEvent>,
+    ) -> (State, bool) {
         let avail = &self.buf[self.pos..];
         match avail {
             [] | [b'\r'] => return (State::Body(Box::new(inflight)), false),
@@ -788,12 +841,14 @@ impl RequestFramer {
             _ => {}
         }
         let window = &avail[..avail.len().min(self.limits.max_head)];
-        let Some(end) = memchr::memmem::find(window, b"\r\n\r\n") else {
+        let from = scanned.saturating_sub(3);
+        let Some(end) = memchr::memmem::find(&window[from..], b"\r\n\r\n").map(|i| from + i) else {
             if window.len() >= self.limits.max_head {
                 // Where such a section ends cannot be found without buffering it.
                 self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
                 return (State::Skip(NotHttpKind::Other), true);
             }
+            inflight.framing = BodyFraming::Chunked(Chunk::Trailers(window.len()));
             return (State::Body(Box::new(inflight)), false);
         };
         let section = &window[..end + 4];
@@ -866,7 +921,10 @@ impl RequestFramer {
         self.drop_request(out, self.req_ts, DropReason::TooLarge, method.clone());
         let head = &self.buf[self.pos..];
         // The request line must be whole in what we hold, for the version and method.
-        let Some(nl) = memchr::memchr(b'\n', head) else {
+        // Only what the limit allows is looked at, so the outcome does not depend on how
+        // much more happened to arrive in the same push.
+        let window = &head[..head.len().min(self.limits.max_head)];
+        let Some(nl) = memchr::memchr(b'\n', window) else {
             return (State::Skip(NotHttpKind::Other), true);
         };
         let line = head[..nl].strip_suffix(b"\r").unwrap_or(&head[..nl]);
@@ -971,7 +1029,8 @@ impl RequestFramer {
     fn hunt(
         &mut self,
         mut classify_first: bool,
-        mut line_start: bool,
+        line_start: bool,
+        scanned: usize,
         now: u64,
         out: &mut Vec<FramerEvent>,
     ) -> (State, bool) {
@@ -982,6 +1041,7 @@ impl RequestFramer {
                     let state = State::Hunt {
                         classify: true,
                         line_start,
+                        scanned,
                     };
                     return (state, false);
                 }
@@ -989,53 +1049,48 @@ impl RequestFramer {
                 Classified::Http => classify_first = false,
             }
         }
+        let hunting = |line_start, scanned| State::Hunt {
+            classify: classify_first,
+            line_start,
+            scanned,
+        };
         if !line_start {
-            let state = |line_start| State::Hunt {
-                classify: false,
-                line_start,
-            };
             return match memchr::memchr(b'\n', avail) {
                 None => {
                     let n = avail.len();
                     self.skipped(NotHttpKind::Other, n as u64, out);
                     self.pos += n;
-                    (state(false), false)
+                    (hunting(false, 0), false)
                 }
                 Some(nl) => {
                     self.skipped(NotHttpKind::Other, nl as u64 + 1, out);
                     self.pos += nl + 1;
-                    (state(true), true)
+                    (hunting(true, 0), true)
                 }
             };
         }
         let window = &avail[..avail.len().min(self.limits.max_head)];
-        let window_full = window.len() >= self.limits.max_head;
-        line_start = match line_check(window, true) {
-            LineCheck::Partial if !window_full => {
-                let state = State::Hunt {
-                    classify: classify_first,
-                    line_start,
-                };
-                return (state, false);
+        let Some(nl) = memchr::memchr(b'\n', &window[scanned..]).map(|i| scanned + i) else {
+            if window.len() >= self.limits.max_head {
+                // No line end within the limit: not a request line we could take.
+                return (hunting(false, 0), true);
             }
-            LineCheck::Request(_) => {
-                // The skipped run is reported with this request's outcome (or, if the
-                // head is no request after all, goes on growing).
-                self.req_ts = self.ts_at(self.pos, now);
-                let state = State::Head {
-                    origin: Origin::Hunted,
-                    line_ok: true,
-                    scanned: 0,
-                };
-                return (state, true);
-            }
-            _ => false,
+            return (hunting(true, window.len()), false);
         };
-        let state = State::Hunt {
-            classify: classify_first,
-            line_start,
-        };
-        (state, true)
+        if let LineCheck::Request(_) = line_check(&window[..=nl], true) {
+            // The skipped run is reported with this request's outcome (or, if the head
+            // is no request after all, goes on growing).
+            self.req_ts = self.ts_at(self.pos, now);
+            let state = State::Head {
+                origin: Origin::Hunted,
+                line_ok: true,
+                scanned: nl + 1,
+            };
+            return (state, true);
+        }
+        self.skipped(NotHttpKind::Other, nl as u64 + 1, out);
+        self.pos += nl + 1;
+        (hunting(true, 0), true)
     }
 }
 
@@ -1043,6 +1098,7 @@ fn hunt_state() -> State {
     State::Hunt {
         classify: false,
         line_start: true,
+        scanned: 0,
     }
 }
 
@@ -1052,6 +1108,7 @@ fn after_state(after: After) -> State {
         After::Hunt => State::Hunt {
             classify: true,
             line_start: true,
+            scanned: 0,
         },
         After::Tunnel => State::Tunnel,
     }

@@ -141,7 +141,11 @@ pub(crate) fn line_check(bytes: &[u8], strict: bool) -> LineCheck {
     if i == target_start {
         return LineCheck::Invalid;
     }
-    let simple = method.iter().all(u8::is_ascii_uppercase) && bytes[target_start] == b'/';
+    // What counts as an HTTP/0.9 simple request: an upper-case method and an absolute
+    // path, or one of the methods clients really send with a broken target
+    // (`GET HTTP/1.1`); other two-word lines are text, not requests.
+    let simple = method.iter().all(u8::is_ascii_uppercase)
+        && (bytes[target_start] == b'/' || matches!(method, b"GET" | b"HEAD" | b"POST"));
     match bytes[i] {
         b' ' => {}
         b'\r' | b'\n' if !simple => return LineCheck::Invalid,
@@ -228,6 +232,8 @@ mod tests {
             (b"get / HTTP/1.1\r\n", false, LineCheck::Request(16)),
             (b"GET /zeek.html\n", false, LineCheck::Http09(15)),
             (b"GET /x\r\n", true, LineCheck::Http09(8)),
+            (b"GET HTTP/1.1\r\n", false, LineCheck::Http09(14)),
+            (b"PUT HTTP/1.1\r\n", false, LineCheck::Invalid),
             (b"Hello world\r\n", false, LineCheck::Invalid),
             (b"GET / HTTP/2.0\r\n", false, LineCheck::Invalid),
             (b"GET  / HTTP/1.1\r\n", false, LineCheck::Invalid),

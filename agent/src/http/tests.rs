@@ -492,6 +492,11 @@ fn cases() -> Vec<Case> {
             ],
         ),
         case(
+            "stream of a few bytes that never became a request line",
+            vec![d(b"hello")],
+            vec![not_http(NotHttpKind::Other, 5)],
+        ),
+        case(
             "stream ends in a head",
             vec![d(b"GET / HTTP/1.1\r\nHost: a\r\n")],
             vec![dropped(DropReason::Incomplete, Some("GET"))],
@@ -550,6 +555,21 @@ fn cases() -> Vec<Case> {
                 not_http(NotHttpKind::Other, 9),
                 req("GET", "/next", 1, &[], b""),
             ],
+        ),
+        case(
+            "gap at stream start",
+            vec![Op::Gap(10), d(b"st HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n")],
+            vec![not_http(NotHttpKind::Other, 15), req("GET", "/2", 1, &[], b"")],
+        ),
+        case(
+            "gap after the first bytes of a stream",
+            vec![d(b"GE"), Op::Gap(3), d(b"GET /2 HTTP/1.1\r\n\r\n")],
+            vec![not_http(NotHttpKind::Other, 2), req("GET", "/2", 1, &[], b"")],
+        ),
+        case(
+            "gap in a stream already not HTTP",
+            vec![d(b"\x16\x03\x01abc"), Op::Gap(3), d(b"GET /2 HTTP/1.1\r\n\r\n")],
+            vec![not_http(NotHttpKind::Tls, 6 + 19)],
         ),
         case(
             "gap between requests: one request was lost",
@@ -777,14 +797,24 @@ fn header_name() -> impl Strategy<Value = String> {
 }
 
 fn header_value() -> impl Strategy<Value = String> {
-    "([!-~]([ -~]{0,20}[!-~])?)?"
+    "([!-~]([ \t!-~]{0,20}[!-~])?)?"
 }
 
 fn gen_request() -> impl Strategy<Value = GenRequest> {
-    let method = prop::sample::select(vec![
-        "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "PROPFIND", "M-SEARCH",
-    ]);
-    let target = "/[A-Za-z0-9/._~%?=&-]{0,30}";
+    let method = prop_oneof![
+        prop::sample::select(vec![
+            "GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "PROPFIND", "M-SEARCH",
+        ])
+        .prop_map(str::to_owned),
+        // Any token is a method to the framer (CONNECT aside, which opens a tunnel).
+        "[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,10}"
+            .prop_filter("CONNECT tunnels", |m| m != "CONNECT"),
+    ];
+    let target = prop_oneof![
+        "/[A-Za-z0-9/._~%?=&;:@!$'()*+,-]{0,30}",
+        "http://[a-z]{1,10}(:[0-9]{1,5})?/[a-z0-9]{0,10}",
+        Just("*".to_owned()),
+    ];
     let headers = prop::collection::vec((header_name(), header_value()), 0..6);
     let chunk = (
         prop::collection::vec(any::<u8>(), 1..40),
@@ -810,7 +840,7 @@ fn gen_request() -> impl Strategy<Value = GenRequest> {
             minor
         };
         GenRequest {
-            method: method.to_string(),
+            method,
             target,
             minor,
             headers,
@@ -821,6 +851,12 @@ fn gen_request() -> impl Strategy<Value = GenRequest> {
 
 impl GenRequest {
     fn wire(&self) -> Vec<u8> {
+        self.wire_and_body_ranges().0
+    }
+
+    /// The request on the wire, and where its body bytes (each chunk's data) sit in it.
+    fn wire_and_body_ranges(&self) -> (Vec<u8>, Vec<std::ops::Range<usize>>) {
+        let mut ranges = Vec::new();
         let mut w =
             format!("{} {} HTTP/1.{}\r\n", self.method, self.target, self.minor).into_bytes();
         for (n, v) in self.all_headers() {
@@ -829,10 +865,14 @@ impl GenRequest {
         w.extend_from_slice(b"\r\n");
         match &self.body {
             BodyKind::None => {}
-            BodyKind::Length(b) => w.extend_from_slice(b),
+            BodyKind::Length(b) => {
+                ranges.push(w.len()..w.len() + b.len());
+                w.extend_from_slice(b);
+            }
             BodyKind::Chunked(chunks, trailers) => {
                 for (data, ext) in chunks {
                     w.extend_from_slice(format!("{:x}{ext}\r\n", data.len()).as_bytes());
+                    ranges.push(w.len()..w.len() + data.len());
                     w.extend_from_slice(data);
                     w.extend_from_slice(b"\r\n");
                 }
@@ -843,7 +883,7 @@ impl GenRequest {
                 w.extend_from_slice(b"\r\n");
             }
         }
-        w
+        (w, ranges)
     }
 
     fn all_headers(&self) -> Vec<(String, String)> {
@@ -917,6 +957,52 @@ proptest! {
         prop_assert!(framer.is_idle());
         framer.finish(TS, &mut out);
         let want: Vec<FramerEvent> = reqs.iter().map(|r| FramerEvent::Request(r.expected())).collect();
+        prop_assert_eq!(out, want);
+    }
+
+    #[test]
+    fn a_gap_inside_a_body_drops_only_that_request(
+        reqs in prop::collection::vec(gen_request(), 1..5),
+        pick in any::<prop::sample::Index>(),
+        start in any::<prop::sample::Index>(),
+        len in any::<prop::sample::Index>(),
+        cuts in prop::collection::vec(any::<usize>(), 0..8),
+    ) {
+        let mut wire = Vec::new();
+        let mut candidates = Vec::new();
+        for (i, r) in reqs.iter().enumerate() {
+            let (w, ranges) = r.wire_and_body_ranges();
+            for range in ranges.into_iter().filter(|r| !r.is_empty()) {
+                candidates.push((i, range.start + wire.len()..range.end + wire.len()));
+            }
+            wire.extend_from_slice(&w);
+        }
+        prop_assume!(!candidates.is_empty());
+        let (victim, range) = candidates[pick.index(candidates.len())].clone();
+        let gap_start = range.start + start.index(range.len());
+        let gap_len = 1 + len.index(range.end - gap_start);
+
+        let mut framer = RequestFramer::new(FramerLimits::default());
+        let mut out = Vec::new();
+        for piece in cut_at(&wire[..gap_start], &cuts) {
+            framer.push(TS, &piece, &mut out);
+        }
+        framer.gap(TS, gap_len as u64, &mut out);
+        for piece in cut_at(&wire[gap_start + gap_len..], &cuts) {
+            framer.push(TS, &piece, &mut out);
+        }
+        framer.finish(TS, &mut out);
+        let want: Vec<FramerEvent> = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if i == victim {
+                    dropped(DropReason::Incomplete, Some(&r.method))
+                } else {
+                    FramerEvent::Request(r.expected())
+                }
+            })
+            .collect();
         prop_assert_eq!(out, want);
     }
 
