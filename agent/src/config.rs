@@ -44,7 +44,7 @@ pub enum Command {
     /// Print the HTTP requests found in capture files (no network).
     Inspect(InspectArgs),
     /// Replay the requests of capture files to targets, with their original timing.
-    Replay(ReplayArgs),
+    Replay(Box<ReplayArgs>),
     /// Replay the bundled capture into a local recording target and show what arrived.
     Demo,
 }
@@ -108,7 +108,13 @@ pub struct ShadowArgs {
     /// Target to send copies to, `http(s)://host[:port][@PERCENT]`; repeat for several
     /// targets, each sampled on its own. Only says where to connect: Host is kept
     /// (with the suffix).
-    #[arg(long = "target", value_name = "URL[@PERCENT]", required = true, value_delimiter = ',', env = "SHADOWTAP_TARGET")]
+    #[arg(
+        long = "target",
+        value_name = "URL[@PERCENT]",
+        required = true,
+        value_delimiter = ',',
+        env = "SHADOWTAP_TARGET"
+    )]
     pub targets: Vec<String>,
     /// Share of requests each target gets unless its URL says `@PERCENT`: 0 to 100,
     /// decimals allowed (0.0001 steps).
@@ -202,7 +208,8 @@ impl ShadowArgs {
                 _ => Err(ConfigError::SetHeader(s.clone())),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let rules = HeaderRules::from_lists(set, self.remove_header.clone(), self.redact_header.clone());
+        let rules =
+            HeaderRules::from_lists(set, self.remove_header.clone(), self.redact_header.clone());
         if let Some(rps) = self.max_rps {
             if !(rps.is_finite() && rps > 0.0) {
                 return Err(ConfigError::MaxRps(rps));
@@ -253,7 +260,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         _ => return Err(format!("{text:?}: unit must be ms, s or m")),
     };
-    if !(secs.is_finite() && secs >= 0.0 && secs < 1e9) {
+    if !(secs.is_finite() && (0.0..1e9).contains(&secs)) {
         return Err(format!("{text:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -273,11 +280,10 @@ impl std::str::FromStr for Speed {
         if s == "max" {
             return Ok(Speed::Max);
         }
-        let f: f64 = s
-            .strip_suffix('x')
-            .unwrap_or(s)
-            .parse()
-            .map_err(|_| format!("--speed {s:?} must be `max` or a factor like 1x, 2x, 0.5x"))?;
+        let f: f64 =
+            s.strip_suffix('x').unwrap_or(s).parse().map_err(|_| {
+                format!("--speed {s:?} must be `max` or a factor like 1x, 2x, 0.5x")
+            })?;
         if !(f.is_finite() && f > 0.0) {
             return Err(format!("--speed {s:?} must be above 0"));
         }

@@ -7,7 +7,12 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use crate::config::Speed;
 use crate::http::{FramerEvent, FramerLimits, HttpRequest, RequestFramer};
+use crate::pipeline::PipelineConfig;
+use crate::replay::TargetConfig;
+use crate::replay_files::{CaptureSource, ReplayPlan};
+use crate::sample::Percent;
 
 /// The capture `demo` replays: curl against httpbin, recorded on loopback by dumpcap
 /// (scripts/make-demo-capture.sh).
@@ -91,4 +96,37 @@ fn record(req: &HttpRequest, sink: &Mutex<Vec<Received>>) {
     if let Ok(mut list) = sink.lock() {
         list.push(seen);
     }
+}
+
+/// `shadowtap demo`: replays `DEMO_CAPTURE` at full speed into a `RecordingTarget` and
+/// prints what arrived and the outcome summary.
+pub fn run_demo() -> anyhow::Result<std::process::ExitCode> {
+    let target = RecordingTarget::start()?;
+    let url = format!("http://{}", target.addr());
+    let plan = ReplayPlan {
+        sources: vec![CaptureSource::Embedded {
+            name: "demo.pcapng (bundled: curl -> httpbin:8000)",
+            bytes: DEMO_CAPTURE,
+        }],
+        pipeline: PipelineConfig::default(),
+        targets: vec![TargetConfig::from_arg(&url, Percent::ALL)?],
+        speed: Speed::Max,
+        loops: 1,
+        drain_timeout: std::time::Duration::from_secs(5),
+        progress: false,
+    };
+    println!("demo: replaying the bundled capture into a local recording target at {url}");
+    let report = crate::replay_files::replay(&plan)?;
+    let received = target.received();
+    println!("\nthe target received {} requests:", received.len());
+    println!("  {:<7} {:<22} {:>6}  TARGET", "METHOD", "HOST", "BODY");
+    for r in &received {
+        println!(
+            "  {:<7} {:<22} {:>6}  {}",
+            r.method, r.host, r.body_len, r.target
+        );
+    }
+    println!();
+    print!("{}", report.summary());
+    Ok(std::process::ExitCode::SUCCESS)
 }

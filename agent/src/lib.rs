@@ -13,11 +13,13 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reassembly;
 pub mod replay;
+pub mod replay_files;
 pub mod sample;
 
 use std::process::ExitCode;
 
 use config::Command;
+use replay_files::{CaptureSource, ReplayPlan};
 
 /// Runs one subcommand. Errors are the kind a person fixes (bad file, bad flag): the
 /// binary prints them on one line and exits with code 2.
@@ -31,5 +33,21 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             eprintln!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Replay(args) => {
+            let args = *args;
+            let plan = ReplayPlan {
+                sources: args.files.into_iter().map(CaptureSource::File).collect(),
+                pipeline: args.limits.pipeline_config(&args.port),
+                targets: args.shadow.target_configs()?,
+                speed: args.speed,
+                loops: args.loops,
+                drain_timeout: args.drain_timeout,
+                progress: true,
+            };
+            let report = replay_files::replay(&plan)?;
+            print!("{}", report.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => demo::run_demo(),
     }
 }

@@ -67,10 +67,10 @@ struct Framers {
 
 impl Framers {
     fn framer(&mut self, stream: StreamKey) -> &mut RequestFramer {
-        let limits = &self.limits;
+        let limits = self.limits;
         self.by_stream
             .entry(stream)
-            .or_insert_with(|| RequestFramer::new(limits.clone()))
+            .or_insert_with(|| RequestFramer::new(limits))
     }
 
     fn drain(&mut self, stream: StreamKey) {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::pcap_file::{CaptureFileError, CaptureReader};
 use crate::config::Speed;
+use crate::http::NotHttpKind;
 use crate::metrics::{Accounting, Outcome};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
 use crate::replay::{CapturedRequest, Replayer, ReplayerError, TargetConfig};
@@ -17,7 +18,10 @@ use crate::replay::{CapturedRequest, Replayer, ReplayerError, TargetConfig};
 #[derive(Clone, Debug)]
 pub enum CaptureSource {
     File(PathBuf),
-    Embedded { name: &'static str, bytes: &'static [u8] },
+    Embedded {
+        name: &'static str,
+        bytes: &'static [u8],
+    },
 }
 
 impl CaptureSource {
@@ -57,9 +61,15 @@ impl CaptureSource {
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayFilesError {
     #[error("{name}: {source}")]
-    Open { name: String, source: std::io::Error },
+    Open {
+        name: String,
+        source: std::io::Error,
+    },
     #[error("{name}: {source}")]
-    Capture { name: String, source: CaptureFileError },
+    Capture {
+        name: String,
+        source: CaptureFileError,
+    },
     #[error(transparent)]
     Replayer(#[from] ReplayerError),
 }
@@ -103,9 +113,13 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
         undecodable: 0,
         elapsed: Duration::ZERO,
     };
-    let total_bytes: u64 = plan.sources.iter().map(CaptureSource::size).sum::<u64>() * u64::from(plan.loops);
-    let mut progress = Progress::new(plan.progress && std::io::stderr().is_terminal(), total_bytes);
-    let mut handle = |ev: PipelineEvent, report: &mut ReplayReport| match ev {
+    let total_bytes: u64 =
+        plan.sources.iter().map(CaptureSource::size).sum::<u64>() * u64::from(plan.loops);
+    let mut progress = Progress::new(
+        plan.progress && std::io::stderr().is_terminal(),
+        total_bytes,
+    );
+    let handle = |ev: PipelineEvent, report: &mut ReplayReport| match ev {
         PipelineEvent::Request(seen) => {
             accounting.seen();
             replayer.submit(CapturedRequest {
@@ -119,7 +133,12 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
             accounting.seen();
             accounting.record_all(reason.outcome());
         }
-        PipelineEvent::NotHttp { .. } => report.not_http_streams += 1,
+        // The server's side of a connection is expected; only other protocols count.
+        PipelineEvent::NotHttp { kind, .. } => {
+            if kind != NotHttpKind::Response {
+                report.not_http_streams += 1;
+            }
+        }
     };
     for _ in 0..plan.loops {
         for source in &plan.sources {
@@ -197,11 +216,19 @@ impl Progress {
 
     fn set(&mut self, done: u64, accounting: &Accounting) {
         self.done = done;
-        if !self.enabled || self.last_draw.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+        if !self.enabled
+            || self
+                .last_draw
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
+        {
             return;
         }
         self.last_draw = Some(Instant::now());
-        let pct = if self.total == 0 { 100.0 } else { self.done as f64 * 100.0 / self.total as f64 };
+        let pct = if self.total == 0 {
+            100.0
+        } else {
+            self.done as f64 * 100.0 / self.total as f64
+        };
         let width = 30;
         let filled = ((pct / 100.0) * width as f64) as usize;
         eprint!(
@@ -240,7 +267,11 @@ impl ReplayReport {
                 let n = counters.get(outcome);
                 if n > 0 {
                     let (label, detail) = outcome.labels();
-                    let label = if detail.is_empty() { label.to_string() } else { format!("{label} {detail}") };
+                    let label = if detail.is_empty() {
+                        label.to_string()
+                    } else {
+                        format!("{label} {detail}")
+                    };
                     let _ = writeln!(s, "  {label:<24} {n:>10}");
                 }
             }
@@ -250,7 +281,11 @@ impl ReplayReport {
                 "  {:<24} {:>10}{}",
                 "total",
                 total,
-                if total == seen { "  (= requests seen)".to_string() } else { format!("  (!= {seen} requests seen)") }
+                if total == seen {
+                    "  (= requests seen)".to_string()
+                } else {
+                    format!("  (!= {seen} requests seen)")
+                }
             );
         }
         s

@@ -79,7 +79,23 @@ fn pairs(list: &[(&str, &str)]) -> Requests {
 }
 
 /// Files where shadowtap and tshark disagree on purpose; each has its own test below.
-const DIFFERENCES: &[&str] = &[];
+const DIFFERENCES: &[&str] = &[
+    "261_variant-01-chunk_2pow64_overflow.pcap",
+    "261_variant-02-cl_uint64max.pcap",
+    "261_variant-03-cl_negative.pcap",
+    "261_variant-04-te_cl_desync.pcap",
+    "261_variant-09-te_obs_fold.pcap",
+    "261_variant-10-multi_value_te.pcap",
+    "connect-with-smtp.pcap",
+    "no-uri.pcap",
+    "http-09-content-length-confusion.pcap",
+    "get-to-ssh-server.pcap",
+    "http-to-ssh.pcap",
+    "http-single-conn-22.pcap",
+    "zeek-image-post-1080-8000-x.pcap",
+    "query-method.pcap",
+    "query-method-non-standard-port.pcap",
+];
 
 #[test]
 fn every_corpus_file_agrees_with_tshark_or_has_a_named_difference() {
@@ -122,5 +138,207 @@ fn every_corpus_file_agrees_with_tshark_or_has_a_named_difference() {
         "{} file(s) disagree with tshark and have no named test:\n{}",
         disagreements.len(),
         disagreements.join("\n")
+    );
+}
+
+/// The request-smuggling variants: framing that a server could read two ways.
+/// tshark guesses one reading and shows the "smuggled" request inside the body.
+/// shadowtap is right not to: RFC 9112 §6.3 says a server must reject such a message
+/// (400) and close the connection, so nothing after it is a request anyone served, and
+/// replaying the hidden one would do to the target what the attack tried to do to prod.
+/// Each counts one request, ending `unparseable` (or `too_large` for a valid but
+/// 2^64-1 Content-Length, which is well-formed but larger than any cap), and nothing
+/// else is emitted.
+#[test]
+fn smuggling_variants_are_counted_never_guessed() {
+    let cases = [
+        ("261_variant-01-chunk_2pow64_overflow.pcap", "unparseable"),
+        ("261_variant-02-cl_uint64max.pcap", "too_large"),
+        ("261_variant-03-cl_negative.pcap", "unparseable"),
+        ("261_variant-04-te_cl_desync.pcap", "unparseable"),
+        ("261_variant-09-te_obs_fold.pcap", "unparseable"),
+        ("261_variant-10-multi_value_te.pcap", "unparseable"),
+    ];
+    for (file, outcome) in cases {
+        let (found, summary) = shadowtap_requests(&corpus_file(file));
+        assert!(found.is_empty(), "{file}: emitted {found:?}");
+        assert_eq!(summary.requests_seen, 1, "{file}: {summary}");
+        let counted = match outcome {
+            "unparseable" => summary.unparseable,
+            _ => summary.too_large,
+        };
+        assert_eq!(counted, 1, "{file}: expected {outcome}: {summary}");
+    }
+}
+
+/// Request lines that are not `METHOD SP target SP HTTP-version`: tshark takes
+/// `CONNECT host:25 / HTTP/1.0` (four words) and `GET HTTP/1.1` (no target) as requests
+/// with a guessed target. RFC 9112 §3 leaves no reading of either; shadowtap counts them
+/// `unparseable` and sends nothing.
+#[test]
+fn malformed_request_lines_are_unparseable() {
+    for file in ["connect-with-smtp.pcap", "no-uri.pcap"] {
+        let (found, summary) = shadowtap_requests(&corpus_file(file));
+        assert!(found.is_empty(), "{file}: emitted {found:?}");
+        assert_eq!(
+            (summary.requests_seen, summary.unparseable),
+            (1, 1),
+            "{file}: {summary}"
+        );
+    }
+}
+
+/// `GET /` with no version is an HTTP/0.9 simple request. tshark shows it; shadowtap
+/// counts it `unparseable`, because a copy would have to invent a version and a Host,
+/// and HTTP/1.1 servers answer 0.9 requests with 400 anyway.
+#[test]
+fn http09_simple_request_is_unparseable() {
+    let (found, summary) =
+        shadowtap_requests(&corpus_file("http-09-content-length-confusion.pcap"));
+    assert!(found.is_empty(), "emitted {found:?}");
+    assert_eq!(
+        (summary.requests_seen, summary.unparseable),
+        (1, 1),
+        "{summary}"
+    );
+}
+
+/// HTTP on ports tshark gives to other dissectors (22 is SSH, 1080 SOCKS): tshark shows
+/// no request. shadowtap finds requests by content when no `--port` is given, and these
+/// streams carry well-formed HTTP/1.1 requests, so it is right to report them. With a
+/// port filter that leaves the port out, they are not reported.
+#[test]
+fn http_on_other_ports_is_found_by_content() {
+    let cases = [
+        ("get-to-ssh-server.pcap", pairs(&[("GET", "/")])),
+        ("http-to-ssh.pcap", pairs(&[("GET", "/")])),
+        ("http-single-conn-22.pcap", pairs(&[("GET", "/")])),
+        ("zeek-image-post-1080-8000-x.pcap", pairs(&[("POST", "/")])),
+    ];
+    for (file, want) in cases {
+        let (found, _) = shadowtap_requests(&corpus_file(file));
+        assert_eq!(found, want, "{file}");
+        let mut config = PipelineConfig::default();
+        config.reassembly.ports = Some(vec![80]);
+        let mut out = Vec::new();
+        let summary = inspect(
+            &[corpus_file(file)],
+            InspectFormat::Jsonl,
+            &config,
+            &mut out,
+        )
+        .expect("inspect");
+        assert_eq!(summary.requests_seen, 0, "{file} with --port 80: {summary}");
+    }
+}
+
+/// `QUERY` (the safe-method-with-body draft) is a method tshark's dissector does not
+/// know. RFC 9110 §9.1 makes any token a method, and a shadow target should see the
+/// request the client sent, so shadowtap reports it.
+#[test]
+fn any_token_is_a_method() {
+    for file in ["query-method.pcap", "query-method-non-standard-port.pcap"] {
+        let (found, _) = shadowtap_requests(&corpus_file(file));
+        assert_eq!(found, pairs(&[("QUERY", "/users")]), "{file}");
+    }
+}
+
+/// One line per client stream: what the real pipeline (reader, decoder, reassembly,
+/// framer) makes of it. Server-side streams (responses) are left out.
+fn stream_lines(file: &Path) -> Vec<String> {
+    use shadowtap::capture::pcap_file::CaptureReader;
+    use shadowtap::http::NotHttpKind;
+    use shadowtap::pipeline::{Pipeline, PipelineEvent};
+
+    let mut reader = CaptureReader::open(file).expect("corpus file reads");
+    let mut pipeline = Pipeline::new(PipelineConfig::default());
+    let mut streams: Vec<((String, String), Vec<String>)> = Vec::new();
+    let mut note = |ev: PipelineEvent| {
+        let (key, line) = match ev {
+            PipelineEvent::Request(seen) => (
+                (seen.client.to_string(), seen.server.to_string()),
+                format!(
+                    "{} {} body={}",
+                    seen.request.method,
+                    String::from_utf8_lossy(&seen.request.target)
+                        .chars()
+                        .take(24)
+                        .collect::<String>(),
+                    seen.request.body.len()
+                ),
+            ),
+            PipelineEvent::Dropped {
+                client,
+                server,
+                reason,
+                ..
+            } => (
+                (client.to_string(), server.to_string()),
+                format!("dropped {reason:?}"),
+            ),
+            PipelineEvent::NotHttp {
+                kind: NotHttpKind::Response,
+                ..
+            } => return,
+            PipelineEvent::NotHttp {
+                client,
+                server,
+                kind,
+                ..
+            } => (
+                (client.to_string(), server.to_string()),
+                format!("not-http {kind:?}"),
+            ),
+        };
+        match streams.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, lines)) => lines.push(line),
+            None => streams.push((key, vec![line])),
+        }
+    };
+    while let Some(frame) = reader.next_frame().expect("corpus frame") {
+        if let Ok(events) = pipeline.push_frame(&frame) {
+            events.for_each(&mut note);
+        }
+    }
+    pipeline.flush().for_each(&mut note);
+    let name = file.file_name().and_then(|n| n.to_str()).expect("name");
+    streams
+        .into_iter()
+        .enumerate()
+        .map(|(n, (_, lines))| format!("{name} #{n}: {}", lines.join(" | ")))
+        .collect()
+}
+
+/// Every client stream of the corpus, and what it frames to, reviewed by hand against
+/// the payloads: the 261 variants and smuggle-http-request (whose second request is
+/// really after the first one's 80-byte body) as in the framer's table tests; TLS after
+/// CONNECT; HTTP/0.9 (also `no-uri`'s `GET HTTP/1.1`), broken request lines and cruft
+/// after a request are unparseable, and nothing after them is trusted.
+const ZEEK_CORPUS_STREAMS: &str = include_str!("zeek-corpus-streams.txt");
+
+#[test]
+fn every_client_stream_of_the_corpus_frames_as_reviewed() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir().join("zeek-http"))
+        .expect("corpus directory")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    files.sort();
+    let lines: Vec<String> = files.iter().flat_map(|f| stream_lines(f)).collect();
+    let expected: Vec<&str> = ZEEK_CORPUS_STREAMS
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect();
+    if std::env::var_os("SHADOWTAP_BLESS").is_some() {
+        std::fs::write(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/zeek-corpus-streams.txt"),
+            lines.join("\n") + "\n",
+        )
+        .expect("write golden file");
+        return;
+    }
+    assert_eq!(
+        lines, expected,
+        "run with SHADOWTAP_BLESS=1 to rewrite, then review the diff"
     );
 }

@@ -56,7 +56,9 @@
 //!   Bytes lost in gaps are not counted.
 
 use super::chunked::{framing_of, parse_chunk_size, trim_ows, Framing, MAX_CHUNK_LINE};
-use super::sync::{classify, line_check, method_hint, Classified, LineCheck};
+use super::sync::{
+    classify, is_broken_request_line, line_check, method_hint, Classified, LineCheck,
+};
 use super::{Header, HttpRequest};
 use crate::metrics::Outcome;
 
@@ -619,6 +621,12 @@ impl RequestFramer {
                 }
                 // Not a request line at the very start: the capture began mid-connection.
                 // Hunt from here (its bytes count as skipped).
+                // A line shaped like a request (upper-case method, ends in a version)
+                // whose middle is broken, e.g. `CONNECT host:25 / HTTP/1.0`: a client
+                // did send a request, one no server may guess at.
+                (LineCheck::Invalid, Origin::Start) if is_broken_request_line(line) => {
+                    return self.unparseable(out, "malformed request line", line_len)
+                }
                 (LineCheck::Invalid | LineCheck::Partial, Origin::Start) => {
                     return self.not_a_head()
                 }

@@ -182,6 +182,21 @@ pub(crate) fn line_check(bytes: &[u8], strict: bool) -> LineCheck {
     }
 }
 
+/// A whole line that starts like a request (upper-case method, space) and ends with an
+/// HTTP/1.x version, whatever lies between: a request line a client got wrong, as
+/// opposed to bytes of some other protocol.
+pub(crate) fn is_broken_request_line(line: &[u8]) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let method_len = line
+        .iter()
+        .take_while(|&&b| is_strict_method_char(b))
+        .count();
+    (1..=MAX_METHOD).contains(&method_len)
+        && line.get(method_len) == Some(&b' ')
+        && (line.ends_with(b" HTTP/1.0") || line.ends_with(b" HTTP/1.1"))
+}
+
 /// The method at the start of a (possibly partial or broken) head, for drop records.
 pub(crate) fn method_hint(head: &[u8]) -> Option<String> {
     let end = head.iter().position(|&b| b == b' ')?;
@@ -251,6 +266,16 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn broken_request_lines_are_told_from_other_protocols() {
+        assert!(is_broken_request_line(b"CONNECT host:25 / HTTP/1.0\r\n"));
+        assert!(is_broken_request_line(b"GET a b HTTP/1.1\n"));
+        assert!(!is_broken_request_line(b"SSH-2.0-OpenSSH_9.6 HTTP/1.1\r\n"));
+        assert!(!is_broken_request_line(b"220 mail ESMTP\r\n"));
+        assert!(!is_broken_request_line(b"GET / HTTP/2.0\r\n"));
+        assert!(!is_broken_request_line(b"get / HTTP/1.1\r\n"));
     }
 
     #[test]
