@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     match shadowtap::run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("shadowtap: {e:#}");
+            eprintln!("shadowtap: {e}");
             ExitCode::from(2)
         }
     }

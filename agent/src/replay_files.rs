@@ -72,6 +72,41 @@ pub enum ReplayFilesError {
     },
     #[error(transparent)]
     Replayer(#[from] ReplayerError),
+    #[error("target {target}: cannot resolve {host:?}: {source}")]
+    Resolve {
+        target: String,
+        host: String,
+        source: std::io::Error,
+    },
+}
+
+/// Resolves every target's host once before anything is sent, so a misspelt name is a
+/// one-line error at the start rather than a run of `replay_error` outcomes.
+pub fn check_targets_resolve(targets: &[TargetConfig]) -> Result<(), ReplayFilesError> {
+    use std::net::ToSocketAddrs;
+    for t in targets {
+        let found = (t.url.host.as_str(), t.url.port)
+            .to_socket_addrs()
+            .map(|mut addrs| addrs.next().is_some());
+        match found {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ReplayFilesError::Resolve {
+                    target: t.url.to_string(),
+                    host: t.url.host.clone(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+                })
+            }
+            Err(source) => {
+                return Err(ReplayFilesError::Resolve {
+                    target: t.url.to_string(),
+                    host: t.url.host.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
 }
 
 /// How a replay runs.
@@ -102,6 +137,7 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
     for source in &plan.sources {
         source.open()?;
     }
+    check_targets_resolve(&plan.targets)?;
     let names = plan.targets.iter().map(|t| t.url.to_string()).collect();
     let accounting = Arc::new(Accounting::new(names));
     let replayer = Replayer::new(plan.targets.clone(), Arc::clone(&accounting))?;
