@@ -45,6 +45,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Replay the requests of capture files to targets, with their original timing.
     Replay(Box<ReplayArgs>),
+    /// Capture live traffic on this host and shadow it (eBPF or libpcap).
+    Run(Box<RunArgs>),
     /// Replay the bundled capture into a local recording target and show what arrived.
     Demo,
 }
@@ -308,6 +310,47 @@ pub struct ReplayArgs {
     /// How long to wait for copies still in flight at the end.
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub shadow: ShadowArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Server ports to watch (comma-separated).
+    #[arg(long, required = true, value_delimiter = ',', env = "SHADOWTAP_PORT")]
+    pub port: Vec<u16>,
+    /// Interfaces: names, globs (`veth*`, `cali*`) or `any`; new ones that match are
+    /// picked up while running.
+    #[arg(
+        long,
+        default_value = "any",
+        value_delimiter = ',',
+        env = "SHADOWTAP_IFACE"
+    )]
+    pub iface: Vec<String>,
+    /// Capture engine.
+    #[arg(long, value_enum, default_value = "auto", env = "SHADOWTAP_ENGINE")]
+    pub engine: crate::live::Engine,
+    /// Also write what is captured to this pcapng file.
+    #[arg(long, env = "SHADOWTAP_RECORD")]
+    pub record: Option<PathBuf>,
+    /// How long to wait for copies in flight when stopping.
+    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
+    pub drain_timeout: Duration,
+    /// Stop by itself after this long (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_parser = parse_duration, env = "SHADOWTAP_DURATION")]
+    pub duration: Option<Duration>,
+    /// eBPF ring buffer size in bytes.
+    #[arg(long, default_value_t = 8 << 20, env = "SHADOWTAP_RING_BYTES")]
+    pub ring_bytes: usize,
+    /// libpcap kernel buffer size in bytes.
+    #[arg(long, default_value_t = 16 << 20, env = "SHADOWTAP_PCAP_BUFFER")]
+    pub pcap_buffer: i32,
+    /// SO_MARK on the agent's own sockets, skipped by the classifier.
+    #[arg(long, default_value_t = 0x5348_4144, env = "SHADOWTAP_OWN_MARK")]
+    pub own_mark: u32,
     #[command(flatten)]
     pub shadow: ShadowArgs,
     #[command(flatten)]

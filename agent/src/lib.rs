@@ -6,10 +6,13 @@
 pub mod capture;
 pub mod config;
 pub mod decode;
+pub mod dedup;
 pub mod demo;
 pub mod http;
 pub mod inspect;
+pub mod live;
 pub mod metrics;
+pub mod own_traffic;
 pub mod pipeline;
 pub mod reassembly;
 pub mod replay;
@@ -45,6 +48,28 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 progress: true,
             };
             let report = replay_files::replay(&plan)?;
+            print!("{}", report.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let args = *args;
+            let plan = live::RunPlan {
+                engine: args.engine,
+                ifaces: args.iface,
+                pipeline: args.limits.pipeline_config(&args.port),
+                ports: args.port,
+                targets: args.shadow.target_configs()?,
+                record: args.record,
+                drain_timeout: args.drain_timeout,
+                ring_bytes: args.ring_bytes,
+                own_mark: args.own_mark,
+                pcap: capture::pcap_live::PcapOptions {
+                    buffer_bytes: args.pcap_buffer,
+                    ..Default::default()
+                },
+                duration: args.duration,
+            };
+            let report = live::run(&plan)?;
             print!("{}", report.summary());
             Ok(ExitCode::SUCCESS)
         }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::capture::Frame;
-use crate::decode::{DecodeError, Decoder, DecoderLimits};
+use crate::decode::{DecodeError, Decoder, DecoderLimits, Segment};
 use crate::http::{DropReason, FramerEvent, FramerLimits, HttpRequest, NotHttpKind, RequestFramer};
 use crate::reassembly::{FlowTable, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
 
@@ -131,9 +131,14 @@ impl StreamSink for Framers {
 /// How often (in capture time) idle flows are looked for.
 const EXPIRE_EVERY_NANOS: u64 = 1_000_000_000;
 
+/// Decides, per decoded segment, whether it goes on to reassembly (`true`) or is left
+/// out (the agent's own traffic, a second sighting of one packet).
+pub type SegmentGate = Box<dyn FnMut(&Segment<'_>) -> bool + Send>;
+
 /// frames in, `PipelineEvent`s out. Pure: no I/O, time from the frames.
 pub struct Pipeline {
     decoder: Decoder,
+    gate: Option<SegmentGate>,
     flows: FlowTable,
     framers: Framers,
     stats: PipelineStats,
@@ -145,6 +150,7 @@ impl Pipeline {
     pub fn new(config: PipelineConfig) -> Self {
         Self {
             decoder: Decoder::new(config.decoder),
+            gate: None,
             flows: FlowTable::new(config.reassembly),
             framers: Framers {
                 limits: config.framer,
@@ -164,7 +170,11 @@ impl Pipeline {
         self.stats.frames += 1;
         self.latest_ts = self.latest_ts.max(frame.ts_nanos);
         match self.decoder.decode(frame) {
-            Ok(Some(segment)) => self.flows.push(&segment, &mut self.framers),
+            Ok(Some(segment)) => {
+                if self.gate.as_mut().is_none_or(|keep| keep(&segment)) {
+                    self.flows.push(&segment, &mut self.framers);
+                }
+            }
             Ok(None) => {}
             Err(e) => {
                 self.stats.decode_errors += 1;
@@ -187,6 +197,11 @@ impl Pipeline {
             self.framers.end(key, self.latest_ts, StreamEnd::Flushed);
         }
         self.framers.events.drain(..)
+    }
+
+    /// Installs the segment gate (live capture only).
+    pub fn set_gate(&mut self, gate: SegmentGate) {
+        self.gate = Some(gate);
     }
 
     pub fn stats(&self) -> &PipelineStats {

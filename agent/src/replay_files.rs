@@ -155,25 +155,9 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
         plan.progress && std::io::stderr().is_terminal(),
         total_bytes,
     );
-    let handle = |ev: PipelineEvent, report: &mut ReplayReport| match ev {
-        PipelineEvent::Request(seen) => {
-            accounting.seen();
-            replayer.submit(CapturedRequest {
-                conn: seen.conn,
-                client: seen.client,
-                server: seen.server,
-                request: seen.request,
-            });
-        }
-        PipelineEvent::Dropped { reason, .. } => {
-            accounting.seen();
-            accounting.record_all(reason.outcome());
-        }
-        // The server's side of a connection is expected; only other protocols count.
-        PipelineEvent::NotHttp { kind, .. } => {
-            if kind != NotHttpKind::Response {
-                report.not_http_streams += 1;
-            }
+    let handle = |ev: PipelineEvent, report: &mut ReplayReport| {
+        if dispatch(ev, &accounting, &replayer) {
+            report.not_http_streams += 1;
         }
     };
     for _ in 0..plan.loops {
@@ -205,6 +189,30 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
     replayer.shutdown(plan.drain_timeout);
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Hands one pipeline event on: a request to the replayer, a drop to the accounting.
+/// Returns true for a stream of another protocol (worth counting; the server's side of
+/// a connection is expected and is not).
+pub fn dispatch(ev: PipelineEvent, accounting: &Accounting, replayer: &Replayer) -> bool {
+    match ev {
+        PipelineEvent::Request(seen) => {
+            accounting.seen();
+            replayer.submit(CapturedRequest {
+                conn: seen.conn,
+                client: seen.client,
+                server: seen.server,
+                request: seen.request,
+            });
+            false
+        }
+        PipelineEvent::Dropped { reason, .. } => {
+            accounting.seen();
+            accounting.record_all(reason.outcome());
+            false
+        }
+        PipelineEvent::NotHttp { kind, .. } => kind != NotHttpKind::Response,
+    }
 }
 
 /// Sleeps so that frames go out at their capture spacing divided by the speed.

@@ -465,6 +465,8 @@ fn request_timeout_runs_on_tokio_time() {
         max_head_bytes: 64 * 1024,
         max_body_bytes: 1024,
         max_idle: 1,
+        socket_mark: 0,
+        own: None,
     });
     let began = Instant::now();
     let result = runtime.block_on(client.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", false, true));

@@ -426,18 +426,6 @@ impl EbpfCapture {
     }
 }
 
-/// Names of the network interfaces in /sys/class/net, sorted.
-pub fn list_interfaces() -> io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir("/sys/class/net")? {
-        if let Some(name) = entry?.file_name().to_str() {
-            names.push(name.to_owned());
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
 /// `struct __sk_buff` for BPF_PROG_TEST_RUN: only `mark` (offset 8) and `ifindex`
 /// (offset 40) set; the kernel rejects non-zero values in fields it does not accept.
 fn test_run_context(ifindex: u32, mark: u32) -> [u8; 192] {

@@ -27,6 +27,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
 use crate::metrics::{ReplayErrorKind, StatusClass};
+use crate::own_traffic::OwnConnections;
 
 /// A byte stream to a target, plain or TLS.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -34,6 +35,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 struct Connection {
     io: Box<dyn Stream>,
+    /// Registered in `OwnConnections` while open.
+    registered: Option<(SocketAddr, Arc<OwnConnections>)>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some((local, own)) = &self.registered {
+            own.closed(*local);
+        }
+    }
 }
 
 /// TLS settings of an `https` target.
@@ -58,6 +69,10 @@ pub struct ClientOptions {
     pub max_body_bytes: u64,
     /// Idle keep-alive connections kept for reuse.
     pub max_idle: usize,
+    /// SO_MARK for every socket (0: none), so the eBPF classifier skips our traffic.
+    pub socket_mark: u32,
+    /// Where connections register their local address, so capture skips them.
+    pub own: Option<Arc<OwnConnections>>,
 }
 
 /// The client of one target; shared by that target's replay tasks.
@@ -164,7 +179,7 @@ impl ShadowClient {
                     .collect();
             let mut last = ReplayErrorKind::Connect;
             for addr in addrs {
-                match TcpStream::connect(addr).await {
+                match self.connect_one(addr).await {
                     Ok(tcp) => {
                         // Requests go out in one write; Nagle would only delay them.
                         let _ = tcp.set_nodelay(true);
@@ -182,6 +197,15 @@ impl ShadowClient {
         let tcp = timeout_at(deadline, connecting)
             .await
             .map_err(|_| ReplayErrorKind::Timeout)??;
+        // Registered before the first byte is written: capture checks this registry when
+        // it processes the request's packets, which is always after this point.
+        let registered = match (&self.opts.own, tcp.local_addr()) {
+            (Some(own), Ok(local)) => {
+                own.opened(local);
+                Some((local, Arc::clone(own)))
+            }
+            _ => None,
+        };
         let io: Box<dyn Stream> = match &self.opts.tls {
             None => Box::new(tcp),
             Some(tls) => {
@@ -194,7 +218,19 @@ impl ShadowClient {
                 Box::new(stream)
             }
         };
-        Ok(Connection { io })
+        Ok(Connection { io, registered })
+    }
+
+    /// A TCP connection with our socket mark set before the SYN leaves.
+    async fn connect_one(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        if self.opts.socket_mark != 0 {
+            set_socket_mark(&socket, self.opts.socket_mark)?;
+        }
+        socket.connect(addr).await
     }
 
     /// One request and its response on `conn`; the connection comes back when it can
@@ -527,6 +563,27 @@ impl ChunkedDecoder {
         } else {
             ChunkState::Data(size)
         }
+    }
+}
+
+/// SO_MARK on a socket (needs CAP_NET_ADMIN, which a live agent has).
+fn set_socket_mark(socket: &tokio::net::TcpSocket, mark: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = mark;
+    // SAFETY: a valid fd owned by `socket`, and a pointer/length pair to a live u32.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&value as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

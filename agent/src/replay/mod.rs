@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::http::HttpRequest;
 use crate::metrics::{Accounting, Outcome, ReplayErrorKind, TargetCounters};
+use crate::own_traffic::OwnConnections;
 use crate::sample::{hash_bytes, ConnectionKey, Percent, SampleBy, Sampler, TokenBucket};
 use client::{ClientOptions, ShadowClient, TlsTarget};
 use filter::RequestFilter;
@@ -63,6 +64,10 @@ pub struct TargetConfig {
     pub max_response_head_bytes: usize,
     pub max_response_body_bytes: u64,
     pub tls: TlsOptions,
+    /// SO_MARK on every connection (0: none); live capture skips marked packets.
+    pub socket_mark: u32,
+    /// Registry of our own connections that live capture leaves out.
+    pub own: Option<Arc<OwnConnections>>,
 }
 
 impl TargetConfig {
@@ -86,6 +91,8 @@ impl TargetConfig {
             max_response_head_bytes: 64 * 1024,
             max_response_body_bytes: 16 * 1024 * 1024,
             tls: TlsOptions::default(),
+            socket_mark: 0,
+            own: None,
         }
     }
 
@@ -279,6 +286,8 @@ impl Replayer {
                 max_head_bytes: cfg.max_response_head_bytes,
                 max_body_bytes: cfg.max_response_body_bytes,
                 max_idle: cfg.max_in_flight,
+                socket_mark: cfg.socket_mark,
+                own: cfg.own.clone(),
             });
             let pending = Arc::new(Pending::default());
             let (tx, rx) = mpsc::channel(cfg.queue_len);

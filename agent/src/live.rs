@@ -1,0 +1,412 @@
+//! `shadowtap run`: live capture (eBPF TC classifier, or libpcap) feeding the same
+//! pipeline as `replay`. Owns the engine choice, interface discovery while running,
+//! leaving out the agent's own traffic, `--record`, and shutdown on SIGINT/SIGTERM.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::capture::pcap_file::PcapngWriter;
+use crate::capture::pcap_live::{
+    iface_matches, list_interfaces, PcapCapture, PcapOptions, ANY_IFACE,
+};
+use crate::capture::{Frame, LinkType};
+use crate::dedup::SegmentDedup;
+use crate::metrics::Accounting;
+use crate::own_traffic::OwnConnections;
+use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::replay::{Replayer, TargetConfig};
+use crate::replay_files::{check_targets_resolve, dispatch, ReplayReport};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// eBPF where the kernel and privileges allow it, libpcap otherwise.
+    Auto,
+    Ebpf,
+    Pcap,
+}
+
+/// How a live run is set up.
+#[derive(Clone, Debug)]
+pub struct RunPlan {
+    pub engine: Engine,
+    /// Interface names, globs (`veth*`) or `any`.
+    pub ifaces: Vec<String>,
+    pub ports: Vec<u16>,
+    pub pipeline: PipelineConfig,
+    pub targets: Vec<TargetConfig>,
+    pub record: Option<PathBuf>,
+    pub drain_timeout: Duration,
+    pub ring_bytes: usize,
+    /// SO_MARK of the agent's own sockets; the classifier skips packets carrying it.
+    pub own_mark: u32,
+    pub pcap: PcapOptions,
+    /// Stop after this long (tests, bounded runs); None runs until a signal.
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("--engine ebpf: {0}")]
+    Ebpf(String),
+    #[error("--engine pcap: {0}")]
+    Pcap(#[from] crate::capture::pcap_live::PcapLiveError),
+    #[error("--record {path}: {source}")]
+    Record {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no interface matches {0:?} (see /sys/class/net)")]
+    NoInterface(Vec<String>),
+    #[error(transparent)]
+    Setup(#[from] crate::replay_files::ReplayFilesError),
+    #[error(transparent)]
+    Replayer(#[from] crate::replay::ReplayerError),
+}
+
+/// Set by SIGINT/SIGTERM.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn install_signal_handlers() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+/// Counters of what the segment gate left out.
+#[derive(Debug, Default)]
+struct GateCounts {
+    own: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+/// The live pipeline's gate: our own connections out, second sightings out.
+fn live_gate(own: Arc<OwnConnections>, counts: Arc<GateCounts>) -> crate::pipeline::SegmentGate {
+    let mut dedup = SegmentDedup::new(1 << 16);
+    Box::new(move |seg| {
+        if own.involves(seg.flow.src, seg.flow.dst) {
+            counts.own.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        if dedup.is_duplicate(seg) {
+            counts.duplicates.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    })
+}
+
+/// Frames from whichever engine runs. One value for the whole run, so its size does
+/// not matter.
+#[expect(clippy::large_enum_variant, reason = "one value per run")]
+enum Source {
+    #[cfg(feature = "ebpf")]
+    Ebpf(crate::capture::ebpf::EbpfCapture),
+    Pcap {
+        capture: PcapCapture,
+        /// With several patterns, `any` is opened and frames are kept by interface
+        /// index (SLL2 carries it); None keeps every frame.
+        keep_ifindex: Option<HashMap<u32, bool>>,
+        excluded_generation: u64,
+    },
+}
+
+fn matching_interfaces(patterns: &[String]) -> Vec<String> {
+    list_interfaces()
+        .into_iter()
+        .filter(|name| patterns.iter().any(|p| iface_matches(p, name)))
+        .collect()
+}
+
+fn ifindex_of(name: &str) -> Option<u32> {
+    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(feature = "ebpf")]
+fn open_ebpf(plan: &RunPlan) -> Result<Source, String> {
+    use crate::capture::ebpf::EbpfCapture;
+    let mut capture = EbpfCapture::load(&plan.ports, plan.own_mark, plan.ring_bytes)
+        .map_err(|e| e.to_string())?;
+    let names = matching_interfaces(&plan.ifaces);
+    for name in &names {
+        capture
+            .attach(name)
+            .map_err(|e| format!("attach to {name}: {e}"))?;
+    }
+    tracing::info!(interfaces = ?capture.attached(), tcx = capture.uses_tcx(), "eBPF classifier attached");
+    Ok(Source::Ebpf(capture))
+}
+
+#[cfg(not(feature = "ebpf"))]
+fn open_ebpf(_: &RunPlan) -> Result<Source, String> {
+    Err("this build has no eBPF engine (built without the `ebpf` feature)".into())
+}
+
+fn open_pcap(plan: &RunPlan) -> Result<Source, LiveError> {
+    let single = match plan.ifaces.as_slice() {
+        [one] if one == ANY_IFACE || !one.contains(['*', '?']) => Some(one.clone()),
+        _ => None,
+    };
+    let (iface, keep_ifindex) = match single {
+        Some(name) => (name, None),
+        None => (ANY_IFACE.to_string(), Some(HashMap::new())),
+    };
+    let capture = PcapCapture::open(&iface, &plan.ports, &plan.pcap)?;
+    tracing::info!(iface = %iface, link = ?capture.link_type(), "libpcap capture open");
+    Ok(Source::Pcap {
+        capture,
+        keep_ifindex,
+        excluded_generation: 0,
+    })
+}
+
+/// Writes captured frames to a pcapng, one interface block per link type.
+struct Recorder {
+    writer: PcapngWriter<BufWriter<File>>,
+    ifaces: HashMap<LinkType, u32>,
+    path: PathBuf,
+}
+
+impl Recorder {
+    fn create(path: &PathBuf) -> Result<Self, LiveError> {
+        let at = |source| LiveError::Record {
+            path: path.clone(),
+            source,
+        };
+        let file = File::create(path).map_err(at)?;
+        Ok(Self {
+            writer: PcapngWriter::new(BufWriter::new(file)).map_err(at)?,
+            ifaces: HashMap::new(),
+            path: path.clone(),
+        })
+    }
+
+    fn write(&mut self, frame: &Frame<'_>) {
+        let id = match self.ifaces.get(&frame.link) {
+            Some(id) => *id,
+            None => match self.writer.add_interface(frame.link, 262_144, None) {
+                Ok(id) => {
+                    self.ifaces.insert(frame.link, id);
+                    id
+                }
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "recording failed");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = self
+            .writer
+            .write_frame(id, frame.ts_nanos, frame.data, frame.orig_len)
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "recording failed");
+        }
+    }
+
+    fn finish(mut self) {
+        if let Err(e) = self.writer.flush() {
+            tracing::warn!(path = %self.path.display(), error = %e, "recording failed");
+        }
+    }
+}
+
+/// Interfaces are looked for again this often (pods come and go).
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+/// How long one wait for a frame lasts before checking for a stop.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Runs until SIGINT/SIGTERM (or `plan.duration`), then drains and reports.
+pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
+    let own = Arc::new(OwnConnections::default());
+    let mut targets = plan.targets.clone();
+    for t in &mut targets {
+        t.socket_mark = plan.own_mark;
+        t.own = Some(Arc::clone(&own));
+    }
+    check_targets_resolve(&targets)?;
+    if matching_interfaces(&plan.ifaces).is_empty() && !plan.ifaces.iter().any(|i| i == ANY_IFACE) {
+        return Err(LiveError::NoInterface(plan.ifaces.clone()));
+    }
+    let mut source = match plan.engine {
+        Engine::Ebpf => open_ebpf(plan).map_err(LiveError::Ebpf)?,
+        Engine::Pcap => open_pcap(plan)?,
+        Engine::Auto => match open_ebpf(plan) {
+            Ok(source) => source,
+            Err(why) => {
+                tracing::warn!(reason = %why, "eBPF engine unavailable; falling back to libpcap");
+                open_pcap(plan)?
+            }
+        },
+    };
+    let mut recorder = plan.record.as_ref().map(Recorder::create).transpose()?;
+    let names = targets.iter().map(|t| t.url.to_string()).collect();
+    let accounting = Arc::new(Accounting::new(names));
+    let replayer = Replayer::new(targets, Arc::clone(&accounting))?;
+    let gate_counts = Arc::new(GateCounts::default());
+    let mut pipeline = Pipeline::new(plan.pipeline.clone());
+    pipeline.set_gate(live_gate(Arc::clone(&own), Arc::clone(&gate_counts)));
+
+    STOP.store(false, Ordering::SeqCst);
+    install_signal_handlers();
+    let started = Instant::now();
+    let mut report = ReplayReport {
+        accounting: Arc::clone(&accounting),
+        not_http_streams: 0,
+        frames: 0,
+        undecodable: 0,
+        elapsed: Duration::ZERO,
+    };
+    let mut last_scan = Instant::now();
+    let mut feed = |frame: &Frame<'_>, pipeline: &mut Pipeline, report: &mut ReplayReport| {
+        if let Some(r) = recorder.as_mut() {
+            r.write(frame);
+        }
+        if let Ok(events) = pipeline.push_frame(frame) {
+            for ev in events {
+                if dispatch(ev, &accounting, &replayer) {
+                    report.not_http_streams += 1;
+                }
+            }
+        }
+    };
+    while !STOP.load(Ordering::SeqCst) && plan.duration.is_none_or(|d| started.elapsed() < d) {
+        let rescan = last_scan.elapsed() >= RESCAN_EVERY;
+        if rescan {
+            last_scan = Instant::now();
+        }
+        match &mut source {
+            #[cfg(feature = "ebpf")]
+            Source::Ebpf(capture) => {
+                if rescan {
+                    follow_interfaces(capture, &plan.ifaces);
+                }
+                match capture.next_frame(POLL) {
+                    Ok(Some(owned)) => feed(&owned.as_frame(), &mut pipeline, &mut report),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "ring buffer read failed"),
+                }
+            }
+            Source::Pcap {
+                capture,
+                keep_ifindex,
+                excluded_generation,
+            } => {
+                if own.generation() != *excluded_generation {
+                    *excluded_generation = own.generation();
+                    if let Err(e) = capture.set_excluded(&own.snapshot()) {
+                        tracing::warn!(error = %e, "could not update the capture filter");
+                    }
+                }
+                if rescan {
+                    if let Some(map) = keep_ifindex.as_mut() {
+                        map.clear();
+                    }
+                }
+                match capture.next_frame() {
+                    Ok(Some(frame)) => {
+                        if keep_frame(&frame, keep_ifindex.as_mut(), &plan.ifaces) {
+                            feed(&frame, &mut pipeline, &mut report);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "capture read failed");
+                        std::thread::sleep(POLL);
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!("stopping: capture detached, draining copies in flight");
+    capture_summary(&mut source, &gate_counts);
+    drop(source);
+    for ev in pipeline.flush() {
+        if dispatch(ev, &accounting, &replayer) {
+            report.not_http_streams += 1;
+        }
+    }
+    if let Some(r) = recorder.take() {
+        r.finish();
+    }
+    replayer.shutdown(plan.drain_timeout);
+    report.frames = pipeline.stats().frames;
+    report.undecodable = pipeline.stats().decode_errors;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Attaches to interfaces that appeared and lets go of those that vanished.
+#[cfg(feature = "ebpf")]
+fn follow_interfaces(capture: &mut crate::capture::ebpf::EbpfCapture, patterns: &[String]) {
+    let want = matching_interfaces(patterns);
+    let have = capture.attached();
+    for name in want.iter().filter(|n| !have.contains(n)) {
+        match capture.attach(name) {
+            Ok(()) => tracing::info!(iface = %name, "attached to new interface"),
+            Err(e) => tracing::debug!(iface = %name, error = %e, "could not attach"),
+        }
+    }
+    for name in have.iter().filter(|n| !want.contains(n)) {
+        // The interface is gone; its links went with it. Forget it.
+        let _ = capture.detach(name);
+        tracing::info!(iface = %name, "interface gone");
+    }
+}
+
+/// With glob patterns on `any`: keep a frame when its interface (SLL2 ifindex) matches.
+fn keep_frame(
+    frame: &Frame<'_>,
+    keep: Option<&mut HashMap<u32, bool>>,
+    patterns: &[String],
+) -> bool {
+    let Some(keep) = keep else {
+        return true;
+    };
+    if frame.link != LinkType::LinuxSll2 || frame.data.len() < 8 {
+        return true;
+    }
+    let ifindex = u32::from_be_bytes([frame.data[4], frame.data[5], frame.data[6], frame.data[7]]);
+    *keep.entry(ifindex).or_insert_with(|| {
+        list_interfaces()
+            .into_iter()
+            .find(|n| ifindex_of(n) == Some(ifindex))
+            .is_some_and(|name| patterns.iter().any(|p| iface_matches(p, &name)))
+    })
+}
+
+fn capture_summary(source: &mut Source, gate: &GateCounts) {
+    let own = gate.own.load(Ordering::Relaxed);
+    let dups = gate.duplicates.load(Ordering::Relaxed);
+    match source {
+        #[cfg(feature = "ebpf")]
+        Source::Ebpf(capture) => match capture.stats() {
+            Ok(s) => eprintln!(
+                "capture (ebpf): {} packets matched, {} ring-buffer drops, {} own packets skipped in kernel, {} own segments and {} second sightings left out",
+                s.matched, s.ring_drops, s.own_mark_skipped, own, dups
+            ),
+            Err(e) => eprintln!("capture (ebpf): stats unavailable: {e}"),
+        },
+        Source::Pcap { capture, .. } => match capture.stats() {
+            Ok(s) => eprintln!(
+                "capture (pcap): {} frames, {} kernel drops, {} interface drops, {} own segments and {} second sightings left out",
+                s.frames, s.dropped, s.if_dropped, own, dups
+            ),
+            Err(e) => eprintln!("capture (pcap): stats unavailable: {e}"),
+        },
+    }
+}
