@@ -278,7 +278,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         }
         if let Ok(events) = pipeline.push_frame(frame) {
             for ev in events {
-                if dispatch(ev, &accounting, &replayer) {
+                if dispatch(ev, &accounting, &replayer, false) {
                     report.not_http_streams += 1;
                 }
             }
@@ -336,7 +336,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     capture_summary(&mut source, &gate_counts);
     drop(source);
     for ev in pipeline.flush() {
-        if dispatch(ev, &accounting, &replayer) {
+        if dispatch(ev, &accounting, &replayer, false) {
             report.not_http_streams += 1;
         }
     }

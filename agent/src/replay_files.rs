@@ -156,7 +156,7 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
         total_bytes,
     );
     let handle = |ev: PipelineEvent, report: &mut ReplayReport| {
-        if dispatch(ev, &accounting, &replayer) {
+        if dispatch(ev, &accounting, &replayer, true) {
             report.not_http_streams += 1;
         }
     };
@@ -194,16 +194,27 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
 /// Hands one pipeline event on: a request to the replayer, a drop to the accounting.
 /// Returns true for a stream of another protocol (worth counting; the server's side of
 /// a connection is expected and is not).
-pub fn dispatch(ev: PipelineEvent, accounting: &Accounting, replayer: &Replayer) -> bool {
+/// `wait`: block on a full queue (files) rather than count `queue_full` (live).
+pub fn dispatch(
+    ev: PipelineEvent,
+    accounting: &Accounting,
+    replayer: &Replayer,
+    wait: bool,
+) -> bool {
     match ev {
         PipelineEvent::Request(seen) => {
             accounting.seen();
-            replayer.submit(CapturedRequest {
+            let captured = CapturedRequest {
                 conn: seen.conn,
                 client: seen.client,
                 server: seen.server,
                 request: seen.request,
-            });
+            };
+            if wait {
+                replayer.submit_waiting(captured);
+            } else {
+                replayer.submit(captured);
+            }
             false
         }
         PipelineEvent::Dropped { reason, .. } => {

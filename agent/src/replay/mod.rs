@@ -333,8 +333,18 @@ impl Replayer {
 
     /// Hands a request to every target. Never blocks; records the outcomes decided here
     /// (filtered, not sampled, rate limited, queue full) at once. Call `Accounting::seen`
-    /// first.
+    /// first. For live capture: the capture side must never wait for the network.
     pub fn submit(&self, captured: CapturedRequest) {
+        self.hand_off(captured, false);
+    }
+
+    /// Like `submit`, but waits for room in a full queue instead of dropping: for
+    /// replaying files, where nothing is live and every copy should go out.
+    pub fn submit_waiting(&self, captured: CapturedRequest) {
+        self.hand_off(captured, true);
+    }
+
+    fn hand_off(&self, captured: CapturedRequest, wait: bool) {
         let key = ConnectionKey {
             conn: captured.conn,
             client: captured.client,
@@ -364,7 +374,12 @@ impl Replayer {
             }
             // Counted before the send so that a task finishing at once finds its unit.
             t.pending.add();
-            if t.queue.try_send(captured.clone()).is_err() {
+            let sent = if wait {
+                t.queue.blocking_send(captured.clone()).is_ok()
+            } else {
+                t.queue.try_send(captured.clone()).is_ok()
+            };
+            if !sent {
                 // Nothing else can take this unit: submit and shutdown both need the
                 // replayer and tasks only settle what was queued.
                 t.pending.take_one();
