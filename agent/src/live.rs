@@ -239,7 +239,13 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         t.own = Some(Arc::clone(&own));
     }
     check_targets_resolve(&targets)?;
-    if matching_interfaces(&plan.ifaces).is_empty() && !plan.ifaces.iter().any(|i| i == ANY_IFACE) {
+    // A glob may match only interfaces created later (pods starting): the rescan picks
+    // them up, so only plain names that match nothing are a mistake.
+    let may_appear = plan
+        .ifaces
+        .iter()
+        .any(|i| i == ANY_IFACE || i.contains(['*', '?']));
+    if matching_interfaces(&plan.ifaces).is_empty() && !may_appear {
         return Err(LiveError::NoInterface(plan.ifaces.clone()));
     }
     let mut source = match plan.engine {
