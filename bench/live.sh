@@ -6,14 +6,17 @@
 # ratios to agent-off, completeness (requests replayed / requests wrk completed, 100% runs),
 # drops by reason and agent CPU-us per request.
 # Bounded: 5 wrk runs of SECONDS each (default 5) plus a few seconds of setup per run.
-# Usage: bench/live.sh [SECONDS] [CONNECTIONS]. Needs .ci/setup; run as root.
+# Usage: [SHADOWTAP_BIN=path] bench/live.sh [SECONDS] [CONNECTIONS]. Needs .ci/setup; root.
 # Addresses 10.78.1.0/24 exist only inside the namespaces this script creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
 conns=${2:-32}
-cargo build --release -q -p shadowtap
-bin=$PWD/target/release/shadowtap
+# SHADOWTAP_BIN skips the build (e.g. while cargo is busy with something else).
+if [ -z "${SHADOWTAP_BIN:-}" ]; then
+  cargo build --release -q -p shadowtap
+fi
+bin=${SHADOWTAP_BIN:-$PWD/target/release/shadowtap}
 
 ns_c=stb-$$-client
 ns_p=stb-$$-prod
