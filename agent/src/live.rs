@@ -118,7 +118,6 @@ enum Source {
         /// With several patterns, `any` is opened and frames are kept by interface
         /// index (SLL2 carries it); None keeps every frame.
         keep_ifindex: Option<HashMap<u32, bool>>,
-        excluded_generation: u64,
     },
 }
 
@@ -171,7 +170,6 @@ fn open_pcap(plan: &RunPlan) -> Result<Source, LiveError> {
     Ok(Source::Pcap {
         capture,
         keep_ifindex,
-        excluded_generation: 0,
     })
 }
 
@@ -310,14 +308,11 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
             Source::Pcap {
                 capture,
                 keep_ifindex,
-                excluded_generation,
             } => {
-                if own.generation() != *excluded_generation {
-                    *excluded_generation = own.generation();
-                    if let Err(e) = capture.set_excluded(&own.snapshot()) {
-                        tracing::warn!(error = %e, "could not update the capture filter");
-                    }
-                }
+                // Own connections are not written into the kernel filter as they come and
+                // go: libpcap swaps a filter by installing reject-all first, and segments
+                // of watched connections arriving in that window were lost (a gap that
+                // held back every later request of the connection). The gate drops them.
                 if rescan {
                     if let Some(map) = keep_ifindex.as_mut() {
                         map.clear();
