@@ -118,7 +118,6 @@ enum Source {
         /// With several patterns, `any` is opened and frames are kept by interface
         /// index (SLL2 carries it); None keeps every frame.
         keep_ifindex: Option<HashMap<u32, bool>>,
-        excluded_generation: u64,
     },
 }
 
@@ -171,7 +170,6 @@ fn open_pcap(plan: &RunPlan) -> Result<Source, LiveError> {
     Ok(Source::Pcap {
         capture,
         keep_ifindex,
-        excluded_generation: 0,
     })
 }
 
@@ -239,7 +237,13 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         t.own = Some(Arc::clone(&own));
     }
     check_targets_resolve(&targets)?;
-    if matching_interfaces(&plan.ifaces).is_empty() && !plan.ifaces.iter().any(|i| i == ANY_IFACE) {
+    // A glob may match only interfaces created later (pods starting): the rescan picks
+    // them up, so only plain names that match nothing are a mistake.
+    let may_appear = plan
+        .ifaces
+        .iter()
+        .any(|i| i == ANY_IFACE || i.contains(['*', '?']));
+    if matching_interfaces(&plan.ifaces).is_empty() && !may_appear {
         return Err(LiveError::NoInterface(plan.ifaces.clone()));
     }
     let mut source = match plan.engine {
@@ -304,14 +308,11 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
             Source::Pcap {
                 capture,
                 keep_ifindex,
-                excluded_generation,
             } => {
-                if own.generation() != *excluded_generation {
-                    *excluded_generation = own.generation();
-                    if let Err(e) = capture.set_excluded(&own.snapshot()) {
-                        tracing::warn!(error = %e, "could not update the capture filter");
-                    }
-                }
+                // Own connections are not written into the kernel filter as they come and
+                // go: libpcap swaps a filter by installing reject-all first, and segments
+                // of watched connections arriving in that window were lost (a gap that
+                // held back every later request of the connection). The gate drops them.
                 if rescan {
                     if let Some(map) = keep_ifindex.as_mut() {
                         map.clear();
