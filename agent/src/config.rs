@@ -346,7 +346,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 8 << 20, env = "SHADOWTAP_RING_BYTES")]
     pub ring_bytes: usize,
     /// libpcap kernel buffer size in bytes.
-    #[arg(long, default_value_t = 16 << 20, env = "SHADOWTAP_PCAP_BUFFER")]
+    #[arg(long, default_value_t = 32 << 20, env = "SHADOWTAP_PCAP_BUFFER")]
     pub pcap_buffer: i32,
     /// SO_MARK on the agent's own sockets, skipped by the classifier.
     #[arg(long, default_value_t = 0x5348_4144, env = "SHADOWTAP_OWN_MARK")]

@@ -35,9 +35,13 @@ impl Default for PcapOptions {
     fn default() -> Self {
         Self {
             snaplen: 262_144,
-            buffer_bytes: 16 * 1024 * 1024,
-            immediate: true,
-            timeout_ms: 100,
+            // Not immediate: libpcap then uses TPACKET_V3, whose ring holds packets at
+            // their own size; in immediate mode it falls back to TPACKET_V2, whose slots
+            // are snaplen-sized, so 16 MiB held only 64 packets and dropped under load.
+            // The 10 ms block timeout bounds the delay instead.
+            buffer_bytes: 32 * 1024 * 1024,
+            immediate: false,
+            timeout_ms: 10,
         }
     }
 }
