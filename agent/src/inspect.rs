@@ -83,46 +83,50 @@ impl<'a> RequestLine<'a> {
 /// than the rest of the pipeline on small requests.
 #[derive(Default)]
 struct LineBuffers {
-    client: String,
-    server: String,
+    client: AddrText,
+    server: AddrText,
     line: Vec<u8>,
+}
+
+/// The text of the last address formatted: the server of consecutive requests is mostly
+/// the same one.
+#[derive(Default)]
+struct AddrText {
+    addr: Option<SocketAddr>,
+    text: String,
+}
+
+impl AddrText {
+    fn get(&mut self, addr: SocketAddr) -> &str {
+        if self.addr != Some(addr) {
+            self.text.clear();
+            push_socket_addr(&mut self.text, addr);
+            self.addr = Some(addr);
+        }
+        &self.text
+    }
 }
 
 /// Appends `addr` as `Display` writes it. IPv4 skips `fmt`, whose padding support makes
 /// `Ipv4Addr`'s `Display` slow; IPv6 is rare enough to go through it.
 fn push_socket_addr(out: &mut String, addr: SocketAddr) {
+    let mut digits = itoa::Buffer::new();
     match addr {
         SocketAddr::V4(v4) => {
             for (i, octet) in v4.ip().octets().into_iter().enumerate() {
                 if i > 0 {
                     out.push('.');
                 }
-                push_decimal(out, u32::from(octet));
+                out.push_str(digits.format(octet));
             }
             out.push(':');
-            push_decimal(out, u32::from(v4.port()));
+            out.push_str(digits.format(v4.port()));
         }
         SocketAddr::V6(v6) => {
             use std::fmt::Write as _;
             // Writing to a String cannot fail.
             let _ = write!(out, "{v6}");
         }
-    }
-}
-
-fn push_decimal(out: &mut String, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
-        out.push(char::from(d));
     }
 }
 
@@ -194,11 +198,9 @@ fn emit(
         PipelineEvent::Request(seen) => {
             summary.requests_seen += 1;
             summary.complete += 1;
-            bufs.client.clear();
-            push_socket_addr(&mut bufs.client, seen.client);
-            bufs.server.clear();
-            push_socket_addr(&mut bufs.server, seen.server);
-            let line = RequestLine::new(seen, &bufs.client, &bufs.server);
+            let client = bufs.client.get(seen.client);
+            let server = bufs.server.get(seen.server);
+            let line = RequestLine::new(seen, client, server);
             match format {
                 InspectFormat::Jsonl => {
                     bufs.line.clear();
