@@ -2,19 +2,26 @@
 # Benchmark of the offline pipeline (issue 2): records real traffic (wrk -> nginx on
 # loopback, tcpdump writing the file), then times on that same file, in one run:
 #   shadowtap inspect, tshark -Y http.request, tcpdump -r (bare read).
-# Prints requests/s, MB/s, peak RSS and the ratios. Bounded: one 10 s recording.
-# Usage: bench/inspect.sh [SECONDS] (default 10). Needs .ci/setup; run as root.
+# Prints requests/s, MB/s, peak RSS and the ratios. Bounded: one recording of SECONDS.
+# Usage: bench/inspect.sh [SECONDS] (default 10): record, then time.
+#        bench/inspect.sh CAPTURE.pcap: time on an earlier recording (before/after
+#        comparisons on the same bytes; the port is still 18080).
+# Needs .ci/setup; run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-10}
 out=bench-out
 mkdir -p "$out"
 port=18080
 cargo build --release -q -p shadowtap
 bin=target/release/shadowtap
 
-conf=$(mktemp -d)
-cat >"$conf/nginx.conf" <<NGX
+if [ -f "${1:-}" ]; then
+  cap=$1
+  served=0
+else
+  secs=${1:-10}
+  conf=$(mktemp -d)
+  cat >"$conf/nginx.conf" <<NGX
 worker_processes 1;
 pid $conf/nginx.pid;
 error_log $conf/error.log;
@@ -27,46 +34,55 @@ http {
   }
 }
 NGX
-nginx -c "$conf/nginx.conf"
-trap 'nginx -c "$conf/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$conf"' EXIT
+  nginx -c "$conf/nginx.conf"
+  trap 'nginx -c "$conf/nginx.conf" -s stop 2>/dev/null || true; rm -rf "$conf"' EXIT
 
-cap="$out/wrk-nginx.pcap"
-tcpdump -q -i lo -s 0 -B 262144 -w "$cap" "tcp port $port" 2>"$out/tcpdump.log" &
-tpid=$!
-sleep 1
-wrk -t2 -c32 -d"${secs}s" "http://127.0.0.1:$port/bench?x=1" >"$out/wrk.txt"
-sleep 1
-kill -INT $tpid; wait $tpid || true
-grep -E "captured|dropped" "$out/tcpdump.log" || true
-served=$(awk '/requests in/ {print $1}' "$out/wrk.txt")
+  cap="$out/wrk-nginx.pcap"
+  tcpdump -q -i lo -s 0 -B 262144 -w "$cap" "tcp port $port" 2>"$out/tcpdump.log" &
+  tpid=$!
+  sleep 1
+  wrk -t2 -c32 -d"${secs}s" "http://127.0.0.1:$port/bench?x=1" >"$out/wrk.txt"
+  sleep 1
+  kill -INT $tpid
+  wait $tpid || true
+  grep -E "captured|dropped" "$out/tcpdump.log" || true
+  served=$(awk '/requests in/ {print $1}' "$out/wrk.txt")
+fi
 bytes=$(stat -c %s "$cap")
-half="$out/wrk-nginx-half.pcap"
+half="$out/half.pcap"
 total_pkts=$(capinfos -c -M "$cap" | awk '/Number of packets/ {print $NF}')
 editcap -r "$cap" "$half" "1-$((total_pkts / 2))" >/dev/null
 
-# measure NAME CMD...: wall seconds and peak RSS (KiB) of one run.
+# measure NAME CMD...: one run; "seconds peak-RSS-KiB" in $out/NAME.time. Fails if CMD fails.
 measure() {
-  local name=$1; shift
+  local name=$1
+  shift
   /usr/bin/time -f "%e %M" -o "$out/$name.time" "$@" >"$out/$name.stdout" 2>"$out/$name.stderr"
-  read -r secs_taken rss <"$out/$name.time"
-  echo "$name $secs_taken $rss"
 }
-read -r _ t_st rss_st < <(measure shadowtap "$bin" inspect --port "$port" "$cap")
-read -r _ t_st_half rss_st_half < <(measure shadowtap-half "$bin" inspect --port "$port" "$half")
-read -r _ t_ts rss_ts < <(measure tshark tshark -r "$cap" -Y http.request -T fields -e http.request.uri)
-read -r _ t_td rss_td < <(measure tcpdump tcpdump -r "$cap" -w /dev/null)
+measure shadowtap "$bin" inspect --port "$port" "$cap"
+measure shadowtap-half "$bin" inspect --port "$port" "$half"
+# tshark only dissects HTTP on its well-known ports unless told; 18080 is not one.
+measure tshark tshark -n -r "$cap" -d "tcp.port==$port,http" -Y http.request \
+  -T fields -e http.request.uri
+measure tcpdump tcpdump -r "$cap" -w /dev/null
+read -r t_st rss_st <"$out/shadowtap.time"
+read -r t_st_half rss_st_half <"$out/shadowtap-half.time"
+read -r t_ts rss_ts <"$out/tshark.time"
+read -r t_td rss_td <"$out/tcpdump.time"
 found=$(wc -l <"$out/shadowtap.stdout")
 found_ts=$(wc -l <"$out/tshark.stdout")
 
-python3 - "$served" "$found" "$found_ts" "$bytes" "$t_st" "$rss_st" "$t_st_half" "$rss_st_half" "$t_ts" "$rss_ts" "$t_td" "$rss_td" <<'PY' | tee "$out/inspect.md"
+python3 - "$served" "$found" "$found_ts" "$bytes" "$total_pkts" "$t_st" "$rss_st" "$t_st_half" \
+  "$rss_st_half" "$t_ts" "$rss_ts" "$t_td" "$rss_td" <<'PY' | tee "$out/inspect.md"
 import sys
-served, found, found_ts, size = map(int, sys.argv[1:5])
-t_st, rss_st, t_half, rss_half, t_ts, rss_ts, t_td, rss_td = map(float, sys.argv[5:])
+served, found, found_ts, size, pkts = map(int, sys.argv[1:6])
+t_st, rss_st, t_half, rss_half, t_ts, rss_ts, t_td, rss_td = map(float, sys.argv[6:])
 mb = size / 1e6
 def row(name, t, rss, reqs):
     t = max(t, 0.01)
     return f"| {name} | {t:.2f} | {reqs / t:,.0f} | {mb / t:,.1f} | {rss / 1024:,.1f} |"
-print(f"capture: {size/1e6:.1f} MB, wrk served {served:,} requests; shadowtap found {found:,}, tshark found {found_ts:,}")
+wrk = f"wrk served {served:,} requests; " if served else ""
+print(f"capture: {mb:.1f} MB, {pkts:,} packets; {wrk}shadowtap found {found:,}, tshark found {found_ts:,}")
 print()
 print("| reader | seconds | requests/s | MB/s | peak RSS MiB |")
 print("|---|---:|---:|---:|---:|")

@@ -3,8 +3,9 @@
 //! turns their output into `PipelineEvent`s; what happens to a request next (print,
 //! sample, replay) is the caller's business.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+
+use foldhash::HashMap;
 
 use crate::capture::Frame;
 use crate::decode::{DecodeError, Decoder, DecoderLimits, Segment};

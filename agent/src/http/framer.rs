@@ -55,6 +55,8 @@
 //!   `finish`), never per push, so the events do not depend on how bytes were split.
 //!   Bytes lost in gaps are not counted.
 
+use std::mem::MaybeUninit;
+
 use super::chunked::{framing_of, parse_chunk_size, trim_ows, Framing, MAX_CHUNK_LINE};
 use super::sync::{
     classify, is_broken_request_line, line_check, method_hint, Classified, LineCheck,
@@ -153,6 +155,9 @@ pub enum FramerEvent {
         bytes: u64,
     },
 }
+
+/// Header slots `head` keeps on the stack; a larger `max_headers` takes them from the heap.
+const STACK_HEADERS: usize = 128;
 
 /// Bytes the oversized-head scanner may hold: one line prefix and the framing values.
 const SCANNER_LINE: usize = 256;
@@ -649,9 +654,18 @@ impl RequestFramer {
             };
             return (state, false);
         };
-        let mut slots = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
-        let mut parsed = httparse::Request::new(&mut slots);
-        let result = parsed.parse(&window[..head_len]);
+        // Uninitialised slots on the stack: filling `max_headers` empty headers on the
+        // heap for every request cost more than parsing a typical head.
+        let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
+        let mut heap = Vec::new();
+        let slots = if self.limits.max_headers <= STACK_HEADERS {
+            &mut stack[..self.limits.max_headers]
+        } else {
+            heap.resize_with(self.limits.max_headers, MaybeUninit::uninit);
+            &mut heap[..]
+        };
+        let mut parsed = httparse::Request::new(&mut []);
+        let result = parsed.parse_with_uninit_headers(&window[..head_len], slots);
         match result {
             Ok(httparse::Status::Complete(n)) => {
                 let req = HttpRequest {

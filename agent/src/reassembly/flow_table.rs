@@ -1,8 +1,12 @@
 //! The table of live connections: lookup by unordered 4-tuple, connection ids, the port
 //! filter, SYN/FIN/RST lifecycle, LRU eviction at `max_flows` and idle expiry.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+
+// foldhash: per-packet lookups; its seeds are random per table, so crafted 4-tuples
+// cannot be aimed at one bucket ahead of time.
+use foldhash::HashMap;
 
 use super::stream::{Ctx, Direction, SynOutcome};
 use super::{ReassemblyConfig, ReassemblyStats, StreamEnd, StreamKey, StreamSink};
@@ -75,11 +79,11 @@ impl FlowTable {
     pub fn new(config: ReassemblyConfig) -> Self {
         Self {
             config,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             lru: BTreeMap::new(),
             touches: 0,
             next_conn: 0,
-            closed: HashMap::new(),
+            closed: HashMap::default(),
             closed_order: VecDeque::new(),
             stats: ReassemblyStats::default(),
             buffered: 0,
