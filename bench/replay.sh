@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark of `shadowtap replay` (issue 3): records real traffic (wrk -> nginx on
 # loopback, tcpdump writing the file, at least 100k requests), then in one run:
-#   shadowtap replay --speed max of that capture into the same nginx (default queue, and
-#   a queue as long as the capture), and wrk against the same URL for about as long.
+#   shadowtap replay --speed max of that capture into the same nginx (replay waits for
+#   queue room, so nothing is dropped), and wrk against the same URL for about as long.
 # Prints requests/s delivered, CPU per request, requests lost (seen - replayed, must be
 # 0), peak RSS, and the ratio shadowtap/wrk (goal >= 50%). Bounded: one recording of
 # SECONDS (default 10), loopback only.
@@ -66,7 +66,6 @@ replay() {
 }
 
 read -r d_wall d_user d_sys d_rss d_seen d_replayed d_qfull < <(replay replay-default)
-read -r l_wall l_user l_sys l_rss l_seen l_replayed l_qfull < <(replay replay-longq --queue-len "$((recorded * 2))")
 cat "$out/replay-default.stdout"
 
 # wrk for about as long as the default replay took (at least 1 s).
@@ -76,7 +75,6 @@ wrk_rps=$(awk '/Requests\/sec/ {print $2}' "$out/replay-wrk.txt")
 
 python3 - "$recorded" "$wrk_secs" "$wrk_rps" \
   "$d_wall" "$d_user" "$d_sys" "$d_rss" "$d_seen" "$d_replayed" "$d_qfull" \
-  "$l_wall" "$l_user" "$l_sys" "$l_rss" "$l_seen" "$l_replayed" "$l_qfull" \
   <<'PY' | tee "$out/replay.md"
 import sys
 recorded, wrk_secs = int(sys.argv[1]), int(sys.argv[2])
@@ -85,18 +83,17 @@ def run(a):
     wall, user, sys_, rss = map(float, a[:4])
     seen, replayed, qfull = map(int, a[4:7])
     return dict(wall=max(wall, 0.01), cpu=user + sys_, rss=rss, seen=seen, replayed=replayed, qfull=qfull)
-d, l = run(sys.argv[4:11]), run(sys.argv[11:18])
+d = run(sys.argv[4:11])
 print(f"capture: wrk -> nginx recorded {recorded:,} requests")
 print()
 print("| run | wall s | requests seen | replayed | lost | queue_full | requests/s delivered | CPU us/request | peak RSS MiB |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-for name, r in (("shadowtap replay --speed max", d), ("shadowtap replay --speed max --queue-len 2x", l)):
+for name, r in (("shadowtap replay --speed max", d),):
     rps = r["replayed"] / r["wall"]
     cpu = r["cpu"] * 1e6 / max(r["replayed"], 1)
     print(f"| {name} | {r['wall']:.2f} | {r['seen']:,} | {r['replayed']:,} | {r['seen'] - r['replayed']:,} | {r['qfull']:,} | {rps:,.0f} | {cpu:.1f} | {r['rss'] / 1024:.1f} |")
 print(f"| wrk -t2 -c32 -d{wrk_secs}s | {wrk_secs} | - | - | - | - | {wrk_rps:,.0f} | - | - |")
 print()
-for name, r in (("default queue", d), ("queue 2x capture", l)):
-    lost = r["seen"] - r["replayed"]
-    print(f"shadowtap/wrk ({name}): {r['replayed'] / r['wall'] / wrk_rps:.0%} (goal >= 50%); lost {lost:,} (goal 0)")
+lost = d["seen"] - d["replayed"]
+print(f"shadowtap/wrk: {d['replayed'] / d['wall'] / wrk_rps:.0%} (goal >= 50%); lost {lost:,} (goal 0)")
 PY
