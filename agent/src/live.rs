@@ -16,11 +16,10 @@ use crate::capture::pcap_live::{
 };
 use crate::capture::{Frame, LinkType};
 use crate::dedup::SegmentDedup;
-use crate::metrics::Accounting;
 use crate::own_traffic::OwnConnections;
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::replay::{Replayer, TargetConfig};
-use crate::replay_files::{check_targets_resolve, dispatch, ReplayReport};
+use crate::replay::TargetConfig;
+use crate::replay_files::{check_targets_resolve, dispatch, start_replayer, ReplayReport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
@@ -258,9 +257,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         },
     };
     let mut recorder = plan.record.as_ref().map(Recorder::create).transpose()?;
-    let names = targets.iter().map(|t| t.url.to_string()).collect();
-    let accounting = Arc::new(Accounting::new(names));
-    let replayer = Replayer::new(targets, Arc::clone(&accounting))?;
+    let (accounting, replayer) = start_replayer(targets)?;
     let gate_counts = Arc::new(GateCounts::default());
     let mut pipeline = Pipeline::new(plan.pipeline.clone());
     pipeline.set_gate(live_gate(Arc::clone(&own), Arc::clone(&gate_counts)));
@@ -268,13 +265,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     STOP.store(false, Ordering::SeqCst);
     install_signal_handlers();
     let started = Instant::now();
-    let mut report = ReplayReport {
-        accounting: Arc::clone(&accounting),
-        not_http_streams: 0,
-        frames: 0,
-        undecodable: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut report = ReplayReport::new(Arc::clone(&accounting));
     let mut last_scan = Instant::now();
     let mut feed = |frame: &Frame<'_>, pipeline: &mut Pipeline, report: &mut ReplayReport| {
         if let Some(r) = recorder.as_mut() {

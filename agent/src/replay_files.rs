@@ -138,17 +138,9 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
         source.open()?;
     }
     check_targets_resolve(&plan.targets)?;
-    let names = plan.targets.iter().map(|t| t.url.to_string()).collect();
-    let accounting = Arc::new(Accounting::new(names));
-    let replayer = Replayer::new(plan.targets.clone(), Arc::clone(&accounting))?;
+    let (accounting, replayer) = start_replayer(plan.targets.clone())?;
     let started = Instant::now();
-    let mut report = ReplayReport {
-        accounting: Arc::clone(&accounting),
-        not_http_streams: 0,
-        frames: 0,
-        undecodable: 0,
-        elapsed: Duration::ZERO,
-    };
+    let mut report = ReplayReport::new(Arc::clone(&accounting));
     let total_bytes: u64 =
         plan.sources.iter().map(CaptureSource::size).sum::<u64>() * u64::from(plan.loops);
     let mut progress = Progress::new(
@@ -189,6 +181,16 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
     replayer.shutdown(plan.drain_timeout);
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// The accounting (one entry per target, in order) and the replayer that records into it.
+pub fn start_replayer(
+    targets: Vec<TargetConfig>,
+) -> Result<(Arc<Accounting>, Replayer), ReplayerError> {
+    let names = targets.iter().map(|t| t.url.to_string()).collect();
+    let accounting = Arc::new(Accounting::new(names));
+    let replayer = Replayer::new(targets, Arc::clone(&accounting))?;
+    Ok((accounting, replayer))
 }
 
 /// Hands one pipeline event on: a request to the replayer, a drop to the accounting.
@@ -303,6 +305,17 @@ impl Progress {
 }
 
 impl ReplayReport {
+    /// An empty report over `accounting`; the counts fill in as the run goes.
+    pub fn new(accounting: Arc<Accounting>) -> Self {
+        Self {
+            accounting,
+            not_http_streams: 0,
+            frames: 0,
+            undecodable: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
     /// The end-of-run table: outcomes per target, and whether they add up.
     pub fn summary(&self) -> String {
         let seen = self.accounting.requests_seen();
