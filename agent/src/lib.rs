@@ -11,6 +11,7 @@ pub mod demo;
 pub mod http;
 pub mod inspect;
 pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod own_traffic;
 pub mod pipeline;
@@ -21,7 +22,7 @@ pub mod sample;
 
 use std::process::ExitCode;
 
-use config::Command;
+use config::{Command, ConfigCommand, ShadowArgs};
 use replay_files::{CaptureSource, ReplayPlan};
 
 /// Runs one subcommand. Errors are the kind a person fixes (bad file, bad flag): the
@@ -41,7 +42,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let plan = ReplayPlan {
                 sources: args.files.into_iter().map(CaptureSource::File).collect(),
                 pipeline: args.limits.pipeline_config(&args.port),
-                targets: args.shadow.target_configs()?,
+                targets: shadow_targets(&args.shadow)?,
                 speed: args.speed,
                 loops: args.loops,
                 drain_timeout: args.drain_timeout,
@@ -52,27 +53,82 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
-            let args = *args;
-            let plan = live::RunPlan {
-                engine: args.engine,
-                ifaces: args.iface,
-                pipeline: args.limits.pipeline_config(&args.port),
-                ports: args.port,
-                targets: args.shadow.target_configs()?,
-                record: args.record,
-                drain_timeout: args.drain_timeout,
-                ring_bytes: args.ring_bytes,
-                own_mark: args.own_mark,
-                pcap: capture::pcap_live::PcapOptions {
-                    buffer_bytes: args.pcap_buffer,
-                    ..Default::default()
-                },
-                duration: args.duration,
-            };
+            let plan = run_plan(*args)?;
             let report = live::run(&plan)?;
             print!("{}", report.summary());
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => demo::run_demo(),
+        Command::Config(ConfigCommand::Check { file }) => {
+            println!("{}", check_config(&file)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", config::reference_markdown());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Everything `run` needs, built and checked, before anything is opened.
+fn run_plan(args: config::RunArgs) -> anyhow::Result<live::RunPlan> {
+    Ok(live::RunPlan {
+        engine: args.engine,
+        ifaces: args.iface,
+        pipeline: args.limits.pipeline_config(&args.port),
+        targets: shadow_targets(&args.shadow)?,
+        ports: args.port,
+        record: args.record,
+        drain_timeout: args.drain_timeout,
+        ring_bytes: args.ring_bytes,
+        own_mark: args.own_mark,
+        pcap: capture::pcap_live::PcapOptions {
+            buffer_bytes: args.pcap_buffer,
+            ..Default::default()
+        },
+        duration: args.duration,
+    })
+}
+
+/// The targets' configurations, with a warning (once per start) when credentials would
+/// travel in clear text to an `http://` target.
+fn shadow_targets(shadow: &ShadowArgs) -> anyhow::Result<Vec<replay::TargetConfig>> {
+    let targets = shadow.target_configs()?;
+    let clear = shadow.credentials_in_clear();
+    if !clear.is_empty() {
+        tracing::warn!(
+            headers = %clear.join(", "),
+            "these headers are forwarded unredacted to an http:// target; add \
+             --redact-header (or redact-header in the config file) for each"
+        );
+    }
+    Ok(targets)
+}
+
+/// `config check FILE`: the file read as `run` would read it (with the environment),
+/// and the whole run configuration built from it, without capturing or connecting.
+fn check_config(file: &std::path::Path) -> anyhow::Result<String> {
+    let argv = [
+        std::ffi::OsStr::new("shadowtap"),
+        std::ffi::OsStr::new("--config"),
+        file.as_os_str(),
+        std::ffi::OsStr::new("run"),
+    ];
+    let Command::Run(args) = config::load(argv)?.command else {
+        anyhow::bail!("{}: not read as `run` options", file.display());
+    };
+    let admin = args.admin_addr;
+    let plan = run_plan(*args)?;
+    let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
+    Ok(format!(
+        "{}: ok ({} target{}, ports {}, interfaces {}, engine {}, admin {})",
+        file.display(),
+        plan.targets.len(),
+        if plan.targets.len() == 1 { "" } else { "s" },
+        ports.join(","),
+        plan.ifaces.join(","),
+        clap::ValueEnum::to_possible_value(&plan.engine)
+            .map_or_else(String::new, |v| v.get_name().to_string()),
+        admin.map_or_else(|| "off".to_string(), |a| a.to_string()),
+    ))
 }

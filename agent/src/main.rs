@@ -1,49 +1,22 @@
 use std::process::ExitCode;
 
-use clap::error::ErrorKind;
-use clap::Parser;
-use shadowtap::config::{Cli, LogFormat};
+use shadowtap::config::{self, LoadError};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match config::load(std::env::args_os()) {
         Ok(cli) => cli,
-        Err(e)
-            if !e.use_stderr()
-                || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
-        {
-            e.exit()
-        }
-        // A bad flag is an error a person fixes like any other: one line, exit code 2.
-        Err(e) => {
-            eprintln!("shadowtap: {}", one_line(&e.render().to_string()));
-            return ExitCode::from(2);
-        }
+        Err(LoadError::Display(help)) => help.exit(),
+        Err(e) => return fail(e),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Json => logs.json().init(),
-        LogFormat::Text => logs.init(),
-    }
+    shadowtap::logging::init(cli.log_format);
     match shadowtap::run(cli.command) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("shadowtap: {e}");
-            ExitCode::from(2)
-        }
+        Err(e) => fail(e),
     }
 }
 
-/// clap's message without its usage and `--help` hint, on one line.
-fn one_line(message: &str) -> String {
-    let lines: Vec<&str> = message
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines.join(" ").trim_start_matches("error: ").to_string()
+/// An error a person fixes (bad option, file or value): one line, exit code 2.
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("shadowtap: {e}");
+    ExitCode::from(2)
 }

@@ -1,6 +1,16 @@
-//! Command line: every option also reads a `SHADOWTAP_*` environment variable.
+//! Options of every subcommand, defined once with clap: each one is a flag, a
+//! `SHADOWTAP_*` environment variable and a key of the `--config` TOML file (`file.rs`
+//! merges them), and its value parser is the only validation of its value. The
+//! reference table in the README is generated from these definitions (`reference.rs`).
 
-use std::path::PathBuf;
+mod file;
+mod reference;
+
+pub use file::{load, resolve, LoadError, Origin, Resolved};
+pub use reference::reference_markdown;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -20,7 +30,11 @@ use crate::sample::{Percent, SampleBy};
     about = "Shadow live HTTP/1.1 traffic to a test target, off the live path"
 )]
 pub struct Cli {
-    /// Log format.
+    /// TOML file of options: each key is a long flag name (`percent = 10`); flags and
+    /// SHADOWTAP_* variables override it.
+    #[arg(long, global = true, value_name = "FILE", env = "SHADOWTAP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format (level from RUST_LOG, default info).
     #[arg(
         long,
         global = true,
@@ -49,6 +63,22 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Replay the bundled capture into a local recording target and show what arrived.
     Demo,
+    /// Check a configuration file, or print the reference of every option.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a TOML file as `run` would read it (with SHADOWTAP_* variables), without
+    /// capturing or connecting: one line, exit code 0 when it is usable, 2 when not.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print the options of `run` and `replay` as a markdown table (flag, environment
+    /// variable, TOML key, default).
+    Reference,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +145,7 @@ pub struct ShadowArgs {
         value_name = "URL[@PERCENT]",
         required = true,
         value_delimiter = ',',
+        value_parser = check_target,
         env = "SHADOWTAP_TARGET"
     )]
     pub targets: Vec<String>,
@@ -130,28 +161,29 @@ pub struct ShadowArgs {
     #[arg(long, default_value = "-shadow", env = "SHADOWTAP_SHADOW_SUFFIX")]
     pub shadow_suffix: String,
     /// Only shadow these methods (repeatable); default all.
-    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_ALLOW_METHOD")]
+    #[arg(long, value_delimiter = ',', value_parser = check_method, env = "SHADOWTAP_ALLOW_METHOD")]
     pub allow_method: Vec<String>,
     /// Only shadow requests whose path and query match one of these regexes.
-    #[arg(long, env = "SHADOWTAP_ALLOW_PATH")]
+    #[arg(long, value_parser = check_regex, env = "SHADOWTAP_ALLOW_PATH")]
     pub allow_path: Vec<String>,
     /// Never shadow requests whose path and query match one of these regexes.
-    #[arg(long, env = "SHADOWTAP_DENY_PATH")]
+    #[arg(long, value_parser = check_regex, env = "SHADOWTAP_DENY_PATH")]
     pub deny_path: Vec<String>,
     /// Only shadow requests with a header matching `NAME:REGEX` (all must hold).
-    #[arg(long, env = "SHADOWTAP_ALLOW_HEADER")]
+    #[arg(long, value_name = "NAME:REGEX", value_parser = check_header_rule, env = "SHADOWTAP_ALLOW_HEADER")]
     pub allow_header: Vec<String>,
     /// Set a header on every copy, `NAME:VALUE` (replaces the client's).
-    #[arg(long, value_name = "NAME:VALUE", env = "SHADOWTAP_SET_HEADER")]
+    #[arg(long, value_name = "NAME:VALUE", value_parser = check_set_header, env = "SHADOWTAP_SET_HEADER")]
     pub set_header: Vec<String>,
     /// Remove a header from every copy.
     #[arg(long, value_delimiter = ',', env = "SHADOWTAP_REMOVE_HEADER")]
     pub remove_header: Vec<String>,
-    /// Replace a header's value before the copy leaves the node (e.g. Authorization).
+    /// Replace a header's value by `REDACTED` before the copy leaves the node (e.g.
+    /// Authorization, Cookie). Nothing is redacted unless listed here.
     #[arg(long, value_delimiter = ',', env = "SHADOWTAP_REDACT_HEADER")]
     pub redact_header: Vec<String>,
     /// Most copies per second per target; the rest count as `rate_limited`.
-    #[arg(long, env = "SHADOWTAP_MAX_RPS")]
+    #[arg(long, value_parser = check_max_rps, env = "SHADOWTAP_MAX_RPS")]
     pub max_rps: Option<f64>,
     /// Connect deadline (`2s`, `500ms`).
     #[arg(long, default_value = "2s", value_parser = parse_duration, env = "SHADOWTAP_CONNECT_TIMEOUT")]
@@ -166,7 +198,7 @@ pub struct ShadowArgs {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_QUEUE_LEN")]
     pub queue_len: u32,
     /// Extra CA certificates (PEM) for https targets.
-    #[arg(long, env = "SHADOWTAP_TARGET_CA")]
+    #[arg(long, value_name = "FILE", value_parser = check_readable_file, env = "SHADOWTAP_TARGET_CA")]
     pub target_ca: Option<PathBuf>,
     /// Do not verify https targets' certificates.
     #[arg(long, env = "SHADOWTAP_INSECURE")]
@@ -203,12 +235,7 @@ impl ShadowArgs {
         let set = self
             .set_header
             .iter()
-            .map(|s| match s.split_once(':') {
-                Some((n, v)) if !n.trim().is_empty() => {
-                    Ok((n.trim().to_string(), v.trim().as_bytes().to_vec()))
-                }
-                _ => Err(ConfigError::SetHeader(s.clone())),
-            })
+            .map(|s| split_set_header(s).ok_or_else(|| ConfigError::SetHeader(s.clone())))
             .collect::<Result<Vec<_>, _>>()?;
         let rules =
             HeaderRules::from_lists(set, self.remove_header.clone(), self.redact_header.clone());
@@ -244,7 +271,112 @@ impl ShadowArgs {
             })
             .collect()
     }
+
+    /// Credential headers that would reach an `http://` target with the client's value:
+    /// neither redacted, removed nor replaced by `--set-header`.
+    pub fn credentials_in_clear(&self) -> Vec<&'static str> {
+        let any_http = self.targets.iter().any(|t| t.starts_with("http://"));
+        if !any_http {
+            return Vec::new();
+        }
+        let named =
+            |list: &[String], h: &str| list.iter().any(|n| n.trim().eq_ignore_ascii_case(h));
+        let set: Vec<String> = self
+            .set_header
+            .iter()
+            .filter_map(|s| split_set_header(s).map(|(n, _)| n))
+            .collect();
+        CREDENTIAL_HEADERS
+            .into_iter()
+            .filter(|h| {
+                !named(&self.redact_header, h) && !named(&self.remove_header, h) && !named(&set, h)
+            })
+            .collect()
+    }
 }
+
+/// `--admin-addr`: a socket address, or `off` for no admin server.
+pub fn parse_admin_addr(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.trim().parse().map(Some).map_err(|_| {
+        format!("{text:?} is not IP:PORT (like 127.0.0.1:9477 or [::1]:9477) or `off`")
+    })
+}
+
+// The checks below run in clap's value parsers so that a bad value is reported the same
+// way wherever it came from (flag, environment or file), naming where it came from.
+// `target_configs` builds the real objects from the checked text.
+
+fn check_target(text: &str) -> Result<String, String> {
+    crate::replay::target::parse_target(text).map_err(|e| e.to_string())?;
+    Ok(text.to_string())
+}
+
+fn check_filter(
+    filter: Result<RequestFilter, crate::replay::filter::FilterError>,
+    text: &str,
+) -> Result<String, String> {
+    filter
+        .map(|_| text.to_string())
+        .map_err(|e| one_line(&e.to_string()))
+}
+
+fn check_method(text: &str) -> Result<String, String> {
+    check_filter(RequestFilter::new(&[text.to_string()], &[], &[], &[]), text)
+}
+
+fn check_regex(text: &str) -> Result<String, String> {
+    check_filter(RequestFilter::new(&[], &[text.to_string()], &[], &[]), text)
+}
+
+fn check_header_rule(text: &str) -> Result<String, String> {
+    check_filter(RequestFilter::new(&[], &[], &[], &[text.to_string()]), text)
+}
+
+fn check_set_header(text: &str) -> Result<String, String> {
+    split_set_header(text)
+        .map(|_| text.to_string())
+        .ok_or_else(|| format!("{text:?} is not NAME:VALUE"))
+}
+
+fn split_set_header(text: &str) -> Option<(String, Vec<u8>)> {
+    let (name, value) = text.split_once(':')?;
+    let name = name.trim();
+    let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic());
+    token.then(|| (name.to_string(), value.trim().as_bytes().to_vec()))
+}
+
+fn check_max_rps(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rps) if rps.is_finite() && rps > 0.0 => Ok(rps),
+        _ => Err(format!(
+            "{text:?} must be a positive number of copies per second"
+        )),
+    }
+}
+
+fn check_readable_file(text: &str) -> Result<PathBuf, String> {
+    let path = Path::new(text);
+    match std::fs::File::open(path) {
+        Ok(_) => Ok(path.to_path_buf()),
+        Err(e) => Err(format!("cannot read {text:?}: {e}")),
+    }
+}
+
+/// A message on one line (regex errors draw a caret under the pattern on a second one).
+pub fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Headers that carry credentials; sent in clear to an `http://` target unless redacted.
+const CREDENTIAL_HEADERS: [&str; 3] = ["Authorization", "Cookie", "Proxy-Authorization"];
 
 /// `250ms`, `2s`, `1.5s`, `3m`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -346,11 +478,22 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 8 << 20, env = "SHADOWTAP_RING_BYTES")]
     pub ring_bytes: usize,
     /// libpcap kernel buffer size in bytes.
-    #[arg(long, default_value_t = 32 << 20, env = "SHADOWTAP_PCAP_BUFFER")]
+    #[arg(long, default_value_t = 32 << 20, value_parser = clap::value_parser!(i32).range(1..), env = "SHADOWTAP_PCAP_BUFFER")]
     pub pcap_buffer: i32,
     /// SO_MARK on the agent's own sockets, skipped by the classifier.
     #[arg(long, default_value_t = 0x5348_4144, env = "SHADOWTAP_OWN_MARK")]
     pub own_mark: u32,
+    /// Admin HTTP server (/metrics, /healthz, /readyz): `IP:PORT`, or `off`.
+    // Fully qualified so that clap takes the whole `Option` from the value parser
+    // (`off` is `None`) instead of treating the option as optional.
+    #[arg(
+        long,
+        value_name = "ADDR|off",
+        default_value = "127.0.0.1:9477",
+        value_parser = parse_admin_addr,
+        env = "SHADOWTAP_ADMIN_ADDR"
+    )]
+    pub admin_addr: ::std::option::Option<SocketAddr>,
     #[command(flatten)]
     pub shadow: ShadowArgs,
     #[command(flatten)]

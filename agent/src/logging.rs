@@ -1,0 +1,147 @@
+//! Log output and the rate limit of warnings that could repeat per packet or request.
+//!
+//! Logs go to stderr as text or JSON lines (`--log-format`), level from `RUST_LOG`
+//! (default `info`). What is logged never includes request bodies or header values:
+//! requests are described by counts and outcomes only.
+//!
+//! A warning on a per-packet or per-request path goes through [`warn_limited!`] or
+//! [`error_limited!`]: each call site lets one event through per [`LOG_INTERVAL`] and
+//! adds `suppressed = N` (events dropped since the last one let through) to it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::config::LogFormat;
+
+/// How often one rate-limited call site may log.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Installs the global subscriber (once; later calls do nothing).
+pub fn init(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Err only when a subscriber is already set (tests): keep that one.
+    let _ = match format {
+        LogFormat::Json => logs.json().try_init(),
+        LogFormat::Text => logs.try_init(),
+    };
+}
+
+/// Lets one event through per interval; counts the others.
+#[derive(Debug)]
+pub struct RateLimit {
+    interval_nanos: u64,
+    /// Monotonic nanos from which the next event may pass.
+    next: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl RateLimit {
+    pub const fn new(interval: Duration) -> Self {
+        Self {
+            interval_nanos: interval.as_nanos() as u64,
+            next: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(suppressed since the last one)` when this event may be logged now.
+    pub fn check(&self) -> Option<u64> {
+        self.check_at(monotonic_nanos())
+    }
+
+    /// [`check`](Self::check) at a given time (monotonic nanos), for tests.
+    pub fn check_at(&self, now_nanos: u64) -> Option<u64> {
+        let next = self.next.load(Ordering::Relaxed);
+        let due = now_nanos >= next;
+        // One thread wins the slot when several hit the same call site at once.
+        if due
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    now_nanos.saturating_add(self.interval_nanos),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// Nanos since the first call in this process (never 0 after the first interval).
+pub fn monotonic_nanos() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `tracing::warn!` at most once per [`LOG_INTERVAL`] for this call site, with the
+/// number of suppressed events as the field `suppressed`.
+#[macro_export]
+macro_rules! warn_limited {
+    ($($arg:tt)+) => {{
+        static LIMIT: $crate::logging::RateLimit =
+            $crate::logging::RateLimit::new($crate::logging::LOG_INTERVAL);
+        if let Some(suppressed) = LIMIT.check() {
+            ::tracing::warn!(suppressed, $($arg)+);
+        }
+    }};
+}
+
+/// `tracing::error!` at most once per [`LOG_INTERVAL`] for this call site.
+#[macro_export]
+macro_rules! error_limited {
+    ($($arg:tt)+) => {{
+        static LIMIT: $crate::logging::RateLimit =
+            $crate::logging::RateLimit::new($crate::logging::LOG_INTERVAL);
+        if let Some(suppressed) = LIMIT.check() {
+            ::tracing::error!(suppressed, $($arg)+);
+        }
+    }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn one_event_per_interval_with_the_count_of_the_others() {
+        let limit = RateLimit::new(Duration::from_secs(10));
+        assert_eq!(limit.check_at(5 * SEC), Some(0));
+        for t in 6..15 {
+            assert_eq!(limit.check_at(t * SEC), None, "at {t}s");
+        }
+        assert_eq!(limit.check_at(15 * SEC), Some(9));
+        assert_eq!(limit.check_at(15 * SEC + 1), None);
+        assert_eq!(limit.check_at(40 * SEC), Some(1));
+    }
+
+    #[test]
+    fn threads_hammering_one_site_let_one_through_per_interval() {
+        let limit = std::sync::Arc::new(RateLimit::new(Duration::from_secs(10)));
+        let passed: u64 = (0..4)
+            .map(|_| {
+                let limit = limit.clone();
+                std::thread::spawn(move || {
+                    (0..10_000)
+                        .filter(|_| limit.check_at(SEC).is_some())
+                        .count() as u64
+                })
+            })
+            .map(|h| h.join().expect("thread"))
+            .sum();
+        assert_eq!(passed, 1);
+        assert_eq!(limit.check_at(11 * SEC), Some(39_999));
+    }
+}
