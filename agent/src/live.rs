@@ -202,7 +202,7 @@ impl Recorder {
                     id
                 }
                 Err(e) => {
-                    tracing::warn!(path = %self.path.display(), error = %e, "recording failed");
+                    crate::warn_limited!(path = %self.path.display(), error = %e, "recording failed");
                     return;
                 }
             },
@@ -211,7 +211,7 @@ impl Recorder {
             .writer
             .write_frame(id, frame.ts_nanos, frame.data, frame.orig_len)
         {
-            tracing::warn!(path = %self.path.display(), error = %e, "recording failed");
+            crate::warn_limited!(path = %self.path.display(), error = %e, "recording failed");
         }
     }
 
@@ -293,7 +293,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 match capture.next_frame(POLL) {
                     Ok(Some(owned)) => feed(&owned.as_frame(), &mut pipeline, &mut report),
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "ring buffer read failed"),
+                    Err(e) => crate::warn_limited!(error = %e, "ring buffer read failed"),
                 }
             }
             Source::Pcap {
@@ -317,7 +317,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "capture read failed");
+                        crate::warn_limited!(error = %e, "capture read failed");
                         std::thread::sleep(POLL);
                     }
                 }

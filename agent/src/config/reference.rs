@@ -51,7 +51,8 @@ pub fn reference_markdown() -> String {
                     .map_or_else(|| long.to_uppercase(), ToString::to_string);
                 format!("`--{long} {name}`")
             }
-        };
+        }
+        .replace('|', "\\|");
         let env = arg
             .get_env()
             .map_or_else(String::new, |e| format!("`{}`", e.to_string_lossy()));
@@ -71,7 +72,7 @@ pub fn reference_markdown() -> String {
         } else {
             defaults
                 .iter()
-                .map(|(s, d)| format!("{s}: {d}"))
+                .map(|(s, d)| format!("{s}: {}", if d.is_empty() { "none" } else { d }))
                 .collect::<Vec<_>>()
                 .join("; ")
         };
@@ -108,6 +109,9 @@ fn description(arg: &Arg) -> String {
         .or_else(|| arg.get_long_help())
         .map(|h| one_line(&h.to_string()))
         .unwrap_or_default();
+    if !text.is_empty() && !text.ends_with('.') {
+        text.push('.');
+    }
     let values: Vec<String> = arg
         .get_possible_values()
         .iter()
