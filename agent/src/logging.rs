@@ -8,6 +8,7 @@
 //! [`error_limited!`]: each call site lets one event through per [`LOG_INTERVAL`] and
 //! adds `suppressed = N` (events dropped since the last one let through) to it.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -21,8 +22,10 @@ pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal, not in a pod's log stream.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     // Err only when a subscriber is already set (tests): keep that one.
     let _ = match format {
@@ -125,6 +128,40 @@ mod tests {
         assert_eq!(limit.check_at(15 * SEC), Some(9));
         assert_eq!(limit.check_at(15 * SEC + 1), None);
         assert_eq!(limit.check_at(40 * SEC), Some(1));
+    }
+
+    /// Log lines written to a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_warning_in_a_loop_is_logged_once_per_interval() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            for packet in 0..1000 {
+                crate::warn_limited!(packet, "capture read failed");
+            }
+        });
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(lines[0].contains("WARN"), "{text}");
+        assert!(lines[0].contains("suppressed=0 packet=0"), "{text}");
     }
 
     #[test]
