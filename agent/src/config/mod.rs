@@ -76,8 +76,8 @@ pub enum ConfigCommand {
         /// The TOML file.
         file: PathBuf,
     },
-    /// Print the options of `run` and `replay` as a markdown table (flag, environment
-    /// variable, TOML key, default).
+    /// Print the options of `run`, `replay` and `inspect` as a markdown table (flag,
+    /// environment variable, TOML key, default).
     Reference,
 }
 
