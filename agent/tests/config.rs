@@ -298,7 +298,11 @@ fn every_bad_file_is_one_line_naming_file_and_key_with_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     // Unknown keys, with the closest valid one suggested.
-    assert_check_fails(d, "prcent = 5", "did you mean \"percent\"");
+    assert_check_fails(
+        d,
+        "prcent = 5",
+        "bad.toml:3: unknown key \"prcent\"; did you mean \"percent\"",
+    );
     assert_check_fails(d, "max-flow = 5", "did you mean \"max-flows\"");
     assert_check_fails(d, "config = \"other.toml\"", "\"config\"");
     // Wrong types.
@@ -315,7 +319,11 @@ fn every_bad_file_is_one_line_naming_file_and_key_with_exit_2() {
     assert_check_fails(d, "iface = [{ name = \"eth0\" }]", "key \"iface\"");
     assert_check_fails(d, "max-flows = true", "key \"max-flows\"");
     // Bad values, with what would be valid.
-    assert_check_fails(d, "percent = 150", "key \"percent\": invalid value \"150\"");
+    assert_check_fails(
+        d,
+        "percent = 150",
+        "bad.toml:3: key \"percent\": invalid value \"150\"",
+    );
     assert_check_fails(d, "engine = \"xdp\"", "valid values: auto, ebpf, pcap");
     assert_check_fails(d, "connect-timeout = \"soon\"", "key \"connect-timeout\"");
     assert_check_fails(d, "allow-path = [\"a(\"]", "key \"allow-path\"");

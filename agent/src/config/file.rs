@@ -141,12 +141,15 @@ where
     let mut from_file = BTreeMap::new();
     if let Some(path) = &config {
         let shown = path.display().to_string();
-        for (key, value) in read_table(path)? {
-            let (arg, applies) =
-                find_key(&relaxed, sub, &key).ok_or_else(|| unknown(&shown, &key))?;
-            let tokens = tokens_for(&arg, &shown, &key, &value)?;
+        let (text, table) = read_table(path)?;
+        for (key, value) in table {
+            // Errors about a key point at its line, as syntax errors do.
+            let at =
+                key_line(&text, &key).map_or_else(|| shown.clone(), |n| format!("{shown}:{n}"));
+            let (arg, applies) = find_key(&relaxed, sub, &key).ok_or_else(|| unknown(&at, &key))?;
+            let tokens = tokens_for(&arg, &at, &key, &value)?;
             for token in &tokens {
-                check_value(&arg, token, &shown, &key)?;
+                check_value(&arg, token, &at, &key)?;
             }
             if !applies {
                 continue;
@@ -195,19 +198,44 @@ fn relaxed_command() -> Command {
     cmd
 }
 
-fn read_table(path: &Path) -> Result<toml::Table, LoadError> {
+/// The file's text and its table.
+fn read_table(path: &Path) -> Result<(String, toml::Table), LoadError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: shown.clone(),
         source,
     })?;
-    text.parse::<toml::Table>().map_err(|e| LoadError::Syntax {
-        line: e.span().map_or(1, |s| {
-            text[..s.start.min(text.len())].matches('\n').count() + 1
+    match text.parse::<toml::Table>() {
+        Ok(table) => Ok((text, table)),
+        Err(e) => Err(LoadError::Syntax {
+            line: e.span().map_or(1, |s| line_of(&text, s.start)),
+            message: one_line(e.message()),
+            path: shown,
         }),
-        message: one_line(e.message()),
-        path: shown,
-    })
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line where a top-level key is set (bare or quoted); keys are flat, so the
+/// first line starting with it is the one.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let line = line.trim_start();
+            let rest = line
+                .strip_prefix(&format!("\"{key}\""))
+                .or_else(|| line.strip_prefix(&format!("'{key}'")))
+                .or_else(|| line.strip_prefix(key));
+            rest.is_some_and(|r| r.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// The option a key names, and whether it applies to `sub`. A key of another
@@ -537,6 +565,16 @@ mod tests {
         assert_eq!(edit_distance("max-flow", "max-flows"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn key_lines_are_found_bare_or_quoted_but_not_as_prefixes() {
+        let text = "# c\nmax-flows-x = 1\nmax-flows = 2\n \"percent\" = 3\n";
+        assert_eq!(key_line(text, "max-flows"), Some(3));
+        assert_eq!(key_line(text, "percent"), Some(4));
+        assert_eq!(key_line(text, "port"), None);
+        assert_eq!(line_of("a\nb\nc", 4), 3);
+        assert_eq!(line_of("é\nb", 1), 1);
     }
 
     #[test]
