@@ -242,6 +242,40 @@ fn flags_beat_env_beat_file_beat_defaults() {
 }
 
 #[test]
+fn one_file_serves_run_replay_and_inspect() {
+    let _env = env_lock();
+    clear_shadowtap_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "shared.toml",
+        "target = \"http://127.0.0.1:1\"\nport = [80]\nengine = \"pcap\"\nspeed = \"max\"\n\
+         max-flows = 500\nformat = \"table\"\n",
+    );
+    let file = file.to_str().expect("utf8 path");
+    let r = resolve(&["--config", file, "inspect", "a.pcap"]).expect("inspect");
+    let Sub::Inspect(a) = &r.cli.command else {
+        panic!("not inspect");
+    };
+    assert_eq!((a.limits.max_flows, a.port.as_slice()), (500, &[80u16][..]));
+    // `target`, `engine` and `speed` are not inspect options: checked, not applied.
+    assert_eq!(r.origin("target"), None);
+    let r = resolve(&["--config", file, "replay", "a.pcap"]).expect("replay");
+    let Sub::Replay(a) = &r.cli.command else {
+        panic!("not replay");
+    };
+    assert_eq!(a.speed, config::Speed::Max);
+    assert_eq!(a.limits.max_flows, 500);
+    let r = resolve(&["--config", file, "run"]).expect("run");
+    assert_eq!(run_args(&r).engine, shadowtap::live::Engine::Pcap);
+    // A value that is wrong for the other subcommand is still an error.
+    let bad = write(dir.path(), "bad.toml", "speed = \"fast\"\n");
+    let err = resolve(&["--config", bad.to_str().expect("utf8"), "inspect", "a.pcap"])
+        .expect_err("bad speed");
+    assert!(err.to_string().contains("key \"speed\""), "{err}");
+}
+
+#[test]
 fn admin_addr_defaults_to_localhost_and_off_disables_it() {
     let _env = env_lock();
     clear_shadowtap_env();
@@ -442,6 +476,22 @@ fn config_check_reports_ok_on_one_line_and_warns_about_clear_credentials() {
         !text(&out.stderr).contains("unredacted"),
         "{}",
         text(&out.stderr)
+    );
+
+    // Targets may come from the environment alone.
+    let ports_only = write(dir.path(), "ports.toml", "port = [80]\n");
+    let out = shadowtap(
+        &["config", "check", ports_only.to_str().expect("utf8")],
+        &[(
+            "SHADOWTAP_TARGET",
+            "https://127.0.0.1:1,https://127.0.0.1:2",
+        )],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(": ok (2 targets, ports 80,"),
+        "{}",
+        text(&out.stdout)
     );
 
     // Only https targets: nothing travels in clear.
