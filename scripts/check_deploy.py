@@ -11,6 +11,7 @@ runs them. Each subcommand prints what it checked and exits 1 naming every viola
   toml-keys HELP TOML...                  every key of the TOML files is a long flag in HELP
                                           (the text of `shadowtap run --help`)
   image                                   Dockerfile vs README vs .ci/setup
+  readme-helm                             prints the README's `helm install` command
   runtime-libs BINARY                     the binary's shared libraries vs the runtime stage
 """
 
@@ -267,6 +268,14 @@ def check_toml_keys(help_file, paths):
     finish(f"keys of {len(paths)} TOML files are flags of `shadowtap run`")
 
 
+def readme_helm():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    m = re.search(r"^helm install (?:[^\n]*\\\n)*[^\n]*$", readme, re.M)
+    if not m:
+        sys.exit("check-deploy: README.md has no `helm install` command")
+    print(m.group(0).replace("\\\n", " "))
+
+
 def stages(dockerfile):
     """Dockerfile instructions per stage, continuation lines joined."""
     out, cur, buf = [], None, ""
@@ -372,6 +381,8 @@ def main():
         check_crds(rest)
     elif cmd == "toml-keys":
         check_toml_keys(rest[0], rest[1:])
+    elif cmd == "readme-helm":
+        readme_helm()
     elif cmd == "image":
         check_image()
     elif cmd == "runtime-libs":
