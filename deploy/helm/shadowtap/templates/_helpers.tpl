@@ -71,3 +71,33 @@ promiscuous mode (NET_ADMIN); NET_ADMIN also lets the agent mark its own sockets
 {{- if not $out -}}{{- fail "targets must name at least one target" -}}{{- end -}}
 {{- toJson $out -}}
 {{- end -}}
+
+{{/*
+Refuses values whose memory caps add up to more than the memory limit: capture ring +
+out-of-order buffer + per target (queueLen + maxInFlight) x (maxHead + maxBody) +
+maxFlows x 2 KiB + 30 MiB for the process (deploy/README.md has the measured figures;
+scripts/check_deploy.py does the same sum for every rendering it checks).
+*/}}
+{{- define "shadowtap.memoryCheck" -}}
+{{- $c := .Values.caps -}}
+{{- $ring := int64 $c.ringBytes -}}
+{{- $pcap := int64 $c.pcapBuffer -}}
+{{- $capture := ternary $ring (ternary $pcap (max $ring $pcap) (eq .Values.engine "pcap")) (eq .Values.engine "ebpf") -}}
+{{- $perCopy := add (int64 $c.maxHead) (int64 $c.maxBody) -}}
+{{- $copies := mul (len .Values.targets) (add (int64 $c.queueLen) (int64 $c.maxInFlight)) $perCopy -}}
+{{- $total := add $capture (int64 $c.maxBuffer) $copies (mul (int64 $c.maxFlows) 2048) (mul 30 1048576) -}}
+{{- $limit := dig "limits" "memory" "" .Values.resources | toString -}}
+{{- if not $limit -}}
+{{- fail "resources.limits.memory is needed: the agent's caps are sized against it" -}}
+{{- end -}}
+{{- $units := dict "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "" 1 -}}
+{{- $num := regexFind "^[0-9]+" $limit -}}
+{{- $unit := trimPrefix $num $limit -}}
+{{- if or (not $num) (not (hasKey $units $unit)) -}}
+{{- fail (printf "resources.limits.memory %q: use a plain byte count or Ki, Mi, Gi" $limit) -}}
+{{- end -}}
+{{- $limitBytes := mul (int64 $num) (get $units $unit) -}}
+{{- if gt $total $limitBytes -}}
+{{- fail (printf "the memory caps add up to %d MiB, over resources.limits.memory %s: raise the limit or lower caps/targets" (div $total 1048576) $limit) -}}
+{{- end -}}
+{{- end -}}
