@@ -8,6 +8,7 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 echo "== fmt"; cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"; cargo test --workspace -- --test-threads=2
+echo "== deploy"; bash scripts/check-deploy.sh
 
 fuzz_secs=${FUZZ_SECONDS:-45}
 echo "== fuzz (${fuzz_secs}s per target)"
