@@ -130,21 +130,17 @@ bin=target/debug/shadowtap
 python3 scripts/check_deploy.py runtime-libs "$bin"
 "$bin" run --help >"$work/run-help.txt"
 python3 scripts/check_deploy.py toml-keys "$work/run-help.txt" "$work"/toml/*.toml
-if [ "${SHADOWTAP_SKIP_CONFIG_CHECK:-}" = 1 ]; then
-  echo "check-deploy: SKIP config check (SHADOWTAP_SKIP_CONFIG_CHECK=1)"
-else
-  for toml in "$work"/toml/*.toml; do
-    out=$("$bin" config check "$toml" 2>&1) || {
-      echo "$out" >&2
-      echo "check-deploy: FAIL: shadowtap config check $toml" >&2
-      exit 1
-    }
-    case "$out" in
-      "$toml: ok"*) echo "check-deploy: $out" ;;
-      *) echo "check-deploy: FAIL: config check said: $out" >&2; exit 1 ;;
-    esac
-  done
-fi
+for toml in "$work"/toml/*.toml; do
+  out=$("$bin" config check "$toml" 2>&1) || {
+    echo "$out" >&2
+    echo "check-deploy: FAIL: shadowtap config check $toml" >&2
+    exit 1
+  }
+  case "$out" in
+    "$toml: ok"*) echo "check-deploy: $out" ;;
+    *) echo "check-deploy: FAIL: config check said: $out" >&2; exit 1 ;;
+  esac
+done
 
 echo "== deploy: nginx example routes -shadow hosts"
 if need nginx "apt-get install nginx-light" "nginx example"; then
