@@ -268,6 +268,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// `--admin-addr`: `IP:PORT`, or `off` for no admin server.
+pub fn parse_admin_addr(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    t.parse().map(Some).map_err(|_| {
+        format!("{text:?} is not an address like 127.0.0.1:9477 or [::]:9477, nor `off`")
+    })
+}
+
 /// `--speed`: `max` or a factor like `1x`, `2x`, `0.5x`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Speed {
@@ -351,6 +362,17 @@ pub struct RunArgs {
     /// SO_MARK on the agent's own sockets, skipped by the classifier.
     #[arg(long, default_value_t = 0x5348_4144, env = "SHADOWTAP_OWN_MARK")]
     pub own_mark: u32,
+    /// Address of the admin HTTP server (/metrics, /healthz, /readyz); `off` disables it.
+    // Spelt with its path so clap's derive does not take it for an optional flag: the
+    // parser itself turns `off` into None.
+    #[arg(
+        long,
+        value_name = "ADDR|off",
+        default_value = "127.0.0.1:9477",
+        value_parser = parse_admin_addr,
+        env = "SHADOWTAP_ADMIN_ADDR"
+    )]
+    pub admin_addr: std::option::Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub shadow: ShadowArgs,
     #[command(flatten)]

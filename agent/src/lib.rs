@@ -3,6 +3,7 @@
 //! capture -> decode -> reassembly -> http -> sample -> replay.
 //! The pure stages (decode, reassembly, http, sample) do no I/O and read no clock.
 
+pub mod admin;
 pub mod capture;
 pub mod config;
 pub mod decode;
@@ -68,6 +69,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
                 duration: args.duration,
+                admin_addr: args.admin_addr,
             };
             let report = live::run(&plan)?;
             print!("{}", report.summary());
