@@ -1,6 +1,7 @@
 //! `shadowtap run`: live capture (eBPF TC classifier, or libpcap) feeding the same
 //! pipeline as `replay`. Owns the engine choice, interface discovery while running,
-//! leaving out the agent's own traffic, `--record`, and shutdown on SIGINT/SIGTERM.
+//! leaving out the agent's own traffic, `--record`, and shutdown on SIGINT/SIGTERM. It
+//! also starts the admin server and copies capture and flow figures into its registry.
 
 use std::collections::HashMap;
 use std::fs::File;
