@@ -509,3 +509,159 @@ fn readyz_waits_for_an_interface_and_off_opens_no_port() {
         "{err}"
     );
 }
+
+/// nginx in `prod`: the live server on the watched veth, a sink for the copies on
+/// loopback (not watched). Returns the nginx pid file's directory guard.
+fn start_nginx(topo: &Topology) {
+    let dir = topo.path("nginx");
+    std::fs::create_dir_all(&dir).expect("nginx dir");
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+         keepalive_requests 1000000;\n\
+         server {{ listen {PROD_IP}:8000; location / {{ return 200 \"ok\\n\"; }} }}\n\
+         server {{ listen 127.0.0.1:9000; location / {{ return 200 \"sunk\\n\"; }} }} }}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).expect("nginx.conf");
+    topo.prod
+        .exec_ok(&["nginx", "-c", path.to_str().expect("utf-8")]);
+}
+
+#[test]
+fn answers_scrapes_under_load_and_still_adds_up() {
+    if !ready_to_run("answers_scrapes_under_load_and_still_adds_up")
+        || !preflight(
+            "answers_scrapes_under_load_and_still_adds_up",
+            &["nginx", "wrk"],
+        )
+    {
+        return;
+    }
+    let _serial = lock();
+    let topo = Topology::new("load");
+    start_nginx(&topo);
+    // A short queue, so that the load overflows it and `queue_full` is counted too.
+    let mut agent = topo.prod.spawn(
+        &[
+            BIN,
+            "run",
+            "--port",
+            "8000",
+            "--engine",
+            "ebpf",
+            "--iface",
+            PROD_IF,
+            "--target",
+            "http://127.0.0.1:9000",
+            "--queue-len",
+            "64",
+            "--max-in-flight",
+            "4",
+        ],
+        &topo.path("agent.out"),
+        &topo.path("agent.err"),
+    );
+    wait_ready(&topo.prod, &agent);
+    let wrk = topo
+        .client
+        .cmd(&[
+            "wrk",
+            "-t2",
+            "-c64",
+            "-d6s",
+            &format!("http://{PROD_IP}:8000/"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wrk");
+    std::thread::sleep(Duration::from_millis(500));
+    // curl times the exchange itself (connect to last byte), not a process start-up,
+    // which on two busy cores is most of the wall time.
+    let mut times = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..15 {
+        let out = topo.prod.exec_ok(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            "-w",
+            "\n%{http_code} %{time_total}\n",
+            &format!("http://{ADMIN}/metrics"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let status = text.lines().last().unwrap_or_default().to_string();
+        let (code, secs) = status.split_once(' ').unwrap_or_default();
+        assert_eq!(code, "200", "{status}");
+        times.push(secs.parse::<f64>().expect("time_total"));
+        let count = text
+            .lines()
+            .find_map(|l| l.strip_prefix("shadowtap_requests_seen_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("requests seen in the scrape");
+        seen.push(count);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = wrk.wait_with_output().expect("wrk");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "wrk: {report}");
+    let slowest = times.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "scrapes under load: slowest {slowest:.4}s of {}; seen {seen:?}",
+        times.len()
+    );
+    assert!(slowest < 1.0, "scrape seconds: {times:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]) && seen.last() > seen.first(),
+        "requests seen while scraping: {seen:?}"
+    );
+    // And the Prometheus parser reads what was served under load.
+    Scrape::take(&topo.prod);
+
+    // The agent may still be working through a backlog after wrk ends: settled is when
+    // requests seen stay put for a while and every one has its outcome.
+    let settled = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last_seen = -1.0;
+    let scrape = loop {
+        let scrape = Scrape::take(&topo.prod);
+        let seen = scrape.one("shadowtap_requests_seen_total", &[]);
+        let quiet = seen == last_seen;
+        last_seen = seen;
+        if (quiet && scrape.sum("shadowtap_requests_total", &[]) == seen)
+            || std::time::Instant::now() > settled
+        {
+            break scrape;
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+    };
+    let seen = scrape.one("shadowtap_requests_seen_total", &[]);
+    assert_eq!(
+        scrape.sum("shadowtap_requests_total", &[]),
+        seen,
+        "outcomes vs seen"
+    );
+    let replayed = scrape.sum("shadowtap_requests_total", &[("outcome", "replayed")]);
+    assert_eq!(
+        scrape.one("shadowtap_replay_duration_seconds_count", &[]),
+        replayed
+    );
+    let outcomes = BTreeMap::from([(
+        "127.0.0.1:9000".to_string(),
+        scrape.outcomes("127.0.0.1:9000"),
+    )]);
+    agent.signal("-TERM");
+    assert!(agent.wait(Duration::from_secs(20)).success());
+    let summary = agent.stdout_text();
+    assert_eq!(requests_seen(&summary) as f64, seen, "{summary}");
+    assert_eq!(summary_outcomes(&summary), outcomes, "{summary}");
+    let rps = report
+        .lines()
+        .find(|l| l.starts_with("Requests/sec"))
+        .unwrap_or_default();
+    eprintln!("{rps}; {outcomes:?}");
+}
