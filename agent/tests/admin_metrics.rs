@@ -3,8 +3,9 @@
 //! curl sends real requests from `client`, and `/metrics` is scraped over HTTP and parsed
 //! with the Prometheus project's own text-format parser (python `prometheus_client`). The
 //! scraped counters must add up, match what the targets received, and match the summary
-//! printed at SIGTERM. Needs root, iproute2, curl, python3 with gunicorn, httpbin and
-//! prometheus_client (.ci/setup); under CI=true a missing one fails the test.
+//! printed at SIGTERM, also while wrk keeps the agent's pipeline behind. Needs root,
+//! iproute2, curl, nginx, wrk, python3 with gunicorn, httpbin and prometheus_client
+//! (.ci/setup); under CI=true a missing one fails the test.
 
 #[expect(
     dead_code,
@@ -510,8 +511,8 @@ fn readyz_waits_for_an_interface_and_off_opens_no_port() {
     );
 }
 
-/// nginx in `prod`: the live server on the watched veth, a sink for the copies on
-/// loopback (not watched). Returns the nginx pid file's directory guard.
+/// nginx in `prod`: the live server on the watched veth, and a sink for the copies on
+/// loopback (not watched). It goes with the namespace.
 fn start_nginx(topo: &Topology) {
     let dir = topo.path("nginx");
     std::fs::create_dir_all(&dir).expect("nginx dir");
