@@ -3,6 +3,7 @@
 //! capture -> decode -> reassembly -> http -> sample -> replay.
 //! The pure stages (decode, reassembly, http, sample) do no I/O and read no clock.
 
+pub mod admin;
 pub mod capture;
 pub mod config;
 pub mod decode;
@@ -87,6 +88,7 @@ fn run_plan(args: config::RunArgs) -> anyhow::Result<live::RunPlan> {
             ..Default::default()
         },
         duration: args.duration,
+        admin_addr: args.admin_addr,
     })
 }
 

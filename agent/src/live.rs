@@ -1,21 +1,25 @@
 //! `shadowtap run`: live capture (eBPF TC classifier, or libpcap) feeding the same
 //! pipeline as `replay`. Owns the engine choice, interface discovery while running,
-//! leaving out the agent's own traffic, `--record`, and shutdown on SIGINT/SIGTERM.
+//! leaving out the agent's own traffic, `--record`, and shutdown on SIGINT/SIGTERM. It
+//! also starts the admin server and copies capture and flow figures into its registry.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufWriter;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::admin::AdminServer;
 use crate::capture::pcap_file::PcapngWriter;
 use crate::capture::pcap_live::{
     iface_matches, list_interfaces, PcapCapture, PcapOptions, ANY_IFACE,
 };
 use crate::capture::{Frame, LinkType};
 use crate::dedup::SegmentDedup;
+use crate::metrics::{CaptureEngine, DropReason, Registry};
 use crate::own_traffic::OwnConnections;
 use crate::pipeline::{Pipeline, PipelineConfig};
 use crate::replay::TargetConfig;
@@ -46,6 +50,8 @@ pub struct RunPlan {
     pub pcap: PcapOptions,
     /// Stop after this long (tests, bounded runs); None runs until a signal.
     pub duration: Option<Duration>,
+    /// Where the admin server (/metrics, /healthz, /readyz) listens; None: no server.
+    pub admin_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +71,8 @@ pub enum LiveError {
     Setup(#[from] crate::replay_files::ReplayFilesError),
     #[error(transparent)]
     Replayer(#[from] crate::replay::ReplayerError),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// Set by SIGINT/SIGTERM.
@@ -245,6 +253,13 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     if matching_interfaces(&plan.ifaces).is_empty() && !may_appear {
         return Err(LiveError::NoInterface(plan.ifaces.clone()));
     }
+    // The admin server comes first so that probes get answers (503) while capture attaches.
+    let (accounting, replayer) = start_replayer(targets)?;
+    let registry = Arc::new(Registry::new(Arc::clone(&accounting)));
+    let _admin = plan
+        .admin_addr
+        .map(|addr| AdminServer::start(addr, Arc::clone(&registry)))
+        .transpose()?;
     let mut source = match plan.engine {
         Engine::Ebpf => open_ebpf(plan).map_err(LiveError::Ebpf)?,
         Engine::Pcap => open_pcap(plan)?,
@@ -257,7 +272,8 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         },
     };
     let mut recorder = plan.record.as_ref().map(Recorder::create).transpose()?;
-    let (accounting, replayer) = start_replayer(targets)?;
+    let mut published = Published::default();
+    published.publish(&mut source, None, &registry, plan);
     let gate_counts = Arc::new(GateCounts::default());
     let mut pipeline = Pipeline::new(plan.pipeline.clone());
     pipeline.set_gate(live_gate(Arc::clone(&own), Arc::clone(&gate_counts)));
@@ -283,6 +299,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         let rescan = last_scan.elapsed() >= RESCAN_EVERY;
         if rescan {
             last_scan = Instant::now();
+            published.publish(&mut source, Some(&pipeline), &registry, plan);
         }
         match &mut source {
             #[cfg(feature = "ebpf")]
@@ -324,7 +341,9 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
             }
         }
     }
+    registry.begin_shutdown();
     tracing::info!("stopping: capture detached, draining copies in flight");
+    published.publish(&mut source, Some(&pipeline), &registry, plan);
     capture_summary(&mut source, &gate_counts);
     drop(source);
     for ev in pipeline.flush() {
@@ -340,6 +359,65 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     report.undecodable = pipeline.stats().decode_errors;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// What was last copied into the registry. libpcap's kernel counters are 32 bits wide
+/// and wrap on long runs; the totals here do not.
+#[derive(Default)]
+struct Published {
+    pcap_raw: [u64; 2],
+    pcap_total: [u64; 2],
+}
+
+impl Published {
+    /// Copies capture figures and pipeline gauges into the registry. Reading the engine's
+    /// counters costs a system call, so this runs once a second, not per frame.
+    fn publish(
+        &mut self,
+        source: &mut Source,
+        pipeline: Option<&Pipeline>,
+        registry: &Registry,
+        plan: &RunPlan,
+    ) {
+        let capture = &registry.capture;
+        match source {
+            #[cfg(feature = "ebpf")]
+            Source::Ebpf(ebpf) => {
+                capture.set_engine(CaptureEngine::Ebpf);
+                registry.set_interfaces_attached(ebpf.attached().len());
+                if let Ok(s) = ebpf.stats() {
+                    capture.set_totals(s.matched, s.bytes);
+                    capture.set_drops(DropReason::RingFull, s.ring_drops);
+                    capture.set_drops(DropReason::Truncated, s.truncated);
+                    capture.set_drops(DropReason::PiecesLost, s.pieces_lost);
+                    capture.set_drops(DropReason::IncompletePacket, s.incomplete_packets);
+                }
+            }
+            Source::Pcap { capture: pcap, .. } => {
+                capture.set_engine(CaptureEngine::Pcap);
+                // libpcap is open on the named interface, or on `any` for the patterns.
+                registry.set_interfaces_attached(matching_interfaces(&plan.ifaces).len());
+                if let Ok(s) = pcap.stats() {
+                    capture.set_totals(s.frames, s.bytes);
+                    for (i, (reason, raw)) in [
+                        (DropReason::Kernel, s.dropped),
+                        (DropReason::IfDropped, s.if_dropped),
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    {
+                        let delta = raw.wrapping_sub(self.pcap_raw[i]) & u64::from(u32::MAX);
+                        self.pcap_raw[i] = raw;
+                        self.pcap_total[i] += delta;
+                        capture.set_drops(reason, self.pcap_total[i]);
+                    }
+                }
+            }
+        }
+        if let Some(p) = pipeline {
+            registry.set_flows(p.flows().flows(), p.flows().buffered_bytes());
+        }
+    }
 }
 
 /// Attaches to interfaces that appeared and lets go of those that vanished.

@@ -1,7 +1,12 @@
 //! Every request ends in exactly one `Outcome`, per target. The counters live here, and
-//! only here: the summary, `/metrics` and the tests read the same numbers.
+//! only here: the summary, `/metrics` and the tests read the same numbers. Every metric
+//! `/metrics` shows is defined once in `METRICS` (name, type, help, labels) and rendered
+//! by `Registry::render` from these counters. Writers touch only relaxed atomics: no lock
+//! is taken per packet or per request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt::{Display, Write as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 
 /// The fate of one request, per SPEC.md "Every request is accounted for".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -29,6 +34,29 @@ pub enum StatusClass {
 }
 
 impl StatusClass {
+    pub const ALL: [StatusClass; 5] = [
+        StatusClass::Informational,
+        StatusClass::Success,
+        StatusClass::Redirection,
+        StatusClass::ClientError,
+        StatusClass::ServerError,
+    ];
+
+    /// Metric label value: `1xx` .. `5xx`.
+    pub fn label(self) -> &'static str {
+        match self {
+            StatusClass::Informational => "1xx",
+            StatusClass::Success => "2xx",
+            StatusClass::Redirection => "3xx",
+            StatusClass::ClientError => "4xx",
+            StatusClass::ServerError => "5xx",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
     /// The class of a status code; `None` outside 100..=599.
     pub fn of(status: u16) -> Option<Self> {
         match status {
@@ -89,16 +117,7 @@ impl Outcome {
     /// Metric label value: `outcome` plus, where it applies, a `detail`.
     pub fn labels(self) -> (&'static str, &'static str) {
         match self {
-            Outcome::Replayed(c) => (
-                "replayed",
-                match c {
-                    StatusClass::Informational => "1xx",
-                    StatusClass::Success => "2xx",
-                    StatusClass::Redirection => "3xx",
-                    StatusClass::ClientError => "4xx",
-                    StatusClass::ServerError => "5xx",
-                },
-            ),
+            Outcome::Replayed(c) => ("replayed", c.label()),
             Outcome::NotSampled => ("not_sampled", ""),
             Outcome::Filtered => ("filtered", ""),
             Outcome::RateLimited => ("rate_limited", ""),
@@ -120,11 +139,78 @@ impl Outcome {
     }
 }
 
-/// Outcome counters of one target. Lock-free; shared between the parse thread and the
-/// replay tasks.
+/// Upper bounds of the replay latency buckets, in nanoseconds: 0.25 ms to 10 s, the span
+/// between a target on the same node and `--request-timeout`'s default.
+pub const LATENCY_BOUNDS_NANOS: [u64; 15] = [
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A latency histogram with fixed buckets. Each bucket counts only its own range; the
+/// cumulative counts and the total are derived when read, so `+Inf` always equals `_count`.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// One per bound, then one for everything above the last.
+    buckets: [AtomicU64; LATENCY_BOUNDS_NANOS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+/// A histogram as read at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Observations at or below each bound of `LATENCY_BOUNDS_NANOS`.
+    pub cumulative: [u64; LATENCY_BOUNDS_NANOS.len()],
+    pub count: u64,
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    pub fn observe(&self, nanos: u64) {
+        let i = LATENCY_BOUNDS_NANOS
+            .iter()
+            .position(|bound| nanos <= *bound)
+            .unwrap_or(LATENCY_BOUNDS_NANOS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut cumulative = [0; LATENCY_BOUNDS_NANOS.len()];
+        let mut running = 0u64;
+        for (i, slot) in cumulative.iter_mut().enumerate() {
+            running += self.buckets[i].load(Ordering::Relaxed);
+            *slot = running;
+        }
+        let count = running + self.buckets[LATENCY_BOUNDS_NANOS.len()].load(Ordering::Relaxed);
+        HistogramSnapshot {
+            cumulative,
+            count,
+            sum_seconds: self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+}
+
+/// Counters of one target: outcomes, responses, latency and queue depth. Lock-free;
+/// shared between the parse thread and the replay tasks.
 #[derive(Debug, Default)]
 pub struct TargetCounters {
     counts: [AtomicU64; Outcome::ALL.len()],
+    responses: [AtomicU64; StatusClass::ALL.len()],
+    latency: Histogram,
+    queued: AtomicU64,
 }
 
 impl TargetCounters {
@@ -139,6 +225,39 @@ impl TargetCounters {
     /// Sum over every outcome: equals the requests seen once all are settled.
     pub fn total(&self) -> u64 {
         self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// A response head arrived `head_after_nanos` after the copy's first byte was sent.
+    /// Counted whether or not the copy is still waited for (see `Replayer::shutdown`).
+    pub fn record_response(&self, class: StatusClass, head_after_nanos: u64) {
+        self.responses[class.index()].fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(head_after_nanos);
+    }
+
+    pub fn responses(&self, class: StatusClass) -> u64 {
+        self.responses[class.index()].load(Ordering::Relaxed)
+    }
+
+    pub fn latency(&self) -> &Histogram {
+        &self.latency
+    }
+
+    /// A copy entered the target's queue. Call before the hand-off, so that the consumer's
+    /// `dequeued` never comes first.
+    pub fn enqueued(&self) {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A copy left the queue (taken for sending, or the hand-off failed).
+    pub fn dequeued(&self) {
+        let _ = self
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
+    }
+
+    /// Copies waiting in the target's queue.
+    pub fn queue_depth(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
     }
 }
 
@@ -202,6 +321,508 @@ impl Accounting {
     }
 }
 
+/// Prometheus metric type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl MetricKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One metric family as `/metrics` shows it. README's metrics table lists each one (a
+/// test holds them together).
+#[derive(Debug)]
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub help: &'static str,
+    pub labels: &'static [&'static str],
+}
+
+pub const REQUESTS_SEEN: MetricDef = MetricDef {
+    name: "shadowtap_requests_seen_total",
+    kind: MetricKind::Counter,
+    help: "HTTP requests seen by capture, complete or not.",
+    labels: &[],
+};
+pub const REQUESTS: MetricDef = MetricDef {
+    name: "shadowtap_requests_total",
+    kind: MetricKind::Counter,
+    help: "Requests by outcome per target; for each target they add up to shadowtap_requests_seen_total.",
+    labels: &["target", "outcome", "detail"],
+};
+pub const TARGET_RESPONSES: MetricDef = MetricDef {
+    name: "shadowtap_target_responses_total",
+    kind: MetricKind::Counter,
+    help: "Response heads received from the target, by status class.",
+    labels: &["target", "class"],
+};
+pub const REPLAY_DURATION: MetricDef = MetricDef {
+    name: "shadowtap_replay_duration_seconds",
+    kind: MetricKind::Histogram,
+    help: "Time from sending a copy to the target's response head.",
+    labels: &["target"],
+};
+pub const QUEUE_DEPTH: MetricDef = MetricDef {
+    name: "shadowtap_queue_depth",
+    kind: MetricKind::Gauge,
+    help: "Copies waiting in the target's queue (bounded by --queue-len).",
+    labels: &["target"],
+};
+pub const CAPTURE_PACKETS: MetricDef = MetricDef {
+    name: "shadowtap_capture_packets_total",
+    kind: MetricKind::Counter,
+    help: "Packets captured on watched ports (eBPF: matched in the kernel; pcap: delivered).",
+    labels: &["engine"],
+};
+pub const CAPTURE_BYTES: MetricDef = MetricDef {
+    name: "shadowtap_capture_bytes_total",
+    kind: MetricKind::Counter,
+    help: "Packet bytes captured (eBPF: written to the ring; pcap: delivered after snaplen).",
+    labels: &["engine"],
+};
+pub const CAPTURE_DROPS: MetricDef = MetricDef {
+    name: "shadowtap_capture_drops_total",
+    kind: MetricKind::Counter,
+    help: "Packets (or eBPF pieces) lost or cut short before reassembly, by reason.",
+    labels: &["engine", "reason"],
+};
+pub const FLOWS_ACTIVE: MetricDef = MetricDef {
+    name: "shadowtap_flows_active",
+    kind: MetricKind::Gauge,
+    help: "TCP connections tracked by reassembly (bounded by --max-flows).",
+    labels: &[],
+};
+pub const BUFFERED_BYTES: MetricDef = MetricDef {
+    name: "shadowtap_buffered_bytes",
+    kind: MetricKind::Gauge,
+    help: "Out-of-order payload bytes held by reassembly (bounded by --max-buffer).",
+    labels: &[],
+};
+pub const INTERFACES_ATTACHED: MetricDef = MetricDef {
+    name: "shadowtap_interfaces_attached",
+    kind: MetricKind::Gauge,
+    help: "Interfaces capture is attached to.",
+    labels: &[],
+};
+pub const READY: MetricDef = MetricDef {
+    name: "shadowtap_ready",
+    kind: MetricKind::Gauge,
+    help:
+        "1 while capture is attached to at least one interface and not shutting down (as /readyz).",
+    labels: &[],
+};
+pub const BUILD_INFO: MetricDef = MetricDef {
+    name: "shadowtap_build_info",
+    kind: MetricKind::Gauge,
+    help: "Always 1; the version is the label.",
+    labels: &["version"],
+};
+
+/// Every metric, in the order `/metrics` shows them.
+pub const METRICS: [&MetricDef; 13] = [
+    &REQUESTS_SEEN,
+    &REQUESTS,
+    &TARGET_RESPONSES,
+    &REPLAY_DURATION,
+    &QUEUE_DEPTH,
+    &CAPTURE_PACKETS,
+    &CAPTURE_BYTES,
+    &CAPTURE_DROPS,
+    &FLOWS_ACTIVE,
+    &BUFFERED_BYTES,
+    &INTERFACES_ATTACHED,
+    &READY,
+    &BUILD_INFO,
+];
+
+/// The capture engine a run uses (`engine` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureEngine {
+    Ebpf,
+    Pcap,
+}
+
+impl CaptureEngine {
+    pub fn label(self) -> &'static str {
+        match self {
+            CaptureEngine::Ebpf => "ebpf",
+            CaptureEngine::Pcap => "pcap",
+        }
+    }
+
+    /// The drop reasons this engine reports.
+    pub fn drop_reasons(self) -> &'static [DropReason] {
+        match self {
+            CaptureEngine::Ebpf => &[
+                DropReason::RingFull,
+                DropReason::Truncated,
+                DropReason::PiecesLost,
+                DropReason::IncompletePacket,
+            ],
+            CaptureEngine::Pcap => &[DropReason::Kernel, DropReason::IfDropped],
+        }
+    }
+}
+
+/// Why capture lost a packet or part of one (`reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// eBPF: the ring buffer had no room for a piece.
+    RingFull,
+    /// eBPF: the packet was longer than the classifier copies; only its head arrived.
+    Truncated,
+    /// eBPF: a piece whose packet start was lost, or malformed.
+    PiecesLost,
+    /// eBPF: a packet whose pieces did not all arrive.
+    IncompletePacket,
+    /// libpcap: the kernel ring was full.
+    Kernel,
+    /// libpcap: the interface or its driver dropped it.
+    IfDropped,
+}
+
+impl DropReason {
+    const ALL: [DropReason; 6] = [
+        DropReason::RingFull,
+        DropReason::Truncated,
+        DropReason::PiecesLost,
+        DropReason::IncompletePacket,
+        DropReason::Kernel,
+        DropReason::IfDropped,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::RingFull => "ring_full",
+            DropReason::Truncated => "truncated",
+            DropReason::PiecesLost => "pieces_lost",
+            DropReason::IncompletePacket => "incomplete_packet",
+            DropReason::Kernel => "kernel",
+            DropReason::IfDropped => "if_dropped",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Capture totals, copied from the engine's own counters by the pipeline thread now and
+/// then. Totals only move forward: a smaller reading is ignored.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    /// 0 until an engine is chosen, then `CaptureEngine as u8 + 1`.
+    engine: AtomicU8,
+    packets: AtomicU64,
+    bytes: AtomicU64,
+    drops: [AtomicU64; DropReason::ALL.len()],
+}
+
+impl CaptureCounters {
+    pub fn set_engine(&self, engine: CaptureEngine) {
+        self.engine.store(engine as u8 + 1, Ordering::Relaxed);
+    }
+
+    pub fn engine(&self) -> Option<CaptureEngine> {
+        match self.engine.load(Ordering::Relaxed) {
+            1 => Some(CaptureEngine::Ebpf),
+            2 => Some(CaptureEngine::Pcap),
+            _ => None,
+        }
+    }
+
+    pub fn set_totals(&self, packets: u64, bytes: u64) {
+        self.packets.fetch_max(packets, Ordering::Relaxed);
+        self.bytes.fetch_max(bytes, Ordering::Relaxed);
+    }
+
+    pub fn set_drops(&self, reason: DropReason, total: u64) {
+        self.drops[reason.index()].fetch_max(total, Ordering::Relaxed);
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.packets.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason.index()].load(Ordering::Relaxed)
+    }
+}
+
+/// Whether the agent should get traffic (`/readyz`, `shadowtap_ready`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    NoInterface,
+    ShuttingDown,
+}
+
+/// Everything `/metrics` shows: the accounting plus capture and pipeline gauges. The
+/// pipeline thread and the replay tasks write, the admin server reads.
+#[derive(Debug)]
+pub struct Registry {
+    accounting: Arc<Accounting>,
+    /// `host:port` of each target, in accounting order.
+    target_labels: Vec<String>,
+    pub capture: CaptureCounters,
+    flows_active: AtomicU64,
+    buffered_bytes: AtomicU64,
+    interfaces_attached: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+/// The `target` label of an accounting name: the URL without its scheme (`host:port`).
+fn target_label(name: &str) -> String {
+    name.split_once("://")
+        .map_or(name, |(_, rest)| rest)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+impl Registry {
+    pub fn new(accounting: Arc<Accounting>) -> Self {
+        let target_labels = accounting
+            .target_names()
+            .iter()
+            .map(|n| target_label(n))
+            .collect();
+        Self {
+            accounting,
+            target_labels,
+            capture: CaptureCounters::default(),
+            flows_active: AtomicU64::new(0),
+            buffered_bytes: AtomicU64::new(0),
+            interfaces_attached: AtomicU64::new(0),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    pub fn accounting(&self) -> &Accounting {
+        &self.accounting
+    }
+
+    pub fn set_flows(&self, active: usize, buffered_bytes: usize) {
+        self.flows_active.store(active as u64, Ordering::Relaxed);
+        self.buffered_bytes
+            .store(buffered_bytes as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_interfaces_attached(&self, n: usize) {
+        self.interfaces_attached.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub fn interfaces_attached(&self) -> u64 {
+        self.interfaces_attached.load(Ordering::Relaxed)
+    }
+
+    /// From here on the agent is not ready, whatever is attached.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            Readiness::ShuttingDown
+        } else if self.interfaces_attached() == 0 {
+            Readiness::NoInterface
+        } else {
+            Readiness::Ready
+        }
+    }
+
+    /// The Prometheus text format (0.0.4) of every metric in `METRICS`.
+    pub fn render(&self) -> String {
+        let mut out = Exposition::default();
+        let targets = || {
+            self.target_labels
+                .iter()
+                .map(String::as_str)
+                .zip(self.accounting.iter().map(|(_, c)| c))
+        };
+
+        out.family(&REQUESTS_SEEN);
+        out.sample(&REQUESTS_SEEN, "", &[], self.accounting.requests_seen());
+
+        out.family(&REQUESTS);
+        for (target, counters) in targets() {
+            for outcome in Outcome::ALL {
+                let (label, detail) = outcome.labels();
+                out.sample(
+                    &REQUESTS,
+                    "",
+                    &[target, label, detail],
+                    counters.get(outcome),
+                );
+            }
+        }
+
+        out.family(&TARGET_RESPONSES);
+        for (target, counters) in targets() {
+            for class in StatusClass::ALL {
+                out.sample(
+                    &TARGET_RESPONSES,
+                    "",
+                    &[target, class.label()],
+                    counters.responses(class),
+                );
+            }
+        }
+
+        out.family(&REPLAY_DURATION);
+        for (target, counters) in targets() {
+            out.histogram(&REPLAY_DURATION, &[target], &counters.latency().snapshot());
+        }
+
+        out.family(&QUEUE_DEPTH);
+        for (target, counters) in targets() {
+            out.sample(&QUEUE_DEPTH, "", &[target], counters.queue_depth());
+        }
+
+        // Before an engine is chosen the capture families have no samples.
+        let engine = self.capture.engine();
+        out.family(&CAPTURE_PACKETS);
+        out.family(&CAPTURE_BYTES);
+        out.family(&CAPTURE_DROPS);
+        if let Some(engine) = engine {
+            out.sample(
+                &CAPTURE_PACKETS,
+                "",
+                &[engine.label()],
+                self.capture.packets(),
+            );
+            out.sample(&CAPTURE_BYTES, "", &[engine.label()], self.capture.bytes());
+            for reason in engine.drop_reasons() {
+                out.sample(
+                    &CAPTURE_DROPS,
+                    "",
+                    &[engine.label(), reason.label()],
+                    self.capture.drops(*reason),
+                );
+            }
+        }
+
+        out.family(&FLOWS_ACTIVE);
+        out.sample(
+            &FLOWS_ACTIVE,
+            "",
+            &[],
+            self.flows_active.load(Ordering::Relaxed),
+        );
+        out.family(&BUFFERED_BYTES);
+        out.sample(
+            &BUFFERED_BYTES,
+            "",
+            &[],
+            self.buffered_bytes.load(Ordering::Relaxed),
+        );
+        out.family(&INTERFACES_ATTACHED);
+        out.sample(&INTERFACES_ATTACHED, "", &[], self.interfaces_attached());
+        out.family(&READY);
+        out.sample(
+            &READY,
+            "",
+            &[],
+            u8::from(self.readiness() == Readiness::Ready),
+        );
+        out.family(&BUILD_INFO);
+        out.sample(&BUILD_INFO, "", &[env!("CARGO_PKG_VERSION")], 1);
+        out.text
+    }
+}
+
+/// Writes the text format; every line comes from a `MetricDef`, so names, types and
+/// label names cannot drift from the definitions.
+#[derive(Default)]
+struct Exposition {
+    text: String,
+}
+
+impl Exposition {
+    fn family(&mut self, def: &MetricDef) {
+        let _ = writeln!(self.text, "# HELP {} {}", def.name, escape_help(def.help));
+        let _ = writeln!(self.text, "# TYPE {} {}", def.name, def.kind.name());
+    }
+
+    /// One sample of `def` (`suffix`: `_bucket`, `_sum`, `_count` of a histogram).
+    fn sample(&mut self, def: &MetricDef, suffix: &str, values: &[&str], value: impl Display) {
+        self.sample_le(def, suffix, values, None, value);
+    }
+
+    fn sample_le(
+        &mut self,
+        def: &MetricDef,
+        suffix: &str,
+        values: &[&str],
+        le: Option<&str>,
+        value: impl Display,
+    ) {
+        debug_assert_eq!(values.len(), def.labels.len(), "{}", def.name);
+        self.text.push_str(def.name);
+        self.text.push_str(suffix);
+        let mut labels = def
+            .labels
+            .iter()
+            .copied()
+            .zip(values.iter().copied())
+            .chain(le.map(|le| ("le", le)));
+        if let Some((name, value)) = labels.next() {
+            let _ = write!(self.text, "{{{name}=\"{}\"", escape_label(value));
+            for (name, value) in labels {
+                let _ = write!(self.text, ",{name}=\"{}\"", escape_label(value));
+            }
+            self.text.push('}');
+        }
+        let _ = writeln!(self.text, " {value}");
+    }
+
+    fn histogram(&mut self, def: &MetricDef, values: &[&str], h: &HistogramSnapshot) {
+        for (bound, count) in LATENCY_BOUNDS_NANOS.iter().zip(h.cumulative) {
+            let le = (*bound as f64 / 1e9).to_string();
+            self.sample_le(def, "_bucket", values, Some(&le), count);
+        }
+        self.sample_le(def, "_bucket", values, Some("+Inf"), h.count);
+        self.sample(def, "_sum", values, h.sum_seconds);
+        self.sample(def, "_count", values, h.count);
+    }
+}
+
+/// Label values escape backslash, double quote and newline (text format 0.0.4).
+fn escape_label(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    let mut out = String::with_capacity(value.len() + 4);
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// HELP text escapes backslash and newline.
+fn escape_help(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +855,311 @@ mod tests {
         for (i, o) in Outcome::ALL.iter().enumerate() {
             assert_eq!(o.index(), i);
         }
+    }
+}
+
+#[cfg(test)]
+mod render_tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// (name, labels, value) of every sample line; a deliberately small reader of the
+    /// text format for checks that need no full parser (the admin test uses one).
+    fn samples(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            let (name, mut rest) = match series.split_once('{') {
+                Some((n, r)) => (n, r.strip_suffix('}').unwrap()),
+                None => (series, ""),
+            };
+            let mut labels = BTreeMap::new();
+            while !rest.is_empty() {
+                let (key, after) = rest.split_once("=\"").unwrap();
+                let mut value = String::new();
+                let mut chars = after.char_indices();
+                let end = loop {
+                    let (i, c) = chars.next().unwrap();
+                    match c {
+                        '\\' => match chars.next().unwrap().1 {
+                            'n' => value.push('\n'),
+                            other => value.push(other),
+                        },
+                        '"' => break i,
+                        c => value.push(c),
+                    }
+                };
+                labels.insert(key.to_string(), value);
+                rest = after[end + 1..].trim_start_matches(',');
+            }
+            let value = if value == "+Inf" {
+                f64::INFINITY
+            } else {
+                value.parse().unwrap()
+            };
+            out.push((name.to_string(), labels, value));
+        }
+        out
+    }
+
+    fn value(text: &str, name: &str, want: &[(&str, &str)]) -> f64 {
+        let found: Vec<f64> = samples(text)
+            .into_iter()
+            .filter(|(n, labels, _)| {
+                n == name
+                    && want
+                        .iter()
+                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| v)
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {want:?} in\n{text}");
+        found[0]
+    }
+
+    fn busy_registry() -> Registry {
+        let acc = Arc::new(Accounting::new(vec![
+            "http://stage:8080".into(),
+            "https://[::1]:8443".into(),
+        ]));
+        for _ in 0..4 {
+            acc.seen();
+        }
+        acc.record_all(Outcome::Incomplete);
+        let t0 = acc.target(0);
+        t0.record(Outcome::Replayed(StatusClass::Success));
+        t0.record(Outcome::Replayed(StatusClass::ServerError));
+        t0.record(Outcome::ReplayError(ReplayErrorKind::Timeout));
+        t0.record_response(StatusClass::Success, 1_000_000);
+        t0.record_response(StatusClass::ServerError, 30_000_000_000);
+        let t1 = acc.target(1);
+        t1.record(Outcome::NotSampled);
+        t1.record(Outcome::QueueFull);
+        t1.record(Outcome::Filtered);
+        t1.enqueued();
+        let reg = Registry::new(acc);
+        reg.capture.set_engine(CaptureEngine::Pcap);
+        reg.capture.set_totals(10, 1500);
+        reg.capture.set_drops(DropReason::Kernel, 2);
+        reg.set_flows(3, 4096);
+        reg.set_interfaces_attached(1);
+        reg
+    }
+
+    #[test]
+    fn every_metric_has_one_help_and_type_and_only_its_samples() {
+        let text = busy_registry().render();
+        for def in METRICS {
+            let help = format!("# HELP {} ", def.name);
+            let ty = format!("# TYPE {} {}\n", def.name, def.kind.name());
+            assert_eq!(text.matches(&help).count(), 1, "{}", def.name);
+            assert_eq!(text.matches(&ty).count(), 1, "{}", def.name);
+        }
+        for (name, labels, _) in samples(&text) {
+            let def = METRICS
+                .iter()
+                .find(|d| match d.kind {
+                    MetricKind::Histogram => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name == format!("{}{s}", d.name)),
+                    _ => name == d.name,
+                })
+                .unwrap_or_else(|| panic!("sample {name} of no defined metric"));
+            let mut want: Vec<&str> = def.labels.to_vec();
+            if name.ends_with("_bucket") {
+                want.push("le");
+            }
+            want.sort_unstable();
+            let got: Vec<&str> = labels.keys().map(String::as_str).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn outcomes_add_up_to_requests_seen_in_the_exposition() {
+        let text = busy_registry().render();
+        let seen = value(&text, "shadowtap_requests_seen_total", &[]);
+        assert_eq!(seen, 4.0);
+        for target in ["stage:8080", "[::1]:8443"] {
+            let sum: f64 = samples(&text)
+                .into_iter()
+                .filter(|(n, l, _)| n == "shadowtap_requests_total" && l["target"] == target)
+                .map(|(_, _, v)| v)
+                .sum();
+            assert_eq!(sum, seen, "{target}");
+        }
+        let replayed_5xx = [
+            ("target", "stage:8080"),
+            ("outcome", "replayed"),
+            ("detail", "5xx"),
+        ];
+        assert_eq!(value(&text, "shadowtap_requests_total", &replayed_5xx), 1.0);
+        let timeout = [("target", "stage:8080"), ("detail", "timeout")];
+        assert_eq!(value(&text, "shadowtap_requests_total", &timeout), 1.0);
+        let ok = [("target", "stage:8080"), ("class", "2xx")];
+        assert_eq!(value(&text, "shadowtap_target_responses_total", &ok), 1.0);
+        assert_eq!(
+            value(&text, "shadowtap_queue_depth", &[("target", "[::1]:8443")]),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "shadowtap_capture_drops_total",
+                &[("engine", "pcap"), ("reason", "kernel")]
+            ),
+            2.0
+        );
+        assert_eq!(value(&text, "shadowtap_flows_active", &[]), 3.0);
+        assert_eq!(value(&text, "shadowtap_buffered_bytes", &[]), 4096.0);
+        assert_eq!(value(&text, "shadowtap_ready", &[]), 1.0);
+        let version = [("version", env!("CARGO_PKG_VERSION"))];
+        assert_eq!(value(&text, "shadowtap_build_info", &version), 1.0);
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
+        assert_eq!(escape_label("x\ny"), r"x\ny");
+        assert_eq!(escape_label("plain:80"), "plain:80");
+        assert_eq!(escape_help("a\\b\nc"), r"a\\b\nc");
+        let acc = Arc::new(Accounting::new(vec!["http://we\"ird\\host\n:80".into()]));
+        let text = Registry::new(acc).render();
+        assert!(text.contains(r#"target="we\"ird\\host\n:80""#), "{text}");
+        let found = samples(&text)
+            .into_iter()
+            .any(|(_, l, _)| l.get("target").map(String::as_str) == Some("we\"ird\\host\n:80"));
+        assert!(found, "escaped value reads back");
+        // A sample line never breaks: every line is a comment or `name[{...}] value`.
+        assert!(text
+            .lines()
+            .all(|l| l.starts_with("# ") || l.starts_with("shadowtap_")));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_inf_equals_count() {
+        let h = Histogram::default();
+        // On a bound counts in that bucket; past the last bound only in +Inf.
+        let observations = [
+            1,
+            250_000,
+            250_001,
+            1_000_000,
+            7_000_000,
+            10_000_000_000,
+            10_000_000_001,
+            u64::MAX / 4,
+        ];
+        for n in observations {
+            h.observe(n);
+        }
+        let acc = Arc::new(Accounting::new(vec!["http://t:1".into()]));
+        let reg = Registry::new(Arc::clone(&acc));
+        for n in observations {
+            acc.target(0).record_response(StatusClass::Success, n);
+        }
+        let text = reg.render();
+        let buckets: Vec<(f64, f64)> = samples(&text)
+            .into_iter()
+            .filter(|(n, _, _)| n == "shadowtap_replay_duration_seconds_bucket")
+            .map(|(_, l, v)| (l["le"].parse::<f64>().unwrap_or(f64::INFINITY), v))
+            .collect();
+        assert_eq!(buckets.len(), LATENCY_BOUNDS_NANOS.len() + 1);
+        assert!(
+            buckets
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
+            "{buckets:?}"
+        );
+        let count = value(&text, "shadowtap_replay_duration_seconds_count", &[]);
+        assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count));
+        assert_eq!(count, observations.len() as f64);
+        let at = |le: f64| buckets.iter().find(|b| b.0 == le).unwrap().1;
+        assert_eq!(at(0.00025), 2.0);
+        assert_eq!(at(0.001), 4.0);
+        assert_eq!(at(0.01), 5.0);
+        assert_eq!(at(10.0), 6.0);
+        let sum = value(&text, "shadowtap_replay_duration_seconds_sum", &[]);
+        let want: f64 = observations.iter().map(|n| *n as f64 / 1e9).sum();
+        assert!((sum - want).abs() / want < 1e-9, "{sum} vs {want}");
+        assert_eq!(h.snapshot().count, observations.len() as u64);
+    }
+
+    #[test]
+    fn counters_never_go_down() {
+        let reg = busy_registry();
+        let before = samples(&reg.render());
+        let acc = reg.accounting();
+        acc.seen();
+        acc.target(0)
+            .record(Outcome::Replayed(StatusClass::Success));
+        acc.target(0)
+            .record_response(StatusClass::Success, 5_000_000);
+        acc.target(1).record(Outcome::NotSampled);
+        reg.capture.set_totals(20, 3000);
+        // A smaller reading (a counter read out of order) does not move a total back.
+        reg.capture.set_totals(5, 5);
+        reg.capture.set_drops(DropReason::Kernel, 1);
+        let after = samples(&reg.render());
+        let counter_families: Vec<&str> = METRICS
+            .iter()
+            .filter(|d| d.kind != MetricKind::Gauge)
+            .map(|d| d.name)
+            .collect();
+        let mut grew = 0;
+        for (name, labels, old) in &before {
+            if !counter_families.iter().any(|f| name.starts_with(f)) {
+                continue;
+            }
+            let new = after
+                .iter()
+                .find(|(n, l, _)| n == name && l == labels)
+                .map(|s| s.2)
+                .unwrap_or_else(|| panic!("{name} {labels:?} vanished"));
+            assert!(new >= *old, "{name} {labels:?}: {old} -> {new}");
+            grew += usize::from(new > *old);
+        }
+        assert!(grew >= 6, "only {grew} series grew");
+        assert_eq!(reg.capture.packets(), 20);
+    }
+
+    #[test]
+    fn readme_metrics_table_lists_every_metric() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let section = readme
+            .split("\n## Metrics\n")
+            .nth(1)
+            .expect("README has a `## Metrics` section");
+        let section = section.split("\n## ").next().unwrap();
+        // | `name` | type | `label`, `label` | meaning |
+        let mut rows = BTreeMap::new();
+        for line in section.lines().filter(|l| l.starts_with("| `shadowtap_")) {
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            assert_eq!(cells.len(), 4, "{line}");
+            let labels: Vec<String> = cells[2]
+                .split(',')
+                .map(|l| l.trim().trim_matches('`').to_string())
+                .filter(|l| !l.is_empty() && l != "-")
+                .collect();
+            let name = cells[0].trim_matches('`').to_string();
+            assert!(!cells[3].is_empty(), "{name}: no meaning given");
+            assert!(
+                rows.insert(name.clone(), (cells[1].to_string(), labels))
+                    .is_none(),
+                "{name} twice"
+            );
+        }
+        for def in METRICS {
+            let (kind, labels) = rows
+                .remove(def.name)
+                .unwrap_or_else(|| panic!("README metrics table lacks {}", def.name));
+            assert_eq!(kind, def.kind.name(), "{}: type in README", def.name);
+            assert_eq!(labels, def.labels, "{}: labels in README", def.name);
+        }
+        assert!(
+            rows.is_empty(),
+            "README lists metrics that do not exist: {rows:?}"
+        );
     }
 }

@@ -146,6 +146,18 @@ impl ShadowClient {
         no_body: bool,
         keep_alive: bool,
     ) -> Result<StatusClass, ReplayErrorKind> {
+        self.send_timed(request, no_body, keep_alive)
+            .await
+            .map(|answer| answer.class)
+    }
+
+    /// `send`, also telling how long the response head took.
+    pub async fn send_timed(
+        &self,
+        request: &[u8],
+        no_body: bool,
+        keep_alive: bool,
+    ) -> Result<Answer, ReplayErrorKind> {
         let mut may_reuse = true;
         loop {
             let idle = if may_reuse { self.take_idle() } else { None };
@@ -154,11 +166,11 @@ impl ShadowClient {
                 None => (self.connect().await?, false),
             };
             match self.exchange(conn, request, no_body).await {
-                Ok((class, conn)) => {
+                Ok((answer, conn)) => {
                     if let Some(conn) = conn.filter(|_| keep_alive) {
                         self.put_idle(conn);
                     }
-                    return Ok(class);
+                    return Ok(answer);
                 }
                 // The retry goes on a new connection, so it happens at most once.
                 Err(f) if reused && f.nothing_received && f.kind != ReplayErrorKind::Timeout => {
@@ -240,8 +252,9 @@ impl ShadowClient {
         mut conn: Connection,
         request: &[u8],
         no_body: bool,
-    ) -> Result<(StatusClass, Option<Connection>), Failure> {
-        let deadline = Instant::now() + self.opts.request_timeout;
+    ) -> Result<(Answer, Option<Connection>), Failure> {
+        let started = Instant::now();
+        let deadline = started + self.opts.request_timeout;
         let sent = async {
             conn.io.write_all(request).await?;
             conn.io.flush().await
@@ -257,6 +270,10 @@ impl ShadowClient {
         )
         .await
         .map_err(|_| Failure::early(ReplayErrorKind::Timeout))??;
+        let answer = Answer {
+            class: response.class,
+            head_after: started.elapsed(),
+        };
         // The body gets what is left of the request deadline, and at least a moment to
         // drain small bodies that arrive with the head.
         let body_deadline = deadline.max(Instant::now() + Duration::from_millis(10));
@@ -276,8 +293,16 @@ impl ShadowClient {
             // Best effort: a polite close lets the target free the connection at once.
             let _ = timeout(Duration::from_millis(50), conn.io.shutdown()).await;
         }
-        Ok((response.class, reusable.then_some(conn)))
+        Ok((answer, reusable.then_some(conn)))
     }
+}
+
+/// A response head that arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub class: StatusClass,
+    /// From the first byte of the request written to the whole response head read.
+    pub head_after: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -191,8 +191,12 @@ impl TargetWorker {
         let no_body = req.method == "HEAD" || connect;
         // A 1.0 request tells the target to close after answering.
         let keep_alive = req.version_minor >= 1 && !connect;
-        match self.client.send(&bytes, no_body, keep_alive).await {
-            Ok(class) => Outcome::Replayed(class),
+        match self.client.send_timed(&bytes, no_body, keep_alive).await {
+            Ok(answer) => {
+                let nanos = u64::try_from(answer.head_after.as_nanos()).unwrap_or(u64::MAX);
+                self.counters().record_response(answer.class, nanos);
+                Outcome::Replayed(answer.class)
+            }
             Err(kind) => {
                 tracing::debug!(target_index = self.index, error = ?kind, "shadow copy failed");
                 Outcome::ReplayError(kind)
@@ -211,6 +215,8 @@ async fn dispatch(
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
+        // Waiting for a slot still counts as queued: the copy is not on its way yet.
+        worker.counters().dequeued();
         let worker = worker.clone();
         tokio::spawn(async move {
             let outcome = worker.replay(&captured).await;
@@ -374,6 +380,7 @@ impl Replayer {
             }
             // Counted before the send so that a task finishing at once finds its unit.
             t.pending.add();
+            counters.enqueued();
             let sent = if wait {
                 t.queue.blocking_send(captured.clone()).is_ok()
             } else {
@@ -383,6 +390,7 @@ impl Replayer {
                 // Nothing else can take this unit: submit and shutdown both need the
                 // replayer and tasks only settle what was queued.
                 t.pending.take_one();
+                counters.dequeued();
                 counters.record(Outcome::QueueFull);
             }
         }

@@ -413,8 +413,10 @@ pub fn wait_agent_ready(agent: &Proc) {
     let err = agent.stderr.clone();
     wait_until(Duration::from_secs(20), "agent capture ready", || {
         let text = read(&err);
+        // An error is a line of its own starting `shadowtap: `; log lines carry the
+        // target `shadowtap:` after their timestamp and level.
         assert!(
-            !text.contains("shadowtap: "),
+            !text.lines().any(|l| l.starts_with("shadowtap: ")),
             "agent failed to start: {text}"
         );
         text.contains("eBPF classifier attached") || text.contains("libpcap capture open")

@@ -1,0 +1,391 @@
+//! The admin HTTP server: `/metrics` (Prometheus text format 0.0.4), `/healthz` and
+//! `/readyz`. It runs on a thread and a tokio runtime of its own, so it answers however
+//! busy the capture thread and the replay runtime are, and it stops when its
+//! `AdminServer` is dropped.
+//!
+//! Written by hand on tokio and httparse rather than on hyper 1: the routes are three GETs
+//! without bodies, and each bound it needs (connections, request head size, deadlines) is
+//! one line here. hyper 1's server needs hyper-util and http-body besides, and brings
+//! keep-alive, HTTP/2 and body streaming that these routes do not use.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::metrics::{Readiness, Registry};
+
+/// Connections served at once; more are closed as soon as they are accepted. A scraper
+/// and two probes need three.
+pub const MAX_CONNECTIONS: usize = 16;
+/// Largest request head read; a longer one gets 431.
+pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
+const MAX_HEADERS: usize = 32;
+/// Deadline for the whole request head, and again for writing the response.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `Content-Type` of `/metrics`.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("--admin-addr {addr}: {source} (use another address, or `off`)")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot start the admin server: {0}")]
+    Runtime(io::Error),
+}
+
+/// A running admin server; dropping it stops it and closes the port.
+pub struct AdminServer {
+    local: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Binds `addr` now (so a port in use is an error at start-up) and serves from a
+    /// thread of its own.
+    pub fn start(addr: SocketAddr, registry: Arc<Registry>) -> Result<Self, AdminError> {
+        let listener = std::net::TcpListener::bind(addr)
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| AdminError::Bind { addr, source })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("shadowtap-admin")
+            .build()
+            .map_err(AdminError::Runtime)?;
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("shadowtap-admin".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => serve(listener, registry, stopped).await,
+                        Err(e) => tracing::error!(error = %e, "admin server cannot listen"),
+                    }
+                });
+                // Dropping the runtime here cancels connections still open.
+            })
+            .map_err(AdminError::Runtime)?;
+        tracing::info!(addr = %local, "admin server listening (/metrics, /healthz, /readyz)");
+        Ok(Self {
+            local,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address bound (tells the port when `addr` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stopped: oneshot::Receiver<()>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tracing::debug!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let registry = registry.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &registry).await {
+                tracing::debug!(error = %e, "admin connection ended");
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// One request, one response, then the connection is closed.
+async fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
+    let response = match tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream)).await {
+        Err(_) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(Some(Request::Parsed { method, path }))) => route(&method, &path, registry),
+        Ok(Ok(Some(Request::Bad(status)))) => Response::text(status, "bad request\n"),
+    };
+    let bytes = response.encode();
+    let written = async {
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await
+    };
+    match tokio::time::timeout(IO_TIMEOUT, written).await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
+
+enum Request {
+    Parsed {
+        method: String,
+        path: String,
+    },
+    /// A status for a request that cannot be served: 400 or 431.
+    Bad(u16),
+}
+
+/// Reads a request head (at most `MAX_REQUEST_HEAD` bytes); None when the peer closed
+/// before sending one.
+async fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
+    let mut buf = vec![0u8; MAX_REQUEST_HEAD];
+    let mut filled = 0;
+    loop {
+        let n = stream.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..filled]) {
+            Ok(httparse::Status::Complete(_)) => {
+                return Ok(Some(Request::Parsed {
+                    method: req.method.unwrap_or_default().to_string(),
+                    path: req.path.unwrap_or_default().to_string(),
+                }))
+            }
+            Ok(httparse::Status::Partial) if filled == buf.len() => {
+                return Ok(Some(Request::Bad(431)))
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => return Ok(Some(Request::Bad(431))),
+            Err(_) => return Ok(Some(Request::Bad(400))),
+        }
+    }
+}
+
+/// A response of the admin server.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// HEAD: the headers of the GET, no body.
+    pub head_only: bool,
+}
+
+impl Response {
+    fn text(status: u16, body: &str) -> Self {
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_string(),
+            head_only: false,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let reason = match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
+            _ => "",
+        };
+        let allow = if self.status == 405 {
+            "Allow: GET, HEAD\r\n"
+        } else {
+            ""
+        };
+        let mut out = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+            self.status,
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        if !self.head_only {
+            out.extend_from_slice(self.body.as_bytes());
+        }
+        out
+    }
+}
+
+/// What a request gets; the query string is ignored.
+pub fn route(method: &str, target: &str, registry: &Registry) -> Response {
+    let path = target.split(['?', '#']).next().unwrap_or_default();
+    let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
+    if !known {
+        return Response::text(404, "not found: try /metrics, /healthz or /readyz\n");
+    }
+    let head_only = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return Response::text(405, "only GET and HEAD\n"),
+    };
+    let mut response = match path {
+        "/metrics" => Response {
+            status: 200,
+            content_type: METRICS_CONTENT_TYPE,
+            body: registry.render(),
+            head_only: false,
+        },
+        "/healthz" => Response::text(200, "ok\n"),
+        _ => match registry.readiness() {
+            Readiness::Ready => Response::text(200, "ready\n"),
+            Readiness::NoInterface => {
+                Response::text(503, "not ready: capture is attached to no interface yet\n")
+            }
+            Readiness::ShuttingDown => Response::text(503, "not ready: shutting down\n"),
+        },
+    };
+    response.head_only = head_only;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Accounting;
+
+    fn registry() -> Arc<Registry> {
+        Arc::new(Registry::new(Arc::new(Accounting::new(vec![
+            "http://stage:8080".into(),
+        ]))))
+    }
+
+    #[test]
+    fn routes() {
+        let reg = registry();
+        assert_eq!(route("GET", "/healthz", &reg).status, 200);
+        assert_eq!(route("GET", "/nope", &reg).status, 404);
+        assert_eq!(route("GET", "/metricsx", &reg).status, 404);
+        assert_eq!(route("POST", "/metrics", &reg).status, 405);
+        let metrics = route("GET", "/metrics?x=1", &reg);
+        assert_eq!(metrics.status, 200);
+        assert_eq!(metrics.content_type, METRICS_CONTENT_TYPE);
+        assert!(
+            metrics.body.contains("shadowtap_ready 0\n"),
+            "{}",
+            metrics.body
+        );
+        let head = route("HEAD", "/metrics", &reg);
+        assert!(head.head_only);
+        let encoded = String::from_utf8(head.encode()).unwrap();
+        assert!(encoded.ends_with("\r\n\r\n"), "{encoded}");
+        assert!(encoded.contains(&format!("Content-Length: {}\r\n", head.body.len())));
+    }
+
+    #[test]
+    fn readyz_follows_attachment_then_shutdown() {
+        let reg = registry();
+        assert_eq!(route("GET", "/readyz", &reg).status, 503);
+        reg.set_interfaces_attached(2);
+        assert_eq!(route("GET", "/readyz", &reg).status, 200);
+        assert!(reg.render().contains("shadowtap_ready 1\n"));
+        reg.begin_shutdown();
+        let r = route("GET", "/readyz", &reg);
+        assert_eq!(r.status, 503);
+        assert!(r.body.contains("shutting down"));
+        assert_eq!(route("GET", "/healthz", &reg).status, 200);
+    }
+
+    /// Raw request bytes to a real server on loopback; returns the response text.
+    fn exchange(addr: SocketAddr, request: &[u8]) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn serves_over_tcp_and_bounds_what_it_reads() {
+        let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), registry()).unwrap();
+        let addr = server.local_addr();
+        let ok = exchange(addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
+        // Split across writes: the head is read until complete.
+        let split = {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /metr").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            s.write_all(b"ics HTTP/1.1\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        assert!(
+            split.contains("Content-Type: text/plain; version=0.0.4"),
+            "{split}"
+        );
+        assert!(split.contains("# TYPE shadowtap_requests_total counter"));
+        let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+        huge.resize(MAX_REQUEST_HEAD + 100, b'a');
+        let big = exchange(addr, &huge);
+        assert!(big.starts_with("HTTP/1.1 431 "), "{big}");
+        let bad = exchange(addr, b"\x00\x01garbage\r\n\r\n");
+        assert!(bad.starts_with("HTTP/1.1 400 "), "{bad}");
+        drop(server);
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "port still open after drop"
+        );
+    }
+
+    #[test]
+    fn answers_while_connections_are_held_open() {
+        let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), registry()).unwrap();
+        let addr = server.local_addr();
+        // Idle connections that never send a byte take every slot...
+        let idle: Vec<_> = (0..MAX_CONNECTIONS + 4)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        // ...yet after the read deadline frees them, the server answers again.
+        let started = std::time::Instant::now();
+        let mut answer = String::new();
+        while started.elapsed() < IO_TIMEOUT * 3 {
+            answer = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n");
+            if answer.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        drop(idle);
+    }
+}
