@@ -165,6 +165,9 @@ pub struct ShadowArgs {
     /// Copies waiting per target; past it they count as `queue_full`.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_QUEUE_LEN")]
     pub queue_len: u32,
+    /// Request bytes queued or in flight per target; past it copies count as `queue_full`.
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_MAX_QUEUE_BYTES")]
+    pub max_queue_bytes: u64,
     /// Extra CA certificates (PEM) for https targets.
     #[arg(long, env = "SHADOWTAP_TARGET_CA")]
     pub target_ca: Option<PathBuf>,
@@ -236,6 +239,7 @@ impl ShadowArgs {
                 cfg.request_timeout = self.request_timeout;
                 cfg.max_in_flight = self.max_in_flight as usize;
                 cfg.queue_len = self.queue_len as usize;
+                cfg.max_queue_bytes = usize::try_from(self.max_queue_bytes).unwrap_or(usize::MAX);
                 cfg.tls = TlsOptions {
                     ca_file: self.target_ca.clone(),
                     insecure: self.insecure,
