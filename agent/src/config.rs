@@ -71,7 +71,7 @@ pub struct InspectArgs {
 #[derive(Clone, Debug, Args)]
 pub struct LimitArgs {
     /// Most TCP connections tracked at once; the least recently active is evicted past it.
-    #[arg(long, default_value_t = 100_000, env = "SHADOWTAP_MAX_FLOWS")]
+    #[arg(long, default_value_t = 100_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
     pub max_flows: usize,
     /// Out-of-order bytes buffered per stream direction.
     #[arg(long, default_value_t = 1 << 20, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
@@ -80,14 +80,19 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = 64 << 20, env = "SHADOWTAP_MAX_BUFFER")]
     pub max_buffer: usize,
     /// Largest request head (request line and headers) in bytes.
-    #[arg(long, default_value_t = 64 << 10, env = "SHADOWTAP_MAX_HEAD")]
+    #[arg(long, default_value_t = 64 << 10, value_parser = at_least_one(), env = "SHADOWTAP_MAX_HEAD")]
     pub max_head: usize,
     /// Largest request body in bytes; larger requests count as `too_large`.
     #[arg(long, default_value_t = 8 << 20, env = "SHADOWTAP_MAX_BODY")]
     pub max_body: usize,
     /// Seconds without a packet after which a connection is dropped.
-    #[arg(long, default_value_t = 120, env = "SHADOWTAP_IDLE_TIMEOUT")]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_IDLE_TIMEOUT")]
     pub idle_timeout: u64,
+}
+
+/// A count or size of which 0 would turn the feature into dropping everything.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 impl LimitArgs {

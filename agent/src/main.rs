@@ -31,7 +31,14 @@ fn main() -> ExitCode {
     match shadowtap::run(cli.command) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("shadowtap: {e}");
+            // Some sources (regex) explain over several lines; a person still gets one.
+            let text = e.to_string();
+            let line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            eprintln!("shadowtap: {}", line.join(" "));
             ExitCode::from(2)
         }
     }
