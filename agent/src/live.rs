@@ -257,6 +257,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         },
     };
     let mut recorder = plan.record.as_ref().map(Recorder::create).transpose()?;
+    drop_privileges(&source, &mut targets);
     let (accounting, replayer) = start_replayer(targets)?;
     let gate_counts = Arc::new(GateCounts::default());
     let mut pipeline = Pipeline::new(plan.pipeline.clone());
@@ -340,6 +341,32 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     report.undecodable = pipeline.stats().decode_errors;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Keeps only the capabilities the rest of the run uses. Runs before the replay thread
+/// starts, which inherits the reduced sets. eBPF keeps BPF, NET_ADMIN and PERFMON to
+/// attach to interfaces that appear (or come back) while running, and NET_ADMIN also
+/// sets SO_MARK on our sockets; libpcap has its one socket open and needs nothing, so
+/// its copies go out unmarked (the mark is only for the eBPF classifier).
+fn drop_privileges(source: &Source, targets: &mut [crate::replay::TargetConfig]) {
+    use crate::privilege::{keep_only, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON};
+    let keep: &[u32] = match source {
+        #[cfg(feature = "ebpf")]
+        Source::Ebpf(_) => &[CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON],
+        Source::Pcap { .. } => {
+            for t in targets.iter_mut() {
+                t.socket_mark = 0;
+            }
+            &[]
+        }
+    };
+    match keep_only(keep) {
+        Ok(left) => tracing::info!(
+            capabilities = format!("{left:#x}"),
+            "dropped capabilities no longer needed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
+    }
 }
 
 /// Attaches to interfaces that appeared and lets go of those that vanished.
