@@ -129,6 +129,112 @@ open(log, "w").write("\n".join(json.dumps(s) for s in sent))
 print("errors", len(errors))
 "#;
 
+/// (target, body length, SHA-256) of every request the load client sent.
+fn sent_requests(log: &std::path::Path) -> HashSet<(String, u64, String)> {
+    read(log)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("sent line");
+            (
+                v["target"].as_str().unwrap_or_default().to_string(),
+                v["len"].as_u64().unwrap_or(0),
+                v["sha256"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_under_load_leaves_nothing_attached_and_the_service_never_notices() {
+    if !preflight("sigkill_under_load", &["tc", "bpftool"]) {
+        return;
+    }
+    let _serial = lock();
+    let mut topo = Topology::new("k9");
+    topo.start_prod();
+    topo.start_stage();
+    let args = [
+        "--engine",
+        "ebpf",
+        "--iface",
+        PROD_IF,
+        "--target",
+        &target(),
+    ];
+    let agent = topo.start_agent("k9a", &args);
+    let script = topo.path("load.py");
+    std::fs::write(&script, LOAD_CLIENT).expect("write client");
+    let sent_log = topo.path("sent.jsonl");
+    let n = 2400;
+    let mut client = topo.client.spawn(
+        &[
+            "python3",
+            script.to_str().expect("utf8"),
+            PROD_IP,
+            &n.to_string(),
+            "4",
+            sent_log.to_str().expect("utf8"),
+        ],
+        &topo.path("client.out"),
+        &topo.path("client.err"),
+    );
+    // Let the load run, then kill the agent in the middle of it.
+    wait_until(Duration::from_secs(20), "copies flowing", || {
+        topo.stage_requests().len() >= 50
+    });
+    agent.signal("-KILL");
+    drop(agent);
+    let filters = |dir: &str| {
+        String::from_utf8_lossy(
+            &topo
+                .prod
+                .exec_ok(&["tc", "filter", "show", "dev", PROD_IF, dir])
+                .stdout,
+        )
+        .into_owned()
+    };
+    // TCX links go with the last fd; allow the kernel its grace period.
+    wait_until(Duration::from_secs(5), "nothing attached", || {
+        let net = topo
+            .prod
+            .exec_ok(&["bpftool", "net", "show", "dev", PROD_IF]);
+        let net = String::from_utf8_lossy(&net.stdout).into_owned();
+        filters("ingress").trim().is_empty()
+            && filters("egress").trim().is_empty()
+            && !net.contains("shadowtap")
+            && !net.contains("tcx")
+    });
+    topo.clear_stage_log();
+    let agent = topo.start_agent("k9b", &args);
+    let status = client.wait(Duration::from_secs(60));
+    let said = read(&topo.path("client.out"));
+    assert!(
+        status.success() && said.contains("errors 0"),
+        "the live service noticed: {said}{}",
+        read(&topo.path("client.err"))
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (summary, err) = stop_agent(agent);
+    let sent = sent_requests(&sent_log);
+    assert_eq!(sent.len(), n, "every request of the load was answered");
+    let after = topo.stage_requests();
+    assert!(
+        !after.is_empty(),
+        "the restarted agent shadows: {summary}{err}"
+    );
+    for r in &after {
+        assert!(
+            sent.contains(&(r.target.clone(), r.len, r.sha256.clone())),
+            "a copy that was never sent arrived after the restart: {}",
+            r.target
+        );
+    }
+    eprintln!(
+        "kill -9 under load: {n} requests, 0 client errors, {} copies from the restarted agent\n{summary}",
+        after.len()
+    );
+}
+
 #[test]
 fn a_tiny_ring_buffer_drops_and_counts_but_never_sends_a_wrong_request() {
     if !preflight("a_tiny_ring_buffer_drops_and_counts", &[]) {
@@ -170,17 +276,7 @@ fn a_tiny_ring_buffer_drops_and_counts_but_never_sends_a_wrong_request() {
     );
     std::thread::sleep(Duration::from_secs(3));
     let (summary, err) = stop_agent(agent);
-    let sent: HashSet<(String, u64, String)> = read(&sent_log)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).expect("sent line");
-            (
-                v["target"].as_str().unwrap_or_default().to_string(),
-                v["len"].as_u64().unwrap_or(0),
-                v["sha256"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect();
+    let sent = sent_requests(&sent_log);
     assert_eq!(sent.len(), n, "client log");
     let arrived = topo.stage_requests();
     for r in &arrived {
