@@ -76,7 +76,8 @@ pub struct LimitArgs {
     /// Out-of-order bytes buffered per stream direction.
     #[arg(long, default_value_t = 1 << 20, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
     pub max_stream_buffer: usize,
-    /// Out-of-order bytes buffered over all streams.
+    /// Out-of-order bytes buffered over all streams; the same cap again for the bytes
+    /// of requests being framed (heads being read, bodies in progress).
     #[arg(long, default_value_t = 64 << 20, env = "SHADOWTAP_MAX_BUFFER")]
     pub max_buffer: usize,
     /// Largest request head (request line and headers) in bytes.
@@ -102,6 +103,7 @@ impl LimitArgs {
         config.reassembly.max_flows = self.max_flows;
         config.reassembly.max_stream_buffer = self.max_stream_buffer;
         config.reassembly.max_total_buffer = self.max_buffer;
+        config.max_framer_bytes = self.max_buffer;
         config.reassembly.idle_timeout_nanos = self.idle_timeout.saturating_mul(1_000_000_000);
         config.framer.max_head = self.max_head;
         config.framer.max_body = self.max_body;

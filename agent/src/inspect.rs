@@ -34,6 +34,8 @@ pub struct InspectSummary {
     pub too_far_ahead: u64,
     pub buffer_overflows: u64,
     pub retransmit_mismatch: u64,
+    /// Streams that gave up a request in progress to keep framing under its budget.
+    pub framer_overflows: u64,
 }
 
 impl InspectSummary {
@@ -185,6 +187,7 @@ pub fn inspect(
         }
         summary.frames += pipeline.stats().frames;
         summary.decode_errors += pipeline.stats().decode_errors;
+        summary.framer_overflows += pipeline.stats().framer_overflows;
         let flows = pipeline.flows().stats();
         summary.flows_evicted += flows.flows_evicted;
         summary.flows_timed_out += flows.flows_timed_out;
@@ -253,7 +256,7 @@ impl std::fmt::Display for InspectSummary {
             "requests seen: {} (complete {}, incomplete {}, too_large {}, unparseable {}); \
              non-HTTP streams: {}; frames: {} ({} undecodable); reassembly: {} flows \
              evicted, {} timed out, {} segments too far ahead, {} buffer overflows, {} \
-             retransmits with other bytes{}",
+             retransmits with other bytes, {} framer overflows{}",
             self.requests_seen,
             self.complete,
             self.incomplete,
@@ -267,6 +270,7 @@ impl std::fmt::Display for InspectSummary {
             self.too_far_ahead,
             self.buffer_overflows,
             self.retransmit_mismatch,
+            self.framer_overflows,
             if self.truncated_files > 0 {
                 format!("; {} file(s) end mid-record", self.truncated_files)
             } else {

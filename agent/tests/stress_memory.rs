@@ -316,13 +316,9 @@ fn out_of_order_bytes_and_far_ahead_sequence_numbers_stay_under_the_buffer_cap()
     let (conns, segments) = (2_000u32, 64u32);
     let path = held_behind_holes(dir.path(), conns, segments);
     let mut peaks = Vec::new();
-    // Bytes released from reassembly after a hole is given up go to the stream's framer,
-    // which holds up to `--max-head` per stream while it looks for a request line: that
-    // is outside `--max-buffer`, so it is kept small here and part of the bound.
-    let head_kib = 4u64;
     for cap_mib in [8u64, 64] {
         let cap = (cap_mib << 20).to_string();
-        let run = inspect(&path, &["--max-buffer", &cap, "--max-head", "4096"]);
+        let run = inspect(&path, &["--max-buffer", &cap]);
         let c = counts(&run);
         assert_eq!(
             c["segments too far ahead"],
@@ -331,8 +327,11 @@ fn out_of_order_bytes_and_far_ahead_sequence_numbers_stay_under_the_buffer_cap()
             run.stderr
         );
         assert!(c["buffer overflows"] > 0, "{}", run.stderr);
-        // Buffered runs grow by doubling (up to twice their bytes), framers hold a head.
-        let bound = base + cap_mib * MIB * 2 + u64::from(conns) * head_kib * 2 + SLACK_KIB;
+        // Bytes given up by reassembly go to framers, which hold up to a head each while
+        // they look for a request line: `--max-buffer` caps both, and buffers grow by
+        // doubling (up to twice their bytes).
+        // Plus allocator rounding, up to a page per stream.
+        let bound = base + cap_mib * MIB * 4 + u64::from(conns) * 4 + SLACK_KIB;
         assert!(
             run.max_rss_kib <= bound,
             "--max-buffer {cap_mib} MiB: peak {} KiB > bound {bound} KiB",
@@ -401,6 +400,17 @@ fn headers_that_never_end_are_too_large_and_held_to_the_head_cap() {
     assert!(
         peaks[1] > peaks[0] + 20 * MIB,
         "peaks {peaks:?} KiB: 200 heads of 256 KiB should show over 200 of 16 KiB"
+    );
+    // The same 256 KiB heads under an 8 MiB budget over all framers: streams past it
+    // give up their head (counted), and the peak follows the budget, not 200 heads.
+    let run = inspect(&path, &["--max-head", "262144", "--max-buffer", "8388608"]);
+    let c = counts(&run);
+    assert!(c["framer overflows"] > 0, "{}", run.stderr);
+    assert_eq!(c["complete"], 0, "{}", run.stderr);
+    assert!(
+        run.max_rss_kib <= base + 8 * MIB * 4 + SLACK_KIB,
+        "peak {} KiB under an 8 MiB framing budget",
+        run.max_rss_kib
     );
 }
 
