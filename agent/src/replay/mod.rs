@@ -421,14 +421,14 @@ impl Replayer {
                     continue;
                 }
             }
-            let room = t.bytes.try_take(size)
-                || (wait && {
-                    // Tasks give bytes back as they finish; a file replay waits for them.
-                    while !t.bytes.try_take(size) {
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    true
-                });
+            let mut room = t.bytes.try_take(size);
+            if !room && wait {
+                // Tasks give bytes back as they finish; a file replay waits for them.
+                while !t.bytes.try_take(size) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                room = true;
+            }
             if !room {
                 counters.record(Outcome::QueueFull);
                 continue;
