@@ -382,3 +382,115 @@ fn a_flapping_target_costs_copies_while_down_and_gets_them_again_when_back() {
         distinct.len()
     );
 }
+
+/// Answers every request with 200 and closes, so each copy needs a new connection (and a
+/// new name lookup); counts what arrived.
+fn closing_server() -> (u16, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let got = Arc::new(AtomicU64::new(0));
+    let count = got.clone();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let count = count.clone();
+            thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n) = s.read(&mut chunk) {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        count.fetch_add(1, Ordering::Relaxed);
+                        let _ = s.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, got)
+}
+
+#[test]
+fn dns_failing_mid_run_costs_connect_errors_and_recovers() {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root || support::missing_tools(&["unshare", "mount"]).is_some() {
+        let why = "dns_failing_mid_run: needs root, unshare and mount";
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "{why}");
+        eprintln!("SKIP {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = capture(dir.path(), "paced.pcapng", 200, 0);
+    let (port, arrived) = closing_server();
+    // The agent runs in a mount namespace of its own with this file over /etc/hosts, so
+    // the name can be made to fail and come back without touching the host's resolver.
+    let hosts = dir.path().join("hosts");
+    let name = "stage.shadowtap.test";
+    let good = format!("127.0.0.1 localhost\n127.0.0.1 {name}\n");
+    std::fs::write(&hosts, &good).expect("hosts");
+    let url = format!("http://{name}:{port}");
+    let started = Instant::now();
+    let child = Command::new("unshare")
+        .args([
+            "--mount",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+        ])
+        .arg(&hosts)
+        .arg(support::shadowtap_bin())
+        .args(["replay", path.to_str().expect("utf8"), "--target", &url])
+        .args([
+            "--speed",
+            "0.01x",
+            "--connect-timeout",
+            "300ms",
+            "--request-timeout",
+            "1s",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare");
+    // 200 connections of 8 frames 10 µs apart, at 0.01x: 1.6 s. The name goes away for
+    // the middle third. Writing in place keeps the inode the bind mount shows.
+    thread::sleep(Duration::from_millis(550));
+    std::fs::write(&hosts, "127.0.0.1 localhost\n").expect("hosts");
+    thread::sleep(Duration::from_millis(550));
+    std::fs::write(&hosts, &good).expect("hosts");
+    let out = child.wait_with_output().expect("wait");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "dns flap ({:.1}s):\n{stdout}",
+        started.elapsed().as_secs_f64()
+    );
+    let summary = support::Summary::parse(&stdout).expect("summary");
+    summary.assert_adds_up(200);
+    let t = summary.target(&url);
+    let ok = t.get("replayed 2xx");
+    // Not in the hosts file, the lookup goes on to DNS: a quick NXDOMAIN is a connect
+    // error, a resolver that does not answer within the connect deadline a timeout.
+    let failed = t.get("replay_error connect") + t.get("replay_error timeout");
+    assert_eq!(ok + failed, 200, "{summary:#?}");
+    assert!(
+        failed >= 20,
+        "the name failed for a third of the run: {summary:#?}"
+    );
+    assert!(ok >= 60, "before and after it resolved: {summary:#?}");
+    assert_eq!(arrived.load(Ordering::Relaxed), ok);
+}
