@@ -10,6 +10,12 @@ echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
 echo "== tests"; cargo test --workspace -- --test-threads=2
 echo "== deploy"; bash scripts/check-deploy.sh
 
+# The soak on the debug binary the tests just built (no release build here); the
+# 10-minute run on a quiet machine is `scripts/soak.sh 10m` (README, Proofs under stress).
+soak=${SOAK_DURATION:-90s}
+echo "== soak (${soak}, debug build)"
+SHADOWTAP_BIN="$PWD/target/debug/shadowtap" bash scripts/soak.sh "$soak" 10 2 10 | tail -n 4
+
 fuzz_secs=${FUZZ_SECONDS:-45}
 echo "== fuzz (${fuzz_secs}s per target)"
 for target in decode reassembly framer; do

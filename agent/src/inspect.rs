@@ -28,6 +28,14 @@ pub struct InspectSummary {
     pub frames: u64,
     pub decode_errors: u64,
     pub truncated_files: u64,
+    /// What the memory caps of reassembly gave up, by reason.
+    pub flows_evicted: u64,
+    pub flows_timed_out: u64,
+    pub too_far_ahead: u64,
+    pub buffer_overflows: u64,
+    pub retransmit_mismatch: u64,
+    /// Streams that gave up a request in progress to keep framing under its budget.
+    pub framer_overflows: u64,
 }
 
 impl InspectSummary {
@@ -179,6 +187,13 @@ pub fn inspect(
         }
         summary.frames += pipeline.stats().frames;
         summary.decode_errors += pipeline.stats().decode_errors;
+        summary.framer_overflows += pipeline.stats().framer_overflows;
+        let flows = pipeline.flows().stats();
+        summary.flows_evicted += flows.flows_evicted;
+        summary.flows_timed_out += flows.flows_timed_out;
+        summary.too_far_ahead += flows.too_far_ahead;
+        summary.buffer_overflows += flows.buffer_overflows;
+        summary.retransmit_mismatch += flows.retransmit_mismatch;
         if reader.stats().truncated_tail {
             summary.truncated_files += 1;
         }
@@ -239,7 +254,9 @@ impl std::fmt::Display for InspectSummary {
         write!(
             f,
             "requests seen: {} (complete {}, incomplete {}, too_large {}, unparseable {}); \
-             non-HTTP streams: {}; frames: {} ({} undecodable){}",
+             non-HTTP streams: {}; frames: {} ({} undecodable); reassembly: {} flows \
+             evicted, {} timed out, {} segments too far ahead, {} buffer overflows, {} \
+             retransmits with other bytes, {} framer overflows{}",
             self.requests_seen,
             self.complete,
             self.incomplete,
@@ -248,6 +265,12 @@ impl std::fmt::Display for InspectSummary {
             self.not_http_streams,
             self.frames,
             self.decode_errors,
+            self.flows_evicted,
+            self.flows_timed_out,
+            self.too_far_ahead,
+            self.buffer_overflows,
+            self.retransmit_mismatch,
+            self.framer_overflows,
             if self.truncated_files > 0 {
                 format!("; {} file(s) end mid-record", self.truncated_files)
             } else {

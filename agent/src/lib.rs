@@ -16,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod own_traffic;
 pub mod pipeline;
+pub mod privilege;
 pub mod reassembly;
 pub mod replay;
 pub mod replay_files;

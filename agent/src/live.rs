@@ -253,13 +253,6 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     if matching_interfaces(&plan.ifaces).is_empty() && !may_appear {
         return Err(LiveError::NoInterface(plan.ifaces.clone()));
     }
-    // The admin server comes first so that probes get answers (503) while capture attaches.
-    let (accounting, replayer) = start_replayer(targets)?;
-    let registry = Arc::new(Registry::new(Arc::clone(&accounting)));
-    let _admin = plan
-        .admin_addr
-        .map(|addr| AdminServer::start(addr, Arc::clone(&registry)))
-        .transpose()?;
     let mut source = match plan.engine {
         Engine::Ebpf => open_ebpf(plan).map_err(LiveError::Ebpf)?,
         Engine::Pcap => open_pcap(plan)?,
@@ -272,6 +265,16 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         },
     };
     let mut recorder = plan.record.as_ref().map(Recorder::create).transpose()?;
+    // Capabilities are per thread and inherited: they go before the replay and admin
+    // threads start, so that no thread keeps the full set. (An admin port below 1024
+    // would need CAP_NET_BIND_SERVICE, which is dropped here.)
+    drop_privileges(&source, &mut targets);
+    let (accounting, replayer) = start_replayer(targets)?;
+    let registry = Arc::new(Registry::new(Arc::clone(&accounting)));
+    let _admin = plan
+        .admin_addr
+        .map(|addr| AdminServer::start(addr, Arc::clone(&registry)))
+        .transpose()?;
     let mut published = Published::default();
     published.publish(&mut source, None, &registry, plan);
     let gate_counts = Arc::new(GateCounts::default());
@@ -417,6 +420,32 @@ impl Published {
         if let Some(p) = pipeline {
             registry.set_flows(p.flows().flows(), p.flows().buffered_bytes());
         }
+    }
+}
+
+/// Keeps only the capabilities the rest of the run uses. Runs before the replay thread
+/// starts, which inherits the reduced sets. eBPF keeps BPF, NET_ADMIN and PERFMON to
+/// attach to interfaces that appear (or come back) while running, and NET_ADMIN also
+/// sets SO_MARK on our sockets; libpcap has its one socket open and needs nothing, so
+/// its copies go out unmarked (the mark is only for the eBPF classifier).
+fn drop_privileges(source: &Source, targets: &mut [crate::replay::TargetConfig]) {
+    use crate::privilege::{keep_only, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON};
+    let keep: &[u32] = match source {
+        #[cfg(feature = "ebpf")]
+        Source::Ebpf(_) => &[CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON],
+        Source::Pcap { .. } => {
+            for t in targets.iter_mut() {
+                t.socket_mark = 0;
+            }
+            &[]
+        }
+    };
+    match keep_only(keep) {
+        Ok(left) => tracing::info!(
+            capabilities = format!("{left:#x}"),
+            "dropped capabilities no longer needed"
+        ),
+        Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
     }
 }
 

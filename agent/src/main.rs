@@ -15,8 +15,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// An error a person fixes (bad option, file or value): one line, exit code 2.
+/// An error a person fixes (bad option, file or value): one line, exit code 2. Some
+/// sources (a regex) explain over several lines; a person still gets one.
 fn fail(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("shadowtap: {e}");
+    let text = e.to_string();
+    let words: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    eprintln!("shadowtap: {}", words.join(" "));
     ExitCode::from(2)
 }

@@ -13,11 +13,26 @@ use crate::http::{DropReason, FramerEvent, FramerLimits, HttpRequest, NotHttpKin
 use crate::reassembly::{FlowTable, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
 
 /// Caps of every pure stage, in one place so flags and config fill one struct.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PipelineConfig {
     pub decoder: DecoderLimits,
     pub reassembly: ReassemblyConfig,
     pub framer: FramerLimits,
+    /// Bytes all framers may hold together (heads being read, bodies in progress).
+    /// Each stream is held to `max_head` + `max_body` by the framer; without a budget
+    /// over all of them, `max_flows` streams could each hold that much.
+    pub max_framer_bytes: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            decoder: DecoderLimits::default(),
+            reassembly: ReassemblyConfig::default(),
+            framer: FramerLimits::default(),
+            max_framer_bytes: 64 << 20,
+        }
+    }
 }
 
 /// A request the framer finished, with the connection it came from.
@@ -55,6 +70,8 @@ pub enum PipelineEvent {
 pub struct PipelineStats {
     pub frames: u64,
     pub decode_errors: u64,
+    /// Times a stream gave up what its framer held to stay under `max_framer_bytes`.
+    pub framer_overflows: u64,
 }
 
 /// Owns the framers of the live streams; receives the reassembled bytes.
@@ -64,14 +81,38 @@ struct Framers {
     by_stream: HashMap<StreamKey, RequestFramer>,
     scratch: Vec<FramerEvent>,
     events: Vec<PipelineEvent>,
+    /// Sum of `RequestFramer::buffered` over `by_stream`, kept by the deltas of each call.
+    held: usize,
+    budget: usize,
+    overflows: u64,
 }
 
 impl Framers {
-    fn framer(&mut self, stream: StreamKey) -> &mut RequestFramer {
+    /// Runs `f` on the stream's framer and keeps `held` exact; past the budget, the
+    /// stream that just grew gives up what it holds (as reassembly does for its cap).
+    fn with_framer(
+        &mut self,
+        stream: StreamKey,
+        ts_nanos: u64,
+        f: impl FnOnce(&mut RequestFramer, &mut Vec<FramerEvent>),
+    ) {
         let limits = self.limits;
-        self.by_stream
+        let mut out = std::mem::take(&mut self.scratch);
+        let framer = self
+            .by_stream
             .entry(stream)
-            .or_insert_with(|| RequestFramer::new(limits))
+            .or_insert_with(|| RequestFramer::new(limits));
+        let before = framer.buffered();
+        f(framer, &mut out);
+        let mut after = framer.buffered();
+        if self.held.saturating_sub(before) + after > self.budget && after > 0 {
+            framer.shed(ts_nanos, &mut out);
+            self.overflows += 1;
+            after = framer.buffered();
+        }
+        self.held = self.held.saturating_sub(before) + after;
+        self.scratch = out;
+        self.drain(stream);
     }
 
     fn drain(&mut self, stream: StreamKey) {
@@ -108,21 +149,16 @@ impl Framers {
 
 impl StreamSink for Framers {
     fn data(&mut self, stream: StreamKey, ts_nanos: u64, bytes: &[u8]) {
-        let mut out = std::mem::take(&mut self.scratch);
-        self.framer(stream).push(ts_nanos, bytes, &mut out);
-        self.scratch = out;
-        self.drain(stream);
+        self.with_framer(stream, ts_nanos, |f, out| f.push(ts_nanos, bytes, out));
     }
 
     fn gap(&mut self, stream: StreamKey, ts_nanos: u64, missing: u64) {
-        let mut out = std::mem::take(&mut self.scratch);
-        self.framer(stream).gap(ts_nanos, missing, &mut out);
-        self.scratch = out;
-        self.drain(stream);
+        self.with_framer(stream, ts_nanos, |f, out| f.gap(ts_nanos, missing, out));
     }
 
     fn end(&mut self, stream: StreamKey, ts_nanos: u64, _how: StreamEnd) {
         if let Some(mut framer) = self.by_stream.remove(&stream) {
+            self.held = self.held.saturating_sub(framer.buffered());
             framer.finish(ts_nanos, &mut self.scratch);
             self.drain(stream);
         }
@@ -155,6 +191,7 @@ impl Pipeline {
             flows: FlowTable::new(config.reassembly),
             framers: Framers {
                 limits: config.framer,
+                budget: config.max_framer_bytes,
                 ..Framers::default()
             },
             stats: PipelineStats::default(),
@@ -205,8 +242,11 @@ impl Pipeline {
         self.gate = Some(gate);
     }
 
-    pub fn stats(&self) -> &PipelineStats {
-        &self.stats
+    pub fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            framer_overflows: self.framers.overflows,
+            ..self.stats.clone()
+        }
     }
 
     pub fn decoder(&self) -> &Decoder {

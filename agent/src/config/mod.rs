@@ -101,23 +101,29 @@ pub struct InspectArgs {
 #[derive(Clone, Debug, Args)]
 pub struct LimitArgs {
     /// Most TCP connections tracked at once; the least recently active is evicted past it.
-    #[arg(long, default_value_t = 100_000, env = "SHADOWTAP_MAX_FLOWS")]
+    #[arg(long, default_value_t = 100_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
     pub max_flows: usize,
     /// Out-of-order bytes buffered per stream direction.
     #[arg(long, default_value_t = 1 << 20, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
     pub max_stream_buffer: usize,
-    /// Out-of-order bytes buffered over all streams.
+    /// Out-of-order bytes buffered over all streams; the same cap again for the bytes
+    /// of requests being framed (heads being read, bodies in progress).
     #[arg(long, default_value_t = 64 << 20, env = "SHADOWTAP_MAX_BUFFER")]
     pub max_buffer: usize,
     /// Largest request head (request line and headers) in bytes.
-    #[arg(long, default_value_t = 64 << 10, env = "SHADOWTAP_MAX_HEAD")]
+    #[arg(long, default_value_t = 64 << 10, value_parser = at_least_one(), env = "SHADOWTAP_MAX_HEAD")]
     pub max_head: usize,
     /// Largest request body in bytes; larger requests count as `too_large`.
     #[arg(long, default_value_t = 8 << 20, env = "SHADOWTAP_MAX_BODY")]
     pub max_body: usize,
     /// Seconds without a packet after which a connection is dropped.
-    #[arg(long, default_value_t = 120, env = "SHADOWTAP_IDLE_TIMEOUT")]
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_IDLE_TIMEOUT")]
     pub idle_timeout: u64,
+}
+
+/// A count or size of which 0 would turn the feature into dropping everything.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..)
 }
 
 impl LimitArgs {
@@ -127,6 +133,7 @@ impl LimitArgs {
         config.reassembly.max_flows = self.max_flows;
         config.reassembly.max_stream_buffer = self.max_stream_buffer;
         config.reassembly.max_total_buffer = self.max_buffer;
+        config.max_framer_bytes = self.max_buffer;
         config.reassembly.idle_timeout_nanos = self.idle_timeout.saturating_mul(1_000_000_000);
         config.framer.max_head = self.max_head;
         config.framer.max_body = self.max_body;
@@ -197,6 +204,9 @@ pub struct ShadowArgs {
     /// Copies waiting per target; past it they count as `queue_full`.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_QUEUE_LEN")]
     pub queue_len: u32,
+    /// Request bytes queued or in flight per target; past it copies count as `queue_full`.
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_MAX_QUEUE_BYTES")]
+    pub max_queue_bytes: u64,
     /// Extra CA certificates (PEM) for https targets.
     #[arg(long, value_name = "FILE", value_parser = check_readable_file, env = "SHADOWTAP_TARGET_CA")]
     pub target_ca: Option<PathBuf>,
@@ -263,6 +273,7 @@ impl ShadowArgs {
                 cfg.request_timeout = self.request_timeout;
                 cfg.max_in_flight = self.max_in_flight as usize;
                 cfg.queue_len = self.queue_len as usize;
+                cfg.max_queue_bytes = usize::try_from(self.max_queue_bytes).unwrap_or(usize::MAX);
                 cfg.tls = TlsOptions {
                     ca_file: self.target_ca.clone(),
                     insecure: self.insecure,

@@ -251,6 +251,9 @@ enum State {
     Done,
 }
 
+/// Buffer capacity an idle stream keeps between pushes (a few packets' worth).
+const IDLE_BUF_KEPT: usize = 16 * 1024;
+
 /// Incremental HTTP/1.1 request framer for one client->server stream. Feed bytes in any
 /// split; the events depend only on the bytes, gaps and limits, plus `ts_nanos`.
 #[derive(Debug)]
@@ -306,8 +309,9 @@ impl RequestFramer {
         self.buf.drain(..consumed);
         self.pos = 0;
         self.old = 0;
-        if self.buf.is_empty() && self.buf.capacity() > 2 * self.limits.max_head.max(4096) {
-            // A large push passed through; do not keep its allocation for an idle stream.
+        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUF_KEPT {
+            // A large push passed through; do not keep its allocation for an idle stream:
+            // over many streams that memory is outside every budget.
             self.buf = Vec::new();
         }
     }
@@ -378,6 +382,30 @@ impl RequestFramer {
             }
             State::Skip(kind) => State::Skip(kind),
         };
+    }
+
+    /// Gives up what the stream holds, to keep all streams under one memory budget: a
+    /// body in progress is dropped as `TooLarge` and the rest of it skipped by its
+    /// framing (the stream stays trusted); other held bytes are treated as lost in the
+    /// capture (see `gap`).
+    pub fn shed(&mut self, ts_nanos: u64, out: &mut Vec<FramerEvent>) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Body(mut inflight) => {
+                self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
+                self.state = State::Body(inflight);
+            }
+            other => {
+                self.state = other;
+                let held = self.buf.len() as u64;
+                self.gap(ts_nanos, held, out);
+            }
+        }
+        // What it held is what the budget is short of: give the memory back too.
+        if self.buf.is_empty() {
+            self.buf = Vec::new();
+        } else {
+            self.buf.shrink_to_fit();
+        }
     }
 
     /// The stream ended: a request in progress is dropped as incomplete and pending

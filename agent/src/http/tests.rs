@@ -756,6 +756,62 @@ fn memory_stays_bounded_while_a_body_under_the_limit_grows() {
 }
 
 #[test]
+fn shedding_a_body_in_progress_drops_it_and_keeps_framing_exact() {
+    let mut framer = RequestFramer::new(FramerLimits::default());
+    let mut out = Vec::new();
+    framer.push(
+        TS,
+        b"POST /big HTTP/1.1\r\nContent-Length: 10\r\n\r\n01234",
+        &mut out,
+    );
+    assert_eq!(framer.buffered(), 5);
+    framer.shed(TS, &mut out);
+    assert_eq!(framer.buffered(), 0);
+    // The rest of the body is skipped by its length; the next request is whole.
+    framer.push(TS, b"56789GET /next HTTP/1.1\r\nHost: x\r\n\r\n", &mut out);
+    framer.finish(TS, &mut out);
+    assert_eq!(
+        out,
+        vec![
+            dropped(DropReason::TooLarge, Some("POST")),
+            req("GET", "/next", 1, &[("Host", "x")], b""),
+        ]
+    );
+}
+
+#[test]
+fn shedding_a_head_in_progress_drops_it_and_hunts_for_the_next_request() {
+    let mut framer = RequestFramer::new(FramerLimits::default());
+    let mut out = Vec::new();
+    framer.push(
+        TS,
+        b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /half HTTP/1.1\r\nX-Lo",
+        &mut out,
+    );
+    assert!(framer.buffered() > 0);
+    framer.shed(TS, &mut out);
+    assert_eq!(framer.buffered(), 0);
+    framer.push(
+        TS,
+        b"ng: yes\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+        &mut out,
+    );
+    framer.finish(TS, &mut out);
+    let requests: Vec<&[u8]> = out
+        .iter()
+        .filter_map(|e| match e {
+            FramerEvent::Request(r) => Some(r.target.as_slice()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(requests, [&b"/a"[..], &b"/b"[..]]);
+    assert!(
+        out.contains(&dropped(DropReason::Incomplete, Some("GET"))),
+        "{out:?}"
+    );
+}
+
+#[test]
 fn nothing_happens_after_finish() {
     let mut framer = RequestFramer::new(FramerLimits::default());
     let mut out = Vec::new();

@@ -14,7 +14,7 @@ pub mod rewrite;
 pub mod target;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -61,6 +61,9 @@ pub struct TargetConfig {
     pub request_timeout: Duration,
     pub max_in_flight: usize,
     pub queue_len: usize,
+    /// Request bytes queued or in flight; past it a copy counts as `queue_full` (live) or
+    /// waits (files). `queue_len` alone would let long queues of big bodies take GiBs.
+    pub max_queue_bytes: usize,
     pub max_response_head_bytes: usize,
     pub max_response_body_bytes: u64,
     pub tls: TlsOptions,
@@ -88,6 +91,7 @@ impl TargetConfig {
             request_timeout: Duration::from_secs(10),
             max_in_flight: 64,
             queue_len: 10_000,
+            max_queue_bytes: 64 << 20,
             max_response_head_bytes: 64 * 1024,
             max_response_body_bytes: 16 * 1024 * 1024,
             tls: TlsOptions::default(),
@@ -148,12 +152,48 @@ impl Pending {
     }
 }
 
+/// Bytes of the requests a target holds (queued or in flight), against its cap.
+#[derive(Debug)]
+struct QueuedBytes {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl QueuedBytes {
+    /// Takes room for `size` bytes. A request bigger than the whole cap still passes
+    /// when nothing else is held, so one large body cannot block a file replay forever.
+    fn try_take(&self, size: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                let next = held.saturating_add(size);
+                (held == 0 || next <= self.max).then_some(next)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, size: usize) {
+        self.held.fetch_sub(size, Ordering::AcqRel);
+    }
+}
+
+/// What a queued request costs in memory: its head fields and body.
+fn request_bytes(request: &HttpRequest) -> usize {
+    let headers: usize = request
+        .headers
+        .iter()
+        .chain(&request.trailers)
+        .map(|h| h.name.len() + h.value.len() + 4)
+        .sum();
+    request.method.len() + request.target.len() + request.body.len() + headers + 16
+}
+
 struct TargetSide {
     filter: RequestFilter,
     sampler: Sampler,
     bucket: Option<Mutex<TokenBucket>>,
     queue: mpsc::Sender<Arc<CapturedRequest>>,
     pending: Arc<Pending>,
+    bytes: Arc<QueuedBytes>,
 }
 
 /// What the replay tasks of one target share.
@@ -164,6 +204,7 @@ struct TargetWorker {
     suffix: String,
     accounting: Arc<Accounting>,
     pending: Arc<Pending>,
+    bytes: Arc<QueuedBytes>,
 }
 
 impl TargetWorker {
@@ -221,6 +262,7 @@ async fn dispatch(
         tokio::spawn(async move {
             let outcome = worker.replay(&captured).await;
             worker.settle(outcome);
+            worker.bytes.give_back(request_bytes(&captured.request));
             drop(slot);
         });
     }
@@ -296,6 +338,10 @@ impl Replayer {
                 own: cfg.own.clone(),
             });
             let pending = Arc::new(Pending::default());
+            let bytes = Arc::new(QueuedBytes {
+                held: AtomicUsize::new(0),
+                max: cfg.max_queue_bytes,
+            });
             let (tx, rx) = mpsc::channel(cfg.queue_len);
             let worker = Arc::new(TargetWorker {
                 index,
@@ -304,6 +350,7 @@ impl Replayer {
                 suffix: cfg.shadow_suffix,
                 accounting: accounting.clone(),
                 pending: pending.clone(),
+                bytes: bytes.clone(),
             });
             runtime.spawn(dispatch(worker, rx, cfg.max_in_flight));
             let bucket = cfg.max_rps.map(|rate| {
@@ -318,6 +365,7 @@ impl Replayer {
                 bucket,
                 queue: tx,
                 pending,
+                bytes,
             });
         }
         let (stop, stopped) = oneshot::channel::<()>();
@@ -356,6 +404,7 @@ impl Replayer {
             client: captured.client,
             server: captured.server,
         };
+        let size = request_bytes(&captured.request);
         let captured = Arc::new(captured);
         for (index, t) in self.targets.iter().enumerate() {
             let counters = self.accounting.target(index);
@@ -378,6 +427,18 @@ impl Replayer {
                     continue;
                 }
             }
+            let mut room = t.bytes.try_take(size);
+            if !room && wait {
+                // Tasks give bytes back as they finish; a file replay waits for them.
+                while !t.bytes.try_take(size) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                room = true;
+            }
+            if !room {
+                counters.record(Outcome::QueueFull);
+                continue;
+            }
             // Counted before the send so that a task finishing at once finds its unit.
             t.pending.add();
             counters.enqueued();
@@ -387,6 +448,7 @@ impl Replayer {
                 t.queue.try_send(captured.clone()).is_ok()
             };
             if !sent {
+                t.bytes.give_back(size);
                 // Nothing else can take this unit: submit and shutdown both need the
                 // replayer and tasks only settle what was queued.
                 t.pending.take_one();
