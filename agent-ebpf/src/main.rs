@@ -16,9 +16,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use shadowtap_common::{
-    PieceHeader, CONFIG_OWN_MARK, CONFIG_PIECE_LEN, CONFIG_SLOTS, FLAG_EGRESS, FLAG_HAS_L2,
-    FLAG_TRUNCATED, IFACE_NO_L2, MAX_PIECE, MAX_PIECES, PIECE_HEADER_LEN, STAT_BYTES, STAT_MATCHED,
-    STAT_OWN_MARK, STAT_PIECES, STAT_RING_DROPS, STAT_SLOTS, STAT_TRUNCATED,
+    PieceHeader, CONFIG_OWN_MARK, CONFIG_PIECE_LEN, CONFIG_SLOTS, CONFIG_WAKEUP_BYTES, FLAG_EGRESS,
+    FLAG_HAS_L2, FLAG_TRUNCATED, IFACE_NO_L2, MAX_PIECE, MAX_PIECES, PIECE_HEADER_LEN, STAT_BYTES,
+    STAT_MATCHED, STAT_OWN_MARK, STAT_PIECES, STAT_RING_DROPS, STAT_SLOTS, STAT_TRUNCATED,
 };
 
 /// TC_ACT_UNSPEC, which TCX reads as TCX_NEXT: the packet goes on to the next program
@@ -31,6 +31,11 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
+
+/// `bpf_ringbuf_output` flags and `bpf_ringbuf_query` selector (uapi/linux/bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// Record being assembled: the scratch map value that `bpf_ringbuf_output` copies from.
 #[repr(C)]
@@ -194,6 +199,7 @@ fn try_capture(ctx: &TcContext, direction: u32) -> Result<i32, i32> {
         pkt_len
     };
 
+    let wakeup_bytes = u64::from(CONFIG.get(CONFIG_WAKEUP_BYTES).copied().unwrap_or(0));
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(PASS)?;
     let ktime_ns = unsafe { bpf_ktime_get_ns() };
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -228,7 +234,20 @@ fn try_capture(ctx: &TcContext, direction: u32) -> Result<i32, i32> {
         let record = unsafe {
             core::slice::from_raw_parts(scratch as *const u8, PIECE_HEADER_LEN + len as usize)
         };
-        if EVENTS.output::<[u8]>(record, 0).is_err() {
+        let wake = if wakeup_bytes == 0 {
+            0
+        } else {
+            // Wake the reader only when this record crosses the threshold; below it the
+            // reader's timer collects the records.
+            let unread = EVENTS.query(BPF_RB_AVAIL_DATA);
+            let after = unread + record.len() as u64;
+            if unread < wakeup_bytes && after >= wakeup_bytes {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            }
+        };
+        if EVENTS.output::<[u8]>(record, wake).is_err() {
             bump(STAT_RING_DROPS, 1);
             break;
         }
