@@ -12,8 +12,10 @@
 # For each run: throughput and p99 latency as ratios to agent-off, requests served (load
 # generator), requests the agent saw, the accounting identity (outcomes add up to requests
 # seen; the script fails when they do not), requests served but never seen, completeness
-# (replayed / served, 100% runs), drops by reason and agent CPU-us per request served.
-# Bounded: 14 runs of SECONDS each (default 5) plus a few seconds of setup per run.
+# (replayed / served, 100% runs), drops by reason, agent CPU-us per request served, and
+# for eBPF the classifier's own time in the kernel per request served (kernel.bpf_stats_enabled
+# is on during the run; the classifier runs on the CPU that carries the live packets).
+# Bounded: 15 runs of SECONDS each (default 5) plus a few seconds of setup per run.
 # Usage: [SHADOWTAP_BIN=path] [RATE=20000] bench/live.sh [SECONDS] [CONNECTIONS]
 # Needs .ci/setup (wrk, h2load, nginx) and root. Addresses 10.78.1.0/24 exist only inside
 # the namespaces this script creates.
@@ -27,7 +29,7 @@ if [ -z "${SHADOWTAP_BIN:-}" ]; then
   cargo build --release -q -p shadowtap
 fi
 bin=${SHADOWTAP_BIN:-$PWD/target/release/shadowtap}
-for tool in wrk h2load nginx taskset; do
+for tool in wrk h2load nginx taskset bpftool jq; do
   command -v "$tool" >/dev/null || { echo "bench/live.sh: $tool missing (run .ci/setup)" >&2; exit 1; }
 done
 ncpu=$(nproc)
@@ -38,7 +40,10 @@ agent_cpu=$((ncpu - 1))
 ns_c=stb-$$-client
 ns_p=stb-$$-prod
 work=$(mktemp -d)
+bpf_stats_was=$(cat /proc/sys/kernel/bpf_stats_enabled)
+echo 1 >/proc/sys/kernel/bpf_stats_enabled
 cleanup() {
+  echo "$bpf_stats_was" >/proc/sys/kernel/bpf_stats_enabled
   for ns in "$ns_c" "$ns_p"; do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
@@ -145,6 +150,16 @@ count() {
       if (w[i] ~ /^[0-9]+$/) { s += w[i]; break } } } END { print s + 0 }' "$2"
 }
 
+# bpf_ns PID: nanoseconds the eBPF programs held open by PID have run so far.
+bpf_ns() {
+  local total=0 id n
+  for id in $(grep -h '^prog_id:' /proc/"$1"/fdinfo/* 2>/dev/null | awk '{print $2}' | sort -u); do
+    n=$(bpftool -j prog show id "$id" | jq '.run_time_ns // 0')
+    total=$((total + n))
+  done
+  echo "$total"
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
 # part KIND PIN: the agent-off reference, then each engine/percentage in CASES.
@@ -161,7 +176,8 @@ part() {
   fi
   load "$kind" "$pin" "$kind-$pin-off"
   local base_rps=$rps base_p99=$p99_ms
-  rows+=("| $label | off | - | $(printf '%.0f' "$rps") | 1.00 | $p99_ms | 1.00 | $served | - | - | - | - | - | - | - |")
+  [ "$kind-$pin" = max-pinned ] && pinned_off_rps=$rps
+  rows+=("| $label | off | - | $(printf '%.0f' "$rps") | 1.00 | $p99_ms | 1.00 | $served | - | - | - | - | - | - | - | - |")
   for case in "${CASES[@]}"; do
     local engine=${case%-*} pct=${case#*-}
     local name="$kind-$pin-$case" agent_pin=()
@@ -177,7 +193,10 @@ part() {
     done
     local stat_before stat_after
     read -r -a stat_before < <(cut -d')' -f2- "/proc/$agent/stat")
+    local bpf_before bpf_after
+    bpf_before=$(bpf_ns "$agent")
     load "$kind" "$pin" "$name"
+    bpf_after=$(bpf_ns "$agent")
     # Copies still queued are part of the cost: let the agent catch up before sampling.
     sleep 1
     read -r -a stat_after < <(cut -d')' -f2- "/proc/$agent/stat")
@@ -188,6 +207,10 @@ part() {
     local ticks=$((stat_after[11] + stat_after[12] - stat_before[11] - stat_before[12]))
     local cpu_us
     cpu_us=$(awk -v t="$ticks" -v hz="$clk_tck" -v n="$served" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
+    local bpf_per_req=-
+    if [ "$engine" = ebpf ]; then
+      bpf_per_req=$(awk -v a="$bpf_after" -v b="$bpf_before" -v n="$served" 'BEGIN { printf "%.0f", (a - b) / n }')
+    fi
     local summary="$work/agent-$name.out"
     outcomes "$summary"
     local identity="$total = $seen"
@@ -217,7 +240,7 @@ part() {
     local capture kdrops
     capture=$(grep '^capture' "$work/agent-$name.err" || true)
     kdrops=$(echo "$capture" | grep -oE '[0-9]+ (ring-buffer|kernel|interface) drops' | tr '\n' ' ')
-    rows+=("| $label | $engine | $pct% | $(printf '%.0f' "$rps") | $(ratio "$rps" "$base_rps") | $p99_ms | $(ratio "$p99_ms" "$base_p99") | $served | $seen | $identity | $unseen$lost | $completeness ($replayed) | ${drops:-none} | ${kdrops:-?} | $cpu_us |")
+    rows+=("| $label | $engine | $pct% | $(printf '%.0f' "$rps") | $(ratio "$rps" "$base_rps") | $p99_ms | $(ratio "$p99_ms" "$base_p99") | $served | $seen | $identity | $unseen$lost | $completeness ($replayed) | ${drops:-none} | ${kdrops:-?} | $cpu_us | $bpf_per_req |")
     echo "== $name" >&2
     grep -v '^ *$' "$summary" >&2 || true
     echo "$capture" >&2
@@ -228,6 +251,14 @@ CASES=(ebpf-100 ebpf-10 pcap-100 pcap-10)
 part max unpinned
 CASES=(ebpf-100 ebpf-10 pcap-100)
 part max pinned
+# Reference for the pinned runs: no agent, a busy loop on the agent's CPU. What it costs
+# the live CPU is what any work on the other CPU costs on this machine (shared host cores).
+pin_nginx prod "$live_cpu"
+taskset -c "$agent_cpu" sh -c 'while :; do :; done' &
+burner=$!
+load max pinned max-pinned-burner
+kill "$burner"
+rows+=("| wrk max, pinned | busy loop on CPU $agent_cpu, no agent | - | $(printf '%.0f' "$rps") | $(ratio "$rps" "$pinned_off_rps") | $p99_ms | - | $served | - | - | - | - | - | - | - | - |")
 CASES=(ebpf-100 pcap-100)
 part rate unpinned
 CASES=(ebpf-100)
@@ -237,8 +268,8 @@ echo
 echo "wrk -t2 -c$conns -d${secs}s / h2load --h1 -c$conns --rps (total $rate/s) -D $secs over a veth;"
 echo "sink nginx on prod loopback; $ncpu CPUs; pinned: prod nginx + load on CPU $live_cpu, agent + sink on CPU $agent_cpu"
 echo
-echo "| load, CPUs | agent | sample | req/s | ÷ off | p99 ms | ÷ off | served | seen | outcomes = seen | served, not seen | completeness (replayed) | drops (summary) | capture drops | agent CPU-µs/req |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "| load, CPUs | agent | sample | req/s | ÷ off | p99 ms | ÷ off | served | seen | outcomes = seen | served, not seen | completeness (replayed) | drops (summary) | capture drops | agent CPU-µs/req | classifier ns/req |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 if [ "$failed" != 0 ]; then
   echo "bench/live.sh: accounting check failed (outcomes != seen, or requests lost uncounted)" >&2
