@@ -280,7 +280,9 @@ impl EbpfCapture {
                 other => other,
             }
         } else {
-            self.ifaces.insert(ifindex, common::IFACE_NO_L2, 0)
+            self.ifaces
+                .insert(ifindex, common::IFACE_NO_L2, 0)
+                .and_then(|()| self.config.set(common::CONFIG_ANY_NO_L2, 1, 0))
         };
         result.map_err(|e| map_error(common::MAP_IFACES, e))
     }
