@@ -693,6 +693,56 @@ mod tests {
         }
     }
 
+    #[test]
+    fn body_that_came_with_the_head_needs_no_read() {
+        use Framing::*;
+        assert_eq!(body_in_buffer(Empty, b""), Some(true));
+        assert_eq!(body_in_buffer(Empty, b"x"), Some(false));
+        assert_eq!(body_in_buffer(Length(3), b"ok\n"), Some(true));
+        assert_eq!(body_in_buffer(Length(3), b"ok\nHTTP"), Some(false));
+        assert_eq!(body_in_buffer(Length(3), b"ok"), None);
+        assert_eq!(body_in_buffer(Chunked, b"0\r\n\r\n"), None);
+        assert_eq!(body_in_buffer(Close, b""), None);
+    }
+
+    /// A head longer than the initial buffer grows it; one longer than the cap is refused;
+    /// the buffer is reused for the next response on the connection.
+    #[tokio::test]
+    async fn read_head_grows_the_buffer_up_to_the_cap() {
+        let long = "a".repeat(3 * READ_BUF);
+        let response = format!(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nX-Long: {long}\r\nContent-Length: 2\r\n\r\nnoHTTP/1.1 204 No\r\n\r\n"
+        );
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        server.write_all(response.as_bytes()).await.unwrap();
+        let mut buf = vec![0; READ_BUF];
+        let head = read_head(&mut client, &mut buf, 64 * 1024, false)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(head.class, StatusClass::ClientError);
+        assert_eq!(head.framing, Framing::Length(2));
+        assert!(buf.len() > READ_BUF);
+        let body = &buf[head.head_len..head.filled];
+        assert!(
+            body.starts_with(b"no"),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        server.write_all(response.as_bytes()).await.unwrap();
+        let mut buf = vec![0; READ_BUF];
+        let refused = read_head(&mut client, &mut buf, 2 * READ_BUF, false).await;
+        assert!(matches!(
+            refused,
+            Err(Failure {
+                kind: ReplayErrorKind::Protocol,
+                ..
+            })
+        ));
+    }
+
     fn framing_of(head: &[u8], head_request: bool) -> Option<(Framing, bool)> {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut resp = httparse::Response::new(&mut headers);
