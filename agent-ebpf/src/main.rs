@@ -16,9 +16,10 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use shadowtap_common::{
-    PieceHeader, CONFIG_OWN_MARK, CONFIG_PIECE_LEN, CONFIG_SLOTS, FLAG_EGRESS, FLAG_HAS_L2,
-    FLAG_TRUNCATED, IFACE_NO_L2, MAX_PIECE, MAX_PIECES, PIECE_HEADER_LEN, STAT_BYTES, STAT_MATCHED,
-    STAT_OWN_MARK, STAT_PIECES, STAT_RING_DROPS, STAT_SLOTS, STAT_TRUNCATED,
+    PieceHeader, CONFIG_ANY_NO_L2, CONFIG_OWN_MARK, CONFIG_PIECE_LEN, CONFIG_SLOTS,
+    CONFIG_WAKEUP_BYTES, FLAG_EGRESS, FLAG_HAS_L2, FLAG_TRUNCATED, IFACE_NO_L2, MAX_PIECE,
+    MAX_PIECES, PIECE_HEADER_LEN, STAT_BYTES, STAT_MATCHED, STAT_OWN_MARK, STAT_PIECES,
+    STAT_RING_DROPS, STAT_SLOTS, STAT_TRUNCATED,
 };
 
 /// TC_ACT_UNSPEC, which TCX reads as TCX_NEXT: the packet goes on to the next program
@@ -31,6 +32,11 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
+
+/// `bpf_ringbuf_output` flags and `bpf_ringbuf_query` selector (uapi/linux/bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
 
 /// Record being assembled: the scratch map value that `bpf_ringbuf_output` copies from.
 #[repr(C)]
@@ -88,6 +94,32 @@ fn bump(slot: u32, n: u64) -> u64 {
 #[inline(always)]
 fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, i32> {
     ctx.load::<T>(offset).map_err(|_| PASS)
+}
+
+/// Where the common packet (Ethernet, no VLAN tag, IPv4 without options) is settled with
+/// direct packet access instead of a helper call per header field: `Some(Some(dport))`
+/// for an unfragmented TCP packet, `Some(None)` for any other IPv4 packet (pass it), and
+/// `None` when the general path must decide (other layouts, headers not linear).
+#[inline(always)]
+fn linear_ipv4_dport(ctx: &TcContext) -> Option<Option<u16>> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    // Ethernet, a 20-byte IPv4 header and the TCP ports.
+    if start + ETH_HLEN + 24 > end {
+        return None;
+    }
+    let at = |offset: usize| unsafe { *((start + offset) as *const u8) };
+    if u16::from_be_bytes([at(12), at(13)]) != ETH_P_IP || at(ETH_HLEN) != 0x45 {
+        return None;
+    }
+    let fragment = u16::from_be_bytes([at(ETH_HLEN + 6), at(ETH_HLEN + 7)]) & 0x1fff;
+    if at(ETH_HLEN + 9) != IPPROTO_TCP || fragment != 0 {
+        return Some(None);
+    }
+    Some(Some(u16::from_be_bytes([
+        at(ETH_HLEN + 22),
+        at(ETH_HLEN + 23),
+    ])))
 }
 
 /// Offset of the TCP destination port, or `Err(PASS)` when the packet is not TCP or its
@@ -160,11 +192,23 @@ fn tcp_dport_offset(ctx: &TcContext, has_l2: bool) -> Result<usize, i32> {
 fn try_capture(ctx: &TcContext, direction: u32) -> Result<i32, i32> {
     let skb = ctx.skb.skb;
     let (ifindex, mark) = unsafe { ((*skb).ifindex, (*skb).mark) };
-    let iface_flags = unsafe { IFACES.get(&ifindex) }.copied().unwrap_or(0);
+    let any_no_l2 = CONFIG.get(CONFIG_ANY_NO_L2).copied().unwrap_or(0) != 0;
+    let iface_flags = if any_no_l2 {
+        unsafe { IFACES.get(&ifindex) }.copied().unwrap_or(0)
+    } else {
+        0
+    };
     let has_l2 = iface_flags & IFACE_NO_L2 == 0;
 
-    let dport_at = tcp_dport_offset(ctx, has_l2)?;
-    let dport = u16::from_be(load::<u16>(ctx, dport_at)?);
+    let fast = if has_l2 { linear_ipv4_dport(ctx) } else { None };
+    let dport = match fast {
+        Some(Some(dport)) => dport,
+        Some(None) => return Ok(PASS),
+        None => {
+            let dport_at = tcp_dport_offset(ctx, has_l2)?;
+            u16::from_be(load::<u16>(ctx, dport_at)?)
+        }
+    };
     if unsafe { PORTS.get(&dport) }.is_none() {
         return Ok(PASS);
     }
@@ -194,6 +238,7 @@ fn try_capture(ctx: &TcContext, direction: u32) -> Result<i32, i32> {
         pkt_len
     };
 
+    let wakeup_bytes = u64::from(CONFIG.get(CONFIG_WAKEUP_BYTES).copied().unwrap_or(0));
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(PASS)?;
     let ktime_ns = unsafe { bpf_ktime_get_ns() };
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -228,7 +273,20 @@ fn try_capture(ctx: &TcContext, direction: u32) -> Result<i32, i32> {
         let record = unsafe {
             core::slice::from_raw_parts(scratch as *const u8, PIECE_HEADER_LEN + len as usize)
         };
-        if EVENTS.output::<[u8]>(record, 0).is_err() {
+        let wake = if wakeup_bytes == 0 {
+            0
+        } else {
+            // Wake the reader only when this record crosses the threshold; below it the
+            // reader's timer collects the records.
+            let unread = EVENTS.query(BPF_RB_AVAIL_DATA);
+            let after = unread + record.len() as u64;
+            if unread < wakeup_bytes && after >= wakeup_bytes {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            }
+        };
+        if EVENTS.output::<[u8]>(record, wake).is_err() {
             bump(STAT_RING_DROPS, 1);
             break;
         }

@@ -35,6 +35,12 @@ pub const VERDICT_PASS: u32 = u32::MAX;
 /// there is about one per CPU. Past this, all are dropped and counted incomplete.
 const MAX_PARTIAL_PACKETS: usize = 64;
 
+/// The reader's timer while the classifier writes without wakeups: `TICK_MIN` under
+/// load, doubling while the ring stays empty up to `TICK_MAX`, the longest a lone packet
+/// waits (and the idle agent wakes 1000 / 16 times a second, not once per packet).
+const TICK_MIN: Duration = Duration::from_millis(1);
+const TICK_MAX: Duration = Duration::from_millis(16);
+
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
@@ -156,6 +162,10 @@ pub struct EbpfCapture {
     attached: HashMap<String, Attachment>,
     assembler: PieceAssembler,
     use_tcx: bool,
+    /// The classifier writes without waking us (`CONFIG_WAKEUP_BYTES` set): poll on
+    /// `tick` instead of waiting for a wakeup.
+    batched: bool,
+    tick: Duration,
 }
 
 impl fmt::Debug for EbpfCapture {
@@ -207,8 +217,13 @@ impl EbpfCapture {
             attached: HashMap::new(),
             assembler: PieceAssembler::new(monotonic_to_realtime_offset()),
             use_tcx,
+            batched: false,
+            tick: TICK_MIN,
         };
         capture.set_ports(ports)?;
+        // A quarter of the ring: far above what one tick brings at any rate the agent
+        // keeps up with, far enough below full to leave the reader time to start.
+        capture.set_wakeup_bytes(ring_bytes / 4)?;
         capture
             .config
             .set(common::CONFIG_OWN_MARK, own_mark, 0)
@@ -240,6 +255,18 @@ impl EbpfCapture {
             .map_err(|e| map_error(common::MAP_CONFIG, e))
     }
 
+    /// Ring buffer wakeups: 0 wakes the reader for every packet that finds it caught up
+    /// (the kernel's default); otherwise only when this many bytes are unread, the reader
+    /// collecting the rest on a timer of at most 16 ms. `load` sets a quarter of the ring.
+    pub fn set_wakeup_bytes(&mut self, bytes: u32) -> Result<(), EbpfError> {
+        self.config
+            .set(common::CONFIG_WAKEUP_BYTES, bytes, 0)
+            .map_err(|e| map_error(common::MAP_CONFIG, e))?;
+        self.batched = bytes != 0;
+        self.tick = TICK_MIN;
+        Ok(())
+    }
+
     /// Tells the classifier whether frames on `ifindex` start with an Ethernet header.
     /// `attach` sets this from the interface type; this overrides it.
     pub fn set_interface_l2(&mut self, ifindex: u32, has_l2: bool) -> Result<(), EbpfError> {
@@ -253,7 +280,9 @@ impl EbpfCapture {
                 other => other,
             }
         } else {
-            self.ifaces.insert(ifindex, common::IFACE_NO_L2, 0)
+            self.ifaces
+                .insert(ifindex, common::IFACE_NO_L2, 0)
+                .and_then(|()| self.config.set(common::CONFIG_ANY_NO_L2, 1, 0))
         };
         result.map_err(|e| map_error(common::MAP_IFACES, e))
     }
@@ -352,6 +381,7 @@ impl EbpfCapture {
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(record) = self.ring.next() {
+                self.tick = TICK_MIN;
                 if let Some(frame) = self.assembler.push(&record) {
                     return Ok(Some(frame));
                 }
@@ -360,7 +390,12 @@ impl EbpfCapture {
             if now >= deadline {
                 return Ok(None);
             }
-            let wait_ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+            let mut wait = deadline - now;
+            if self.batched {
+                wait = wait.min(self.tick);
+                self.tick = (self.tick * 2).min(TICK_MAX);
+            }
+            let wait_ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
             let mut pollfd = libc::pollfd {
                 fd: self.ring.as_raw_fd(),
                 events: libc::POLLIN,

@@ -37,7 +37,14 @@ struct Connection {
     io: Box<dyn Stream>,
     /// Registered in `OwnConnections` while open.
     registered: Option<(SocketAddr, Arc<OwnConnections>)>,
+    /// Response bytes land here, head and body alike, reused for every request on the
+    /// connection: no allocation per copy, and no large buffer inside each task's future.
+    buf: Vec<u8>,
 }
+
+/// Initial size of a connection's read buffer; a head that does not fit grows it, up to
+/// `max_head_bytes`.
+const READ_BUF: usize = 4096;
 
 impl Drop for Connection {
     fn drop(&mut self) {
@@ -230,7 +237,11 @@ impl ShadowClient {
                 Box::new(stream)
             }
         };
-        Ok(Connection { io, registered })
+        Ok(Connection {
+            io,
+            registered,
+            buf: vec![0; READ_BUF],
+        })
     }
 
     /// A TCP connection with our socket mark set before the SYN leaves.
@@ -255,39 +266,45 @@ impl ShadowClient {
     ) -> Result<(Answer, Option<Connection>), Failure> {
         let started = Instant::now();
         let deadline = started + self.opts.request_timeout;
-        let sent = async {
-            conn.io.write_all(request).await?;
-            conn.io.flush().await
+        // One timer for the request and the response head: each timer is a registration
+        // in the runtime's wheel, and this runs once per shadow copy.
+        let max_head = self.opts.max_head_bytes;
+        let head = async {
+            let sent = async {
+                conn.io.write_all(request).await?;
+                conn.io.flush().await
+            };
+            sent.await.map_err(|e| Failure::early(io_kind(&e)))?;
+            read_head(&mut *conn.io, &mut conn.buf, max_head, no_body).await
         };
-        match timeout_at(deadline, sent).await {
-            Err(_) => return Err(Failure::early(ReplayErrorKind::Timeout)),
-            Ok(Err(e)) => return Err(Failure::early(io_kind(&e))),
-            Ok(Ok(())) => {}
-        }
-        let response = timeout_at(
-            deadline,
-            read_head(&mut *conn.io, self.opts.max_head_bytes, no_body),
-        )
-        .await
-        .map_err(|_| Failure::early(ReplayErrorKind::Timeout))??;
+        let response = timeout_at(deadline, head)
+            .await
+            .map_err(|_| Failure::early(ReplayErrorKind::Timeout))??;
         let answer = Answer {
             class: response.class,
             head_after: started.elapsed(),
         };
-        // The body gets what is left of the request deadline, and at least a moment to
-        // drain small bodies that arrive with the head.
-        let body_deadline = deadline.max(Instant::now() + Duration::from_millis(10));
-        let clean = timeout_at(
-            body_deadline,
-            discard_body(
-                &mut *conn.io,
-                response.leftover,
-                response.framing,
-                self.opts.max_body_bytes,
-            ),
-        )
-        .await
-        .unwrap_or(false);
+        let leftover = response.head_len..response.filled;
+        let clean = match body_in_buffer(response.framing, &conn.buf[leftover.clone()]) {
+            Some(clean) => clean,
+            None => {
+                // The body gets what is left of the request deadline, and at least a
+                // moment to drain small bodies that arrive with the head.
+                let body_deadline = deadline.max(Instant::now() + Duration::from_millis(10));
+                timeout_at(
+                    body_deadline,
+                    discard_body(
+                        &mut *conn.io,
+                        &mut conn.buf,
+                        leftover,
+                        response.framing,
+                        self.opts.max_body_bytes,
+                    ),
+                )
+                .await
+                .unwrap_or(false)
+            }
+        };
         let reusable = clean && response.keep_alive && response.framing != Framing::Close;
         if !reusable {
             // Best effort: a polite close lets the target free the connection at once.
@@ -317,8 +334,9 @@ struct ResponseHead {
     class: StatusClass,
     framing: Framing,
     keep_alive: bool,
-    /// Bytes read past the head: the start of the body.
-    leftover: Vec<u8>,
+    /// The head is `buf[..head_len]`; `buf[head_len..filled]` is the start of the body.
+    head_len: usize,
+    filled: usize,
 }
 
 fn has_token(value: &[u8], token: &str) -> bool {
@@ -327,49 +345,58 @@ fn has_token(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
-/// Reads interim responses and the final response head.
+/// Reads interim responses and the final response head into `buf` (grown up to
+/// `max_head` bytes when a head needs it).
 async fn read_head(
     io: &mut dyn Stream,
+    buf: &mut Vec<u8>,
     max_head: usize,
     no_body: bool,
 ) -> Result<ResponseHead, Failure> {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096.min(max_head));
+    let mut filled = 0;
     let mut received_any = false;
     loop {
         // Parse what we have first: interim responses may leave the final one buffered.
-        if !buf.is_empty() {
+        if filled > 0 {
             let mut headers = [httparse::EMPTY_HEADER; 96];
             let mut resp = httparse::Response::new(&mut headers);
             let protocol = || Failure {
                 kind: ReplayErrorKind::Protocol,
                 nothing_received: false,
             };
-            match resp.parse(&buf) {
+            match resp.parse(&buf[..filled]) {
                 Ok(httparse::Status::Complete(len)) => {
                     let code = resp.code.ok_or_else(protocol)?;
                     let class = StatusClass::of(code).ok_or_else(protocol)?;
                     if (100..200).contains(&code) && code != 101 {
-                        buf.drain(..len);
+                        buf.copy_within(len..filled, 0);
+                        filled -= len;
                         continue;
                     }
-                    let head = interpret(&resp, code, no_body).ok_or_else(protocol)?;
+                    let (framing, keep_alive) =
+                        interpret(&resp, code, no_body).ok_or_else(protocol)?;
                     return Ok(ResponseHead {
                         class,
-                        framing: head.0,
-                        keep_alive: head.1,
-                        leftover: buf.split_off(len),
+                        framing,
+                        keep_alive,
+                        head_len: len,
+                        filled,
                     });
                 }
                 Ok(httparse::Status::Partial) => {}
                 Err(_) => return Err(protocol()),
             }
-            if buf.len() >= max_head {
+            if filled >= max_head {
                 return Err(protocol());
             }
         }
-        let mut chunk = [0u8; 4096];
-        let room = (max_head - buf.len()).clamp(1, chunk.len());
-        let n = io.read(&mut chunk[..room]).await.map_err(|e| Failure {
+        if filled == buf.len() {
+            // Here filled < max_head, so the buffer grows.
+            let grown = (buf.len() * 2).max(READ_BUF).min(max_head);
+            buf.resize(grown, 0);
+        }
+        let room = buf.len().min(max_head.max(filled + 1));
+        let n = io.read(&mut buf[filled..room]).await.map_err(|e| Failure {
             kind: io_kind(&e),
             nothing_received: !received_any,
         })?;
@@ -380,7 +407,7 @@ async fn read_head(
             });
         }
         received_any = true;
-        buf.extend_from_slice(&chunk[..n]);
+        filled += n;
     }
 }
 
@@ -432,14 +459,34 @@ fn interpret(
     Some((framing, keep_alive && code != 101))
 }
 
-/// Reads and drops a body. True when it ended exactly where its framing said, within
-/// `cap` bytes, so the connection can carry another request.
-async fn discard_body(io: &mut dyn Stream, leftover: Vec<u8>, framing: Framing, cap: u64) -> bool {
-    let mut buf = vec![0u8; 16 * 1024];
+/// Whether a body that came whole with the head ended where its framing said (`Some`),
+/// or `None` when more must be read. The common case of a small response: no timer, no
+/// further read.
+fn body_in_buffer(framing: Framing, leftover: &[u8]) -> Option<bool> {
+    match framing {
+        Framing::Empty => Some(leftover.is_empty()),
+        Framing::Length(n) => {
+            let have = leftover.len() as u64;
+            (have >= n).then_some(have == n)
+        }
+        Framing::Chunked | Framing::Close => None,
+    }
+}
+
+/// Reads and drops a body, using `buf` (whose `leftover` range holds the body's start)
+/// as scratch. True when it ended exactly where its framing said, within `cap` bytes, so
+/// the connection can carry another request.
+async fn discard_body(
+    io: &mut dyn Stream,
+    buf: &mut [u8],
+    leftover: std::ops::Range<usize>,
+    framing: Framing,
+    cap: u64,
+) -> bool {
+    let mut have = leftover.len() as u64;
     match framing {
         Framing::Empty => leftover.is_empty(),
         Framing::Length(n) => {
-            let mut have = leftover.len() as u64;
             if have > n {
                 return false;
             }
@@ -456,9 +503,8 @@ async fn discard_body(io: &mut dyn Stream, leftover: Vec<u8>, framing: Framing, 
             true
         }
         Framing::Close => {
-            let mut have = leftover.len() as u64;
             while have < cap {
-                match io.read(&mut buf).await {
+                match io.read(buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(k) => have += k as u64,
                 }
@@ -467,17 +513,17 @@ async fn discard_body(io: &mut dyn Stream, leftover: Vec<u8>, framing: Framing, 
         }
         Framing::Chunked => {
             let mut decoder = ChunkedDecoder::default();
-            let mut have = leftover.len() as u64;
-            match decoder.feed(&leftover) {
+            let start = &buf[leftover.clone()];
+            match decoder.feed(start) {
                 Err(()) => return false,
-                Ok(used) if decoder.done() => return used == leftover.len(),
+                Ok(used) if decoder.done() => return used == start.len(),
                 Ok(_) => {}
             }
             loop {
                 if have >= cap {
                     return false;
                 }
-                let k = match io.read(&mut buf).await {
+                let k = match io.read(buf).await {
                     Ok(0) | Err(_) => return false,
                     Ok(k) => k,
                 };
@@ -670,6 +716,56 @@ mod tests {
         ] {
             assert_eq!(ChunkedDecoder::default().feed(input), Err(()), "{input:?}");
         }
+    }
+
+    #[test]
+    fn body_that_came_with_the_head_needs_no_read() {
+        use Framing::*;
+        assert_eq!(body_in_buffer(Empty, b""), Some(true));
+        assert_eq!(body_in_buffer(Empty, b"x"), Some(false));
+        assert_eq!(body_in_buffer(Length(3), b"ok\n"), Some(true));
+        assert_eq!(body_in_buffer(Length(3), b"ok\nHTTP"), Some(false));
+        assert_eq!(body_in_buffer(Length(3), b"ok"), None);
+        assert_eq!(body_in_buffer(Chunked, b"0\r\n\r\n"), None);
+        assert_eq!(body_in_buffer(Close, b""), None);
+    }
+
+    /// A head longer than the initial buffer grows it; one longer than the cap is refused;
+    /// the buffer is reused for the next response on the connection.
+    #[tokio::test]
+    async fn read_head_grows_the_buffer_up_to_the_cap() {
+        let long = "a".repeat(3 * READ_BUF);
+        let response = format!(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 404 Not Found\r\nX-Long: {long}\r\nContent-Length: 2\r\n\r\nnoHTTP/1.1 204 No\r\n\r\n"
+        );
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        server.write_all(response.as_bytes()).await.unwrap();
+        let mut buf = vec![0; READ_BUF];
+        let head = read_head(&mut client, &mut buf, 64 * 1024, false)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(head.class, StatusClass::ClientError);
+        assert_eq!(head.framing, Framing::Length(2));
+        assert!(buf.len() > READ_BUF);
+        let body = &buf[head.head_len..head.filled];
+        assert!(
+            body.starts_with(b"no"),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        server.write_all(response.as_bytes()).await.unwrap();
+        let mut buf = vec![0; READ_BUF];
+        let refused = read_head(&mut client, &mut buf, 2 * READ_BUF, false).await;
+        assert!(matches!(
+            refused,
+            Err(Failure {
+                kind: ReplayErrorKind::Protocol,
+                ..
+            })
+        ));
     }
 
     fn framing_of(head: &[u8], head_request: bool) -> Option<(Framing, bool)> {
