@@ -379,13 +379,15 @@ impl<R: Read> CaptureReader<R> {
             return Ok(None);
         };
         let record_at = self.pos;
-        let mut header = [0u8; 24];
-        let header = &mut header[..16 + extra_header];
-        match self.fill(header)? {
-            Fill::Full => {}
-            Fill::Eof => return Ok(None),
-            Fill::Partial => return Ok(self.cut()),
+        let header_len = 16 + extra_header;
+        let got = self.want(header_len)?;
+        let at = self.input.take(got);
+        self.pos += got as u64;
+        if got < header_len {
+            return Ok(if got == 0 { None } else { self.cut() });
         }
+        // Read in place: copying 16 bytes out per record showed in profiles.
+        let header = &self.input.data[at];
         let ts_sec = u64::from(endian.u32(header, 0));
         let ts_frac = u64::from(endian.u32(header, 4));
         let incl_len = endian.u32(header, 8);
