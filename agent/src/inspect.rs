@@ -171,11 +171,13 @@ fn inspect_files(
             if let Ok(events) = pipeline.push_frame(&frame) {
                 for ev in events {
                     emit(&ev, format, summary, bufs, out)?;
+                    recycle(ev);
                 }
             }
         }
         for ev in pipeline.flush() {
             emit(&ev, format, summary, bufs, out)?;
+            recycle(ev);
         }
         summary.frames += pipeline.stats().frames;
         summary.decode_errors += pipeline.stats().decode_errors;
@@ -184,6 +186,13 @@ fn inspect_files(
         }
     }
     Ok(())
+}
+
+/// A printed request's buffers go back to the framer (see `http::recycle`).
+fn recycle(ev: PipelineEvent) {
+    if let PipelineEvent::Request(seen) = ev {
+        crate::http::recycle(seen.request);
+    }
 }
 
 fn emit(
