@@ -99,6 +99,43 @@ fn touch(
     }
 }
 
+/// Hands `seg` to its direction of `conn`; true when both directions have now ended.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the table's fields are borrowed apart from the connection"
+)]
+fn feed<S: StreamSink>(
+    conn: &mut Conn,
+    d: usize,
+    key: ConnKey,
+    seg: &Segment<'_>,
+    sink: &mut S,
+    stats: &mut ReassemblyStats,
+    total: &mut usize,
+    config: &ReassemblyConfig,
+) -> bool {
+    let mut ctx = Ctx {
+        sink,
+        stats,
+        total,
+        config,
+        key: StreamKey {
+            conn: conn.id,
+            flow: dir_flow(key, d),
+        },
+        ts: seg.ts_nanos,
+    };
+    conn.dirs[d].segment(
+        &mut ctx,
+        seg.seq,
+        seg.flags.syn(),
+        seg.payload,
+        seg.missing,
+        seg.flags.fin(),
+    );
+    conn.dirs.iter().all(Direction::ended)
+}
+
 fn conn_key(flow: FlowKey) -> (ConnKey, usize) {
     if flow.src <= flow.dst {
         (ConnKey(flow.src, flow.dst), 0)
@@ -171,6 +208,17 @@ impl FlowTable {
             return;
         }
         let flags = seg.flags;
+        if !flags.syn() && !flags.rst() {
+            // Most segments: a known connection, one lookup.
+            if let Some(conn) = self.conns.get_mut(&key) {
+                touch(conn, &mut self.touches, &mut self.lru, key, seg.ts_nanos);
+                let (stats, total) = (&mut self.stats, &mut self.buffered);
+                if feed(conn, d, key, seg, sink, stats, total, &self.config) {
+                    self.close(key, seg.ts_nanos, sink);
+                }
+                return;
+            }
+        }
         let has_data = !seg.payload.is_empty() || seg.missing > 0;
 
         if !self.conns.contains_key(&key) {
@@ -230,31 +278,25 @@ impl FlowTable {
             self.remember_closed(key, seg.ts_nanos, isn);
             return;
         }
-        let mut ctx = Ctx {
-            sink: &mut *sink,
-            stats: &mut self.stats,
-            total: &mut self.buffered,
-            config: &self.config,
-            key: StreamKey {
-                conn: conn.id,
-                flow: dir_flow(key, d),
-            },
-            ts: seg.ts_nanos,
-        };
-        conn.dirs[d].segment(
-            &mut ctx,
-            seg.seq,
-            flags.syn(),
-            seg.payload,
-            seg.missing,
-            flags.fin(),
-        );
-        let both_ended = conn.dirs.iter().all(Direction::ended);
-        if both_ended {
-            let isn = self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Fin);
-            self.stats.flows_closed += 1;
-            self.remember_closed(key, seg.ts_nanos, isn);
+        if feed(
+            conn,
+            d,
+            key,
+            seg,
+            sink,
+            &mut self.stats,
+            &mut self.buffered,
+            &self.config,
+        ) {
+            self.close(key, seg.ts_nanos, sink);
         }
+    }
+
+    /// Both directions ended with FIN.
+    fn close<S: StreamSink>(&mut self, key: ConnKey, ts: u64, sink: &mut S) {
+        let isn = self.remove(key, ts, sink, |_| StreamEnd::Fin);
+        self.stats.flows_closed += 1;
+        self.remember_closed(key, ts, isn);
     }
 
     /// Ends connections idle for longer than the timeout. Walks the LRU from its old
