@@ -66,8 +66,9 @@ pub struct FlowTable {
     /// first: the first live entry is the one to evict or the first candidate to expire.
     /// A touch appends a new entry and leaves the old one behind, stale (its number is
     /// no longer the connection's `touch`); stale entries are skipped at the front and
-    /// swept once they outnumber the connections. A BTreeMap keyed by the counter kept it
-    /// exact but cost a tenth of `inspect` in its per-packet remove and insert.
+    /// swept once they outnumber the connections (O(n log n) per n touches). A BTreeMap
+    /// keyed by the counter kept it exact but cost a tenth of `inspect` in its
+    /// per-packet remove and insert.
     lru: VecDeque<(u64, ConnKey)>,
     touches: u64,
     next_conn: u64,
@@ -195,9 +196,14 @@ impl FlowTable {
     pub fn push<S: StreamSink>(&mut self, seg: &Segment<'_>, sink: &mut S) {
         self.stats.segments += 1;
         if self.lru.len() > 2 * self.conns.len() + LRU_SLACK {
-            let conns = &self.conns;
+            // Rebuilt from the connections themselves (each one's live entry, in touch
+            // order): no lookup per stale entry, which a `retain` would need.
+            self.lru.clear();
             self.lru
-                .retain(|(touch, key)| conns.get(key).is_some_and(|c| c.touch == *touch));
+                .extend(self.conns.iter().map(|(key, conn)| (conn.touch, *key)));
+            self.lru
+                .make_contiguous()
+                .sort_unstable_by_key(|&(touch, _)| touch);
         }
         let (key, d) = conn_key(seg.flow);
         let deliver = [
