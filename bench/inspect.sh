@@ -51,7 +51,8 @@ fi
 bytes=$(stat -c %s "$cap")
 half="$out/half.pcap"
 total_pkts=$(capinfos -c -M "$cap" | awk '/Number of packets/ {print $NF}')
-editcap -r "$cap" "$half" "1-$((total_pkts / 2))" >/dev/null
+# -F pcap: the same format as the whole file, so the two runs compare.
+editcap -F pcap -r "$cap" "$half" "1-$((total_pkts / 2))" >/dev/null
 
 # measure NAME CMD...: one run; "seconds peak-RSS-KiB" in $out/NAME.time. Fails if CMD fails.
 measure() {

@@ -49,69 +49,53 @@ impl InspectSummary {
     }
 }
 
-/// One request as `inspect --format jsonl` prints it.
-#[derive(Serialize)]
-struct RequestLine<'a> {
-    ts: f64,
-    client: &'a str,
-    server: &'a str,
-    method: &'a str,
-    target: std::borrow::Cow<'a, str>,
-    version: &'static str,
-    host: Option<std::borrow::Cow<'a, str>>,
-    headers: usize,
-    body_len: usize,
-    chunked: bool,
-}
-
-impl<'a> RequestLine<'a> {
-    fn new(seen: &'a SeenRequest, client: &'a str, server: &'a str) -> Self {
-        let r = &seen.request;
-        Self {
-            ts: r.ts_nanos as f64 / 1e9,
-            client,
-            server,
-            method: &r.method,
-            target: String::from_utf8_lossy(&r.target),
-            version: if r.version_minor == 0 {
-                "HTTP/1.0"
-            } else {
-                "HTTP/1.1"
-            },
-            host: r.header("host").map(String::from_utf8_lossy),
-            headers: r.headers.len(),
-            body_len: r.body.len(),
-            chunked: r.chunked,
-        }
-    }
-}
-
-/// Buffers reused for every printed request: a line is built whole and written with one
-/// call, since per-field writes through `dyn Write` and the address formatting cost more
-/// than the rest of the pipeline on small requests.
+/// Buffers reused for every printed request: lines are built in `lines` and written in
+/// large pieces, since per-line writes through `dyn Write` and the address formatting cost
+/// more than the rest of the pipeline on small requests.
 #[derive(Default)]
 struct LineBuffers {
     client: AddrText,
     server: AddrText,
-    line: Vec<u8>,
+    lines: Vec<u8>,
 }
 
-/// The text of the last address formatted: the server of consecutive requests is mostly
-/// the same one.
-#[derive(Default)]
+/// `LineBuffers::lines` is handed to the writer once it holds this much.
+const WRITE_AT: usize = 64 * 1024;
+
+impl LineBuffers {
+    fn write_out(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(&self.lines)?;
+        self.lines.clear();
+        Ok(())
+    }
+}
+
+/// Slots of `AddrText`.
+const ADDR_SLOTS: usize = 64;
+
+/// The text of addresses formatted lately, one slot per port value modulo `ADDR_SLOTS`:
+/// requests of concurrent connections interleave, and their client ports differ.
 struct AddrText {
-    addr: Option<SocketAddr>,
-    text: String,
+    slots: Vec<(Option<SocketAddr>, String)>,
+}
+
+impl Default for AddrText {
+    fn default() -> Self {
+        Self {
+            slots: vec![(None, String::new()); ADDR_SLOTS],
+        }
+    }
 }
 
 impl AddrText {
     fn get(&mut self, addr: SocketAddr) -> &str {
-        if self.addr != Some(addr) {
-            self.text.clear();
-            push_socket_addr(&mut self.text, addr);
-            self.addr = Some(addr);
+        let (cached, text) = &mut self.slots[usize::from(addr.port()) % ADDR_SLOTS];
+        if *cached != Some(addr) {
+            text.clear();
+            push_socket_addr(text, addr);
+            *cached = Some(addr);
         }
-        &self.text
+        text
     }
 }
 
@@ -167,6 +151,22 @@ pub fn inspect(
             "TS", "CLIENT", "SERVER", "METHOD", "BODY", "HOST"
         )?;
     }
+    let result = inspect_files(files, format, config, &mut summary, &mut bufs, out);
+    // Lines of the requests found before an error are still printed.
+    let written = bufs.write_out(out).and_then(|()| out.flush());
+    result?;
+    written?;
+    Ok(summary)
+}
+
+fn inspect_files(
+    files: &[PathBuf],
+    format: InspectFormat,
+    config: &PipelineConfig,
+    summary: &mut InspectSummary,
+    bufs: &mut LineBuffers,
+    out: &mut dyn Write,
+) -> Result<(), InspectError> {
     for path in files {
         let capture_err = |source| InspectError::Capture {
             path: path.clone(),
@@ -178,12 +178,14 @@ pub fn inspect(
             // A frame that does not decode is counted in the pipeline's stats.
             if let Ok(events) = pipeline.push_frame(&frame) {
                 for ev in events {
-                    emit(&ev, format, &mut summary, &mut bufs, out)?;
+                    emit(&ev, format, summary, bufs, out)?;
+                    recycle(ev);
                 }
             }
         }
         for ev in pipeline.flush() {
-            emit(&ev, format, &mut summary, &mut bufs, out)?;
+            emit(&ev, format, summary, bufs, out)?;
+            recycle(ev);
         }
         summary.frames += pipeline.stats().frames;
         summary.decode_errors += pipeline.stats().decode_errors;
@@ -198,8 +200,14 @@ pub fn inspect(
             summary.truncated_files += 1;
         }
     }
-    out.flush()?;
-    Ok(summary)
+    Ok(())
+}
+
+/// A printed request's buffers go back to the framer (see `http::recycle`).
+fn recycle(ev: PipelineEvent) {
+    if let PipelineEvent::Request(seen) = ev {
+        crate::http::recycle(seen.request);
+    }
 }
 
 fn emit(
@@ -213,26 +221,30 @@ fn emit(
         PipelineEvent::Request(seen) => {
             summary.requests_seen += 1;
             summary.complete += 1;
+            let r = &seen.request;
             let client = bufs.client.get(seen.client);
             let server = bufs.server.get(seen.server);
-            let line = RequestLine::new(seen, client, server);
             match format {
                 InspectFormat::Jsonl => {
-                    bufs.line.clear();
-                    serde_json::to_writer(&mut bufs.line, &line)?;
-                    bufs.line.push(b'\n');
-                    out.write_all(&bufs.line)
+                    push_json_line(&mut bufs.lines, seen, client, server);
+                    if bufs.lines.len() >= WRITE_AT {
+                        bufs.write_out(out)?;
+                    }
+                    Ok(())
                 }
                 InspectFormat::Table => writeln!(
                     out,
                     "{:<17.6} {:<45} {:<45} {:<8} {:>8} {:<30} {}",
-                    line.ts,
-                    line.client,
-                    line.server,
-                    line.method,
-                    line.body_len,
-                    line.host.as_deref().unwrap_or("-"),
-                    line.target
+                    ts_secs(r.ts_nanos),
+                    client,
+                    server,
+                    r.method,
+                    r.body.len(),
+                    r.header("host")
+                        .map(String::from_utf8_lossy)
+                        .as_deref()
+                        .unwrap_or("-"),
+                    String::from_utf8_lossy(&r.target)
                 ),
             }
         }
@@ -247,6 +259,136 @@ fn emit(
             Ok(())
         }
     }
+}
+
+/// Capture time in seconds, as printed.
+fn ts_secs(ts_nanos: u64) -> f64 {
+    ts_nanos as f64 / 1e9
+}
+
+/// Appends one `jsonl` line. Written by hand: serde_json's serializer was a fifth of
+/// `inspect`. Numbers use the formatters serde_json uses (zmij, itoa), strings the same
+/// escapes, so lines are byte for byte what `serde_json::to_writer` printed.
+fn push_json_line(out: &mut Vec<u8>, seen: &SeenRequest, client: &str, server: &str) {
+    let r = &seen.request;
+    let mut int = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"ts\":");
+    out.extend_from_slice(
+        zmij::Buffer::new()
+            .format_finite(ts_secs(r.ts_nanos))
+            .as_bytes(),
+    );
+    // Address text is digits, dots, colons, brackets, hex and `%`: nothing to escape.
+    out.extend_from_slice(b",\"client\":\"");
+    out.extend_from_slice(client.as_bytes());
+    out.extend_from_slice(b"\",\"server\":\"");
+    out.extend_from_slice(server.as_bytes());
+    out.extend_from_slice(b"\"");
+    out.extend_from_slice(b",\"method\":");
+    push_json_str(out, &r.method);
+    out.extend_from_slice(b",\"target\":");
+    push_json_lossy(out, &r.target);
+    out.extend_from_slice(if r.version_minor == 0 {
+        b",\"version\":\"HTTP/1.0\",\"host\":"
+    } else {
+        b",\"version\":\"HTTP/1.1\",\"host\":"
+    });
+    match r.header("host") {
+        Some(host) => push_json_lossy(out, host),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"headers\":");
+    out.extend_from_slice(int.format(r.headers.len()).as_bytes());
+    out.extend_from_slice(b",\"body_len\":");
+    out.extend_from_slice(int.format(r.body.len()).as_bytes());
+    out.extend_from_slice(if r.chunked {
+        b",\"chunked\":true}\n"
+    } else {
+        b",\"chunked\":false}\n"
+    });
+}
+
+/// `bytes` as a JSON string of their UTF-8 reading, each invalid sequence replaced by
+/// U+FFFD as `String::from_utf8_lossy` does.
+fn push_json_lossy(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.push(b'"');
+    if plain(bytes) {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
+    for chunk in bytes.utf8_chunks() {
+        push_json_escaped(out, chunk.valid());
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        }
+    }
+    out.push(b'"');
+}
+
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    if plain(s.as_bytes()) {
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        push_json_escaped(out, s);
+    }
+    out.push(b'"');
+}
+
+/// ASCII with nothing to escape: the usual target, host and method. One branch-free pass
+/// (the compiler vectorises it), instead of a table lookup per byte.
+fn plain(bytes: &[u8]) -> bool {
+    !bytes.iter().fold(false, |odd, &b| {
+        odd | !(0x20..0x80).contains(&b) | (b == b'"') | (b == b'\\')
+    })
+}
+
+/// What a byte becomes inside a JSON string: 0 for itself, `u` for `\u00XX`, else the
+/// letter after the backslash. Control characters, quote and backslash only, as
+/// serde_json escapes (DEL and non-ASCII pass through).
+static ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0A] = b'n';
+    table[0x0C] = b'f';
+    table[0x0D] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+fn push_json_escaped(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[usize::from(b)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        run = i + 1;
+        if escape == b'u' {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xF)],
+            ]);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
+        }
+    }
+    out.extend_from_slice(&bytes[run..]);
 }
 
 impl std::fmt::Display for InspectSummary {
@@ -283,6 +425,145 @@ impl std::fmt::Display for InspectSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{Header, HttpRequest};
+    use proptest::prelude::*;
+
+    /// The line as serde_json wrote it before `push_json_line`: the reference.
+    #[derive(serde::Serialize)]
+    struct SerdeLine<'a> {
+        ts: f64,
+        client: &'a str,
+        server: &'a str,
+        method: &'a str,
+        target: std::borrow::Cow<'a, str>,
+        version: &'static str,
+        host: Option<std::borrow::Cow<'a, str>>,
+        headers: usize,
+        body_len: usize,
+        chunked: bool,
+    }
+
+    fn serde_line(seen: &SeenRequest, client: &str, server: &str) -> Vec<u8> {
+        let r = &seen.request;
+        let line = SerdeLine {
+            ts: r.ts_nanos as f64 / 1e9,
+            client,
+            server,
+            method: &r.method,
+            target: String::from_utf8_lossy(&r.target),
+            version: if r.version_minor == 0 {
+                "HTTP/1.0"
+            } else {
+                "HTTP/1.1"
+            },
+            host: r.header("host").map(String::from_utf8_lossy),
+            headers: r.headers.len(),
+            body_len: r.body.len(),
+            chunked: r.chunked,
+        };
+        let mut out = serde_json::to_vec(&line).expect("serialising to memory");
+        out.push(b'\n');
+        out
+    }
+
+    /// Bytes biased towards what needs escaping or is not UTF-8.
+    fn awkward_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let byte = prop_oneof![
+            4 => any::<u8>(),
+            2 => 0u8..0x20,
+            1 => Just(b'"'),
+            1 => Just(b'\\'),
+            1 => Just(0x7f),
+            2 => 0x80u8..=0xff,
+        ];
+        prop_oneof![
+            proptest::collection::vec(byte, 0..40),
+            any::<String>().prop_map(String::into_bytes),
+        ]
+    }
+
+    fn request() -> impl Strategy<Value = SeenRequest> {
+        (
+            any::<u64>(),
+            any::<String>(),
+            awkward_bytes(),
+            proptest::option::of(awkward_bytes()),
+            0usize..4,
+            0usize..300,
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(
+                |(ts_nanos, method, target, host, extra, body, chunked, http10)| {
+                    let mut headers: Vec<Header> = (0..extra)
+                        .map(|i| Header {
+                            name: format!("x-{i}"),
+                            value: b"v".to_vec(),
+                        })
+                        .collect();
+                    if let Some(host) = host {
+                        headers.insert(
+                            extra / 2,
+                            Header {
+                                name: "hOsT".into(),
+                                value: host,
+                            },
+                        );
+                    }
+                    SeenRequest {
+                        conn: 0,
+                        client: "10.0.0.1:40000".parse().expect("test address"),
+                        server: "[fe80::1%3]:8080".parse().expect("test address"),
+                        request: HttpRequest {
+                            ts_nanos,
+                            method,
+                            target,
+                            version_minor: u8::from(!http10),
+                            headers,
+                            body: vec![b'b'; body],
+                            chunked,
+                            trailers: Vec::new(),
+                        },
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any bytes come back from serde_json's parser as their lossy UTF-8 reading,
+        /// written exactly as serde_json writes that string.
+        #[test]
+        fn json_string_round_trips(bytes in awkward_bytes()) {
+            let mut out = Vec::new();
+            push_json_lossy(&mut out, &bytes);
+            let expected = String::from_utf8_lossy(&bytes);
+            let parsed: String = serde_json::from_slice(&out).expect("valid JSON string");
+            prop_assert_eq!(&parsed, &expected);
+            prop_assert_eq!(&out, &serde_json::to_vec(&expected).expect("serialising"));
+            let mut from_str = Vec::new();
+            push_json_str(&mut from_str, &expected);
+            prop_assert_eq!(from_str, out);
+        }
+
+        #[test]
+        fn json_line_matches_serde_json(
+            seen in request(),
+            client in any::<SocketAddr>(),
+            server in any::<SocketAddr>(),
+        ) {
+            let mut texts = (AddrText::default(), AddrText::default());
+            let (client, server) = (texts.0.get(client), texts.1.get(server));
+            let mut out = b"earlier line\n".to_vec();
+            push_json_line(&mut out, &seen, client, server);
+            let line = &out[b"earlier line\n".len()..];
+            let expected = serde_line(&seen, client, server);
+            prop_assert_eq!(String::from_utf8_lossy(line), String::from_utf8_lossy(&expected));
+            let value: serde_json::Value = serde_json::from_slice(line).expect("valid JSON");
+            prop_assert_eq!(value["method"].as_str(), Some(seen.request.method.as_str()));
+        }
+    }
 
     #[test]
     fn socket_addr_text_matches_display() {
@@ -301,6 +582,22 @@ mod tests {
             text.truncate(5);
             push_socket_addr(&mut text, addr);
             assert_eq!(text, format!("kept {addr}"));
+        }
+    }
+
+    #[test]
+    fn addr_text_slots_follow_the_address() {
+        // Same port (one slot), different hosts, and ports one slot apart.
+        let addrs: Vec<SocketAddr> = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:144", "[::1]:80"]
+            .iter()
+            .map(|a| a.parse().expect("test address"))
+            .collect();
+        let mut texts = AddrText::default();
+        for round in 0..3 {
+            for (i, &addr) in addrs.iter().enumerate() {
+                let addr = addrs[(i + round) % addrs.len()].max(addr);
+                assert_eq!(texts.get(addr), addr.to_string());
+            }
         }
     }
 }

@@ -470,6 +470,44 @@ fn least_recently_active_flow_is_evicted_at_max_flows() {
     );
 }
 
+/// Thousands of segments over a few connections: the activity order survives the
+/// table's bookkeeping of old activity being swept many times over.
+#[test]
+fn eviction_order_holds_after_long_activity() {
+    let mut h = Harness::new(ReassemblyConfig {
+        max_flows: 5,
+        ..ReassemblyConfig::default()
+    });
+    let mut next = [0u32; 6];
+    let mut send = |h: &mut Harness, port: u16| {
+        let seq = &mut next[usize::from(port)];
+        h.push(client(port), *seq, 0, b"x");
+        *seq += 1;
+    };
+    for round in 0..2000u16 {
+        // Rotating and skewed, so each connection's entry goes stale again and again.
+        for port in 1..=5 {
+            send(&mut h, port);
+            if (round + port) % 3 == 0 {
+                send(&mut h, 6 - port);
+            }
+        }
+    }
+    for port in [3, 1, 5, 2, 4] {
+        send(&mut h, port);
+    }
+    // Client 3 (conn 2, opened third) is now the least recently active.
+    h.push(client(9), 0, SYN, b"");
+    assert_eq!(h.table.stats().flows_evicted, 1);
+    assert_eq!(h.sink.ends(key(2, client(3))), vec![StreamEnd::Evicted]);
+    send(&mut h, 1);
+    h.push(client(10), 0, SYN, b"");
+    // Then client 5 (conn 4); client 1 was just active.
+    assert_eq!(h.sink.ends(key(4, client(5))), vec![StreamEnd::Evicted]);
+    assert_eq!(h.table.stats().flows_evicted, 2);
+    assert_eq!(h.table.flows(), 5);
+}
+
 #[test]
 fn eviction_follows_recent_activity() {
     let mut h = Harness::new(ReassemblyConfig {

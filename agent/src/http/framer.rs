@@ -61,7 +61,7 @@ use super::chunked::{framing_of, parse_chunk_size, trim_ows, Framing, MAX_CHUNK_
 use super::sync::{
     classify, is_broken_request_line, line_check, method_hint, Classified, LineCheck,
 };
-use super::{Header, HttpRequest};
+use super::{new_request, Header, HttpRequest};
 use crate::metrics::Outcome;
 
 /// Caps on what one stream may make the framer hold.
@@ -696,23 +696,13 @@ impl RequestFramer {
         let result = parsed.parse_with_uninit_headers(&window[..head_len], slots);
         match result {
             Ok(httparse::Status::Complete(n)) => {
-                let req = HttpRequest {
-                    ts_nanos: self.req_ts,
-                    method: parsed.method.unwrap_or_default().to_owned(),
-                    target: parsed.path.unwrap_or_default().as_bytes().to_vec(),
-                    version_minor: parsed.version.unwrap_or(1),
-                    headers: parsed
-                        .headers
-                        .iter()
-                        .map(|h| Header {
-                            name: h.name.to_owned(),
-                            value: h.value.to_vec(),
-                        })
-                        .collect(),
-                    body: Vec::new(),
-                    chunked: false,
-                    trailers: Vec::new(),
-                };
+                let req = new_request(
+                    self.req_ts,
+                    parsed.method.unwrap_or_default(),
+                    parsed.path.unwrap_or_default().as_bytes(),
+                    parsed.version.unwrap_or(1),
+                    parsed.headers,
+                );
                 let framing = framing_of(
                     req.version_minor,
                     req.headers
@@ -774,10 +764,13 @@ impl RequestFramer {
             framing: body.unwrap_or(BodyFraming::Length(0)),
             after,
         };
-        if let BodyFraming::Length(n) = inflight.framing {
-            if n > self.limits.max_body as u64 {
+        match inflight.framing {
+            // Most requests: nothing to wait for, so no boxed body state either.
+            BodyFraming::Length(0) => return self.complete(inflight, out),
+            BodyFraming::Length(n) if n > self.limits.max_body as u64 => {
                 self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
             }
+            _ => {}
         }
         (State::Body(Box::new(inflight)), true)
     }

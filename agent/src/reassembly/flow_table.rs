@@ -1,7 +1,8 @@
 //! The table of live connections: lookup by unordered 4-tuple, connection ids, the port
 //! filter, SYN/FIN/RST lifecycle, LRU eviction at `max_flows` and idle expiry.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
 // foldhash: per-packet lookups; its seeds are random per table, so crafted 4-tuples
@@ -13,11 +14,30 @@ use super::{ReassemblyConfig, ReassemblyStats, StreamEnd, StreamKey, StreamSink}
 use crate::decode::{FlowKey, Segment};
 
 /// Unordered 4-tuple: the lower address first. Direction 0 is lower -> higher.
-type ConnKey = (SocketAddr, SocketAddr);
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ConnKey(SocketAddr, SocketAddr);
+
+// Hashed several times per packet: IPv4 pairs go in as two words instead of field by
+// field through `SocketAddr`'s derived `Hash` (a tenth of `inspect` with it). Equal keys
+// hash equal either way.
+impl Hash for ConnKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match (self.0, self.1) {
+            (SocketAddr::V4(a), SocketAddr::V4(b)) => {
+                state.write_u64(u64::from(a.ip().to_bits()) << 32 | u64::from(b.ip().to_bits()));
+                state.write_u32(u32::from(a.port()) << 16 | u32::from(b.port()));
+            }
+            (a, b) => {
+                a.hash(state);
+                b.hash(state);
+            }
+        }
+    }
+}
 
 struct Conn {
     id: u64,
-    /// Position in `FlowTable::lru`.
+    /// Its last activity; its live entry in `FlowTable::lru` carries the same number.
     touch: u64,
     last_ts: u64,
     dirs: [Direction; 2],
@@ -42,9 +62,14 @@ struct Closed {
 pub struct FlowTable {
     config: ReassemblyConfig,
     conns: HashMap<ConnKey, Conn>,
-    /// Connections by last activity (a counter, not a timestamp, so keys are unique):
-    /// the first entry is the one to evict or the first candidate to expire.
-    lru: BTreeMap<u64, ConnKey>,
+    /// Connections by last activity (a counter, not a timestamp, so it is unique), oldest
+    /// first: the first live entry is the one to evict or the first candidate to expire.
+    /// A touch appends a new entry and leaves the old one behind, stale (its number is
+    /// no longer the connection's `touch`); stale entries are skipped at the front and
+    /// swept once they outnumber the connections (O(n log n) per n touches). A BTreeMap
+    /// keyed by the counter kept it exact but cost a tenth of `inspect` in its
+    /// per-packet remove and insert.
+    lru: VecDeque<(u64, ConnKey)>,
     touches: u64,
     next_conn: u64,
     /// Recently closed 4-tuples, so a retransmit after FIN/RST is not taken for a new
@@ -55,11 +80,68 @@ pub struct FlowTable {
     buffered: usize,
 }
 
+/// Stale entries `FlowTable::lru` may hold beyond one per connection before a sweep.
+const LRU_SLACK: usize = 1024;
+
+/// Marks `conn` the most recently active.
+fn touch(
+    conn: &mut Conn,
+    touches: &mut u64,
+    lru: &mut VecDeque<(u64, ConnKey)>,
+    key: ConnKey,
+    ts: u64,
+) {
+    conn.last_ts = conn.last_ts.max(ts);
+    // Already the newest entry: a run of segments of one connection appends nothing.
+    if conn.touch != *touches {
+        *touches += 1;
+        conn.touch = *touches;
+        lru.push_back((conn.touch, key));
+    }
+}
+
+/// Hands `seg` to its direction of `conn`; true when both directions have now ended.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the table's fields are borrowed apart from the connection"
+)]
+fn feed<S: StreamSink>(
+    conn: &mut Conn,
+    d: usize,
+    key: ConnKey,
+    seg: &Segment<'_>,
+    sink: &mut S,
+    stats: &mut ReassemblyStats,
+    total: &mut usize,
+    config: &ReassemblyConfig,
+) -> bool {
+    let mut ctx = Ctx {
+        sink,
+        stats,
+        total,
+        config,
+        key: StreamKey {
+            conn: conn.id,
+            flow: dir_flow(key, d),
+        },
+        ts: seg.ts_nanos,
+    };
+    conn.dirs[d].segment(
+        &mut ctx,
+        seg.seq,
+        seg.flags.syn(),
+        seg.payload,
+        seg.missing,
+        seg.flags.fin(),
+    );
+    conn.dirs.iter().all(Direction::ended)
+}
+
 fn conn_key(flow: FlowKey) -> (ConnKey, usize) {
     if flow.src <= flow.dst {
-        ((flow.src, flow.dst), 0)
+        (ConnKey(flow.src, flow.dst), 0)
     } else {
-        ((flow.dst, flow.src), 1)
+        (ConnKey(flow.dst, flow.src), 1)
     }
 }
 
@@ -80,7 +162,7 @@ impl FlowTable {
         Self {
             config,
             conns: HashMap::default(),
-            lru: BTreeMap::new(),
+            lru: VecDeque::new(),
             touches: 0,
             next_conn: 0,
             closed: HashMap::default(),
@@ -113,6 +195,16 @@ impl FlowTable {
 
     pub fn push<S: StreamSink>(&mut self, seg: &Segment<'_>, sink: &mut S) {
         self.stats.segments += 1;
+        if self.lru.len() > 2 * self.conns.len() + LRU_SLACK {
+            // Rebuilt from the connections themselves (each one's live entry, in touch
+            // order): no lookup per stale entry, which a `retain` would need.
+            self.lru.clear();
+            self.lru
+                .extend(self.conns.iter().map(|(key, conn)| (conn.touch, *key)));
+            self.lru
+                .make_contiguous()
+                .sort_unstable_by_key(|&(touch, _)| touch);
+        }
         let (key, d) = conn_key(seg.flow);
         let deliver = [
             self.watched(dir_flow(key, 0)),
@@ -122,6 +214,17 @@ impl FlowTable {
             return;
         }
         let flags = seg.flags;
+        if !flags.syn() && !flags.rst() {
+            // Most segments: a known connection, one lookup.
+            if let Some(conn) = self.conns.get_mut(&key) {
+                touch(conn, &mut self.touches, &mut self.lru, key, seg.ts_nanos);
+                let (stats, total) = (&mut self.stats, &mut self.buffered);
+                if feed(conn, d, key, seg, sink, stats, total, &self.config) {
+                    self.close(key, seg.ts_nanos, sink);
+                }
+                return;
+            }
+        }
         let has_data = !seg.payload.is_empty() || seg.missing > 0;
 
         if !self.conns.contains_key(&key) {
@@ -170,7 +273,10 @@ impl FlowTable {
                 Some(SynOutcome::Duplicate | SynOutcome::Fresh) | None => {}
             }
         }
-        self.touch(key, seg.ts_nanos);
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        touch(conn, &mut self.touches, &mut self.lru, key, seg.ts_nanos);
         if flags.rst() {
             // An RST's payload (diagnostic text, RFC 1122) is not stream data.
             let isn = self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Rst);
@@ -178,34 +284,25 @@ impl FlowTable {
             self.remember_closed(key, seg.ts_nanos, isn);
             return;
         }
-        let Some(conn) = self.conns.get_mut(&key) else {
-            return;
-        };
-        let mut ctx = Ctx {
-            sink: &mut *sink,
-            stats: &mut self.stats,
-            total: &mut self.buffered,
-            config: &self.config,
-            key: StreamKey {
-                conn: conn.id,
-                flow: dir_flow(key, d),
-            },
-            ts: seg.ts_nanos,
-        };
-        conn.dirs[d].segment(
-            &mut ctx,
-            seg.seq,
-            flags.syn(),
-            seg.payload,
-            seg.missing,
-            flags.fin(),
-        );
-        let both_ended = conn.dirs.iter().all(Direction::ended);
-        if both_ended {
-            let isn = self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Fin);
-            self.stats.flows_closed += 1;
-            self.remember_closed(key, seg.ts_nanos, isn);
+        if feed(
+            conn,
+            d,
+            key,
+            seg,
+            sink,
+            &mut self.stats,
+            &mut self.buffered,
+            &self.config,
+        ) {
+            self.close(key, seg.ts_nanos, sink);
         }
+    }
+
+    /// Both directions ended with FIN.
+    fn close<S: StreamSink>(&mut self, key: ConnKey, ts: u64, sink: &mut S) {
+        let isn = self.remove(key, ts, sink, |_| StreamEnd::Fin);
+        self.stats.flows_closed += 1;
+        self.remember_closed(key, ts, isn);
     }
 
     /// Ends connections idle for longer than the timeout. Walks the LRU from its old
@@ -213,7 +310,7 @@ impl FlowTable {
     /// Timestamps are assumed to be roughly monotonic: a connection touched later but
     /// with an older timestamp waits until the ones before it expire.
     pub fn expire<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {
-        while let Some((_, &key)) = self.lru.first_key_value() {
+        while let Some(key) = self.oldest() {
             let idle = self.conns.get(&key).is_none_or(|c| {
                 now_nanos.saturating_sub(c.last_ts) > self.config.idle_timeout_nanos
             });
@@ -237,17 +334,29 @@ impl FlowTable {
     /// End of capture: every stream gets what can be delivered (holes as gaps) and ends
     /// with `Flushed`; the table is empty afterwards.
     pub fn flush<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {
-        while let Some((_, &key)) = self.lru.first_key_value() {
+        while let Some(key) = self.oldest() {
             self.remove(key, now_nanos, sink, |_| StreamEnd::Flushed);
             self.stats.flows_flushed += 1;
         }
+        self.lru.clear();
         self.closed.clear();
         self.closed_order.clear();
     }
 
+    /// The least recently active connection; drops the stale entries before it.
+    fn oldest(&mut self) -> Option<ConnKey> {
+        while let Some(&(touch, key)) = self.lru.front() {
+            if self.conns.get(&key).is_some_and(|c| c.touch == touch) {
+                return Some(key);
+            }
+            self.lru.pop_front();
+        }
+        None
+    }
+
     fn open<S: StreamSink>(&mut self, key: ConnKey, deliver: [bool; 2], ts: u64, sink: &mut S) {
         while self.conns.len() >= self.config.max_flows.max(1) {
-            let Some((_, &victim)) = self.lru.first_key_value() else {
+            let Some(victim) = self.oldest() else {
                 break;
             };
             self.remove(victim, ts, sink, |_| StreamEnd::Evicted);
@@ -256,26 +365,17 @@ impl FlowTable {
         let id = self.next_conn;
         self.next_conn += 1;
         self.stats.flows_opened += 1;
+        self.touches += 1;
         self.conns.insert(
             key,
             Conn {
                 id,
-                touch: 0,
+                touch: self.touches,
                 last_ts: ts,
                 dirs: [Direction::new(deliver[0]), Direction::new(deliver[1])],
             },
         );
-        self.touch(key, ts);
-    }
-
-    fn touch(&mut self, key: ConnKey, ts: u64) {
-        if let Some(conn) = self.conns.get_mut(&key) {
-            self.lru.remove(&conn.touch);
-            self.touches += 1;
-            conn.touch = self.touches;
-            conn.last_ts = conn.last_ts.max(ts);
-            self.lru.insert(conn.touch, key);
-        }
+        self.lru.push_back((self.touches, key));
     }
 
     fn remove<S: StreamSink>(
@@ -288,7 +388,6 @@ impl FlowTable {
         let Some(mut conn) = self.conns.remove(&key) else {
             return [None; 2];
         };
-        self.lru.remove(&conn.touch);
         for (d, dir) in conn.dirs.iter_mut().enumerate() {
             let end = how(dir);
             let mut ctx = Ctx {

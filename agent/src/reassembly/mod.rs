@@ -75,10 +75,19 @@ pub struct ReassemblyStats {
 
 /// One direction of one connection. `conn` is unique for the life of a `FlowTable`
 /// (a reused 4-tuple after close gets a new id); `flow` says which direction.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StreamKey {
     pub conn: u64,
     pub flow: FlowKey,
+}
+
+// Hashed per delivered segment: `conn` and the source port tell the streams of one table
+// apart, so the addresses (most of the key's bytes) are left out. Equal keys still hash
+// equal, which is all `Hash` must keep.
+impl std::hash::Hash for StreamKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.conn ^ (u64::from(self.flow.src.port()) << 48));
+    }
 }
 
 /// Why a stream ended.

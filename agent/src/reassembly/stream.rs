@@ -456,11 +456,14 @@ impl Direction {
         ctx.sink.data(ctx.key, ctx.ts, bytes);
         ctx.stats.bytes_delivered += bytes.len() as u64;
         self.announced = true;
+        // The ring keeps byte `p` at `p % TAIL`: the last bytes go in as at most two
+        // slices (a byte at a time was a sizeable part of small segments' cost).
         let keep = bytes.len().min(TAIL);
-        let first = self.next + (bytes.len() - keep) as u64;
-        for (i, &b) in bytes[bytes.len() - keep..].iter().enumerate() {
-            self.tail[((first + i as u64) % TAIL as u64) as usize] = b;
-        }
+        let last = &bytes[bytes.len() - keep..];
+        let at = ((self.next + (bytes.len() - keep) as u64) % TAIL as u64) as usize;
+        let split = (TAIL - at).min(keep);
+        self.tail[at..at + split].copy_from_slice(&last[..split]);
+        self.tail[..keep - split].copy_from_slice(&last[split..]);
         self.next += bytes.len() as u64;
     }
 
