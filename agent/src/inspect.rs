@@ -33,6 +33,7 @@ pub struct InspectSummary {
     pub flows_timed_out: u64,
     pub too_far_ahead: u64,
     pub buffer_overflows: u64,
+    pub holes_timed_out: u64,
     pub retransmit_mismatch: u64,
     /// Streams that gave up a request in progress to keep framing under its budget.
     pub framer_overflows: u64,
@@ -195,6 +196,7 @@ fn inspect_files(
         summary.flows_timed_out += flows.flows_timed_out;
         summary.too_far_ahead += flows.too_far_ahead;
         summary.buffer_overflows += flows.buffer_overflows;
+        summary.holes_timed_out += flows.holes_timed_out;
         summary.retransmit_mismatch += flows.retransmit_mismatch;
         if reader.stats().truncated_tail {
             summary.truncated_files += 1;
@@ -398,7 +400,8 @@ impl std::fmt::Display for InspectSummary {
             "requests seen: {} (complete {}, incomplete {}, too_large {}, unparseable {}); \
              non-HTTP streams: {}; frames: {} ({} undecodable); reassembly: {} flows \
              evicted, {} timed out, {} segments too far ahead, {} buffer overflows, {} \
-             retransmits with other bytes, {} framer overflows{}",
+             holes given up after the hole timeout, {} retransmits with other bytes, {} \
+             framer overflows{}",
             self.requests_seen,
             self.complete,
             self.incomplete,
@@ -411,6 +414,7 @@ impl std::fmt::Display for InspectSummary {
             self.flows_timed_out,
             self.too_far_ahead,
             self.buffer_overflows,
+            self.holes_timed_out,
             self.retransmit_mismatch,
             self.framer_overflows,
             if self.truncated_files > 0 {

@@ -303,6 +303,16 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         if rescan {
             last_scan = Instant::now();
             published.publish(&mut source, Some(&pipeline), &registry, plan);
+            // Frames carry wall-clock time; a quiet capture still moves the pipeline's
+            // clock so idle connections end and lost packets' holes are given up.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            for ev in pipeline.tick(now) {
+                if dispatch(ev, &accounting, &replayer, false) {
+                    report.not_http_streams += 1;
+                }
+            }
         }
         match &mut source {
             #[cfg(feature = "ebpf")]

@@ -219,11 +219,26 @@ impl Pipeline {
                 return Err(e);
             }
         }
+        self.maybe_expire();
+        Ok(self.framers.events.drain(..))
+    }
+
+    /// The clock moved with no frame (live capture on a quiet moment): connections idle
+    /// too long end and holes open too long are given up, as if a frame had come at
+    /// `now_nanos` (same clock as frame timestamps).
+    pub fn tick(&mut self, now_nanos: u64) -> std::vec::Drain<'_, PipelineEvent> {
+        self.latest_ts = self.latest_ts.max(now_nanos);
+        self.maybe_expire();
+        self.framers.events.drain(..)
+    }
+
+    fn maybe_expire(&mut self) {
         if self.latest_ts.saturating_sub(self.last_expire) >= EXPIRE_EVERY_NANOS {
             self.last_expire = self.latest_ts;
             self.flows.expire(self.latest_ts, &mut self.framers);
+            self.flows
+                .give_up_stale_holes(self.latest_ts, &mut self.framers);
         }
-        Ok(self.framers.events.drain(..))
     }
 
     /// Ends every stream (end of capture): partial requests become `incomplete`.

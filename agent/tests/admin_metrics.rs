@@ -666,8 +666,22 @@ fn answers_scrapes_under_load_and_still_adds_up() {
     agent.signal("-TERM");
     assert!(agent.wait(Duration::from_secs(20)).success());
     let summary = agent.stdout_text();
-    assert_eq!(requests_seen(&summary) as f64, seen, "{summary}");
-    assert_eq!(summary_outcomes(&summary), outcomes, "{summary}");
+    // This load overflows the ring on purpose (`ring_full`), and a connection that lost
+    // a packet may still hold requests behind the hole when the agent stops: shutdown
+    // releases them, so the summary may only have more of each outcome than the last
+    // scrape, never less. (The light-load test above checks exact equality.)
+    assert!(requests_seen(&summary) as f64 >= seen, "{summary}");
+    let final_outcomes = summary_outcomes(&summary);
+    for (target, rows) in &outcomes {
+        for (row, n) in rows {
+            let at_end = final_outcomes
+                .get(target)
+                .and_then(|r| r.get(row))
+                .copied()
+                .unwrap_or(0);
+            assert!(at_end >= *n, "{target} {row}: {at_end} < {n}\n{summary}");
+        }
+    }
     let rps = report
         .lines()
         .find(|l| l.starts_with("Requests/sec"))

@@ -1007,3 +1007,78 @@ proptest! {
         );
     }
 }
+
+/// Live capture loses a packet for good when its ring overflows: the hole must not hold
+/// back the rest of the connection until a buffer cap or the connection's end.
+#[test]
+fn hole_open_past_the_hole_timeout_is_given_up() {
+    let config = ReassemblyConfig {
+        hole_timeout_nanos: 2_000_000_000,
+        ..ReassemblyConfig::default()
+    };
+    let data_of = |sink: &RecordingSink| -> Vec<u8> {
+        sink.events
+            .iter()
+            .flat_map(|e| match e {
+                RecordedEvent::Data(_, d) => d.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    let gaps = |sink: &RecordingSink| -> Vec<u64> {
+        sink.events
+            .iter()
+            .filter_map(|e| match e {
+                RecordedEvent::Gap(_, n) => Some(*n),
+                _ => None,
+            })
+            .collect()
+    };
+    let at = |ts: u64, seq: u32, payload: &'static [u8]| Segment {
+        ts_nanos: ts,
+        ..seg(c2s(), seq, 0, payload)
+    };
+
+    // Driven by later segments: "bbbb" (seq 105) is lost; "cccc" and "dddd" wait behind
+    // the hole until a segment comes more than 2 s after the hole opened.
+    let mut h = Harness::new(config.clone());
+    h.push_seg(at(1_000, 101, b"aaaa"));
+    h.push_seg(at(2_000, 109, b"cccc"));
+    h.push_seg(at(1_500_000_000, 113, b"dddd"));
+    assert_eq!(
+        data_of(&h.sink),
+        b"aaaa",
+        "held behind the hole before the timeout"
+    );
+    h.push_seg(at(2_100_000_000, 117, b"eeee"));
+    assert_eq!(data_of(&h.sink), b"aaaaccccddddeeee");
+    assert_eq!(gaps(&h.sink), vec![4]);
+    assert_eq!(h.table.stats().holes_timed_out, 1);
+
+    // Driven by the clock alone: the connection went quiet (or sent its FIN) behind
+    // the hole; a sweep at a later time delivers what waited and ends the stream.
+    let mut h = Harness::new(config);
+    h.push_seg(at(1_000, 101, b"aaaa"));
+    h.push_seg(at(2_000, 109, b"cccc"));
+    h.push_seg(at(3_000, 113, &[]));
+    h.table.push(
+        &Segment {
+            flags: TcpFlags(FIN | ACK),
+            ..at(3_000, 113, b"")
+        },
+        &mut h.sink,
+    );
+    h.table.give_up_stale_holes(1_000_000_000, &mut h.sink);
+    assert_eq!(data_of(&h.sink), b"aaaa", "too early to give the hole up");
+    h.table.give_up_stale_holes(2_000_003_001, &mut h.sink);
+    assert_eq!(data_of(&h.sink), b"aaaacccc");
+    assert_eq!(gaps(&h.sink), vec![4]);
+    assert!(
+        matches!(
+            h.sink.events.last(),
+            Some(RecordedEvent::End(_, StreamEnd::Fin))
+        ),
+        "{:?}",
+        h.sink.events
+    );
+}

@@ -331,6 +331,38 @@ impl FlowTable {
         }
     }
 
+    /// Gives up holes open longer than the hole timeout at `now_nanos`, in connections
+    /// that got no segment since (a live capture that lost a packet, then went quiet or
+    /// closed). Visits every connection: call it about once a second, not per packet.
+    pub fn give_up_stale_holes<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {
+        let mut ended = Vec::new();
+        for (&key, conn) in &mut self.conns {
+            if !conn.dirs.iter().any(Direction::has_hole) {
+                continue;
+            }
+            for d in 0..2 {
+                let mut ctx = Ctx {
+                    sink: &mut *sink,
+                    stats: &mut self.stats,
+                    total: &mut self.buffered,
+                    config: &self.config,
+                    key: StreamKey {
+                        conn: conn.id,
+                        flow: dir_flow(key, d),
+                    },
+                    ts: now_nanos,
+                };
+                conn.dirs[d].tick(&mut ctx);
+            }
+            if conn.dirs.iter().all(Direction::ended) {
+                ended.push(key);
+            }
+        }
+        for key in ended {
+            self.close(key, now_nanos, sink);
+        }
+    }
+
     /// End of capture: every stream gets what can be delivered (holes as gaps) and ends
     /// with `Flushed`; the table is empty afterwards.
     pub fn flush<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {

@@ -29,6 +29,11 @@ pub struct ReassemblyConfig {
     /// come in many tiny segments.
     pub max_stream_chunks: usize,
     pub idle_timeout_nanos: u64,
+    /// A hole older than this (packet time) is given up: what follows it is delivered
+    /// after a gap. Live capture loses a packet for good when its ring overflows, and
+    /// without this the rest of that connection would wait for the buffer caps or its
+    /// end. Long enough for a retransmit after a real loss on the wire (RTO >= 200 ms).
+    pub hole_timeout_nanos: u64,
     /// A segment starting further than this past the next expected byte is dropped.
     pub max_ahead: u64,
 }
@@ -42,6 +47,7 @@ impl Default for ReassemblyConfig {
             max_total_buffer: 64 << 20,
             max_stream_chunks: 1024,
             idle_timeout_nanos: 120_000_000_000,
+            hole_timeout_nanos: 2_000_000_000,
             max_ahead: 16 << 20,
         }
     }
@@ -71,6 +77,8 @@ pub struct ReassemblyStats {
     pub flows_flushed: u64,
     /// Times a cap forced a direction to give up holes.
     pub buffer_overflows: u64,
+    /// Holes given up because they stayed open longer than `hole_timeout_nanos`.
+    pub holes_timed_out: u64,
 }
 
 /// One direction of one connection. `conn` is unique for the life of a `FlowTable`

@@ -71,6 +71,8 @@ pub(crate) struct Direction {
     tail: [u8; TAIL],
     /// Offsets before this were a gap, not data, so the tail does not hold them.
     tail_from: u64,
+    /// Packet time at which the first hole was seen open, while `chunks` is not empty.
+    hole_since: Option<u64>,
 }
 
 impl Direction {
@@ -89,6 +91,7 @@ impl Direction {
             ended: false,
             tail: [0; TAIL],
             tail_from: 0,
+            hole_since: None,
         }
     }
 
@@ -191,7 +194,37 @@ impl Direction {
         if has_data {
             self.accept(ctx, off, payload, u64::from(missing));
         }
+        self.give_up_stale_hole(ctx);
         self.check_fin(ctx)
+    }
+
+    /// Time passed with no segment for this direction: a hole that timed out is given
+    /// up, and a FIN it held back ends the direction. Returns whether it has ended.
+    pub(crate) fn tick<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
+        if self.hole_since.is_some() {
+            self.give_up_stale_hole(ctx);
+            self.check_fin(ctx);
+        }
+        self.ended
+    }
+
+    pub(crate) fn has_hole(&self) -> bool {
+        self.hole_since.is_some()
+    }
+
+    /// A hole open for longer than `hole_timeout_nanos` will not be filled: skip it.
+    fn give_up_stale_hole<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if self.chunks.is_empty() {
+            self.hole_since = None;
+            return;
+        }
+        let since = *self.hole_since.get_or_insert(ctx.ts);
+        if ctx.ts.saturating_sub(since) > ctx.config.hole_timeout_nanos {
+            ctx.stats.holes_timed_out += 1;
+            self.skip_hole(ctx);
+            // What stays buffered sits behind a younger hole: its clock starts now.
+            self.hole_since = (!self.chunks.is_empty()).then_some(ctx.ts);
+        }
     }
 
     fn set_fin<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>, fin: u64) {
