@@ -1082,3 +1082,41 @@ fn hole_open_past_the_hole_timeout_is_given_up() {
         h.sink.events
     );
 }
+
+/// A burst of losses leaves many holes: once the first times out, all buffered data
+/// goes out (a hole each way would hold the stream for one timeout per hole).
+#[test]
+fn every_hole_goes_once_the_first_times_out() {
+    let mut h = Harness::new(ReassemblyConfig {
+        hole_timeout_nanos: 2_000_000_000,
+        ..ReassemblyConfig::default()
+    });
+    let at = |ts: u64, seq: u32, payload: &'static [u8]| Segment {
+        ts_nanos: ts,
+        ..seg(c2s(), seq, 0, payload)
+    };
+    h.push_seg(at(1, 101, b"aa"));
+    // Holes at 103..105, 107..109 and 111..113.
+    h.push_seg(at(2, 105, b"cc"));
+    h.push_seg(at(3, 109, b"ee"));
+    h.push_seg(at(4, 113, b"gg"));
+    h.table.give_up_stale_holes(2_000_000_003, &mut h.sink);
+    let events = &h.sink.events;
+    let data: Vec<u8> = events
+        .iter()
+        .flat_map(|e| match e {
+            RecordedEvent::Data(_, d) => d.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(data, b"aacceegg");
+    let gaps: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            RecordedEvent::Gap(_, n) => Some(*n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps, vec![2, 2, 2]);
+    assert_eq!(h.table.stats().holes_timed_out, 3);
+}

@@ -220,10 +220,16 @@ impl Direction {
         }
         let since = *self.hole_since.get_or_insert(ctx.ts);
         if ctx.ts.saturating_sub(since) > ctx.config.hole_timeout_nanos {
-            ctx.stats.holes_timed_out += 1;
-            self.skip_hole(ctx);
-            // What stays buffered sits behind a younger hole: its clock starts now.
-            self.hole_since = (!self.chunks.is_empty()).then_some(ctx.ts);
+            // Every hole behind the first goes too: all that is buffered arrived after
+            // the first hole opened, and losses come in bursts (a ring that overflowed
+            // drops many packets), so giving holes up one timeout at a time would hold
+            // a stream with many of them for minutes. A later hole that a late
+            // retransmit would have filled costs that one request (counted).
+            while !self.chunks.is_empty() {
+                ctx.stats.holes_timed_out += 1;
+                self.skip_hole(ctx);
+            }
+            self.hole_since = None;
         }
     }
 
