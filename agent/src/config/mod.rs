@@ -306,6 +306,16 @@ impl ShadowArgs {
     }
 }
 
+/// `--iface`: an interface name, a glob or `any`; never empty (Linux names are at most
+/// 15 bytes, a glob may be longer).
+pub fn parse_iface(text: &str) -> Result<String, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("an interface name, a glob like `veth*`, or `any`; not empty".into());
+    }
+    Ok(t.to_string())
+}
+
 /// `--admin-addr`: a socket address, or `off` for no admin server.
 pub fn parse_admin_addr(text: &str) -> Result<Option<SocketAddr>, String> {
     if text.trim().eq_ignore_ascii_case("off") {
@@ -470,6 +480,7 @@ pub struct RunArgs {
         long,
         default_value = "any",
         value_delimiter = ',',
+        value_parser = parse_iface,
         env = "SHADOWTAP_IFACE"
     )]
     pub iface: Vec<String>,
