@@ -439,10 +439,13 @@ impl Published {
 /// sets SO_MARK on our sockets; libpcap has its one socket open and needs nothing, so
 /// its copies go out unmarked (the mark is only for the eBPF classifier).
 fn drop_privileges(source: &Source, targets: &mut [crate::replay::TargetConfig]) {
-    use crate::privilege::{keep_only, CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON};
+    use crate::privilege::keep_only;
     let keep: &[u32] = match source {
         #[cfg(feature = "ebpf")]
-        Source::Ebpf(_) => &[CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON],
+        Source::Ebpf(_) => {
+            use crate::privilege::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON};
+            &[CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON]
+        }
         Source::Pcap { .. } => {
             for t in targets.iter_mut() {
                 t.socket_mark = 0;

@@ -46,6 +46,7 @@ fuzz_target!(|data: &[u8]| {
         max_total_buffer: MAX_TOTAL,
         max_stream_chunks: 6,
         idle_timeout_nanos: 1000,
+        hole_timeout_nanos: 300,
         max_ahead: 512,
     };
     let mut table = FlowTable::new(config);
@@ -84,6 +85,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(table.flows() <= MAX_FLOWS);
         if op[1] & 0x80 != 0 {
             table.expire(ts, &mut sink);
+        }
+        if op[1] & 0x40 != 0 {
+            table.give_up_stale_holes(ts, &mut sink);
         }
     }
     table.flush(ts, &mut sink);
