@@ -18,6 +18,13 @@ SHADOWTAP_BIN="$PWD/target/debug/shadowtap" bash scripts/soak.sh "$soak" 10 2 10
 
 fuzz_secs=${FUZZ_SECONDS:-45}
 echo "== fuzz (${fuzz_secs}s per target)"
+# Seeds for the capture-file reader: the first 8 KiB of each corpus capture (a cut file is
+# still a valid start), so the short run begins past the magic numbers and block headers.
+seeds=fuzz/corpus/decode
+mkdir -p "$seeds"
+for f in ../shared/corpus/zeek-http/*.pcap*; do
+  [ -e "$seeds/seed-${f##*/}" ] || head -c 8192 "$f" >"$seeds/seed-${f##*/}"
+done
 for target in decode reassembly framer; do
   (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="$fuzz_secs" -rss_limit_mb=1024 2>&1 | tail -n 3)
 done
