@@ -162,8 +162,12 @@ def check_rendering(name, paths, toml_dir):
 
     env = {e["name"]: e for e in ctr.get("env", [])}
     field = lambda n: env.get(n, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
-    if field("NODE_NAME") != "spec.nodeName":
-        fail(f"{name}: NODE_NAME must come from spec.nodeName")
+    # Every variable is one the agent reads, or one another variable's value refers to
+    # as $(NAME): nothing passed to the pod that nothing reads.
+    values = " ".join(str(e.get("value", "")) for e in env.values())
+    for n in env:
+        if not (n.startswith("SHADOWTAP_") or n == "RUST_LOG" or f"$({n})" in values):
+            fail(f"{name}: env {n} is read by nothing (the agent reads SHADOWTAP_* and RUST_LOG)")
     ports = {p.get("name"): p["containerPort"] for p in ctr.get("ports", [])}
     admin_port = ports.get("admin")
     if admin_port is None:

@@ -47,18 +47,33 @@ pub struct AdminServer {
     thread: Option<JoinHandle<()>>,
 }
 
-impl AdminServer {
-    /// Binds `addr` now (so a port in use is an error at start-up) and serves from a
-    /// thread of its own.
-    pub fn start(addr: SocketAddr, registry: Arc<Registry>) -> Result<Self, AdminError> {
-        let listener = std::net::TcpListener::bind(addr)
-            .map_err(|source| AdminError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| AdminError::Bind { addr, source })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|source| AdminError::Bind { addr, source })?;
+/// The admin server's socket, bound and not served yet. Binding is split from serving so
+/// that `run` binds while it still may (a port below 1024 needs NET_BIND_SERVICE), drops
+/// its capabilities, and only then starts the server's thread.
+#[derive(Debug)]
+pub struct AdminListener {
+    listener: std::net::TcpListener,
+    local: SocketAddr,
+}
+
+impl AdminListener {
+    /// Binds `addr` now, so that a port in use is an error at start-up.
+    pub fn bind(addr: SocketAddr) -> Result<Self, AdminError> {
+        let at = |source| AdminError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(at)?;
+        let local = listener.local_addr().map_err(at)?;
+        listener.set_nonblocking(true).map_err(at)?;
+        Ok(Self { listener, local })
+    }
+
+    /// The address bound (tells the port when `addr` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Serves from a thread of its own until the returned server is dropped.
+    pub fn serve(self, registry: Arc<Registry>) -> Result<AdminServer, AdminError> {
+        let Self { listener, local } = self;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("shadowtap-admin")
@@ -78,11 +93,18 @@ impl AdminServer {
             })
             .map_err(AdminError::Runtime)?;
         tracing::info!(addr = %local, "admin server listening (/metrics, /healthz, /readyz)");
-        Ok(Self {
+        Ok(AdminServer {
             local,
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+impl AdminServer {
+    /// Binds `addr` now and serves from a thread of its own.
+    pub fn start(addr: SocketAddr, registry: Arc<Registry>) -> Result<Self, AdminError> {
+        AdminListener::bind(addr)?.serve(registry)
     }
 
     /// The address bound (tells the port when `addr` asked for port 0).

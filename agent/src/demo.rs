@@ -114,6 +114,7 @@ pub fn run_demo() -> anyhow::Result<std::process::ExitCode> {
         loops: 1,
         drain_timeout: std::time::Duration::from_secs(5),
         progress: false,
+        credentials_in_clear: Vec::new(),
     };
     println!("demo: replaying the bundled capture into a local recording target at {url}");
     let report = crate::replay_files::replay(&plan)?;

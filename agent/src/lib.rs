@@ -24,7 +24,7 @@ pub mod sample;
 
 use std::process::ExitCode;
 
-use config::{Command, ConfigCommand, ShadowArgs};
+use config::{Command, ConfigCommand};
 use replay_files::{CaptureSource, ReplayPlan};
 
 /// Runs one subcommand. Errors are the kind a person fixes (bad file, bad flag): the
@@ -44,11 +44,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let plan = ReplayPlan {
                 sources: args.files.into_iter().map(CaptureSource::File).collect(),
                 pipeline: args.limits.pipeline_config(&args.port),
-                targets: shadow_targets(&args.shadow)?,
+                targets: args.shadow.target_configs()?,
                 speed: args.speed,
                 loops: args.loops,
                 drain_timeout: args.drain_timeout,
                 progress: true,
+                credentials_in_clear: args.shadow.credentials_in_clear(),
             };
             let report = replay_files::replay(&plan)?;
             print!("{}", report.summary());
@@ -78,7 +79,8 @@ fn run_plan(args: config::RunArgs) -> anyhow::Result<live::RunPlan> {
         engine: args.engine,
         ifaces: args.iface,
         pipeline: args.limits.pipeline_config(&args.port),
-        targets: shadow_targets(&args.shadow)?,
+        targets: args.shadow.target_configs()?,
+        credentials_in_clear: args.shadow.credentials_in_clear(),
         ports: args.port,
         record: args.record,
         drain_timeout: args.drain_timeout,
@@ -93,19 +95,17 @@ fn run_plan(args: config::RunArgs) -> anyhow::Result<live::RunPlan> {
     })
 }
 
-/// The targets' configurations, with a warning (once per start) when credentials would
-/// travel in clear text to an `http://` target.
-fn shadow_targets(shadow: &ShadowArgs) -> anyhow::Result<Vec<replay::TargetConfig>> {
-    let targets = shadow.target_configs()?;
-    let clear = shadow.credentials_in_clear();
-    if !clear.is_empty() {
+/// Warns (once per start) when credentials would travel in clear text to an `http://`
+/// target. `run` and `replay` call it once everything is checked and set up, just before
+/// capture or replay starts, so a command that fails prints its one-line error alone.
+pub(crate) fn warn_credentials_in_clear(headers: &[&str]) {
+    if !headers.is_empty() {
         tracing::warn!(
-            headers = %clear.join(", "),
+            headers = %headers.join(", "),
             "these headers are forwarded unredacted to an http:// target; add \
              --redact-header (or redact-header in the config file) for each"
         );
     }
-    Ok(targets)
 }
 
 /// `config check FILE`: the file read as `run` would read it (with the environment),
@@ -122,6 +122,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<String> {
     };
     let admin = args.admin_addr;
     let plan = run_plan(*args)?;
+    warn_credentials_in_clear(&plan.credentials_in_clear);
     let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
     Ok(format!(
         "{}: ok ({} target{}, ports {}, interfaces {}, engine {}, admin {})",

@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::admin::AdminServer;
+use crate::admin::AdminListener;
 use crate::capture::pcap_file::PcapngWriter;
 use crate::capture::pcap_live::{
-    iface_matches, list_interfaces, PcapCapture, PcapOptions, ANY_IFACE,
+    iface_matches, ifindex_of, list_interfaces, FollowingCapture, PcapOptions, ANY_IFACE,
 };
 use crate::capture::{Frame, LinkType};
 use crate::dedup::SegmentDedup;
@@ -52,6 +52,9 @@ pub struct RunPlan {
     pub duration: Option<Duration>,
     /// Where the admin server (/metrics, /healthz, /readyz) listens; None: no server.
     pub admin_addr: Option<SocketAddr>,
+    /// Credential headers that reach an `http://` target unredacted; warned about once
+    /// everything is set up and capture is about to start.
+    pub credentials_in_clear: Vec<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,7 +124,7 @@ enum Source {
     #[cfg(feature = "ebpf")]
     Ebpf(crate::capture::ebpf::EbpfCapture),
     Pcap {
-        capture: PcapCapture,
+        capture: FollowingCapture,
         /// With several patterns, `any` is opened and frames are kept by interface
         /// index (SLL2 carries it); None keeps every frame.
         keep_ifindex: Option<HashMap<u32, bool>>,
@@ -133,14 +136,6 @@ fn matching_interfaces(patterns: &[String]) -> Vec<String> {
         .into_iter()
         .filter(|name| patterns.iter().any(|p| iface_matches(p, name)))
         .collect()
-}
-
-fn ifindex_of(name: &str) -> Option<u32> {
-    std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 #[cfg(feature = "ebpf")]
@@ -172,7 +167,7 @@ fn open_pcap(plan: &RunPlan) -> Result<Source, LiveError> {
         Some(name) => (name, None),
         None => (ANY_IFACE.to_string(), Some(HashMap::new())),
     };
-    let capture = PcapCapture::open(&iface, &plan.ports, &plan.pcap)?;
+    let capture = FollowingCapture::open(&iface, &plan.ports, &plan.pcap)?;
     tracing::info!(iface = %iface, link = ?capture.link_type(), "libpcap capture open");
     Ok(Source::Pcap {
         capture,
@@ -265,21 +260,22 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         },
     };
     let mut recorder = plan.record.as_ref().map(Recorder::create).transpose()?;
+    // Bound before the drop: a port below 1024 needs NET_BIND_SERVICE, which goes there.
+    let admin_listener = plan.admin_addr.map(AdminListener::bind).transpose()?;
     // Capabilities are per thread and inherited: they go before the replay and admin
-    // threads start, so that no thread keeps the full set. (An admin port below 1024
-    // would need CAP_NET_BIND_SERVICE, which is dropped here.)
+    // threads start, so that no thread keeps the full set.
     drop_privileges(&source, &mut targets);
     let (accounting, replayer) = start_replayer(targets)?;
     let registry = Arc::new(Registry::new(Arc::clone(&accounting)));
-    let _admin = plan
-        .admin_addr
-        .map(|addr| AdminServer::start(addr, Arc::clone(&registry)))
+    let _admin = admin_listener
+        .map(|listener| listener.serve(Arc::clone(&registry)))
         .transpose()?;
     let mut published = Published::default();
     published.publish(&mut source, None, &registry, plan);
     let gate_counts = Arc::new(GateCounts::default());
     let mut pipeline = Pipeline::new(plan.pipeline.clone());
     pipeline.set_gate(live_gate(Arc::clone(&own), Arc::clone(&gate_counts)));
+    crate::warn_credentials_in_clear(&plan.credentials_in_clear);
 
     STOP.store(false, Ordering::SeqCst);
     install_signal_handlers();
@@ -335,6 +331,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 // of watched connections arriving in that window were lost (a gap that
                 // held back every later request of the connection). The gate drops them.
                 if rescan {
+                    capture.follow();
                     if let Some(map) = keep_ifindex.as_mut() {
                         map.clear();
                     }
@@ -409,7 +406,11 @@ impl Published {
             Source::Pcap { capture: pcap, .. } => {
                 capture.set_engine(CaptureEngine::Pcap);
                 // libpcap is open on the named interface, or on `any` for the patterns.
-                registry.set_interfaces_attached(matching_interfaces(&plan.ifaces).len());
+                registry.set_interfaces_attached(if pcap.follows_a_name() {
+                    usize::from(pcap.is_open())
+                } else {
+                    matching_interfaces(&plan.ifaces).len()
+                });
                 if let Ok(s) = pcap.stats() {
                     capture.set_totals(s.frames, s.bytes);
                     for (i, (reason, raw)) in [
@@ -436,8 +437,10 @@ impl Published {
 /// Keeps only the capabilities the rest of the run uses. Runs before the replay thread
 /// starts, which inherits the reduced sets. eBPF keeps BPF, NET_ADMIN and PERFMON to
 /// attach to interfaces that appear (or come back) while running, and NET_ADMIN also
-/// sets SO_MARK on our sockets; libpcap has its one socket open and needs nothing, so
-/// its copies go out unmarked (the mark is only for the eBPF classifier).
+/// sets SO_MARK on our sockets. libpcap on `any` has its one socket open and needs
+/// nothing; on a named interface it keeps NET_RAW to open a new socket when the interface
+/// is deleted and created again. Its copies go out unmarked (the mark is only for the
+/// eBPF classifier).
 fn drop_privileges(source: &Source, targets: &mut [crate::replay::TargetConfig]) {
     use crate::privilege::keep_only;
     let keep: &[u32] = match source {
@@ -446,11 +449,15 @@ fn drop_privileges(source: &Source, targets: &mut [crate::replay::TargetConfig])
             use crate::privilege::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON};
             &[CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON]
         }
-        Source::Pcap { .. } => {
+        Source::Pcap { capture, .. } => {
             for t in targets.iter_mut() {
                 t.socket_mark = 0;
             }
-            &[]
+            if capture.follows_a_name() {
+                &[crate::privilege::CAP_NET_RAW]
+            } else {
+                &[]
+            }
         }
     };
     match keep_only(keep) {
@@ -515,8 +522,8 @@ fn capture_summary(source: &mut Source, gate: &GateCounts) {
         },
         Source::Pcap { capture, .. } => match capture.stats() {
             Ok(s) => eprintln!(
-                "capture (pcap): {} frames, {} kernel drops, {} interface drops, {} own segments and {} second sightings left out",
-                s.frames, s.dropped, s.if_dropped, own, dups
+                "capture (pcap): {} frames, {} kernel drops, {} interface drops, {} own segments and {} second sightings left out, interface gone {} times",
+                s.frames, s.dropped, s.if_dropped, own, dups, s.interface_gone
             ),
             Err(e) => eprintln!("capture (pcap): stats unavailable: {e}"),
         },

@@ -10,6 +10,7 @@ use thiserror::Error;
 
 /// Capability numbers from `linux/capability.h`.
 pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_NET_RAW: u32 = 13;
 pub const CAP_SETPCAP: u32 = 8;
 pub const CAP_PERFMON: u32 = 38;
 pub const CAP_BPF: u32 = 39;

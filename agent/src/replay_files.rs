@@ -120,6 +120,9 @@ pub struct ReplayPlan {
     pub drain_timeout: Duration,
     /// Show a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// Credential headers that reach an `http://` target unredacted; warned about once
+    /// the replay is set up and about to start.
+    pub credentials_in_clear: Vec<&'static str>,
 }
 
 /// What a replay did: the accounting per target, and capture-side counts.
@@ -139,6 +142,7 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
     }
     check_targets_resolve(&plan.targets)?;
     let (accounting, replayer) = start_replayer(plan.targets.clone())?;
+    crate::warn_credentials_in_clear(&plan.credentials_in_clear);
     let started = Instant::now();
     let mut report = ReplayReport::new(Arc::clone(&accounting));
     let total_bytes: u64 =

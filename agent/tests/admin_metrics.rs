@@ -11,14 +11,14 @@
     dead_code,
     reason = "shared with live_netns.rs, which uses the helpers this test does not"
 )]
-mod support_live;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support_live::*;
+use common::netns::*;
 
 const HOST: &str = "Host: httpbin:8000";
 /// Default of `--admin-addr`; each test's agent has the `prod` namespace's loopback.
@@ -226,10 +226,7 @@ fn summary_outcomes(summary: &str) -> BTreeMap<String, BTreeMap<String, u64>> {
 
 /// A second recording server in stage on `port`, logging to `log`.
 fn start_stage_on(topo: &Topology, port: &str, log: &Path) -> Proc {
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/support_live/stage_server.py"
-    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/stage_server.py");
     let out = topo.path(&format!("stage{port}.out"));
     let proc = topo.stage.spawn(
         &[

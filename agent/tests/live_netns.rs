@@ -4,59 +4,32 @@
 //! Needs root, iproute2, curl, python3 with gunicorn + httpbin (and tshark, bpftool for two
 //! tests). Addresses are 10.77.x.x inside namespaces the tests create and delete.
 
-mod support_live;
+#[expect(
+    dead_code,
+    reason = "shared with stress_live and admin_metrics; this file uses part of it"
+)]
+mod common;
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support_live::*;
-
-const HOST: &str = "Host: httpbin:8000";
-const SHADOW_HOST: &str = "httpbin-shadow:8000";
-
-fn target() -> String {
-    format!("http://{STAGE_IP}:8000")
-}
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// `n` GETs of `/headers?i=1..n` on one keep-alive connection; asserts every one got 200.
-fn get_headers(topo: &Topology, n: usize, tag: &str) {
-    let url = format!("http://{PROD_IP}:8000/headers?{tag}=[1-{n}]");
-    let codes = topo.curl(&["-H", HOST, "-w", "%{http_code}\\n", &url]);
-    assert_eq!(codes.len(), n, "curl answers: {codes:?}");
-    assert!(codes.iter().all(|c| c == "200"), "prod answers: {codes:?}");
-}
+use common::netns::*;
 
 #[test]
 fn mirrors_every_request_with_both_engines() {
     if !preflight("mirrors_every_request_with_both_engines", &[]) {
         return;
     }
-    let _serial = lock();
+    let _serial = serial();
     let mut topo = Topology::new("mir");
     topo.start_prod();
     topo.start_stage();
     const N: usize = 50;
     for engine in ["ebpf", "pcap"] {
         topo.clear_stage_log();
-        let agent = topo.start_agent(
-            engine,
-            &[
-                "--engine",
-                engine,
-                "--iface",
-                PROD_IF,
-                "--target",
-                &target(),
-            ],
-        );
-        get_headers(&topo, N, engine);
+        let agent = topo.start_agent_on(engine, engine, PROD_IF, &[]);
+        topo.get_headers(PROD_IP, N, engine);
         let seen = topo.wait_stage(N, Duration::from_secs(10));
         let (summary, err) = stop_agent(agent);
         assert_eq!(
@@ -101,25 +74,13 @@ fn percent_50_lands_in_a_binomial_band() {
     if !preflight("percent_50_lands_in_a_binomial_band", &[]) {
         return;
     }
-    let _serial = lock();
+    let _serial = serial();
     let mut topo = Topology::new("pct");
     topo.start_prod();
     topo.start_stage();
     const N: u64 = 400;
-    let agent = topo.start_agent(
-        "pct",
-        &[
-            "--engine",
-            "ebpf",
-            "--iface",
-            PROD_IF,
-            "--target",
-            &target(),
-            "--percent",
-            "50",
-        ],
-    );
-    get_headers(&topo, N as usize, "p");
+    let agent = topo.start_agent_on("pct", "ebpf", PROD_IF, &["--percent", "50"]);
+    topo.get_headers(PROD_IP, N as usize, "p");
     // Waiting for exactly what the agent replayed is not possible before it stops, so
     // wait until the stage log stops growing.
     let mut last = usize::MAX;
@@ -154,21 +115,11 @@ fn bodies_chunked_and_pipelined_arrive_byte_identical() {
     if !preflight("bodies_chunked_and_pipelined_arrive_byte_identical", &[]) {
         return;
     }
-    let _serial = lock();
+    let _serial = serial();
     let mut topo = Topology::new("body");
     topo.start_prod();
     topo.start_stage();
-    let agent = topo.start_agent(
-        "body",
-        &[
-            "--engine",
-            "ebpf",
-            "--iface",
-            PROD_IF,
-            "--target",
-            &target(),
-        ],
-    );
+    let agent = topo.start_agent_on("body", "ebpf", PROD_IF, &[]);
 
     // Not compressible, so a lost or repeated segment changes the digest.
     let big: Vec<u8> = (0u32..(1 << 20))
@@ -303,7 +254,7 @@ fn stage_down_or_blackholed_does_not_hurt_prod() {
     if !preflight("stage_down_or_blackholed_does_not_hurt_prod", &[]) {
         return;
     }
-    let _serial = lock();
+    let _serial = serial();
     let mut topo = Topology::new("down");
     topo.start_prod();
     // No stage server: connections to stage are refused.
@@ -312,17 +263,7 @@ fn stage_down_or_blackholed_does_not_hurt_prod() {
     median_latency(&topo, 20, "warm");
     let off = median_latency(&topo, N, "off");
 
-    let agent = topo.start_agent(
-        "down",
-        &[
-            "--engine",
-            "pcap",
-            "--iface",
-            PROD_IF,
-            "--target",
-            &target(),
-        ],
-    );
+    let agent = topo.start_agent_on("down", "pcap", PROD_IF, &[]);
     let (down, sent) = median_latency_on(&topo, N, "down", off);
     std::thread::sleep(Duration::from_millis(300));
     let (summary_down, err) = stop_agent(agent);
@@ -335,17 +276,7 @@ fn stage_down_or_blackholed_does_not_hurt_prod() {
 
     topo.prod
         .exec_ok(&["ip", "route", "add", "blackhole", &format!("{STAGE_IP}/32")]);
-    let agent = topo.start_agent(
-        "hole",
-        &[
-            "--engine",
-            "ebpf",
-            "--iface",
-            PROD_IF,
-            "--target",
-            &target(),
-        ],
-    );
+    let agent = topo.start_agent_on("hole", "ebpf", PROD_IF, &[]);
     let (hole, sent) = median_latency_on(&topo, N, "hole", off);
     std::thread::sleep(Duration::from_millis(300));
     let (summary_hole, err) = stop_agent(agent);
@@ -408,7 +339,7 @@ fn kill_9_leaves_nothing_attached_and_a_new_agent_starts_cleanly() {
     if !preflight("kill_9_leaves_nothing_attached", &["bpftool", "tc"]) {
         return;
     }
-    let _serial = lock();
+    let _serial = serial();
     let mut topo = Topology::new("kill");
     topo.start_prod();
     topo.start_stage();
@@ -421,17 +352,7 @@ fn kill_9_leaves_nothing_attached_and_a_new_agent_starts_cleanly() {
     .trim()
     .to_string();
 
-    let mut agent = topo.start_agent(
-        "k1",
-        &[
-            "--engine",
-            "ebpf",
-            "--iface",
-            PROD_IF,
-            "--target",
-            &target(),
-        ],
-    );
+    let mut agent = topo.start_agent_on("k1", "ebpf", PROD_IF, &[]);
     let links = tcx_links(agent.pid());
     // Ingress and egress on the one interface; otherwise the checks below prove nothing.
     assert_eq!(links.len(), 2, "agent's TCX links: {links:?}");
@@ -442,7 +363,7 @@ fn kill_9_leaves_nothing_attached_and_a_new_agent_starts_cleanly() {
     for (link, prog, _) in &links {
         assert!(bpf_object_exists("link", link) && bpf_object_exists("prog", prog));
     }
-    get_headers(&topo, 5, "k1");
+    topo.get_headers(PROD_IP, 5, "k1");
     agent.signal("-KILL");
     agent.wait(Duration::from_secs(5));
     // The kernel releases links and programs once the last fd is closed; that can lag
@@ -462,23 +383,13 @@ fn kill_9_leaves_nothing_attached_and_a_new_agent_starts_cleanly() {
         "tc filters left after kill -9: {filters}"
     );
     // Traffic with no agent: a stale program or ring would leak it into the next run.
-    get_headers(&topo, 7, "none");
+    topo.get_headers(PROD_IP, 7, "none");
 
     topo.clear_stage_log();
-    let agent = topo.start_agent(
-        "k2",
-        &[
-            "--engine",
-            "ebpf",
-            "--iface",
-            PROD_IF,
-            "--target",
-            &target(),
-        ],
-    );
+    let agent = topo.start_agent_on("k2", "ebpf", PROD_IF, &[]);
     let links2 = tcx_links(agent.pid());
     assert_eq!(links2.len(), 2, "second agent's TCX links: {links2:?}");
-    get_headers(&topo, 10, "k2");
+    topo.get_headers(PROD_IP, 10, "k2");
     let seen = topo.wait_stage(10, Duration::from_secs(10));
     let (summary, err) = stop_agent(agent);
     assert_eq!(seen.len(), 10, "{summary}{err}");
@@ -505,27 +416,15 @@ fn record_writes_a_pcapng_that_tshark_reads_and_replay_replays() {
     if !preflight("record_writes_a_pcapng", &["tshark"]) {
         return;
     }
-    let _serial = lock();
+    let _serial = serial();
     let mut topo = Topology::new("rec");
     topo.start_prod();
     topo.start_stage();
     const N: usize = 20;
     let record = topo.path("out.pcapng");
     let record_arg = record.to_str().expect("utf-8 path").to_string();
-    let agent = topo.start_agent(
-        "rec",
-        &[
-            "--engine",
-            "ebpf",
-            "--iface",
-            PROD_IF,
-            "--target",
-            &target(),
-            "--record",
-            &record_arg,
-        ],
-    );
-    get_headers(&topo, N, "rec");
+    let agent = topo.start_agent_on("rec", "ebpf", PROD_IF, &["--record", &record_arg]);
+    topo.get_headers(PROD_IP, N, "rec");
     topo.wait_stage(N, Duration::from_secs(10));
     let (summary, _) = stop_agent(agent);
     assert_eq!(
@@ -567,7 +466,7 @@ fn record_writes_a_pcapng_that_tshark_reads_and_replay_replays() {
         "--speed",
         "max",
         "--target",
-        &target(),
+        &stage_target(),
     ]);
     let replay_summary = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(
@@ -585,7 +484,7 @@ fn interfaces_that_appear_later_are_captured() {
     if !preflight("interfaces_that_appear_later_are_captured", &[]) {
         return;
     }
-    let _serial = lock();
+    let _serial = serial();
     let mut topo = Topology::new("late");
     topo.start_prod();
     topo.start_stage();
@@ -595,43 +494,12 @@ fn interfaces_that_appear_later_are_captured() {
     ] {
         topo.clear_stage_log();
         let pattern = format!("{}*", &iface[..2]);
-        let agent = topo.start_agent(
-            engine,
-            &[
-                "--engine",
-                engine,
-                "--iface",
-                &pattern,
-                "--target",
-                &target(),
-            ],
-        );
+        let agent = topo.start_agent_on(engine, engine, &pattern, &[]);
         let peer = format!("{}c", &iface[..2]);
-        topo.prod.exec_ok(&[
-            "ip",
-            "link",
-            "add",
-            iface,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &peer,
-            "netns",
-            &topo.client.name,
-        ]);
-        topo.prod
-            .exec_ok(&["ip", "addr", "add", &format!("{prod_ip}/24"), "dev", iface]);
-        topo.prod.exec_ok(&["ip", "link", "set", iface, "up"]);
-        topo.client.exec_ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{client_ip}/24"),
-            "dev",
-            &peer,
-        ]);
-        topo.client.exec_ok(&["ip", "link", "set", &peer, "up"]);
+        topo.add_veth(
+            (iface, &format!("{prod_ip}/24")),
+            (&peer, &format!("{client_ip}/24")),
+        );
         if engine == "ebpf" {
             let err = agent.stderr.clone();
             wait_until(
@@ -640,12 +508,7 @@ fn interfaces_that_appear_later_are_captured() {
                 || read(&err).contains("attached to new interface"),
             );
         }
-        let url = format!("http://{prod_ip}:8000/headers?late=[1-10]");
-        let codes = topo.curl(&["-H", HOST, "-w", "%{http_code}\\n", &url]);
-        assert!(
-            codes.iter().all(|c| c == "200") && codes.len() == 10,
-            "{codes:?}"
-        );
+        topo.get_headers(prod_ip, 10, "late");
         let seen = topo.wait_stage(10, Duration::from_secs(10));
         let (summary, err) = stop_agent(agent);
         assert_eq!(seen.len(), 10, "{engine}: {summary}{err}");

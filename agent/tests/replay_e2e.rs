@@ -777,11 +777,10 @@ fn assert_one_line_error(args: &[&str], names: &str) {
     let run = run_shadowtap(args, LIMIT);
     assert_eq!(run.code, 2, "{args:?}: stderr {}", run.stderr);
     assert!(run.stdout.is_empty(), "{args:?}: stdout {}", run.stdout);
-    // Log lines (a startup warning about clear-text credentials) are not the error.
     let lines: Vec<&str> = run
         .stderr
         .lines()
-        .filter(|l| !l.trim().is_empty() && !l.contains(" WARN "))
+        .filter(|l| !l.trim().is_empty())
         .collect();
     assert_eq!(
         lines.len(),

@@ -254,13 +254,7 @@ fn assert_rejected(args: &[&str], names: &str) {
         run.stderr
     );
     assert!(run.stdout.is_empty(), "{args:?}: stdout {}", run.stdout);
-    // The error is one line; a start-up warning logged before it (credentials to an
-    // http:// target) is a log line of its own.
-    let lines: Vec<&str> = run
-        .stderr
-        .lines()
-        .filter(|l| !l.is_empty() && !l.contains(" WARN "))
-        .collect();
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 1, "{args:?}: not one line:\n{}", run.stderr);
     assert!(
         lines[0].contains(names),

@@ -1,13 +1,16 @@
 //! The libpcap live engine (`run --engine pcap`): opens one interface or `any`, keeps only
 //! TCP to or from the watched ports with a kernel BPF filter (minus the agent's own
-//! connections), and hands out `Frame`s with nanosecond timestamps. Also owns the
-//! interface-name helpers (`list_interfaces`, `iface_matches`) the engines share.
+//! connections), and hands out `Frame`s with nanosecond timestamps. `FollowingCapture`
+//! closes the capture of a named interface that is deleted and opens it again once an
+//! interface of that name exists. Also owns the interface-name helpers
+//! (`list_interfaces`, `iface_matches`, `ifindex_of`) the engines share.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::ffi::c_int;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use pcap::{Active, Capture, Linktype, Precision};
 
@@ -63,6 +66,25 @@ pub struct PcapLiveStats {
     /// Frames of excluded connections dropped here because there were too many
     /// exclusions for the kernel filter.
     pub excluded_in_user: u64,
+    /// Times the interface was deleted and its capture closed (`FollowingCapture`).
+    pub interface_gone: u64,
+}
+
+impl PcapLiveStats {
+    /// The figures of a capture closed before `later`, added to `later`'s. The kernel
+    /// counters are added as read, so the sum keeps moving on by each capture's own
+    /// (32-bit, wrapping) count, which is how the caller takes differences of them.
+    fn plus(self, later: Self) -> Self {
+        Self {
+            received: self.received + later.received,
+            dropped: self.dropped + later.dropped,
+            if_dropped: self.if_dropped + later.if_dropped,
+            frames: self.frames + later.frames,
+            bytes: self.bytes + later.bytes,
+            excluded_in_user: self.excluded_in_user + later.excluded_in_user,
+            interface_gone: self.interface_gone + later.interface_gone,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +116,8 @@ pub enum PcapLiveError {
     },
     #[error("reading packets from interface {iface} failed: {detail}")]
     Read { iface: String, detail: String },
+    #[error("interface {iface} was deleted while capturing on it")]
+    Vanished { iface: String },
     #[error("capture statistics for interface {iface} are unavailable: {detail}")]
     Stats { iface: String, detail: String },
 }
@@ -180,6 +204,15 @@ pub fn list_interfaces() -> Vec<String> {
     names
 }
 
+/// The index of interface `name` now (asked of the kernel, so no sysfs is needed); None
+/// when there is no such interface.
+pub fn ifindex_of(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string, only read.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
 /// Whether interface `name` is selected by `pattern`: an exact name, a glob with `*` (any
 /// run of characters) and `?` (one character) such as `veth*` or `cali*`, or `any`,
 /// which selects every interface.
@@ -219,6 +252,8 @@ fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
 pub struct PcapCapture {
     cap: Capture<Active>,
     iface: String,
+    /// Index of the interface when it was opened (None on `any`, or when not known).
+    ifindex: Option<u32>,
     link: LinkType,
     ports: Vec<u16>,
     /// Set when the exclusions did not fit in the kernel filter: the excluded local
@@ -274,9 +309,13 @@ impl PcapCapture {
         }
         let link = link_type_of(cap.get_datalink());
         let nanos_per_frac = if gives_nanoseconds(&cap) { 1 } else { 1000 };
+        let ifindex = bound_ifindex(cap.as_raw_fd())
+            .and_then(|index| u32::try_from(index).ok())
+            .filter(|&index| index > 0);
         let mut capture = Self {
             cap,
             iface: iface.to_owned(),
+            ifindex,
             link,
             ports: ports.to_vec(),
             user_excluded: None,
@@ -299,6 +338,7 @@ impl PcapCapture {
         if self.drained && !self.wait_readable()? {
             return Ok(None);
         }
+        let fd = self.cap.as_raw_fd();
         match self.cap.next_packet() {
             Ok(packet) => {
                 self.drained = false;
@@ -329,11 +369,22 @@ impl PcapCapture {
                 self.drained = true;
                 Ok(None)
             }
+            Err(_) if vanished(&self.iface, self.ifindex, fd) => Err(PcapLiveError::Vanished {
+                iface: self.iface.clone(),
+            }),
             Err(e) => Err(PcapLiveError::Read {
                 iface: self.iface.clone(),
                 detail: e.to_string(),
             }),
         }
+    }
+
+    /// Whether the interface this capture is bound to was deleted. The kernel unbinds a
+    /// packet socket from an interface that goes away (its index reads -1 from then on)
+    /// and never binds it to one created later under the same name, so such a capture
+    /// stays silent for good. `any` is bound to no interface and never goes away.
+    pub fn interface_vanished(&self) -> bool {
+        vanished(&self.iface, self.ifindex, self.cap.as_raw_fd())
     }
 
     /// Waits up to the read timeout for the capture socket to have packets.
@@ -422,7 +473,164 @@ impl PcapCapture {
             frames: self.frames,
             bytes: self.bytes,
             excluded_in_user: self.excluded_in_user,
+            interface_gone: 0,
         })
+    }
+
+    pub fn link_type(&self) -> LinkType {
+        self.link
+    }
+
+    pub fn iface(&self) -> &str {
+        &self.iface
+    }
+}
+
+/// Whether the capture on `iface` (opened when it had index `opened`) through socket `fd`
+/// lost its interface: the kernel unbound the socket (it does when the interface is
+/// deleted), or the name is gone or now names another interface (the unbinding comes a
+/// moment after the first read error). `any` never goes away.
+fn vanished(iface: &str, opened: Option<u32>, fd: std::os::fd::RawFd) -> bool {
+    if iface == ANY_IFACE {
+        return false;
+    }
+    let unbound = bound_ifindex(fd).is_some_and(|index| index <= 0);
+    unbound || (opened.is_some() && ifindex_of(iface) != opened)
+}
+
+/// The interface index packet socket `fd` is bound to: -1 once its interface was deleted,
+/// 0 for `any`. None for anything but a packet socket (a libpcap without one).
+fn bound_ifindex(fd: std::os::fd::RawFd) -> Option<i32> {
+    // SAFETY: sockaddr_ll is plain data, valid all zero.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+    // SAFETY: `addr` is writable for `len` bytes; the caller's handle keeps `fd` open.
+    let rc = unsafe { libc::getsockname(fd, (&raw mut addr).cast::<libc::sockaddr>(), &mut len) };
+    (rc == 0 && i32::from(addr.sll_family) == libc::AF_PACKET).then_some(addr.sll_ifindex)
+}
+
+/// A capture on one interface name (or `any`) that outlives the interface: when a named
+/// interface is deleted its capture is closed (logged once, counted in
+/// `PcapLiveStats::interface_gone`), and `follow` opens a new one once an interface of
+/// that name exists again, as pods' veths come and go. Its statistics run on across
+/// captures.
+pub struct FollowingCapture {
+    iface: String,
+    ports: Vec<u16>,
+    opts: PcapOptions,
+    current: Option<PcapCapture>,
+    /// Link type of the latest capture opened.
+    link: LinkType,
+    /// Figures of the captures already closed.
+    closed: PcapLiveStats,
+}
+
+impl std::fmt::Debug for FollowingCapture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FollowingCapture")
+            .field("iface", &self.iface)
+            .field("current", &self.current)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FollowingCapture {
+    /// Opens `iface` now: an interface missing at start is an error, as with
+    /// `PcapCapture::open`.
+    pub fn open(iface: &str, ports: &[u16], opts: &PcapOptions) -> Result<Self, PcapLiveError> {
+        let capture = PcapCapture::open(iface, ports, opts)?;
+        Ok(Self {
+            iface: iface.to_owned(),
+            ports: ports.to_vec(),
+            opts: opts.clone(),
+            link: capture.link_type(),
+            current: Some(capture),
+            closed: PcapLiveStats::default(),
+        })
+    }
+
+    /// As `PcapCapture::next_frame`. While the interface is gone this waits out the read
+    /// timeout and returns `Ok(None)`.
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, PcapLiveError> {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(PcapCapture::interface_vanished)
+        {
+            self.close();
+        }
+        let Some(capture) = self.current.as_mut() else {
+            let wait = u64::try_from(self.opts.timeout_ms.max(1)).unwrap_or(1);
+            std::thread::sleep(Duration::from_millis(wait));
+            return Ok(None);
+        };
+        match capture.next_frame() {
+            // Closed on the next call, when the frame borrow is over.
+            Err(PcapLiveError::Vanished { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Checks on the interface: closes the capture of one that was deleted, and opens a
+    /// capture on an interface of the name that exists (again). Call it now and then
+    /// (once a second): an error reading a deleted interface closes its capture sooner,
+    /// but a deletion that raced with a read may show no error at all.
+    pub fn follow(&mut self) {
+        if self
+            .current
+            .as_ref()
+            .is_some_and(PcapCapture::interface_vanished)
+        {
+            self.close();
+        }
+        if self.current.is_some() || ifindex_of(&self.iface).is_none() {
+            return;
+        }
+        match PcapCapture::open(&self.iface, &self.ports, &self.opts) {
+            Ok(capture) => {
+                tracing::info!(iface = %self.iface, "libpcap capture reopened on the new interface");
+                self.link = capture.link_type();
+                self.current = Some(capture);
+            }
+            // Created but not up yet, or deleted again in between: the next call retries.
+            Err(e) => tracing::debug!(iface = %self.iface, error = %e, "cannot reopen capture yet"),
+        }
+    }
+
+    fn close(&mut self) {
+        let Some(mut capture) = self.current.take() else {
+            return;
+        };
+        let last = capture.stats().unwrap_or(PcapLiveStats {
+            frames: capture.frames,
+            bytes: capture.bytes,
+            excluded_in_user: capture.excluded_in_user,
+            ..PcapLiveStats::default()
+        });
+        self.closed = self.closed.plus(last);
+        self.closed.interface_gone += 1;
+        tracing::info!(
+            iface = %self.iface,
+            "interface gone: its capture is closed until an interface of that name appears"
+        );
+    }
+
+    /// Whether a capture is open (false while the interface is gone).
+    pub fn is_open(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// A named interface (not `any`), which can go away.
+    pub fn follows_a_name(&self) -> bool {
+        self.iface != ANY_IFACE
+    }
+
+    /// The figures of every capture so far, the current one included.
+    pub fn stats(&mut self) -> Result<PcapLiveStats, PcapLiveError> {
+        match self.current.as_mut() {
+            Some(capture) => Ok(self.closed.plus(capture.stats()?)),
+            None => Ok(self.closed),
+        }
     }
 
     pub fn link_type(&self) -> LinkType {

@@ -1,7 +1,7 @@
 //! Scaffolding for the live tests: network namespaces joined by veth pairs, child
-//! processes run inside them, and readers for what the agent and the stage server report.
-//! Everything created here is torn down by Drop guards so a failing assertion leaves no
-//! namespace or process behind.
+//! processes run inside them, the agent started in them per engine, and readers for what
+//! the agent and the stage server report. Everything created here is torn down by Drop
+//! guards so a failing assertion leaves no namespace or process behind.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,13 @@ use std::time::{Duration, Instant};
 /// The tests share two CPUs and measure latency; one at a time keeps them honest.
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
+/// Holds `SERIAL` for one test; a test that failed holding it does not stop the others.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_shadowtap");
 
 pub const CLIENT_IP: &str = "10.77.1.2";
@@ -20,6 +27,16 @@ pub const PROD_STAGE_SIDE_IP: &str = "10.77.2.1";
 pub const STAGE_IP: &str = "10.77.2.2";
 /// prod's end of the client veth: where the agent listens.
 pub const PROD_IF: &str = "pc0";
+/// The Host header clients send to prod; copies arrive with `SHADOW_HOST`.
+pub const HOST: &str = "Host: httpbin:8000";
+pub const SHADOW_HOST: &str = "httpbin-shadow:8000";
+/// The agent's default admin address, on the `prod` namespace's loopback.
+pub const ADMIN: &str = "127.0.0.1:9477";
+
+/// The recording server on stage, as the agent's `--target`.
+pub fn stage_target() -> String {
+    format!("http://{STAGE_IP}:8000")
+}
 
 /// Whether the live tests can run here. Under `CI=true` a missing prerequisite fails the
 /// test with the reason; elsewhere it prints a skip line and the test returns early.
@@ -237,20 +254,20 @@ impl Topology {
         let client = Netns::new(format!("{base}-c"));
         let prod = Netns::new(format!("{base}-p"));
         let stage = Netns::new(format!("{base}-s"));
-        prod.exec_ok(&[
-            "ip",
-            "link",
-            "add",
-            PROD_IF,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "c0",
-            "netns",
-            &client.name,
-        ]);
-        prod.exec_ok(&[
+        let dir = tempfile::tempdir().expect("tempdir");
+        let topo = Topology {
+            prod_server: None,
+            stage_server: None,
+            client,
+            prod,
+            stage,
+            dir,
+        };
+        topo.add_veth(
+            (PROD_IF, &format!("{PROD_IP}/24")),
+            ("c0", &format!("{CLIENT_IP}/24")),
+        );
+        topo.prod.exec_ok(&[
             "ip",
             "link",
             "add",
@@ -261,25 +278,41 @@ impl Topology {
             "name",
             "s0",
             "netns",
-            &stage.name,
+            &topo.stage.name,
         ]);
         for (ns, iface, addr) in [
-            (&client, "c0", format!("{CLIENT_IP}/24")),
-            (&prod, PROD_IF, format!("{PROD_IP}/24")),
-            (&prod, "ps0", format!("{PROD_STAGE_SIDE_IP}/24")),
-            (&stage, "s0", format!("{STAGE_IP}/24")),
+            (&topo.prod, "ps0", format!("{PROD_STAGE_SIDE_IP}/24")),
+            (&topo.stage, "s0", format!("{STAGE_IP}/24")),
         ] {
             ns.exec_ok(&["ip", "addr", "add", &addr, "dev", iface]);
             ns.exec_ok(&["ip", "link", "set", iface, "up"]);
         }
-        let dir = tempfile::tempdir().expect("tempdir");
-        Topology {
-            prod_server: None,
-            stage_server: None,
-            client,
-            prod,
-            stage,
-            dir,
+        topo
+    }
+
+    /// A veth pair from prod (`prod_end`: name, address/prefix) to client (`client_end`),
+    /// both ends addressed and up: the interface a pod's traffic comes in on.
+    pub fn add_veth(&self, prod_end: (&str, &str), client_end: (&str, &str)) {
+        let ((prod_if, prod_addr), (client_if, client_addr)) = (prod_end, client_end);
+        self.prod.exec_ok(&[
+            "ip",
+            "link",
+            "add",
+            prod_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            client_if,
+            "netns",
+            &self.client.name,
+        ]);
+        for (ns, iface, addr) in [
+            (&self.prod, prod_if, prod_addr),
+            (&self.client, client_if, client_addr),
+        ] {
+            ns.exec_ok(&["ip", "addr", "add", addr, "dev", iface]);
+            ns.exec_ok(&["ip", "link", "set", iface, "up"]);
         }
     }
 
@@ -332,10 +365,7 @@ impl Topology {
     }
 
     pub fn start_stage(&mut self) {
-        let script = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support_live/stage_server.py"
-        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/stage_server.py");
         let log = self.stage_log();
         let proc = self.stage.spawn(
             &[
@@ -389,6 +419,44 @@ impl Topology {
         );
         wait_agent_ready(&agent);
         agent
+    }
+
+    /// `start_agent` with `--engine engine --iface iface --target` the stage server, then
+    /// `extra`.
+    pub fn start_agent_on(&self, tag: &str, engine: &str, iface: &str, extra: &[&str]) -> Proc {
+        let target = stage_target();
+        let mut args = vec!["--engine", engine, "--iface", iface, "--target", &target];
+        args.extend_from_slice(extra);
+        self.start_agent(tag, &args)
+    }
+
+    /// `n` GETs of `/headers?tag=1..n` to prod at `ip` on one keep-alive connection;
+    /// asserts every one got 200.
+    pub fn get_headers(&self, ip: &str, n: usize, tag: &str) {
+        let url = format!("http://{ip}:8000/headers?{tag}=[1-{n}]");
+        let codes = self.curl(&["-H", HOST, "-w", "%{http_code}\\n", &url]);
+        assert_eq!(codes.len(), n, "curl answers: {codes:?}");
+        assert!(codes.iter().all(|c| c == "200"), "prod answers: {codes:?}");
+    }
+
+    /// HTTP status of `path` on the agent's admin server at `addr`, asked from inside
+    /// prod; 0 when nothing answers.
+    pub fn admin_status(&self, addr: &str, path: &str) -> u16 {
+        let out = self.prod.exec(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "2",
+            "-w",
+            "%{http_code}",
+            &format!("http://{addr}{path}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
     }
 
     /// curl from the client namespace; returns one `-w` line per URL.
