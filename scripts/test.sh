@@ -7,6 +7,8 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 echo "== fmt"; cargo fmt --all -- --check
 echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
+# The build without eBPF (stable only, and what the fuzzers link) has its own cfg arms.
+echo "== clippy (no eBPF)"; cargo clippy -p shadowtap --no-default-features --all-targets -- -D warnings
 echo "== tests"; cargo test --workspace -- --test-threads=2
 echo "== deploy"; bash scripts/check-deploy.sh
 

@@ -119,7 +119,10 @@ fn live_gate(own: Arc<OwnConnections>, counts: Arc<GateCounts>) -> crate::pipeli
 
 /// Frames from whichever engine runs. One value for the whole run, so its size does
 /// not matter.
-#[expect(clippy::large_enum_variant, reason = "one value per run")]
+#[cfg_attr(
+    feature = "ebpf",
+    expect(clippy::large_enum_variant, reason = "one value per run")
+)]
 enum Source {
     #[cfg(feature = "ebpf")]
     Ebpf(crate::capture::ebpf::EbpfCapture),
