@@ -4,6 +4,7 @@
 
 mod flow_table;
 mod recording;
+mod slab;
 mod stream;
 
 pub use flow_table::FlowTable;
