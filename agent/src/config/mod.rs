@@ -101,14 +101,14 @@ pub struct InspectArgs {
 #[derive(Clone, Debug, Args)]
 pub struct LimitArgs {
     /// Most TCP connections tracked at once; the least recently active is evicted past it.
-    #[arg(long, default_value_t = 100_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
+    #[arg(long, default_value_t = 50_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
     pub max_flows: usize,
     /// Out-of-order bytes buffered per stream direction.
     #[arg(long, default_value_t = 1 << 20, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
     pub max_stream_buffer: usize,
     /// Out-of-order bytes buffered over all streams; the same cap again for the bytes
     /// of requests being framed (heads being read, bodies in progress).
-    #[arg(long, default_value_t = 64 << 20, env = "SHADOWTAP_MAX_BUFFER")]
+    #[arg(long, default_value_t = 16 << 20, env = "SHADOWTAP_MAX_BUFFER")]
     pub max_buffer: usize,
     /// Largest request head (request line and headers) in bytes.
     #[arg(long, default_value_t = 64 << 10, value_parser = at_least_one(), env = "SHADOWTAP_MAX_HEAD")]

@@ -1,7 +1,7 @@
 //! Keyed entries in one slab with an intrusive recency list: the live connections of a
-//! `FlowTable`, and the recently closed ones. Slots are reused, so an entry allocates
-//! nothing of its own; the index holds slot numbers (4 bytes and a control byte per
-//! bucket), and the recency order is two `u32` links per slot.
+//! `FlowTable`, the recently closed ones, and the pipeline's framers. Slots are reused,
+//! so an entry allocates nothing of its own; the index holds slot numbers (4 bytes and a
+//! control byte per bucket), and the recency order is two `u32` links per slot.
 
 use std::hash::{BuildHasher, Hash};
 
@@ -21,7 +21,7 @@ struct Slot<K, V> {
 }
 
 /// Entries by key, oldest first. Slot numbers stay valid until their entry is removed.
-pub(super) struct LruSlab<K, V> {
+pub(crate) struct LruSlab<K, V> {
     slots: Vec<Slot<K, V>>,
     index: HashTable<u32>,
     // foldhash: per-packet lookups; its seeds are random per table, so crafted 4-tuples
@@ -34,7 +34,7 @@ pub(super) struct LruSlab<K, V> {
 }
 
 impl<K: Hash + Eq + Copy, V: Default> LruSlab<K, V> {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             slots: Vec::new(),
             index: HashTable::new(),
@@ -46,11 +46,11 @@ impl<K: Hash + Eq + Copy, V: Default> LruSlab<K, V> {
         }
     }
 
-    pub(super) fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub(super) fn find(&self, key: &K) -> Option<u32> {
+    pub(crate) fn find(&self, key: &K) -> Option<u32> {
         let hash = self.hasher.hash_one(key);
         let slots = &self.slots;
         self.index
@@ -58,20 +58,20 @@ impl<K: Hash + Eq + Copy, V: Default> LruSlab<K, V> {
             .copied()
     }
 
-    pub(super) fn key(&self, slot: u32) -> K {
+    pub(crate) fn key(&self, slot: u32) -> K {
         self.slots[slot as usize].key
     }
 
-    pub(super) fn get(&self, slot: u32) -> &V {
+    pub(crate) fn get(&self, slot: u32) -> &V {
         &self.slots[slot as usize].value
     }
 
-    pub(super) fn get_mut(&mut self, slot: u32) -> &mut V {
+    pub(crate) fn get_mut(&mut self, slot: u32) -> &mut V {
         &mut self.slots[slot as usize].value
     }
 
     /// Adds an entry for a key that has none, as the newest.
-    pub(super) fn insert(&mut self, key: K, value: V) -> u32 {
+    pub(crate) fn insert(&mut self, key: K, value: V) -> u32 {
         let slot = if self.free == NIL {
             let slot = u32::try_from(self.slots.len())
                 .ok()
@@ -102,7 +102,7 @@ impl<K: Hash + Eq + Copy, V: Default> LruSlab<K, V> {
     }
 
     /// Takes the entry out; its slot goes back to the free list.
-    pub(super) fn remove(&mut self, slot: u32) -> V {
+    pub(crate) fn remove(&mut self, slot: u32) -> V {
         let hash = self.hasher.hash_one(self.slots[slot as usize].key);
         if let Ok(entry) = self.index.find_entry(hash, |&s| s == slot) {
             entry.remove();
@@ -117,30 +117,41 @@ impl<K: Hash + Eq + Copy, V: Default> LruSlab<K, V> {
     }
 
     /// Makes the entry the newest.
-    pub(super) fn touch(&mut self, slot: u32) {
+    pub(crate) fn touch(&mut self, slot: u32) {
         if self.newest != slot {
             self.unlink(slot);
             self.link_newest(slot);
         }
     }
 
-    pub(super) fn oldest(&self) -> Option<u32> {
+    pub(crate) fn oldest(&self) -> Option<u32> {
         (self.oldest != NIL).then_some(self.oldest)
     }
 
     /// Slot numbers in use, in no particular order. Entries may be removed while
     /// walking them by number (a removed slot is skipped by `is_live`).
-    pub(super) fn slot_count(&self) -> u32 {
+    pub(crate) fn slot_count(&self) -> u32 {
         self.slots.len() as u32
     }
 
-    pub(super) fn is_live(&self, slot: u32) -> bool {
+    pub(crate) fn is_live(&self, slot: u32) -> bool {
         self.slots
             .get(slot as usize)
             .is_some_and(|s| s.prev != FREE)
     }
 
-    pub(super) fn clear(&mut self) {
+    pub(crate) fn keys(&self) -> impl Iterator<Item = K> + '_ {
+        self.slots.iter().filter(|s| s.prev != FREE).map(|s| s.key)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.slots
+            .iter()
+            .filter(|s| s.prev != FREE)
+            .map(|s| &s.value)
+    }
+
+    pub(crate) fn clear(&mut self) {
         self.slots.clear();
         self.index.clear();
         self.oldest = NIL;
@@ -176,6 +187,12 @@ impl<K: Hash + Eq + Copy, V: Default> LruSlab<K, V> {
             n => self.slots[n as usize].next = slot,
         }
         self.newest = slot;
+    }
+}
+
+impl<K: Hash + Eq + Copy, V: Default> Default for LruSlab<K, V> {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
