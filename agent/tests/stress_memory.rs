@@ -40,7 +40,8 @@ const DEFAULT_QUEUE_KIB: u64 = 64 * MIB;
 
 /// What the caps allow at their defaults, beyond the baseline: every flow with a few
 /// bytes, and the out-of-order bytes plus the framers' bytes (one `--max-buffer` each)
-/// at up to twice their size in capacity (growth by doubling).
+/// at up to twice their size in capacity (growth by doubling). Closed connections
+/// (README: ~110 bytes per `--max-flows` more) are not part of the capture below.
 const DEFAULT_WORST_KIB: u64 =
     DEFAULT_MAX_FLOWS * FLOW_BYTES / 1024 + 2 * 2 * DEFAULT_MAX_BUFFER_KIB + SLACK_KIB;
 
