@@ -30,19 +30,24 @@ MIB = 1 << 20
 DEFAULTS = {
     "ring-bytes": 8 << 20,
     "pcap-buffer": 32 << 20,
-    "max-buffer": 64 << 20,
-    "max-flows": 100_000,
+    "max-buffer": 16 << 20,
+    "max-flows": 50_000,
     "max-head": 64 << 10,
     "max-body": 8 << 20,
     "queue-len": 10_000,
     "max-in-flight": 64,
     "engine": "auto",
 }
-# Measured with the release binary: 100,000 open flows each holding an 84-byte partial
-# request head peak at 141 MB RSS against 6.5 MB for one flow (1.3 KiB per flow), so 2
-# KiB leaves room; an idle `run` with the eBPF engine peaks at 25 MiB.
-FLOW_BYTES = 2 << 10
+# Per `max-flows`: a connection holding a few bytes of a request head (its slot, the
+# delivering direction's state, its framer) measured 787 bytes (stress_memory
+# `flows_holding_a_few_bytes_each_cost_what_is_stated`, stated 1 KiB), plus the entry a
+# closed connection leaves (up to `max-flows` of them, ~110 bytes): 1,152 bytes. An
+# idle `run` with the eBPF engine peaks at 25 MiB.
+FLOW_BYTES = 1152
 PROCESS_BYTES = 30 * MIB
+# `max-buffer` caps the out-of-order bytes and, again, the bytes framers hold; buffers
+# grow by doubling, so each may take twice its bytes in memory.
+BUFFER_FACTOR = 4
 
 ENGINE_CAPS = {
     "ebpf": {"BPF", "NET_ADMIN", "PERFMON"},
@@ -96,7 +101,7 @@ def memory_budget(toml):
     copies = targets * (c["queue-len"] + c["max-in-flight"]) * (c["max-head"] + c["max-body"])
     parts = {
         f"capture ring ({engine})": engine_bytes,
-        "out-of-order buffer": c["max-buffer"],
+        "out-of-order bytes and framers": BUFFER_FACTOR * c["max-buffer"],
         f"copies queued and in flight ({targets} targets)": copies,
         "flow table": c["max-flows"] * FLOW_BYTES,
         "process": PROCESS_BYTES,

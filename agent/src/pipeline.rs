@@ -5,12 +5,10 @@
 
 use std::net::SocketAddr;
 
-use foldhash::HashMap;
-
 use crate::capture::Frame;
 use crate::decode::{DecodeError, Decoder, DecoderLimits, Segment};
 use crate::http::{DropReason, FramerEvent, FramerLimits, HttpRequest, NotHttpKind, RequestFramer};
-use crate::reassembly::{FlowTable, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
+use crate::reassembly::{FlowTable, LruSlab, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
 
 /// Caps of every pure stage, in one place so flags and config fill one struct.
 #[derive(Clone, Debug)]
@@ -30,7 +28,7 @@ impl Default for PipelineConfig {
             decoder: DecoderLimits::default(),
             reassembly: ReassemblyConfig::default(),
             framer: FramerLimits::default(),
-            max_framer_bytes: 64 << 20,
+            max_framer_bytes: 16 << 20,
         }
     }
 }
@@ -78,7 +76,11 @@ pub struct PipelineStats {
 #[derive(Default)]
 struct Framers {
     limits: FramerLimits,
-    by_stream: HashMap<StreamKey, RequestFramer>,
+    /// In a slab, not a map of framers: a map's buckets of key and framer (184 bytes),
+    /// doubled while it grows and again by the tombstones of streams coming and going,
+    /// were 500 bytes per stream under a flood; a slab slot is its size. Always `Some`
+    /// while in the slab.
+    by_stream: LruSlab<StreamKey, Option<RequestFramer>>,
     scratch: Vec<FramerEvent>,
     events: Vec<PipelineEvent>,
     /// Sum of `RequestFramer::buffered` over `by_stream`, kept by the deltas of each call.
@@ -98,10 +100,15 @@ impl Framers {
     ) {
         let limits = self.limits;
         let mut out = std::mem::take(&mut self.scratch);
-        let framer = self
-            .by_stream
-            .entry(stream)
-            .or_insert_with(|| RequestFramer::new(limits));
+        let slot = match self.by_stream.find(&stream) {
+            Some(slot) => slot,
+            None => self
+                .by_stream
+                .insert(stream, Some(RequestFramer::new(limits))),
+        };
+        let Some(framer) = self.by_stream.get_mut(slot) else {
+            return;
+        };
         let before = framer.buffered();
         f(framer, &mut out);
         let mut after = framer.buffered();
@@ -157,7 +164,8 @@ impl StreamSink for Framers {
     }
 
     fn end(&mut self, stream: StreamKey, ts_nanos: u64, _how: StreamEnd) {
-        if let Some(mut framer) = self.by_stream.remove(&stream) {
+        let slot = self.by_stream.find(&stream);
+        if let Some(mut framer) = slot.and_then(|slot| self.by_stream.remove(slot)) {
             self.held = self.held.saturating_sub(framer.buffered());
             framer.finish(ts_nanos, &mut self.scratch);
             self.drain(stream);
@@ -245,7 +253,7 @@ impl Pipeline {
     pub fn flush(&mut self) -> std::vec::Drain<'_, PipelineEvent> {
         self.flows.flush(self.latest_ts, &mut self.framers);
         // Streams the reassembler no longer knows (none expected) still end here.
-        let keys: Vec<StreamKey> = self.framers.by_stream.keys().copied().collect();
+        let keys: Vec<StreamKey> = self.framers.by_stream.keys().collect();
         for key in keys {
             self.framers.end(key, self.latest_ts, StreamEnd::Flushed);
         }
@@ -277,6 +285,7 @@ impl Pipeline {
         self.framers
             .by_stream
             .values()
+            .flatten()
             .map(RequestFramer::buffered)
             .sum()
     }

@@ -221,6 +221,33 @@ fn pcapng_writer_round_trips() {
     assert!(!stats.truncated_tail);
 }
 
+#[test]
+fn pcapng_records_read_back_when_a_trailer_starts_a_reader_chunk() {
+    // Pairs of 54- and 89-byte frames (a SYN, then a few bytes of payload): at byte
+    // 786,260 a record's trailer is the first thing of a new read, and the refill used
+    // to overwrite the body before it was parsed ("packet on interface 124").
+    let mut writer = PcapngWriter::new(Vec::new()).expect("writer");
+    let eth = writer
+        .add_interface(LinkType::Ethernet, 65535, Some("synthetic0"))
+        .expect("idb");
+    let n = 20_000u32;
+    for i in 0..n {
+        writer
+            .write_frame(eth, u64::from(i), &[1u8; 54], 54)
+            .expect("epb");
+        writer
+            .write_frame(eth, u64::from(i), &[i as u8; 89], 89)
+            .expect("epb");
+    }
+    let bytes = writer.into_inner();
+    let (read, _) = read_all(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read.len(), 2 * n as usize);
+    for (i, pair) in read.chunks(2).enumerate() {
+        assert_eq!(pair[0].2, [1u8; 54], "pair {i}");
+        assert_eq!(pair[1].2, [i as u8; 89], "pair {i}");
+    }
+}
+
 /// Runs a packet tool on `path`; `None` when the tool is not installed.
 fn run_tool(tool: &str, args: &[&str], path: &std::path::Path) -> Option<String> {
     let out = Command::new(tool).args(args).arg(path).output().ok()?;

@@ -3,53 +3,17 @@
 //! 2^32, a capture starting mid-connection, and a flood of half-open connections. Each
 //! goes to a real pcapng file and through `inspect`, the whole offline pipeline.
 
+#[expect(
+    dead_code,
+    reason = "shared capture builders; this file uses a few of them"
+)]
+mod captures;
+
 use std::net::Ipv4Addr;
 
-use shadowtap::capture::pcap_file::PcapngWriter;
-use shadowtap::capture::LinkType;
+use captures::{frame, Capture, ACK, FIN_ACK, PSH_ACK, SYN};
 use shadowtap::inspect::{inspect, InspectFormat, InspectSummary};
 use shadowtap::pipeline::PipelineConfig;
-
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const PSH_ACK: u8 = 0x18;
-const FIN_ACK: u8 = 0x11;
-
-/// Ethernet + IPv4 + TCP frame (checksums left zero: capture hosts with offload see that).
-fn frame(
-    src: (Ipv4Addr, u16),
-    dst: (Ipv4Addr, u16),
-    seq: u32,
-    flags: u8,
-    payload: &[u8],
-) -> Vec<u8> {
-    let mut f = Vec::with_capacity(54 + payload.len());
-    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
-    let total = (20 + 20 + payload.len()) as u16;
-    f.extend_from_slice(&[
-        0x45,
-        0,
-        (total >> 8) as u8,
-        total as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        6,
-        0,
-        0,
-    ]);
-    f.extend_from_slice(&src.0.octets());
-    f.extend_from_slice(&dst.0.octets());
-    f.extend_from_slice(&src.1.to_be_bytes());
-    f.extend_from_slice(&dst.1.to_be_bytes());
-    f.extend_from_slice(&seq.to_be_bytes());
-    f.extend_from_slice(&1u32.to_be_bytes());
-    f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    f.extend_from_slice(payload);
-    f
-}
 
 /// Segments of one client->server stream, to be put in any order.
 struct Conn {
@@ -95,22 +59,11 @@ fn write_capture(frames: &[Vec<u8>]) -> tempfile::NamedTempFile {
         .suffix(".pcapng")
         .tempfile()
         .expect("temp file");
-    let mut w =
-        PcapngWriter::new(std::io::BufWriter::new(file.reopen().expect("reopen"))).expect("writer");
-    let iface = w
-        .add_interface(LinkType::Ethernet, 65535, Some("crafted"))
-        .expect("idb");
-    for (i, f) in frames.iter().enumerate() {
-        w.write_frame(
-            iface,
-            1_700_000_000_000_000_000 + i as u64 * 1000,
-            f,
-            f.len() as u32,
-        )
-        .expect("epb");
+    let mut c = Capture::create(file.path());
+    for f in frames {
+        c.raw(f);
     }
-    w.flush().expect("flush");
-    drop(w);
+    c.finish();
     file
 }
 
@@ -256,4 +209,67 @@ fn a_flood_of_half_open_connections_is_bounded_and_real_requests_still_come_thro
     let text = String::from_utf8(out).expect("utf8");
     assert!(text.contains("\"/real\""), "{summary}\n{text}");
     assert_eq!(summary.requests_seen, 1, "{summary}");
+}
+
+/// `shadowtap inspect FILE --port 8080 ARGS` with `env`: its stdout and summary line.
+fn inspect_bin(file: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_shadowtap"));
+    cmd.arg("inspect")
+        .arg(file)
+        .args(["--port", "8080"])
+        .args(args);
+    for (name, _) in std::env::vars() {
+        if name.starts_with("SHADOWTAP_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let out = cmd.output().expect("run shadowtap");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{args:?} {env:?}: {stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.starts_with("requests seen:"))
+        .unwrap_or_else(|| panic!("no summary in {stderr}"))
+        .to_string();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), summary)
+}
+
+#[test]
+fn the_hole_timeout_flag_decides_whether_a_late_retransmit_still_fills_its_hole() {
+    let request = b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n";
+    let c = Conn::new(40006, 4242);
+    let other = Conn::new(40007, 1);
+    let file = tempfile::Builder::new()
+        .suffix(".pcapng")
+        .tempfile()
+        .expect("temp file");
+    let mut cap = Capture::create(file.path());
+    cap.raw(&c.syn());
+    // The first 10 bytes are lost on the way and retransmitted 1.5 s later; a frame
+    // of another connection in between lets the once-a-second sweep run.
+    cap.raw(&c.data(10, &request[10..]));
+    cap.wait(1_500_000_000);
+    cap.raw(&other.syn());
+    cap.raw(&c.data(0, &request[..10]));
+    cap.raw(&c.fin(request.len()));
+    cap.finish();
+
+    let (out, summary) = inspect_bin(file.path(), &[], &[]);
+    assert!(out.contains("\"/late\""), "default 2s: {summary}\n{out}");
+    assert!(summary.contains(" 0 holes given up"), "{summary}");
+    for (args, env) in [
+        (&["--hole-timeout", "500ms"][..], &[][..]),
+        (&[][..], &[("SHADOWTAP_HOLE_TIMEOUT", "0.5s")][..]),
+    ] {
+        let (out, summary) = inspect_bin(file.path(), args, env);
+        assert!(
+            !out.contains("\"/late\""),
+            "{args:?} {env:?}: {summary}\n{out}"
+        );
+        assert!(summary.contains(" 1 holes given up"), "{summary}");
+    }
+    // 1.5 s is still inside a 3 s timeout.
+    let (out, _) = inspect_bin(file.path(), &["--hole-timeout", "3s"], &[]);
+    assert!(out.contains("\"/late\""), "{out}");
 }

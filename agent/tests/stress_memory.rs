@@ -4,15 +4,20 @@
 //! stated constant, that what was given up is counted by reason in the summary on
 //! stderr, and (where a cap is a size) that a run with another cap moves the peak.
 
-use std::io::{BufWriter, Read};
+#[expect(
+    dead_code,
+    reason = "shared capture builders; this file uses a few of them"
+)]
+mod captures;
+
+use std::io::Read;
 use std::net::Ipv4Addr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use shadowtap::capture::pcap_file::PcapngWriter;
-use shadowtap::capture::LinkType;
+use captures::{Capture, ACK, FIN_ACK, PSH_ACK, SYN};
 
 const LIMIT: Duration = Duration::from_secs(240);
 const MIB: u64 = 1024;
@@ -21,71 +26,24 @@ const MIB: u64 = 1024;
 /// its caps allow: allocator slack, hash-table doubling and the output buffers.
 const SLACK_KIB: u64 = 16 * MIB;
 
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-const PSH_ACK: u8 = 0x18;
-const FIN_ACK: u8 = 0x11;
+/// Stated cost of a tracked connection that carried no byte yet (a SYN).
+const HALF_OPEN_FLOW_BYTES: u64 = 400;
+/// Stated cost of a connection holding a few bytes of a request head: the connection,
+/// its delivering direction's state and a framer holding the bytes.
+const FLOW_BYTES: u64 = 1024;
 
-/// Streams Ethernet/IPv4/TCP frames into a pcapng file without holding them.
-struct Capture {
-    writer: PcapngWriter<BufWriter<std::fs::File>>,
-    iface: u32,
-    ts: u64,
-    frame: Vec<u8>,
-}
+/// Defaults of `inspect` the worst case below is made of.
+const DEFAULT_MAX_FLOWS: u64 = 50_000;
+const DEFAULT_MAX_BUFFER_KIB: u64 = 16 * MIB;
+/// `--max-queue-bytes`, per target: what `run` adds on the replay side.
+const DEFAULT_QUEUE_KIB: u64 = 64 * MIB;
 
-impl Capture {
-    fn create(path: &Path) -> Self {
-        let file = std::fs::File::create(path).expect("create capture");
-        let mut writer =
-            PcapngWriter::new(BufWriter::with_capacity(1 << 20, file)).expect("pcapng header");
-        let iface = writer
-            .add_interface(LinkType::Ethernet, 65_535, Some("stress0"))
-            .expect("interface");
-        Self {
-            writer,
-            iface,
-            ts: 1_700_000_000_000_000_000,
-            frame: Vec::with_capacity(1600),
-        }
-    }
-
-    /// One frame, 1 µs after the previous one (a million frames span one second, well
-    /// inside the idle timeout, so only the caps bound the tables).
-    fn tcp(
-        &mut self,
-        src: (Ipv4Addr, u16),
-        dst: (Ipv4Addr, u16),
-        seq: u32,
-        flags: u8,
-        data: &[u8],
-    ) {
-        let f = &mut self.frame;
-        f.clear();
-        f.extend_from_slice(&[0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00]);
-        let total = u16::try_from(40 + data.len()).expect("IPv4 packet size");
-        f.extend_from_slice(&[0x45, 0]);
-        f.extend_from_slice(&total.to_be_bytes());
-        f.extend_from_slice(&[0, 1, 0x40, 0, 64, 6, 0, 0]);
-        f.extend_from_slice(&src.0.octets());
-        f.extend_from_slice(&dst.0.octets());
-        f.extend_from_slice(&src.1.to_be_bytes());
-        f.extend_from_slice(&dst.1.to_be_bytes());
-        f.extend_from_slice(&seq.to_be_bytes());
-        f.extend_from_slice(&1u32.to_be_bytes());
-        f.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-        f.extend_from_slice(data);
-        self.ts += 1_000;
-        let len = u32::try_from(f.len()).expect("frame size");
-        self.writer
-            .write_frame(self.iface, self.ts, &self.frame, len)
-            .expect("write frame");
-    }
-
-    fn finish(mut self) {
-        self.writer.flush().expect("flush capture");
-    }
-}
+/// What the caps allow at their defaults, beyond the baseline: every flow with a few
+/// bytes, and the out-of-order bytes plus the framers' bytes (one `--max-buffer` each)
+/// at up to twice their size in capacity (growth by doubling). Closed connections
+/// (README: ~110 bytes per `--max-flows` more) are not part of the capture below.
+const DEFAULT_WORST_KIB: u64 =
+    DEFAULT_MAX_FLOWS * FLOW_BYTES / 1024 + 2 * 2 * DEFAULT_MAX_BUFFER_KIB + SLACK_KIB;
 
 const SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 200, 0, 1), 8080);
 
@@ -266,10 +224,9 @@ fn a_million_half_open_connections_stay_under_the_flow_cap() {
         assert_eq!(c["complete"], 1, "{}", run.stderr);
         // Every connection beyond the cap was evicted (the rest end with the capture).
         assert_eq!(c["flows evicted"], u64::from(n) + 1 - cap, "{}", run.stderr);
-        // A tracked connection costs about 1.7 KiB at the peak (the flow entry with its
-        // two directions, the LRU link, and the hash table while it doubles): 2 KiB per
-        // allowed flow is the stated bound.
-        let bound = base + cap * 2 + SLACK_KIB;
+        // A connection that carried no byte is one slab slot (its two directions, the
+        // LRU links) and an index bucket: measured ~190 bytes, stated <= 400.
+        let bound = base + cap * HALF_OPEN_FLOW_BYTES / 1024 + SLACK_KIB;
         assert!(
             run.max_rss_kib <= bound,
             "--max-flows {cap}: peak {} KiB > bound {bound} KiB",
@@ -384,7 +341,8 @@ fn headers_that_never_end_are_too_large_and_held_to_the_head_cap() {
     let mut peaks = Vec::new();
     for head_kib in [16u64, 256] {
         let cap = (head_kib << 10).to_string();
-        let run = inspect(&path, &["--max-head", &cap]);
+        // A framing budget above all 200 heads: only `--max-head` bounds them here.
+        let run = inspect(&path, &["--max-head", &cap, "--max-buffer", "67108864"]);
         let c = counts(&run);
         assert_eq!(c["too_large"], u64::from(conns), "{}", run.stderr);
         assert_eq!(c["complete"], 0, "{}", run.stderr);
@@ -542,6 +500,115 @@ fn a_hundred_thousand_pipelined_requests_on_one_connection_stream_through() {
     assert!(
         run.max_rss_kib <= base + SLACK_KIB,
         "peak {} KiB",
+        run.max_rss_kib
+    );
+}
+
+/// `n` connections from client `first` on, each a SYN and `head` (a request head that
+/// does not end), then quiet.
+fn few_bytes_each(c: &mut Capture, first: u32, n: u32, head: &[u8]) {
+    for i in first..first + n {
+        c.tcp(client(i), SERVER, i, SYN, b"");
+        c.tcp(client(i), SERVER, i.wrapping_add(1), PSH_ACK, head);
+    }
+}
+
+#[test]
+fn flows_holding_a_few_bytes_each_cost_what_is_stated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = baseline_kib(dir.path());
+    let n = 200_000u32;
+    let path = dir.path().join("few-bytes.pcapng");
+    let mut c = Capture::create(&path);
+    few_bytes_each(&mut c, 0, n, b"GET /few HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+    c.finish();
+    let mut peaks = Vec::new();
+    for cap in [20_000u64, 200_000] {
+        let run = inspect(&path, &["--max-flows", &cap.to_string()]);
+        let c = counts(&run);
+        assert_eq!(c["flows evicted"], u64::from(n) - cap, "{}", run.stderr);
+        assert_eq!(c["incomplete"], u64::from(n), "{}", run.stderr);
+        let per_flow = (run.max_rss_kib.saturating_sub(base)) * 1024 / cap;
+        eprintln!("--max-flows {cap}: {per_flow} bytes per flow with a few bytes");
+        assert!(
+            run.max_rss_kib <= base + cap * FLOW_BYTES / 1024 + SLACK_KIB,
+            "--max-flows {cap}: peak {} KiB, {per_flow} bytes per flow",
+            run.max_rss_kib
+        );
+        peaks.push(run.max_rss_kib);
+    }
+    assert!(
+        peaks[1] > peaks[0] + 40 * MIB,
+        "peaks {peaks:?} KiB: 180,000 more flows holding bytes should show"
+    );
+}
+
+/// Everything at once against the default caps: 76,000 connections holding a few
+/// bytes (the table full of them), streams behind holes offering far more than `--max-buffer`, and heads that
+/// never end offering far more than the framers' budget, with the flood still coming
+/// after the buffers are full (it evicts the oldest of itself, not the buffers).
+#[test]
+fn the_default_caps_hold_a_mixed_flood_under_the_stated_worst_case() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = baseline_kib(dir.path());
+    let path = dir.path().join("mixed.pcapng");
+    let mut c = Capture::create(&path);
+    let head = b"GET /flood HTTP/1.1\r\nHost: x\r\n";
+    let flood = 46_000u32;
+    few_bytes_each(&mut c, 0, flood, head);
+    // 1,000 streams behind a hole, 100 segments each: 140 MB offered.
+    let holes = 1_000u32;
+    let data = [b'a'; 1400];
+    for i in 0..holes {
+        c.tcp(client(flood + i), SERVER, 0, SYN, b"");
+    }
+    for s in 0..100u32 {
+        for i in 0..holes {
+            c.tcp(client(flood + i), SERVER, 2 + s * 1400, PSH_ACK, &data);
+        }
+    }
+    // 1,500 heads of header lines, 60 KiB each (under `--max-head`): 90 MB offered.
+    let heads = 1_500u32;
+    let first = flood + holes;
+    let mut line = Vec::new();
+    while line.len() < 1400 - 20 {
+        line.extend_from_slice(b"X-Never-Ends: ab\r\n");
+    }
+    let start = b"GET /endless HTTP/1.1\r\nHost: x\r\n";
+    for i in first..first + heads {
+        c.tcp(client(i), SERVER, 0, SYN, b"");
+        c.tcp(client(i), SERVER, 1, PSH_ACK, start);
+    }
+    let mut off = 1 + start.len() as u32;
+    while (off as usize) < 60 << 10 {
+        for i in first..first + heads {
+            c.tcp(client(i), SERVER, off, PSH_ACK, &line);
+        }
+        off += line.len() as u32;
+    }
+    // More of the flood: the table is full, so the oldest flood connections go.
+    few_bytes_each(&mut c, first + heads, 30_000, head);
+    c.finish();
+
+    let run = inspect(&path, &[]);
+    let c = counts(&run);
+    assert!(c["flows evicted"] >= 27_000, "{}", run.stderr);
+    assert!(c["buffer overflows"] > 0, "{}", run.stderr);
+    assert!(c["framer overflows"] > 0, "{}", run.stderr);
+    let worst = base + DEFAULT_WORST_KIB;
+    eprintln!(
+        "mixed flood, default caps: peak {} KiB, stated worst case {worst} KiB",
+        run.max_rss_kib
+    );
+    assert!(
+        run.max_rss_kib <= worst,
+        "peak {} KiB over the stated worst case {worst} KiB",
+        run.max_rss_kib
+    );
+    // With `run`'s replay queue on top, the same still fits a 256 MiB limit.
+    assert!(
+        run.max_rss_kib + DEFAULT_QUEUE_KIB <= 256 * MIB,
+        "peak {} KiB + {DEFAULT_QUEUE_KIB} KiB of queue over 256 MiB",
         run.max_rss_kib
     );
 }

@@ -471,6 +471,9 @@ impl<R: Read> CaptureReader<R> {
                     continue;
                 }
             }
+            // Body and trailer in the buffer together: reading the trailer on its own
+            // could refill the buffer over the body, which `self.body` points into.
+            self.want(body_len + 4)?;
             if !self.read_body(body_len)? {
                 return Ok(self.cut());
             }

@@ -101,14 +101,14 @@ pub struct InspectArgs {
 #[derive(Clone, Debug, Args)]
 pub struct LimitArgs {
     /// Most TCP connections tracked at once; the least recently active is evicted past it.
-    #[arg(long, default_value_t = 100_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
+    #[arg(long, default_value_t = 50_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
     pub max_flows: usize,
     /// Out-of-order bytes buffered per stream direction.
     #[arg(long, default_value_t = 1 << 20, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
     pub max_stream_buffer: usize,
     /// Out-of-order bytes buffered over all streams; the same cap again for the bytes
     /// of requests being framed (heads being read, bodies in progress).
-    #[arg(long, default_value_t = 64 << 20, env = "SHADOWTAP_MAX_BUFFER")]
+    #[arg(long, default_value_t = 16 << 20, env = "SHADOWTAP_MAX_BUFFER")]
     pub max_buffer: usize,
     /// Largest request head (request line and headers) in bytes.
     #[arg(long, default_value_t = 64 << 10, value_parser = at_least_one(), env = "SHADOWTAP_MAX_HEAD")]
@@ -119,6 +119,12 @@ pub struct LimitArgs {
     /// Seconds without a packet after which a connection is dropped.
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_IDLE_TIMEOUT")]
     pub idle_timeout: u64,
+    /// How long (packet time) a hole in a stream may stay open before it is given up
+    /// and what follows it is delivered after a gap. Covers a retransmit after a real
+    /// loss (RTO >= 200 ms); a capture that lost a packet for good (ring overflow)
+    /// holds that stream's bytes this long.
+    #[arg(long, default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_HOLE_TIMEOUT")]
+    pub hole_timeout: Duration,
 }
 
 /// A count or size of which 0 would turn the feature into dropping everything.
@@ -135,6 +141,8 @@ impl LimitArgs {
         config.reassembly.max_total_buffer = self.max_buffer;
         config.max_framer_bytes = self.max_buffer;
         config.reassembly.idle_timeout_nanos = self.idle_timeout.saturating_mul(1_000_000_000);
+        config.reassembly.hole_timeout_nanos =
+            u64::try_from(self.hole_timeout.as_nanos()).unwrap_or(u64::MAX);
         config.framer.max_head = self.max_head;
         config.framer.max_body = self.max_body;
         config
@@ -419,6 +427,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A duration of which 0 would turn the feature off in a surprising way.
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(format!("{text:?} must be more than zero"));
+    }
+    Ok(d)
 }
 
 /// `--speed`: `max` or a factor like `1x`, `2x`, `0.5x`.

@@ -251,9 +251,6 @@ enum State {
     Done,
 }
 
-/// Buffer capacity an idle stream keeps between pushes (a few packets' worth).
-const IDLE_BUF_KEPT: usize = 16 * 1024;
-
 /// Incremental HTTP/1.1 request framer for one client->server stream. Feed bytes in any
 /// split; the events depend only on the bytes, gaps and limits, plus `ts_nanos`.
 #[derive(Debug)]
@@ -309,9 +306,10 @@ impl RequestFramer {
         self.buf.drain(..consumed);
         self.pos = 0;
         self.old = 0;
-        if self.buf.is_empty() && self.buf.capacity() > IDLE_BUF_KEPT {
-            // A large push passed through; do not keep its allocation for an idle stream:
-            // over many streams that memory is outside every budget.
+        if self.buf.is_empty() {
+            // The budget over all framers counts held bytes, not capacity: an empty
+            // buffer kept by each of `max-flows` idle streams would be outside it (a
+            // segment's worth each, 100,000 x 1.4 KiB).
             self.buf = Vec::new();
         }
     }

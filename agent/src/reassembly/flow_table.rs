@@ -1,14 +1,12 @@
 //! The table of live connections: lookup by unordered 4-tuple, connection ids, the port
 //! filter, SYN/FIN/RST lifecycle, LRU eviction at `max_flows` and idle expiry.
+//! Connections live in a slab (slab.rs) so that one carrying no byte costs a fixed few
+//! hundred bytes at most: that is what a SYN flood multiplies.
 
-use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
-// foldhash: per-packet lookups; its seeds are random per table, so crafted 4-tuples
-// cannot be aimed at one bucket ahead of time.
-use foldhash::HashMap;
-
+use super::slab::LruSlab;
 use super::stream::{Ctx, Direction, SynOutcome};
 use super::{ReassemblyConfig, ReassemblyStats, StreamEnd, StreamKey, StreamSink};
 use crate::decode::{FlowKey, Segment};
@@ -35,20 +33,57 @@ impl Hash for ConnKey {
     }
 }
 
+#[derive(Default)]
 struct Conn {
     id: u64,
-    /// Its last activity; its live entry in `FlowTable::lru` carries the same number.
-    touch: u64,
     last_ts: u64,
     dirs: [Direction; 2],
 }
 
 /// What is remembered of a closed connection.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Closed {
     at: u64,
     /// Per direction, so a retransmitted SYN of the old connection is not a new one.
     isn: [Option<u32>; 2],
+}
+
+/// Entries a table keeps at most of each kind (slot numbers are `u32`).
+const MAX_ENTRIES: usize = 1 << 31;
+
+/// What the directions of every connection share while one of them handles an event.
+struct Shared {
+    config: ReassemblyConfig,
+    stats: ReassemblyStats,
+    buffered: usize,
+}
+
+impl Shared {
+    /// The context direction `d` of connection `conn` (4-tuple `key`) runs in at `ts`.
+    fn ctx<'a, S>(
+        &'a mut self,
+        sink: &'a mut S,
+        conn: u64,
+        key: ConnKey,
+        d: usize,
+        ts: u64,
+    ) -> Ctx<'a, S> {
+        Ctx {
+            sink,
+            stats: &mut self.stats,
+            total: &mut self.buffered,
+            config: &self.config,
+            key: StreamKey {
+                conn,
+                flow: dir_flow(key, d),
+            },
+            ts,
+        }
+    }
+
+    fn max_entries(&self) -> usize {
+        self.config.max_flows.clamp(1, MAX_ENTRIES)
+    }
 }
 
 /// Reassembles TCP byte streams from segments, per direction, within fixed caps.
@@ -59,73 +94,32 @@ struct Closed {
 /// given up to stay under a cap) are reported once as a `gap` just before the next data
 /// or the end. A stream that received any `data` or `gap` gets exactly one `end`;
 /// streams that never carried a byte get no calls at all.
+///
+/// A connection that carried no byte yet (a SYN, a flood of them) is one slab slot of
+/// fixed size and a bucket of the index; a direction allocates only when bytes or a FIN
+/// need it, and gives that back when it ends.
 pub struct FlowTable {
-    config: ReassemblyConfig,
-    conns: HashMap<ConnKey, Conn>,
-    /// Connections by last activity (a counter, not a timestamp, so it is unique), oldest
-    /// first: the first live entry is the one to evict or the first candidate to expire.
-    /// A touch appends a new entry and leaves the old one behind, stale (its number is
-    /// no longer the connection's `touch`); stale entries are skipped at the front and
-    /// swept once they outnumber the connections (O(n log n) per n touches). A BTreeMap
-    /// keyed by the counter kept it exact but cost a tenth of `inspect` in its
-    /// per-packet remove and insert.
-    lru: VecDeque<(u64, ConnKey)>,
-    touches: u64,
+    shared: Shared,
+    /// Live connections, least recently active first: the first is the one to evict or
+    /// the first candidate to expire.
+    conns: LruSlab<ConnKey, Conn>,
     next_conn: u64,
-    /// Recently closed 4-tuples, so a retransmit after FIN/RST is not taken for a new
-    /// connection picked up mid-stream. Bounded by `max_flows`, oldest first out.
-    closed: HashMap<ConnKey, Closed>,
-    closed_order: VecDeque<(ConnKey, u64)>,
-    stats: ReassemblyStats,
-    buffered: usize,
-}
-
-/// Stale entries `FlowTable::lru` may hold beyond one per connection before a sweep.
-const LRU_SLACK: usize = 1024;
-
-/// Marks `conn` the most recently active.
-fn touch(
-    conn: &mut Conn,
-    touches: &mut u64,
-    lru: &mut VecDeque<(u64, ConnKey)>,
-    key: ConnKey,
-    ts: u64,
-) {
-    conn.last_ts = conn.last_ts.max(ts);
-    // Already the newest entry: a run of segments of one connection appends nothing.
-    if conn.touch != *touches {
-        *touches += 1;
-        conn.touch = *touches;
-        lru.push_back((conn.touch, key));
-    }
+    /// Recently closed 4-tuples, oldest first, so a retransmit after FIN/RST is not
+    /// taken for a new connection picked up mid-stream. Bounded by `max_flows`.
+    closed: LruSlab<ConnKey, Closed>,
 }
 
 /// Hands `seg` to its direction of `conn`; true when both directions have now ended.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the table's fields are borrowed apart from the connection"
-)]
 fn feed<S: StreamSink>(
     conn: &mut Conn,
     d: usize,
     key: ConnKey,
     seg: &Segment<'_>,
     sink: &mut S,
-    stats: &mut ReassemblyStats,
-    total: &mut usize,
-    config: &ReassemblyConfig,
+    shared: &mut Shared,
 ) -> bool {
-    let mut ctx = Ctx {
-        sink,
-        stats,
-        total,
-        config,
-        key: StreamKey {
-            conn: conn.id,
-            flow: dir_flow(key, d),
-        },
-        ts: seg.ts_nanos,
-    };
+    conn.last_ts = conn.last_ts.max(seg.ts_nanos);
+    let mut ctx = shared.ctx(sink, conn.id, key, d, seg.ts_nanos);
     conn.dirs[d].segment(
         &mut ctx,
         seg.seq,
@@ -160,20 +154,19 @@ fn dir_flow(key: ConnKey, dir: usize) -> FlowKey {
 impl FlowTable {
     pub fn new(config: ReassemblyConfig) -> Self {
         Self {
-            config,
-            conns: HashMap::default(),
-            lru: VecDeque::new(),
-            touches: 0,
+            shared: Shared {
+                config,
+                stats: ReassemblyStats::default(),
+                buffered: 0,
+            },
+            conns: LruSlab::new(),
             next_conn: 0,
-            closed: HashMap::default(),
-            closed_order: VecDeque::new(),
-            stats: ReassemblyStats::default(),
-            buffered: 0,
+            closed: LruSlab::new(),
         }
     }
 
     pub fn stats(&self) -> &ReassemblyStats {
-        &self.stats
+        &self.shared.stats
     }
 
     /// Live connections.
@@ -183,28 +176,19 @@ impl FlowTable {
 
     /// Out-of-order payload bytes held, all flows.
     pub fn buffered_bytes(&self) -> usize {
-        self.buffered
+        self.shared.buffered
     }
 
     fn watched(&self, flow: FlowKey) -> bool {
-        self.config
+        self.shared
+            .config
             .ports
             .as_ref()
             .is_none_or(|ports| ports.contains(&flow.dst.port()))
     }
 
     pub fn push<S: StreamSink>(&mut self, seg: &Segment<'_>, sink: &mut S) {
-        self.stats.segments += 1;
-        if self.lru.len() > 2 * self.conns.len() + LRU_SLACK {
-            // Rebuilt from the connections themselves (each one's live entry, in touch
-            // order): no lookup per stale entry, which a `retain` would need.
-            self.lru.clear();
-            self.lru
-                .extend(self.conns.iter().map(|(key, conn)| (conn.touch, *key)));
-            self.lru
-                .make_contiguous()
-                .sort_unstable_by_key(|&(touch, _)| touch);
-        }
+        self.shared.stats.segments += 1;
         let (key, d) = conn_key(seg.flow);
         let deliver = [
             self.watched(dir_flow(key, 0)),
@@ -214,120 +198,105 @@ impl FlowTable {
             return;
         }
         let flags = seg.flags;
+        let ts = seg.ts_nanos;
+        let found = self.conns.find(&key);
         if !flags.syn() && !flags.rst() {
             // Most segments: a known connection, one lookup.
-            if let Some(conn) = self.conns.get_mut(&key) {
-                touch(conn, &mut self.touches, &mut self.lru, key, seg.ts_nanos);
-                let (stats, total) = (&mut self.stats, &mut self.buffered);
-                if feed(conn, d, key, seg, sink, stats, total, &self.config) {
-                    self.close(key, seg.ts_nanos, sink);
+            if let Some(slot) = found {
+                self.conns.touch(slot);
+                let conn = self.conns.get_mut(slot);
+                if feed(conn, d, key, seg, sink, &mut self.shared) {
+                    self.close(slot, ts, sink);
                 }
                 return;
             }
         }
         let has_data = !seg.payload.is_empty() || seg.missing > 0;
 
-        if !self.conns.contains_key(&key) {
-            if let Some(closed) = self.closed.remove(&key) {
-                let recent =
-                    seg.ts_nanos.saturating_sub(closed.at) <= self.config.idle_timeout_nanos;
-                let old_syn = flags.syn() && closed.isn[d] == Some(seg.seq);
-                if recent && (old_syn || !flags.syn()) {
-                    self.closed.insert(key, closed);
-                    if has_data || old_syn {
-                        self.stats.duplicates += 1;
+        let mut slot = match found {
+            Some(slot) => slot,
+            None => {
+                if let Some(c) = self.closed.find(&key) {
+                    let closed = *self.closed.get(c);
+                    let recent =
+                        ts.saturating_sub(closed.at) <= self.shared.config.idle_timeout_nanos;
+                    let old_syn = flags.syn() && closed.isn[d] == Some(seg.seq);
+                    if recent && (old_syn || !flags.syn()) {
+                        if has_data || old_syn {
+                            self.shared.stats.duplicates += 1;
+                        }
+                        return;
                     }
+                    self.closed.remove(c);
+                }
+                // A bare ACK/FIN/RST says nothing about where a stream starts.
+                if flags.rst() || !(flags.syn() || has_data) {
                     return;
                 }
+                self.open(key, deliver, ts, sink)
             }
-            // A bare ACK/FIN/RST says nothing about where a stream starts.
-            if flags.rst() || !(flags.syn() || has_data) {
-                return;
-            }
-            self.open(key, deliver, seg.ts_nanos, sink);
-        }
+        };
         if flags.syn() {
-            let outcome = self
-                .conns
-                .get_mut(&key)
-                .map(|conn| conn.dirs[d].on_syn(seg.seq));
-            match outcome {
+            match self.conns.get_mut(slot).dirs[d].on_syn(seg.seq) {
                 // With a payload, the data path counts the duplicate.
-                Some(SynOutcome::Duplicate) if !has_data => self.stats.duplicates += 1,
-                Some(SynOutcome::Conflict) => {
+                SynOutcome::Duplicate if !has_data => self.shared.stats.duplicates += 1,
+                SynOutcome::Conflict => {
                     // The old connection ended without us seeing it all; the peers only
                     // reuse a 4-tuple once the previous one is closed.
-                    self.remove(key, seg.ts_nanos, sink, |dir| {
+                    self.remove(slot, ts, sink, |dir| {
                         if dir.fin_seen() {
                             StreamEnd::Fin
                         } else {
                             StreamEnd::Rst
                         }
                     });
-                    self.stats.flows_closed += 1;
-                    self.open(key, deliver, seg.ts_nanos, sink);
-                    if let Some(conn) = self.conns.get_mut(&key) {
-                        conn.dirs[d].on_syn(seg.seq);
-                    }
+                    self.shared.stats.flows_closed += 1;
+                    slot = self.open(key, deliver, ts, sink);
+                    self.conns.get_mut(slot).dirs[d].on_syn(seg.seq);
                 }
-                Some(SynOutcome::Duplicate | SynOutcome::Fresh) | None => {}
+                SynOutcome::Duplicate | SynOutcome::Fresh => {}
             }
         }
-        let Some(conn) = self.conns.get_mut(&key) else {
-            return;
-        };
-        touch(conn, &mut self.touches, &mut self.lru, key, seg.ts_nanos);
+        self.conns.touch(slot);
         if flags.rst() {
             // An RST's payload (diagnostic text, RFC 1122) is not stream data.
-            let isn = self.remove(key, seg.ts_nanos, sink, |_| StreamEnd::Rst);
-            self.stats.flows_closed += 1;
-            self.remember_closed(key, seg.ts_nanos, isn);
+            let isn = self.remove(slot, ts, sink, |_| StreamEnd::Rst);
+            self.shared.stats.flows_closed += 1;
+            self.remember_closed(key, ts, isn);
             return;
         }
-        if feed(
-            conn,
-            d,
-            key,
-            seg,
-            sink,
-            &mut self.stats,
-            &mut self.buffered,
-            &self.config,
-        ) {
-            self.close(key, seg.ts_nanos, sink);
+        let conn = self.conns.get_mut(slot);
+        if feed(conn, d, key, seg, sink, &mut self.shared) {
+            self.close(slot, ts, sink);
         }
     }
 
     /// Both directions ended with FIN.
-    fn close<S: StreamSink>(&mut self, key: ConnKey, ts: u64, sink: &mut S) {
-        let isn = self.remove(key, ts, sink, |_| StreamEnd::Fin);
-        self.stats.flows_closed += 1;
+    fn close<S: StreamSink>(&mut self, slot: u32, ts: u64, sink: &mut S) {
+        let key = self.conns.key(slot);
+        let isn = self.remove(slot, ts, sink, |_| StreamEnd::Fin);
+        self.shared.stats.flows_closed += 1;
         self.remember_closed(key, ts, isn);
     }
 
-    /// Ends connections idle for longer than the timeout. Walks the LRU from its old
-    /// end and stops at the first live connection, so a call costs O(expired · log n).
+    /// Ends connections idle for longer than the timeout. Walks from the least recently
+    /// active and stops at the first live connection, so a call costs O(expired).
     /// Timestamps are assumed to be roughly monotonic: a connection touched later but
     /// with an older timestamp waits until the ones before it expire.
     pub fn expire<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {
-        while let Some(key) = self.oldest() {
-            let idle = self.conns.get(&key).is_none_or(|c| {
-                now_nanos.saturating_sub(c.last_ts) > self.config.idle_timeout_nanos
-            });
-            if !idle {
+        let idle_timeout = self.shared.config.idle_timeout_nanos;
+        while let Some(slot) = self.conns.oldest() {
+            if now_nanos.saturating_sub(self.conns.get(slot).last_ts) <= idle_timeout {
                 break;
             }
-            self.remove(key, now_nanos, sink, |_| StreamEnd::IdleTimeout);
-            self.stats.flows_timed_out += 1;
+            self.remove(slot, now_nanos, sink, |_| StreamEnd::IdleTimeout);
+            self.shared.stats.flows_timed_out += 1;
         }
-        while let Some(&(key, at)) = self.closed_order.front() {
-            if now_nanos.saturating_sub(at) <= self.config.idle_timeout_nanos {
+        while let Some(slot) = self.closed.oldest() {
+            if now_nanos.saturating_sub(self.closed.get(slot).at) <= idle_timeout {
                 break;
             }
-            self.closed_order.pop_front();
-            if self.closed.get(&key).is_some_and(|c| c.at == at) {
-                self.closed.remove(&key);
-            }
+            self.closed.remove(slot);
         }
     }
 
@@ -336,117 +305,91 @@ impl FlowTable {
     /// closed). Visits every connection: call it about once a second, not per packet.
     pub fn give_up_stale_holes<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {
         let mut ended = Vec::new();
-        for (&key, conn) in &mut self.conns {
+        for slot in 0..self.conns.slot_count() {
+            if !self.conns.is_live(slot) {
+                continue;
+            }
+            let key = self.conns.key(slot);
+            let conn = self.conns.get_mut(slot);
             if !conn.dirs.iter().any(Direction::has_hole) {
                 continue;
             }
-            for d in 0..2 {
-                let mut ctx = Ctx {
-                    sink: &mut *sink,
-                    stats: &mut self.stats,
-                    total: &mut self.buffered,
-                    config: &self.config,
-                    key: StreamKey {
-                        conn: conn.id,
-                        flow: dir_flow(key, d),
-                    },
-                    ts: now_nanos,
-                };
-                conn.dirs[d].tick(&mut ctx);
+            for (d, dir) in conn.dirs.iter_mut().enumerate() {
+                dir.tick(&mut self.shared.ctx(&mut *sink, conn.id, key, d, now_nanos));
             }
             if conn.dirs.iter().all(Direction::ended) {
-                ended.push(key);
+                ended.push(slot);
             }
         }
-        for key in ended {
-            self.close(key, now_nanos, sink);
+        for slot in ended {
+            self.close(slot, now_nanos, sink);
         }
     }
 
     /// End of capture: every stream gets what can be delivered (holes as gaps) and ends
     /// with `Flushed`; the table is empty afterwards.
     pub fn flush<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {
-        while let Some(key) = self.oldest() {
-            self.remove(key, now_nanos, sink, |_| StreamEnd::Flushed);
-            self.stats.flows_flushed += 1;
+        while let Some(slot) = self.conns.oldest() {
+            self.remove(slot, now_nanos, sink, |_| StreamEnd::Flushed);
+            self.shared.stats.flows_flushed += 1;
         }
-        self.lru.clear();
+        self.conns.clear();
         self.closed.clear();
-        self.closed_order.clear();
     }
 
-    /// The least recently active connection; drops the stale entries before it.
-    fn oldest(&mut self) -> Option<ConnKey> {
-        while let Some(&(touch, key)) = self.lru.front() {
-            if self.conns.get(&key).is_some_and(|c| c.touch == touch) {
-                return Some(key);
-            }
-            self.lru.pop_front();
-        }
-        None
-    }
-
-    fn open<S: StreamSink>(&mut self, key: ConnKey, deliver: [bool; 2], ts: u64, sink: &mut S) {
-        while self.conns.len() >= self.config.max_flows.max(1) {
-            let Some(victim) = self.oldest() else {
+    fn open<S: StreamSink>(
+        &mut self,
+        key: ConnKey,
+        deliver: [bool; 2],
+        ts: u64,
+        sink: &mut S,
+    ) -> u32 {
+        while self.conns.len() >= self.shared.max_entries() {
+            let Some(victim) = self.conns.oldest() else {
                 break;
             };
             self.remove(victim, ts, sink, |_| StreamEnd::Evicted);
-            self.stats.flows_evicted += 1;
+            self.shared.stats.flows_evicted += 1;
         }
         let id = self.next_conn;
         self.next_conn += 1;
-        self.stats.flows_opened += 1;
-        self.touches += 1;
+        self.shared.stats.flows_opened += 1;
         self.conns.insert(
             key,
             Conn {
                 id,
-                touch: self.touches,
                 last_ts: ts,
                 dirs: [Direction::new(deliver[0]), Direction::new(deliver[1])],
             },
-        );
-        self.lru.push_back((self.touches, key));
+        )
     }
 
     fn remove<S: StreamSink>(
         &mut self,
-        key: ConnKey,
+        slot: u32,
         ts: u64,
         sink: &mut S,
         how: impl Fn(&Direction) -> StreamEnd,
     ) -> [Option<u32>; 2] {
-        let Some(mut conn) = self.conns.remove(&key) else {
-            return [None; 2];
-        };
+        let key = self.conns.key(slot);
+        let mut conn = self.conns.remove(slot);
         for (d, dir) in conn.dirs.iter_mut().enumerate() {
             let end = how(dir);
-            let mut ctx = Ctx {
-                sink: &mut *sink,
-                stats: &mut self.stats,
-                total: &mut self.buffered,
-                config: &self.config,
-                key: StreamKey {
-                    conn: conn.id,
-                    flow: dir_flow(key, d),
-                },
-                ts,
-            };
-            dir.finish(&mut ctx, end);
+            dir.finish(&mut self.shared.ctx(&mut *sink, conn.id, key, d, ts), end);
         }
         [conn.dirs[0].isn(), conn.dirs[1].isn()]
     }
 
     fn remember_closed(&mut self, key: ConnKey, ts: u64, isn: [Option<u32>; 2]) {
+        if let Some(old) = self.closed.find(&key) {
+            self.closed.remove(old);
+        }
         self.closed.insert(key, Closed { at: ts, isn });
-        self.closed_order.push_back((key, ts));
-        while self.closed_order.len() > self.config.max_flows.max(1) {
-            if let Some((old, at)) = self.closed_order.pop_front() {
-                if self.closed.get(&old).is_some_and(|c| c.at == at) {
-                    self.closed.remove(&old);
-                }
-            }
+        while self.closed.len() > self.shared.max_entries() {
+            let Some(oldest) = self.closed.oldest() else {
+                break;
+            };
+            self.closed.remove(oldest);
         }
     }
 }

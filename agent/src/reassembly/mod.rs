@@ -4,10 +4,12 @@
 
 mod flow_table;
 mod recording;
+mod slab;
 mod stream;
 
 pub use flow_table::FlowTable;
 pub use recording::{RecordedEvent, RecordingSink};
+pub(crate) use slab::LruSlab;
 
 use crate::decode::FlowKey;
 
@@ -42,9 +44,9 @@ impl Default for ReassemblyConfig {
     fn default() -> Self {
         Self {
             ports: None,
-            max_flows: 100_000,
+            max_flows: 50_000,
             max_stream_buffer: 1 << 20,
-            max_total_buffer: 64 << 20,
+            max_total_buffer: 16 << 20,
             max_stream_chunks: 1024,
             idle_timeout_nanos: 120_000_000_000,
             hole_timeout_nanos: 2_000_000_000,

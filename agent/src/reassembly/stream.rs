@@ -47,14 +47,27 @@ pub(crate) enum SynOutcome {
     Conflict,
 }
 
+/// One direction. What every tracked direction needs is inline; the rest (`Held`) is
+/// allocated when the first byte or FIN is to be delivered and freed when it ends, so a
+/// half-open connection (a SYN flood) costs no heap at all.
+#[derive(Default)]
 pub(crate) struct Direction {
-    /// Whether this direction's bytes go to the sink (watched server port).
-    deliver: bool,
+    /// Offset of the next byte to deliver; everything before it was delivered or gapped.
+    next: u64,
+    held: Option<Box<Held>>,
     isn: Option<u32>,
     /// Sequence number of offset 0; `None` until a SYN or the first data segment.
     base: Option<u32>,
-    /// Offset of the next byte to deliver; everything before it was delivered or gapped.
-    next: u64,
+    /// Whether this direction's bytes go to the sink (watched server port).
+    deliver: bool,
+    /// The sink has seen this stream (data or gap), so it is owed an `end`.
+    announced: bool,
+    seen_payload: bool,
+    ended: bool,
+}
+
+/// The state of a direction that is delivering bytes.
+struct Held {
     /// Offset of the FIN (one past the last data byte).
     fin: Option<u64>,
     /// Non-overlapping, non-empty chunks, all starting after `next`.
@@ -64,35 +77,47 @@ pub(crate) struct Direction {
     /// Missing bytes not yet reported: reported just before the next data or the end, so
     /// that adjacent holes reach the sink as one gap.
     pending_gap: u64,
-    /// The sink has seen this stream (data or gap), so it is owed an `end`.
-    announced: bool,
-    seen_payload: bool,
-    ended: bool,
-    tail: [u8; TAIL],
     /// Offsets before this were a gap, not data, so the tail does not hold them.
     tail_from: u64,
     /// Packet time at which the first hole was seen open, while `chunks` is not empty.
     hole_since: Option<u64>,
+    tail: [u8; TAIL],
+}
+
+impl Held {
+    fn new(next: u64) -> Box<Self> {
+        Box::new(Self {
+            fin: None,
+            chunks: BTreeMap::new(),
+            buffered: 0,
+            pending_gap: 0,
+            tail_from: next,
+            hole_since: None,
+            tail: [0; TAIL],
+        })
+    }
 }
 
 impl Direction {
     pub(crate) fn new(deliver: bool) -> Self {
         Self {
             deliver,
-            isn: None,
-            base: None,
-            next: 0,
-            fin: None,
-            chunks: BTreeMap::new(),
-            buffered: 0,
-            pending_gap: 0,
-            announced: false,
-            seen_payload: false,
-            ended: false,
-            tail: [0; TAIL],
-            tail_from: 0,
-            hole_since: None,
+            ..Self::default()
         }
+    }
+
+    /// The delivering state, allocated on first use.
+    fn h(&mut self) -> &mut Held {
+        let next = self.next;
+        self.held.get_or_insert_with(|| Held::new(next))
+    }
+
+    fn fin(&self) -> Option<u64> {
+        self.held.as_ref().and_then(|h| h.fin)
+    }
+
+    fn has_chunks(&self) -> bool {
+        self.held.as_ref().is_some_and(|h| !h.chunks.is_empty())
     }
 
     pub(crate) fn ended(&self) -> bool {
@@ -104,11 +129,11 @@ impl Direction {
     }
 
     pub(crate) fn fin_seen(&self) -> bool {
-        self.fin.is_some()
+        self.fin().is_some()
     }
 
     fn started(&self) -> bool {
-        self.base.is_some() && (self.seen_payload || self.fin.is_some() || self.ended)
+        self.base.is_some() && (self.seen_payload || self.fin().is_some() || self.ended)
     }
 
     /// Offset of `seq`, unwrapped around `next` (within +-2^31 of it). May be negative
@@ -128,7 +153,9 @@ impl Direction {
             self.isn = Some(seq);
             self.base = Some(seq.wrapping_add(1));
             self.next = 0;
-            self.tail_from = 0;
+            if let Some(h) = &mut self.held {
+                h.tail_from = 0;
+            }
             return SynOutcome::Fresh;
         }
         if self.isn.is_none() {
@@ -188,7 +215,7 @@ impl Direction {
             return false;
         }
         let end_all = off + payload.len() as i64 + i64::from(missing);
-        if fin && self.fin.is_none() && end_all >= self.next as i64 {
+        if fin && self.fin().is_none() && end_all >= self.next as i64 {
             self.set_fin(ctx, end_all as u64);
         }
         if has_data {
@@ -201,7 +228,7 @@ impl Direction {
     /// Time passed with no segment for this direction: a hole that timed out is given
     /// up, and a FIN it held back ends the direction. Returns whether it has ended.
     pub(crate) fn tick<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
-        if self.hole_since.is_some() {
+        if self.has_hole() {
             self.give_up_stale_hole(ctx);
             self.check_fin(ctx);
         }
@@ -209,58 +236,66 @@ impl Direction {
     }
 
     pub(crate) fn has_hole(&self) -> bool {
-        self.hole_since.is_some()
+        self.held.as_ref().is_some_and(|h| h.hole_since.is_some())
     }
 
     /// A hole open for longer than `hole_timeout_nanos` will not be filled: skip it.
     fn give_up_stale_hole<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
-        if self.chunks.is_empty() {
-            self.hole_since = None;
+        let Some(h) = self.held.as_mut() else {
+            return;
+        };
+        if h.chunks.is_empty() {
+            h.hole_since = None;
             return;
         }
-        let since = *self.hole_since.get_or_insert(ctx.ts);
+        let since = *h.hole_since.get_or_insert(ctx.ts);
         if ctx.ts.saturating_sub(since) > ctx.config.hole_timeout_nanos {
             // Every hole behind the first goes too: all that is buffered arrived after
             // the first hole opened, and losses come in bursts (a ring that overflowed
             // drops many packets), so giving holes up one timeout at a time would hold
             // a stream with many of them for minutes. A later hole that a late
             // retransmit would have filled costs that one request (counted).
-            while !self.chunks.is_empty() {
+            while self.has_chunks() {
                 ctx.stats.holes_timed_out += 1;
                 self.skip_hole(ctx);
             }
-            self.hole_since = None;
+            self.h().hole_since = None;
         }
     }
 
     fn set_fin<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>, fin: u64) {
-        self.fin = Some(fin);
+        let h = self.h();
+        h.fin = Some(fin);
         // Anything buffered past the FIN cannot belong to the stream.
-        let beyond = self.chunks.split_off(&fin);
-        for chunk in beyond.values() {
-            if let Chunk::Data(bytes) = chunk {
-                self.release(ctx, bytes.len());
-            }
-        }
-        if let Some(mut last) = self.chunks.last_entry() {
+        let beyond = h.chunks.split_off(&fin);
+        let mut cut: usize = beyond
+            .values()
+            .map(|chunk| match chunk {
+                Chunk::Data(bytes) => bytes.len(),
+                Chunk::Missing(_) => 0,
+            })
+            .sum();
+        if let Some(mut last) = h.chunks.last_entry() {
             let start = *last.key();
             let end = start + last.get().len();
             if end > fin {
                 let keep = fin - start;
                 match last.get_mut() {
                     Chunk::Data(bytes) => {
-                        let cut = bytes.len() - keep as usize;
+                        cut += bytes.len() - keep as usize;
                         bytes.truncate(keep as usize);
-                        self.release(ctx, cut);
                     }
                     Chunk::Missing(n) => *n = keep,
                 }
             }
         }
+        self.release(ctx, cut);
     }
 
     fn release<S>(&mut self, ctx: &mut Ctx<'_, S>, bytes: usize) {
-        self.buffered -= bytes;
+        if let Some(h) = &mut self.held {
+            h.buffered -= bytes;
+        }
         *ctx.total -= bytes;
     }
 
@@ -275,7 +310,7 @@ impl Direction {
         let next = self.next as i64;
         let mut data_end = off + payload.len() as i64;
         let mut end = data_end + missing as i64;
-        if let Some(fin) = self.fin {
+        if let Some(fin) = self.fin() {
             let fin = fin as i64;
             data_end = data_end.min(fin);
             end = end.min(fin);
@@ -336,10 +371,10 @@ impl Direction {
         let data_end = start + data.len() as u64;
         while self.next < end {
             let pos = self.next;
-            let first = self.chunks.first_key_value().map(|(&s, _)| s);
+            let first = self.h().chunks.first_key_value().map(|(&s, _)| s);
             match first {
                 Some(chunk_start) if chunk_start <= pos => {
-                    if let Some((chunk_start, chunk)) = self.chunks.pop_first() {
+                    if let Some((chunk_start, chunk)) = self.h().chunks.pop_first() {
                         if let Chunk::Data(bytes) = &chunk {
                             let overlap_end = (chunk_start + bytes.len() as u64).min(data_end);
                             if overlap_end > chunk_start {
@@ -380,6 +415,7 @@ impl Direction {
         let mut pos = start;
         while pos < end {
             let covering = self
+                .h()
                 .chunks
                 .range(..=pos)
                 .next_back()
@@ -388,7 +424,7 @@ impl Direction {
             if let Some((chunk_start, chunk_end)) = covering {
                 let upto = chunk_end.min(end);
                 if let (Some(ours), Some(Chunk::Data(theirs))) =
-                    (data, self.chunks.get(&chunk_start))
+                    (data, self.h().chunks.get(&chunk_start))
                 {
                     let a = &ours[(pos - start) as usize..(upto - start) as usize];
                     let b = &theirs[(pos - chunk_start) as usize..(upto - chunk_start) as usize];
@@ -398,6 +434,7 @@ impl Direction {
                 continue;
             }
             let upto = self
+                .h()
                 .chunks
                 .range(pos..)
                 .next()
@@ -411,13 +448,14 @@ impl Direction {
     }
 
     fn store<S>(&mut self, ctx: &mut Ctx<'_, S>, start: u64, end: u64, data: Option<&[u8]>) {
+        let h = self.h();
         if let Some(bytes) = data {
-            self.buffered += bytes.len();
+            h.buffered += bytes.len();
             *ctx.total += bytes.len();
         }
         // Extending the chunk just before keeps a run of segments behind one hole as a
         // single chunk, so ordinary loss does not multiply map entries.
-        if let Some((&prev_start, prev)) = self.chunks.range_mut(..start).next_back() {
+        if let Some((&prev_start, prev)) = h.chunks.range_mut(..start).next_back() {
             if prev_start + prev.len() == start {
                 match (prev, data) {
                     (Chunk::Data(prev), Some(bytes)) => {
@@ -436,17 +474,18 @@ impl Direction {
             Some(bytes) => Chunk::Data(bytes.to_vec()),
             None => Chunk::Missing(end - start),
         };
-        self.chunks.insert(start, chunk);
+        h.chunks.insert(start, chunk);
     }
 
     fn enforce_caps<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
         let limits = ctx.config;
         let mut overflowed = false;
-        while !self.chunks.is_empty()
-            && (self.buffered > limits.max_stream_buffer
-                || self.chunks.len() > limits.max_stream_chunks
-                || *ctx.total > limits.max_total_buffer)
-        {
+        while self.held.as_ref().is_some_and(|h| {
+            !h.chunks.is_empty()
+                && (h.buffered > limits.max_stream_buffer
+                    || h.chunks.len() > limits.max_stream_chunks
+                    || *ctx.total > limits.max_total_buffer)
+        }) {
             overflowed = true;
             self.skip_hole(ctx);
         }
@@ -457,7 +496,11 @@ impl Direction {
 
     /// Give up on the first hole: report it as a gap and deliver what follows it.
     fn skip_hole<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
-        if let Some((&start, _)) = self.chunks.first_key_value() {
+        let first = self
+            .held
+            .as_ref()
+            .and_then(|h| h.chunks.first_key_value().map(|(&s, _)| s));
+        if let Some(start) = first {
             if start > self.next {
                 self.emit_missing(start - self.next);
             }
@@ -466,12 +509,14 @@ impl Direction {
     }
 
     fn drain_ready<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
-        while self
-            .chunks
-            .first_key_value()
-            .is_some_and(|(&s, _)| s <= self.next)
-        {
-            if let Some((_, chunk)) = self.chunks.pop_first() {
+        while let Some(h) = &mut self.held {
+            if h.chunks
+                .first_key_value()
+                .is_none_or(|(&s, _)| s > self.next)
+            {
+                break;
+            }
+            if let Some((_, chunk)) = h.chunks.pop_first() {
                 self.deliver_chunk(ctx, chunk);
             }
         }
@@ -501,23 +546,29 @@ impl Direction {
         let last = &bytes[bytes.len() - keep..];
         let at = ((self.next + (bytes.len() - keep) as u64) % TAIL as u64) as usize;
         let split = (TAIL - at).min(keep);
-        self.tail[at..at + split].copy_from_slice(&last[..split]);
-        self.tail[..keep - split].copy_from_slice(&last[split..]);
+        let tail = &mut self.h().tail;
+        tail[at..at + split].copy_from_slice(&last[..split]);
+        tail[..keep - split].copy_from_slice(&last[split..]);
         self.next += bytes.len() as u64;
     }
 
     fn emit_missing(&mut self, n: u64) {
-        self.pending_gap += n;
         self.next += n;
-        self.tail_from = self.next;
+        let next = self.next;
+        let h = self.h();
+        h.pending_gap += n;
+        h.tail_from = next;
     }
 
     fn flush_gap<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
-        if self.pending_gap > 0 {
-            ctx.sink.gap(ctx.key, ctx.ts, self.pending_gap);
+        let Some(h) = &mut self.held else {
+            return;
+        };
+        if h.pending_gap > 0 {
+            ctx.sink.gap(ctx.key, ctx.ts, h.pending_gap);
             ctx.stats.gaps += 1;
-            ctx.stats.gap_bytes += self.pending_gap;
-            self.pending_gap = 0;
+            ctx.stats.gap_bytes += h.pending_gap;
+            h.pending_gap = 0;
             self.announced = true;
         }
     }
@@ -525,17 +576,20 @@ impl Direction {
     /// Whether `old` (at `off`, wholly before `next`) differs from the delivered bytes
     /// still in the tail window.
     fn differs_from_delivered(&self, off: i64, old: &[u8]) -> bool {
-        let lo = self
+        let Some(h) = &self.held else {
+            return false;
+        };
+        let lo = h
             .tail_from
             .max(self.next.saturating_sub(TAIL as u64))
             .max(off.max(0) as u64);
         let hi = (off + old.len() as i64).min(self.next as i64);
         (lo as i64..hi)
-            .any(|p| self.tail[(p as u64 % TAIL as u64) as usize] != old[(p - off) as usize])
+            .any(|p| h.tail[(p as u64 % TAIL as u64) as usize] != old[(p - off) as usize])
     }
 
     fn check_fin<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) -> bool {
-        match self.fin {
+        match self.fin() {
             Some(fin) if self.next >= fin => {
                 self.end(ctx, StreamEnd::Fin);
                 true
@@ -549,10 +603,10 @@ impl Direction {
         if self.ended {
             return;
         }
-        while !self.chunks.is_empty() {
+        while self.has_chunks() {
             self.skip_hole(ctx);
         }
-        if let Some(fin) = self.fin {
+        if let Some(fin) = self.fin() {
             if self.deliver && self.base.is_some() && self.next < fin {
                 self.emit_missing(fin - self.next);
             }
@@ -566,8 +620,8 @@ impl Direction {
             ctx.sink.end(ctx.key, ctx.ts, how);
         }
         self.ended = true;
-        let buffered = self.buffered;
-        self.release(ctx, buffered);
-        self.chunks = BTreeMap::new();
+        if let Some(h) = self.held.take() {
+            *ctx.total -= h.buffered;
+        }
     }
 }

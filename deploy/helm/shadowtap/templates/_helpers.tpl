@@ -74,8 +74,9 @@ promiscuous mode (NET_ADMIN); NET_ADMIN also lets the agent mark its own sockets
 
 {{/*
 Refuses values whose memory caps add up to more than the memory limit: capture ring +
-out-of-order buffer + per target (queueLen + maxInFlight) x (maxHead + maxBody) +
-maxFlows x 2 KiB + 30 MiB for the process (deploy/README.md has the measured figures;
+4 x maxBuffer (out-of-order bytes and framers' bytes, each up to twice maxBuffer in
+memory) + per target (queueLen + maxInFlight) x (maxHead + maxBody) + maxFlows x 1,152
+bytes + 30 MiB for the process (deploy/README.md has the measured figures;
 scripts/check_deploy.py does the same sum for every rendering it checks).
 */}}
 {{- define "shadowtap.memoryCheck" -}}
@@ -85,7 +86,7 @@ scripts/check_deploy.py does the same sum for every rendering it checks).
 {{- $capture := ternary $ring (ternary $pcap (max $ring $pcap) (eq .Values.engine "pcap")) (eq .Values.engine "ebpf") -}}
 {{- $perCopy := add (int64 $c.maxHead) (int64 $c.maxBody) -}}
 {{- $copies := mul (len .Values.targets) (add (int64 $c.queueLen) (int64 $c.maxInFlight)) $perCopy -}}
-{{- $total := add $capture (int64 $c.maxBuffer) $copies (mul (int64 $c.maxFlows) 2048) (mul 30 1048576) -}}
+{{- $total := add $capture (mul 4 (int64 $c.maxBuffer)) $copies (mul (int64 $c.maxFlows) 1152) (mul 30 1048576) -}}
 {{- $limit := dig "limits" "memory" "" .Values.resources | toString -}}
 {{- if not $limit -}}
 {{- fail "resources.limits.memory is needed: the agent's caps are sized against it" -}}
