@@ -6,8 +6,13 @@
 
 /// Ring buffer that carries packet pieces to user space.
 pub const MAP_EVENTS: &str = "EVENTS";
-/// `HashMap<u16, u8>`: destination ports to capture (host byte order) -> 1.
+/// `Array<u64>` of `PORT_WORDS` words, a bitmap of the destination ports to capture:
+/// port `p` (host byte order) is watched when bit `p % 64` of word `p / 64` is set. An
+/// array lookup is inlined by the verifier where a hash lookup is a helper call and a
+/// hash, and every TCP packet of every attached interface pays for this one.
 pub const MAP_PORTS: &str = "PORTS";
+/// Words in the PORTS bitmap: one bit per TCP port.
+pub const PORT_WORDS: u32 = 65536 / 64;
 /// `Array<u32>` indexed by the `CONFIG_*` slots.
 pub const MAP_CONFIG: &str = "CONFIG";
 /// `HashMap<u32, u32>`: ifindex -> `IFACE_*` flags, for interfaces that are not Ethernet.

@@ -18,7 +18,7 @@ use aya_ebpf::{
 use shadowtap_common::{
     PieceHeader, CONFIG_ANY_NO_L2, CONFIG_OWN_MARK, CONFIG_PIECE_LEN, CONFIG_SLOTS,
     CONFIG_WAKEUP_BYTES, FLAG_EGRESS, FLAG_HAS_L2, FLAG_TRUNCATED, IFACE_NO_L2, MAX_PIECE,
-    MAX_PIECES, PIECE_HEADER_LEN, STAT_BYTES, STAT_MATCHED, STAT_OWN_MARK, STAT_PIECES,
+    MAX_PIECES, PIECE_HEADER_LEN, PORT_WORDS, STAT_BYTES, STAT_MATCHED, STAT_OWN_MARK, STAT_PIECES,
     STAT_RING_DROPS, STAT_SLOTS, STAT_TRUNCATED,
 };
 
@@ -50,7 +50,7 @@ pub struct Scratch {
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 * 1024 * 1024, 0);
 
 #[map]
-static PORTS: HashMap<u16, u8> = HashMap::with_max_entries(64, 0);
+static PORTS: Array<u64> = Array::with_max_entries(PORT_WORDS, 0);
 
 #[map]
 static CONFIG: Array<u32> = Array::with_max_entries(CONFIG_SLOTS, 0);
@@ -89,6 +89,14 @@ fn bump(slot: u32, n: u64) -> u64 {
         },
         None => 0,
     }
+}
+
+/// Whether TCP destination port `port` is one to capture (the PORTS bitmap).
+#[inline(always)]
+fn watched(port: u16) -> bool {
+    PORTS
+        .get(u32::from(port >> 6))
+        .is_some_and(|word| word & (1u64 << (port & 63)) != 0)
 }
 
 #[inline(always)]
@@ -209,7 +217,7 @@ fn try_capture(ctx: &TcContext, direction: u32) -> Result<i32, i32> {
             u16::from_be(load::<u16>(ctx, dport_at)?)
         }
     };
-    if unsafe { PORTS.get(&dport) }.is_none() {
+    if !watched(dport) {
         return Ok(PASS);
     }
     let own_mark = CONFIG.get(CONFIG_OWN_MARK).copied().unwrap_or(0);

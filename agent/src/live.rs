@@ -98,20 +98,86 @@ struct GateCounts {
     duplicates: AtomicU64,
 }
 
-/// The live pipeline's gate: our own connections out, second sightings out.
-fn live_gate(own: Arc<OwnConnections>, counts: Arc<GateCounts>) -> crate::pipeline::SegmentGate {
+/// The live pipeline's gate: our own connections out, second sightings out (only while
+/// `dedup` is set: with one capture point a packet cannot be seen twice, and hashing
+/// every payload was a tenth of the capture thread's time).
+fn live_gate(
+    own: Arc<OwnConnections>,
+    counts: Arc<GateCounts>,
+    dedup_on: Arc<AtomicBool>,
+) -> crate::pipeline::SegmentGate {
     let mut dedup = SegmentDedup::new(1 << 16);
+    let mut own_ports = OwnPorts::default();
     Box::new(move |seg| {
-        if own.involves(seg.flow.src, seg.flow.dst) {
+        if own_ports.may_involve(&own, seg) && own.involves(seg.flow.src, seg.flow.dst) {
             counts.own.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        if dedup.is_duplicate(seg) {
+        if dedup_on.load(Ordering::Relaxed) && dedup.is_duplicate(seg) {
             counts.duplicates.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         true
     })
+}
+
+/// The gate's copy of the local ports of our own connections, so that a segment with
+/// neither port among them (nearly all) is let through without the registry's lock and
+/// two hash lookups. Refreshed when the registry changes and at least once a second of
+/// capture time, as the registry forgets closed connections.
+struct OwnPorts {
+    generation: u64,
+    refreshed_at: u64,
+    bits: Vec<u64>,
+}
+
+impl Default for OwnPorts {
+    fn default() -> Self {
+        Self {
+            // Never a registry generation: the first segment refreshes.
+            generation: u64::MAX,
+            refreshed_at: 0,
+            bits: vec![0; 65536 / 64],
+        }
+    }
+}
+
+impl OwnPorts {
+    const REFRESH_NANOS: u64 = 1_000_000_000;
+
+    fn may_involve(&mut self, own: &OwnConnections, seg: &crate::decode::Segment<'_>) -> bool {
+        let generation = own.generation();
+        if generation != self.generation
+            || seg.ts_nanos.abs_diff(self.refreshed_at) > Self::REFRESH_NANOS
+        {
+            // The generation is read before the snapshot: a change in between is seen
+            // again on the next segment.
+            self.generation = generation;
+            self.refreshed_at = seg.ts_nanos;
+            self.bits.fill(0);
+            for addr in own.snapshot() {
+                let port = addr.port();
+                self.bits[usize::from(port >> 6)] |= 1u64 << (port & 63);
+            }
+        }
+        let has = |port: u16| self.bits[usize::from(port >> 6)] & (1u64 << (port & 63)) != 0;
+        has(seg.flow.src.port()) || has(seg.flow.dst.port())
+    }
+}
+
+/// Whether a packet may reach the capture twice: seen on two interfaces (NIC and pod
+/// veth), on `any`, or on loopback (on its way out and again on its way in).
+fn duplicates_possible(ifaces: &[String]) -> bool {
+    const ARPHRD_LOOPBACK: &str = "772";
+    match ifaces {
+        [one] => {
+            one == ANY_IFACE
+                || one.contains(['*', '?'])
+                || std::fs::read_to_string(format!("/sys/class/net/{one}/type"))
+                    .map_or(true, |t| t.trim() == ARPHRD_LOOPBACK)
+        }
+        _ => true,
+    }
 }
 
 /// Frames from whichever engine runs. One value for the whole run, so its size does
@@ -234,6 +300,10 @@ impl Recorder {
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// How long one wait for a frame lasts before checking for a stop.
 const POLL: Duration = Duration::from_millis(100);
+/// Packets taken from the ring buffer per read: a tick's worth at high rates, few enough
+/// that a stop or a rescan is not held up.
+#[cfg(feature = "ebpf")]
+const RING_BATCH: usize = 1024;
 
 /// Runs until SIGINT/SIGTERM (or `plan.duration`), then drains and reports.
 pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
@@ -278,24 +348,33 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     let mut published = Published::default();
     published.publish(&mut source, None, &registry, plan);
     let gate_counts = Arc::new(GateCounts::default());
+    let dedup_on = Arc::new(AtomicBool::new(match &source {
+        #[cfg(feature = "ebpf")]
+        Source::Ebpf(capture) => duplicates_possible(&capture.attached()),
+        Source::Pcap { .. } => duplicates_possible(&plan.ifaces),
+    }));
     let mut pipeline = Pipeline::new(plan.pipeline.clone());
-    pipeline.set_gate(live_gate(Arc::clone(&own), Arc::clone(&gate_counts)));
+    pipeline.set_gate(live_gate(
+        Arc::clone(&own),
+        Arc::clone(&gate_counts),
+        Arc::clone(&dedup_on),
+    ));
 
     STOP.store(false, Ordering::SeqCst);
     install_signal_handlers();
     let started = Instant::now();
     let mut report = ReplayReport::new(Arc::clone(&accounting));
     let mut last_scan = Instant::now();
-    let mut feed = |frame: &Frame<'_>, pipeline: &mut Pipeline, report: &mut ReplayReport| {
+    // Requests framed during one read of the capture are handed to the replayer together
+    // after it: the replay thread then wakes once per read, not once per copy (on the
+    // agent's one CPU, each wakeup was a switch away from the capture thread and back).
+    let mut framed: Vec<crate::pipeline::PipelineEvent> = Vec::new();
+    let mut feed = |frame: &Frame<'_>, pipeline: &mut Pipeline, framed: &mut Vec<_>| {
         if let Some(r) = recorder.as_mut() {
             r.write(frame);
         }
         if let Ok(events) = pipeline.push_frame(frame) {
-            for ev in events {
-                if dispatch(ev, &accounting, &replayer, false) {
-                    report.not_http_streams += 1;
-                }
-            }
+            framed.extend(events);
         }
     };
     while !STOP.load(Ordering::SeqCst) && plan.duration.is_none_or(|d| started.elapsed() < d) {
@@ -319,11 +398,14 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
             Source::Ebpf(capture) => {
                 if rescan {
                     follow_interfaces(capture, &plan.ifaces);
+                    // Before any frame of a new interface is read.
+                    dedup_on.store(duplicates_possible(&capture.attached()), Ordering::Relaxed);
                 }
-                match capture.next_frame(POLL) {
-                    Ok(Some(owned)) => feed(&owned.as_frame(), &mut pipeline, &mut report),
-                    Ok(None) => {}
-                    Err(e) => crate::warn_limited!(error = %e, "ring buffer read failed"),
+                let read = capture.next_frames(POLL, RING_BATCH, |frame| {
+                    feed(frame, &mut pipeline, &mut framed)
+                });
+                if let Err(e) = read {
+                    crate::warn_limited!(error = %e, "ring buffer read failed");
                 }
             }
             Source::Pcap {
@@ -342,7 +424,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 match capture.next_frame() {
                     Ok(Some(frame)) => {
                         if keep_frame(&frame, keep_ifindex.as_mut(), &plan.ifaces) {
-                            feed(&frame, &mut pipeline, &mut report);
+                            feed(&frame, &mut pipeline, &mut framed);
                         }
                     }
                     Ok(None) => {}
@@ -351,6 +433,11 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                         std::thread::sleep(POLL);
                     }
                 }
+            }
+        }
+        for ev in framed.drain(..) {
+            if dispatch(ev, &accounting, &replayer, false) {
+                report.not_http_streams += 1;
             }
         }
     }
