@@ -34,9 +34,10 @@ pub const CONFIG_OWN_MARK: u32 = 0;
 pub const CONFIG_PIECE_LEN: u32 = 1;
 /// CONFIG slot: ring buffer wakeup policy. 0: the kernel's default, a wakeup whenever the
 /// reader has caught up (one per packet when it keeps up). Otherwise records are written
-/// without a wakeup and the reader drains the ring on a short timer, except that the
-/// record that brings the unread bytes to this many wakes it at once. Each wakeup is an
-/// irq_work (an interrupt, in a VM an exit) on the CPU that carries the live packet.
+/// without a wakeup and the reader drains the ring on a short timer, except that a record
+/// that brings the unread bytes to this many or more wakes it at once (the classifier
+/// looks on every 16th packet of a CPU). Each wakeup is an irq_work (an interrupt, in a
+/// VM an exit) on the CPU that carries the live packet.
 pub const CONFIG_WAKEUP_BYTES: u32 = 2;
 /// CONFIG slot: nonzero once some interface is marked `IFACE_NO_L2`. While it is 0 the
 /// classifier skips the IFACES lookup, a hash lookup on every packet of every interface.
