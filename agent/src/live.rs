@@ -609,3 +609,62 @@ fn capture_summary(source: &mut Source, gate: &GateCounts) {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{FlowKey, Segment, TcpFlags};
+
+    fn segment(src: &str, dst: &str, ts_nanos: u64) -> Segment<'static> {
+        Segment {
+            ts_nanos,
+            flow: FlowKey {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+            },
+            seq: 1,
+            ack: 1,
+            flags: TcpFlags(TcpFlags::ACK),
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            missing: 0,
+        }
+    }
+
+    #[test]
+    fn own_ports_follow_the_registry() {
+        let own = OwnConnections::default();
+        let mut ports = OwnPorts::default();
+        let client = "10.0.0.1:40000";
+        assert!(!ports.may_involve(&own, &segment(client, "10.0.0.2:8000", 0)));
+        own.opened("127.0.0.1:50000".parse().unwrap());
+        // A new connection is seen by the next segment, either way round.
+        assert!(ports.may_involve(&own, &segment("127.0.0.1:50000", "127.0.0.1:9000", 1)));
+        assert!(ports.may_involve(&own, &segment("127.0.0.1:9000", "127.0.0.1:50000", 2)));
+        assert!(!ports.may_involve(&own, &segment(client, "10.0.0.2:8000", 3)));
+        // Only a hint: the same port at another address is checked in the registry.
+        assert!(ports.may_involve(&own, &segment("10.0.0.9:50000", "10.0.0.2:8000", 4)));
+        assert!(!own.involves(
+            "10.0.0.9:50000".parse().unwrap(),
+            "10.0.0.2:8000".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn duplicates_are_possible_on_several_interfaces_any_globs_and_loopback() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(duplicates_possible(&names(&["lo"])));
+        assert!(duplicates_possible(&names(&[ANY_IFACE])));
+        assert!(duplicates_possible(&names(&["veth*"])));
+        assert!(duplicates_possible(&names(&["eth0", "eth1"])));
+        assert!(duplicates_possible(&names(&[])));
+        // An interface that cannot be looked up is not assumed safe.
+        assert!(duplicates_possible(&names(&["no-such-if0"])));
+        let ethernet = list_interfaces().into_iter().find(|n| {
+            std::fs::read_to_string(format!("/sys/class/net/{n}/type"))
+                .is_ok_and(|t| t.trim() == "1")
+        });
+        if let Some(one) = ethernet {
+            assert!(!duplicates_possible(&names(&[one.as_str()])), "{one}");
+        }
+    }
+}
