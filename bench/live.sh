@@ -37,62 +37,20 @@ ncpu=$(nproc)
 live_cpu=0
 agent_cpu=$((ncpu - 1))
 
-ns_c=stb-$$-client
-ns_p=stb-$$-prod
-work=$(mktemp -d)
 bpf_stats_was=$(cat /proc/sys/kernel/bpf_stats_enabled)
+# shellcheck source=scripts/lib/netns.sh
+. scripts/lib/netns.sh
+netns_on_exit='echo "$bpf_stats_was" >/proc/sys/kernel/bpf_stats_enabled'
+netns_setup stb 10.78.1
 echo 1 >/proc/sys/kernel/bpf_stats_enabled
-cleanup() {
-  echo "$bpf_stats_was" >/proc/sys/kernel/bpf_stats_enabled
-  for ns in "$ns_c" "$ns_p"; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$ns_c"
-ip netns add "$ns_p"
-ip -n "$ns_p" link set lo up
-ip -n "$ns_c" link set lo up
-ip -n "$ns_p" link add pc0 type veth peer name c0 netns "$ns_c"
-ip -n "$ns_p" addr add 10.78.1.1/24 dev pc0
-ip -n "$ns_c" addr add 10.78.1.2/24 dev c0
-ip -n "$ns_p" link set pc0 up
-ip -n "$ns_c" link set c0 up
 
 # prod on the veth address, the sink on loopback (not watched by the agent): two nginx
 # instances, so that pinned runs can put them on different CPUs.
-nginx_conf() { # NAME LISTEN BODY
-  mkdir -p "$work/$1"
-  cat >"$work/$1/nginx.conf" <<NGX
-worker_processes 1;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/$1/body;
-  proxy_temp_path $work/$1/proxy;
-  fastcgi_temp_path $work/$1/fcgi;
-  uwsgi_temp_path $work/$1/uwsgi;
-  scgi_temp_path $work/$1/scgi;
-  keepalive_requests 1000000;
-  server {
-    listen $2;
-    location / { return 200 "$3\n"; }
-  }
-}
-NGX
-  ip netns exec "$ns_p" nginx -c "$work/$1/nginx.conf"
-}
 nginx_conf prod 10.78.1.1:8000 ok
 nginx_conf sink 127.0.0.1:9000 sunk
-for _ in $(seq 50); do
-  ip netns exec "$ns_c" curl -s -o /dev/null --max-time 1 http://10.78.1.1:8000/ && break
-  sleep 0.1
-done
+nginx_start prod
+nginx_start sink
+wait_http http://10.78.1.1:8000/
 
 # pin_nginx NAME CPUS: moves an nginx instance (master and workers) to CPUS.
 pin_nginx() {

@@ -26,60 +26,16 @@ if [ -z "${SHADOWTAP_BIN:-}" ]; then
 fi
 bin=${SHADOWTAP_BIN:-$PWD/target/release/shadowtap}
 
-ns_c=sts-$$-client
-ns_p=sts-$$-prod
-work=$(mktemp -d)
 out_dir=${SOAK_DIR:-/tmp}
 csv="$out_dir/soak-$(date -u +%Y%m%dT%H%M%S).csv"
-cleanup() {
-  for ns in "$ns_c" "$ns_p"; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$ns_c"
-ip netns add "$ns_p"
-ip -n "$ns_p" link set lo up
-ip -n "$ns_c" link set lo up
-ip -n "$ns_p" link add pc0 type veth peer name c0 netns "$ns_c"
-ip -n "$ns_p" addr add 10.79.1.1/24 dev pc0
-ip -n "$ns_c" addr add 10.79.1.2/24 dev c0
-ip -n "$ns_p" link set pc0 up
-ip -n "$ns_c" link set c0 up
-
-nginx_conf() { # NAME LISTEN BODY
-  mkdir -p "$work/$1"
-  cat >"$work/$1/nginx.conf" <<NGX
-worker_processes 1;
-pid $work/$1/nginx.pid;
-error_log $work/$1/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $work/$1/body;
-  proxy_temp_path $work/$1/proxy;
-  fastcgi_temp_path $work/$1/fcgi;
-  uwsgi_temp_path $work/$1/uwsgi;
-  scgi_temp_path $work/$1/scgi;
-  keepalive_requests 1000000;
-  server {
-    listen $2;
-    location / { return 200 "$3\n"; }
-  }
-}
-NGX
-}
+# shellcheck source=scripts/lib/netns.sh
+. scripts/lib/netns.sh
+netns_setup sts 10.79.1
 nginx_conf prod 10.79.1.1:8000 ok
 nginx_conf target 127.0.0.1:9000 shadow
-ip netns exec "$ns_p" nginx -c "$work/prod/nginx.conf"
-ip netns exec "$ns_p" nginx -c "$work/target/nginx.conf"
-for _ in $(seq 50); do
-  ip netns exec "$ns_c" curl -s -o /dev/null --max-time 1 http://10.79.1.1:8000/ && break
-  sleep 0.1
-done
+nginx_start prod
+nginx_start target
+wait_http http://10.79.1.1:8000/
 
 ip netns exec "$ns_p" "$bin" run --port 8000 --iface pc0 --engine ebpf \
   --target http://127.0.0.1:9000 --percent "$percent" \

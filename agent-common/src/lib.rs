@@ -6,8 +6,13 @@
 
 /// Ring buffer that carries packet pieces to user space.
 pub const MAP_EVENTS: &str = "EVENTS";
-/// `HashMap<u16, u8>`: destination ports to capture (host byte order) -> 1.
+/// `Array<u64>` of `PORT_WORDS` words, a bitmap of the destination ports to capture:
+/// port `p` (host byte order) is watched when bit `p % 64` of word `p / 64` is set. An
+/// array lookup is inlined by the verifier where a hash lookup is a helper call and a
+/// hash, and every TCP packet of every attached interface pays for this one.
 pub const MAP_PORTS: &str = "PORTS";
+/// Words in the PORTS bitmap: one bit per TCP port.
+pub const PORT_WORDS: u32 = 65536 / 64;
 /// `Array<u32>` indexed by the `CONFIG_*` slots.
 pub const MAP_CONFIG: &str = "CONFIG";
 /// `HashMap<u32, u32>`: ifindex -> `IFACE_*` flags, for interfaces that are not Ethernet.
@@ -29,9 +34,10 @@ pub const CONFIG_OWN_MARK: u32 = 0;
 pub const CONFIG_PIECE_LEN: u32 = 1;
 /// CONFIG slot: ring buffer wakeup policy. 0: the kernel's default, a wakeup whenever the
 /// reader has caught up (one per packet when it keeps up). Otherwise records are written
-/// without a wakeup and the reader drains the ring on a short timer, except that the
-/// record that brings the unread bytes to this many wakes it at once. Each wakeup is an
-/// irq_work (an interrupt, in a VM an exit) on the CPU that carries the live packet.
+/// without a wakeup and the reader drains the ring on a short timer, except that a record
+/// that brings the unread bytes to this many or more wakes it at once (the classifier
+/// looks on every 16th packet of a CPU). Each wakeup is an irq_work (an interrupt, in a
+/// VM an exit) on the CPU that carries the live packet.
 pub const CONFIG_WAKEUP_BYTES: u32 = 2;
 /// CONFIG slot: nonzero once some interface is marked `IFACE_NO_L2`. While it is 0 the
 /// classifier skips the IFACES lookup, a hash lookup on every packet of every interface.

@@ -101,20 +101,86 @@ struct GateCounts {
     duplicates: AtomicU64,
 }
 
-/// The live pipeline's gate: our own connections out, second sightings out.
-fn live_gate(own: Arc<OwnConnections>, counts: Arc<GateCounts>) -> crate::pipeline::SegmentGate {
+/// The live pipeline's gate: our own connections out, second sightings out (only while
+/// `dedup` is set: with one capture point a packet cannot be seen twice, and hashing
+/// every payload was a tenth of the capture thread's time).
+fn live_gate(
+    own: Arc<OwnConnections>,
+    counts: Arc<GateCounts>,
+    dedup_on: Arc<AtomicBool>,
+) -> crate::pipeline::SegmentGate {
     let mut dedup = SegmentDedup::new(1 << 16);
+    let mut own_ports = OwnPorts::default();
     Box::new(move |seg| {
-        if own.involves(seg.flow.src, seg.flow.dst) {
+        if own_ports.may_involve(&own, seg) && own.involves(seg.flow.src, seg.flow.dst) {
             counts.own.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        if dedup.is_duplicate(seg) {
+        if dedup_on.load(Ordering::Relaxed) && dedup.is_duplicate(seg) {
             counts.duplicates.fetch_add(1, Ordering::Relaxed);
             return false;
         }
         true
     })
+}
+
+/// The gate's copy of the local ports of our own connections, so that a segment with
+/// neither port among them (nearly all) is let through without the registry's lock and
+/// two hash lookups. Refreshed when the registry changes and at least once a second of
+/// capture time, as the registry forgets closed connections.
+struct OwnPorts {
+    generation: u64,
+    refreshed_at: u64,
+    bits: Vec<u64>,
+}
+
+impl Default for OwnPorts {
+    fn default() -> Self {
+        Self {
+            // Never a registry generation: the first segment refreshes.
+            generation: u64::MAX,
+            refreshed_at: 0,
+            bits: vec![0; 65536 / 64],
+        }
+    }
+}
+
+impl OwnPorts {
+    const REFRESH_NANOS: u64 = 1_000_000_000;
+
+    fn may_involve(&mut self, own: &OwnConnections, seg: &crate::decode::Segment<'_>) -> bool {
+        let generation = own.generation();
+        if generation != self.generation
+            || seg.ts_nanos.abs_diff(self.refreshed_at) > Self::REFRESH_NANOS
+        {
+            // The generation is read before the snapshot: a change in between is seen
+            // again on the next segment.
+            self.generation = generation;
+            self.refreshed_at = seg.ts_nanos;
+            self.bits.fill(0);
+            for addr in own.snapshot() {
+                let port = addr.port();
+                self.bits[usize::from(port >> 6)] |= 1u64 << (port & 63);
+            }
+        }
+        let has = |port: u16| self.bits[usize::from(port >> 6)] & (1u64 << (port & 63)) != 0;
+        has(seg.flow.src.port()) || has(seg.flow.dst.port())
+    }
+}
+
+/// Whether a packet may reach the capture twice: seen on two interfaces (NIC and pod
+/// veth), on `any`, or on loopback (on its way out and again on its way in).
+fn duplicates_possible(ifaces: &[String]) -> bool {
+    const ARPHRD_LOOPBACK: &str = "772";
+    match ifaces {
+        [one] => {
+            one == ANY_IFACE
+                || one.contains(['*', '?'])
+                || std::fs::read_to_string(format!("/sys/class/net/{one}/type"))
+                    .map_or(true, |t| t.trim() == ARPHRD_LOOPBACK)
+        }
+        _ => true,
+    }
 }
 
 /// Frames from whichever engine runs. One value for the whole run, so its size does
@@ -232,6 +298,10 @@ impl Recorder {
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// How long one wait for a frame lasts before checking for a stop.
 const POLL: Duration = Duration::from_millis(100);
+/// Packets taken from the ring buffer per read: a tick's worth at high rates, few enough
+/// that a stop or a rescan is not held up.
+#[cfg(feature = "ebpf")]
+const RING_BATCH: usize = 1024;
 
 /// Runs until SIGINT/SIGTERM (or `plan.duration`), then drains and reports.
 pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
@@ -276,8 +346,17 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     let mut published = Published::default();
     published.publish(&mut source, None, &registry, plan);
     let gate_counts = Arc::new(GateCounts::default());
+    let dedup_on = Arc::new(AtomicBool::new(match &source {
+        #[cfg(feature = "ebpf")]
+        Source::Ebpf(capture) => duplicates_possible(&capture.attached()),
+        Source::Pcap { .. } => duplicates_possible(&plan.ifaces),
+    }));
     let mut pipeline = Pipeline::new(plan.pipeline.clone());
-    pipeline.set_gate(live_gate(Arc::clone(&own), Arc::clone(&gate_counts)));
+    pipeline.set_gate(live_gate(
+        Arc::clone(&own),
+        Arc::clone(&gate_counts),
+        Arc::clone(&dedup_on),
+    ));
     crate::warn_credentials_in_clear(&plan.credentials_in_clear);
 
     STOP.store(false, Ordering::SeqCst);
@@ -285,16 +364,16 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     let started = Instant::now();
     let mut report = ReplayReport::new(Arc::clone(&accounting));
     let mut last_scan = Instant::now();
-    let mut feed = |frame: &Frame<'_>, pipeline: &mut Pipeline, report: &mut ReplayReport| {
+    // Requests framed during one read of the capture are handed to the replayer together
+    // after it: the replay thread then wakes once per read, not once per copy (on the
+    // agent's one CPU, each wakeup was a switch away from the capture thread and back).
+    let mut framed: Vec<crate::pipeline::PipelineEvent> = Vec::new();
+    let mut feed = |frame: &Frame<'_>, pipeline: &mut Pipeline, framed: &mut Vec<_>| {
         if let Some(r) = recorder.as_mut() {
             r.write(frame);
         }
         if let Ok(events) = pipeline.push_frame(frame) {
-            for ev in events {
-                if dispatch(ev, &accounting, &replayer, false) {
-                    report.not_http_streams += 1;
-                }
-            }
+            framed.extend(events);
         }
     };
     while !STOP.load(Ordering::SeqCst) && plan.duration.is_none_or(|d| started.elapsed() < d) {
@@ -318,11 +397,14 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
             Source::Ebpf(capture) => {
                 if rescan {
                     follow_interfaces(capture, &plan.ifaces);
+                    // Before any frame of a new interface is read.
+                    dedup_on.store(duplicates_possible(&capture.attached()), Ordering::Relaxed);
                 }
-                match capture.next_frame(POLL) {
-                    Ok(Some(owned)) => feed(&owned.as_frame(), &mut pipeline, &mut report),
-                    Ok(None) => {}
-                    Err(e) => crate::warn_limited!(error = %e, "ring buffer read failed"),
+                let read = capture.next_frames(POLL, RING_BATCH, |frame| {
+                    feed(frame, &mut pipeline, &mut framed)
+                });
+                if let Err(e) = read {
+                    crate::warn_limited!(error = %e, "ring buffer read failed");
                 }
             }
             Source::Pcap {
@@ -342,7 +424,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 match capture.next_frame() {
                     Ok(Some(frame)) => {
                         if keep_frame(&frame, keep_ifindex.as_mut(), &plan.ifaces) {
-                            feed(&frame, &mut pipeline, &mut report);
+                            feed(&frame, &mut pipeline, &mut framed);
                         }
                     }
                     Ok(None) => {}
@@ -351,6 +433,11 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                         std::thread::sleep(POLL);
                     }
                 }
+            }
+        }
+        for ev in framed.drain(..) {
+            if dispatch(ev, &accounting, &replayer, false) {
+                report.not_http_streams += 1;
             }
         }
     }
@@ -530,5 +617,64 @@ fn capture_summary(source: &mut Source, gate: &GateCounts) {
             ),
             Err(e) => eprintln!("capture (pcap): stats unavailable: {e}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{FlowKey, Segment, TcpFlags};
+
+    fn segment(src: &str, dst: &str, ts_nanos: u64) -> Segment<'static> {
+        Segment {
+            ts_nanos,
+            flow: FlowKey {
+                src: src.parse().unwrap(),
+                dst: dst.parse().unwrap(),
+            },
+            seq: 1,
+            ack: 1,
+            flags: TcpFlags(TcpFlags::ACK),
+            payload: b"GET / HTTP/1.1\r\n\r\n",
+            missing: 0,
+        }
+    }
+
+    #[test]
+    fn own_ports_follow_the_registry() {
+        let own = OwnConnections::default();
+        let mut ports = OwnPorts::default();
+        let client = "10.0.0.1:40000";
+        assert!(!ports.may_involve(&own, &segment(client, "10.0.0.2:8000", 0)));
+        own.opened("127.0.0.1:50000".parse().unwrap());
+        // A new connection is seen by the next segment, either way round.
+        assert!(ports.may_involve(&own, &segment("127.0.0.1:50000", "127.0.0.1:9000", 1)));
+        assert!(ports.may_involve(&own, &segment("127.0.0.1:9000", "127.0.0.1:50000", 2)));
+        assert!(!ports.may_involve(&own, &segment(client, "10.0.0.2:8000", 3)));
+        // Only a hint: the same port at another address is checked in the registry.
+        assert!(ports.may_involve(&own, &segment("10.0.0.9:50000", "10.0.0.2:8000", 4)));
+        assert!(!own.involves(
+            "10.0.0.9:50000".parse().unwrap(),
+            "10.0.0.2:8000".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn duplicates_are_possible_on_several_interfaces_any_globs_and_loopback() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(duplicates_possible(&names(&["lo"])));
+        assert!(duplicates_possible(&names(&[ANY_IFACE])));
+        assert!(duplicates_possible(&names(&["veth*"])));
+        assert!(duplicates_possible(&names(&["eth0", "eth1"])));
+        assert!(duplicates_possible(&names(&[])));
+        // An interface that cannot be looked up is not assumed safe.
+        assert!(duplicates_possible(&names(&["no-such-if0"])));
+        let ethernet = list_interfaces().into_iter().find(|n| {
+            std::fs::read_to_string(format!("/sys/class/net/{n}/type"))
+                .is_ok_and(|t| t.trim() == "1")
+        });
+        if let Some(one) = ethernet {
+            assert!(!duplicates_possible(&names(&[one.as_str()])), "{one}");
+        }
     }
 }

@@ -157,7 +157,9 @@ pub struct EbpfCapture {
     ring: RingBuf<MapData>,
     stats: PerCpuArray<MapData, u64>,
     config: Array<MapData, u32>,
-    ports: BpfHashMap<MapData, u16, u8>,
+    ports: Array<MapData, u64>,
+    /// What PORTS holds, so that a change writes only the words that differ.
+    port_bits: Vec<u64>,
     ifaces: BpfHashMap<MapData, u32, u32>,
     attached: HashMap<String, Attachment>,
     assembler: PieceAssembler,
@@ -200,7 +202,7 @@ impl EbpfCapture {
             .map_err(|e| map_error(common::MAP_STATS, e))?;
         let config = Array::try_from(take_map(&mut ebpf, common::MAP_CONFIG)?)
             .map_err(|e| map_error(common::MAP_CONFIG, e))?;
-        let ports_map = BpfHashMap::try_from(take_map(&mut ebpf, common::MAP_PORTS)?)
+        let ports_map = Array::try_from(take_map(&mut ebpf, common::MAP_PORTS)?)
             .map_err(|e| map_error(common::MAP_PORTS, e))?;
         let ifaces = BpfHashMap::try_from(take_map(&mut ebpf, common::MAP_IFACES)?)
             .map_err(|e| map_error(common::MAP_IFACES, e))?;
@@ -213,6 +215,7 @@ impl EbpfCapture {
             stats,
             config,
             ports: ports_map,
+            port_bits: vec![0; common::PORT_WORDS as usize],
             ifaces,
             attached: HashMap::new(),
             assembler: PieceAssembler::new(monotonic_to_realtime_offset()),
@@ -233,16 +236,15 @@ impl EbpfCapture {
 
     /// Replaces the set of watched destination ports.
     pub fn set_ports(&mut self, ports: &[u16]) -> Result<(), EbpfError> {
-        let old: Vec<u16> = self.ports.keys().filter_map(Result::ok).collect();
-        for port in old.iter().filter(|p| !ports.contains(p)) {
-            self.ports
-                .remove(port)
-                .map_err(|e| map_error(common::MAP_PORTS, e))?;
-        }
-        for port in ports {
-            self.ports
-                .insert(port, 1, 0)
-                .map_err(|e| map_error(common::MAP_PORTS, e))?;
+        let wanted = port_bitmap(ports);
+        for (index, (&want, have)) in wanted.iter().zip(self.port_bits.iter_mut()).enumerate() {
+            if want != *have {
+                // Each word is written whole, so a watched port stays set throughout.
+                self.ports
+                    .set(index as u32, want, 0)
+                    .map_err(|e| map_error(common::MAP_PORTS, e))?;
+                *have = want;
+            }
         }
         Ok(())
     }
@@ -386,30 +388,66 @@ impl EbpfCapture {
                     return Ok(Some(frame));
                 }
             }
-            let now = Instant::now();
-            if now >= deadline {
+            if !self.wait(deadline)? {
                 return Ok(None);
             }
-            let mut wait = deadline - now;
-            if self.batched {
-                wait = wait.min(self.tick);
-                self.tick = (self.tick * 2).min(TICK_MAX);
-            }
-            let wait_ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
-            let mut pollfd = libc::pollfd {
-                fd: self.ring.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            let rc = unsafe { libc::poll(&mut pollfd, 1, wait_ms) };
-            if rc < 0 {
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    return Err(EbpfError::Poll(err));
+        }
+    }
+
+    /// Hands the whole packets the ring holds, up to `max` of them, to `each`, waiting up
+    /// to `timeout` for the first; returns how many. A packet that came in one piece (all
+    /// but the largest) is handed out where it lies in the ring, without a copy.
+    pub fn next_frames(
+        &mut self,
+        timeout: Duration,
+        max: usize,
+        mut each: impl FnMut(&Frame<'_>),
+    ) -> Result<usize, EbpfError> {
+        let deadline = Instant::now() + timeout;
+        let mut handed = 0;
+        loop {
+            while handed < max {
+                let Some(record) = self.ring.next() else {
+                    break;
+                };
+                self.tick = TICK_MIN;
+                if self.assembler.push_with(&record, &mut each) {
+                    handed += 1;
                 }
             }
+            if handed > 0 || !self.wait(deadline)? {
+                return Ok(handed);
+            }
         }
+    }
+
+    /// Waits for records until `deadline`; false once it has passed. While the classifier
+    /// writes without wakeups, the wait is the reader's timer instead.
+    fn wait(&mut self, deadline: Instant) -> Result<bool, EbpfError> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(false);
+        }
+        let mut wait = deadline - now;
+        if self.batched {
+            wait = wait.min(self.tick);
+            self.tick = (self.tick * 2).min(TICK_MAX);
+        }
+        let wait_ms = wait.as_millis().clamp(1, i32::MAX as u128) as i32;
+        let mut pollfd = libc::pollfd {
+            fd: self.ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(&mut pollfd, 1, wait_ms) };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(EbpfError::Poll(err));
+            }
+        }
+        Ok(true)
     }
 
     /// Counters so far, summed over CPUs.
@@ -468,6 +506,15 @@ fn test_run_context(ifindex: u32, mark: u32) -> [u8; 192] {
     ctx[8..12].copy_from_slice(&mark.to_ne_bytes());
     ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
     ctx
+}
+
+/// The PORTS bitmap for `ports`: bit `p % 64` of word `p / 64` for each port `p`.
+fn port_bitmap(ports: &[u16]) -> Vec<u64> {
+    let mut words = vec![0u64; common::PORT_WORDS as usize];
+    for &port in ports {
+        words[usize::from(port >> 6)] |= 1u64 << (port & 63);
+    }
+    words
 }
 
 fn ring_size(requested: usize) -> u32 {
@@ -672,18 +719,57 @@ impl PieceAssembler {
 
     /// Takes one ring buffer record; returns the packet it completes, if any.
     pub fn push(&mut self, record: &[u8]) -> Option<OwnedFrame> {
+        let (header, data) = match self.place(record) {
+            Placed::Nothing => return None,
+            Placed::Whole(header, piece) => (header, piece.to_vec()),
+            Placed::Joined(header, data) => (header, data),
+        };
+        let (ts_nanos, link) = self.stamp(&header);
+        Some(OwnedFrame {
+            ts_nanos,
+            ifindex: header.ifindex,
+            egress: header.flags & common::FLAG_EGRESS != 0,
+            link,
+            data,
+            orig_len: header.pkt_len,
+        })
+    }
+
+    /// Like `push`, but hands the packet it completes to `each` as a borrowed frame
+    /// (from `record` itself when the packet came in one piece); true when it did.
+    pub fn push_with(&mut self, record: &[u8], each: impl FnOnce(&Frame<'_>)) -> bool {
+        let (header, joined, piece) = match self.place(record) {
+            Placed::Nothing => return false,
+            Placed::Whole(header, piece) => (header, None, piece),
+            Placed::Joined(header, data) => (header, Some(data), &[][..]),
+        };
+        let (ts_nanos, link) = self.stamp(&header);
+        each(&Frame {
+            ts_nanos,
+            link,
+            data: joined.as_deref().unwrap_or(piece),
+            orig_len: header.pkt_len,
+        });
+        true
+    }
+
+    /// Files one record: a packet that came whole, a packet its last piece completed, or
+    /// nothing yet (a piece kept, or a record counted as lost).
+    fn place<'r>(&mut self, record: &'r [u8]) -> Placed<'r> {
         let Some(header) = PieceHeader::parse(record) else {
             self.pieces_lost += 1;
-            return None;
+            return Placed::Nothing;
         };
-        let piece = record.get(common::PIECE_HEADER_LEN..)?;
+        let Some(piece) = record.get(common::PIECE_HEADER_LEN..) else {
+            return Placed::Nothing;
+        };
         let end = u64::from(header.offset) + u64::from(header.piece_len);
         if piece.len() != header.piece_len as usize
             || end > u64::from(header.cap_len)
             || header.cap_len > header.pkt_len
         {
             self.pieces_lost += 1;
-            return None;
+            return Placed::Nothing;
         }
         let key = (header.cpu, header.seq);
         if header.offset == 0 {
@@ -695,7 +781,7 @@ impl PieceAssembler {
                 self.incomplete_packets += (before - self.partial.len()) as u64;
             }
             if header.piece_len == header.cap_len {
-                return Some(self.frame(&header, piece.to_vec()));
+                return Placed::Whole(header, piece);
             }
             if self.partial.len() >= MAX_PARTIAL_PACKETS {
                 self.incomplete_packets += self.partial.len() as u64;
@@ -704,42 +790,48 @@ impl PieceAssembler {
             let mut data = Vec::with_capacity(header.cap_len as usize);
             data.extend_from_slice(piece);
             self.partial.insert(key, Partial { header, data });
-            return None;
+            return Placed::Nothing;
         }
         let Some(partial) = self.partial.get_mut(&key) else {
             self.pieces_lost += 1;
-            return None;
+            return Placed::Nothing;
         };
         if partial.data.len() != header.offset as usize || partial.header.cap_len != header.cap_len
         {
             self.partial.remove(&key);
             self.pieces_lost += 1;
             self.incomplete_packets += 1;
-            return None;
+            return Placed::Nothing;
         }
         partial.data.extend_from_slice(piece);
         if partial.data.len() < header.cap_len as usize {
-            return None;
+            return Placed::Nothing;
         }
-        let done = self.partial.remove(&key)?;
-        Some(self.frame(&done.header, done.data))
+        match self.partial.remove(&key) {
+            Some(done) => Placed::Joined(done.header, done.data),
+            None => Placed::Nothing,
+        }
     }
 
-    fn frame(&self, header: &PieceHeader, data: Vec<u8>) -> OwnedFrame {
+    /// Wall-clock time and link type of a packet.
+    fn stamp(&self, header: &PieceHeader) -> (u64, LinkType) {
         let ts = i128::from(header.ktime_ns) + i128::from(self.clock_offset);
-        OwnedFrame {
-            ts_nanos: u64::try_from(ts).unwrap_or(0),
-            ifindex: header.ifindex,
-            egress: header.flags & common::FLAG_EGRESS != 0,
-            link: if header.flags & common::FLAG_HAS_L2 != 0 {
-                LinkType::Ethernet
-            } else {
-                LinkType::Raw
-            },
-            data,
-            orig_len: header.pkt_len,
-        }
+        let link = if header.flags & common::FLAG_HAS_L2 != 0 {
+            LinkType::Ethernet
+        } else {
+            LinkType::Raw
+        };
+        (u64::try_from(ts).unwrap_or(0), link)
     }
+}
+
+/// What one record did (`PieceAssembler::place`).
+enum Placed<'r> {
+    Nothing,
+    /// A packet in one piece: the record's own bytes.
+    Whole(PieceHeader, &'r [u8]),
+    /// A packet whose last piece this was.
+    Joined(PieceHeader, Vec<u8>),
 }
 
 #[cfg(test)]
@@ -883,6 +975,42 @@ mod tests {
         let frame = asm.push(&record(h, &[1, 2, 3, 4])).unwrap();
         assert_eq!(frame.orig_len, 300_000);
         assert_eq!(frame.data, [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn push_with_hands_out_the_frames_push_returns() {
+        let a: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let b = vec![7u8; 60];
+        let mut records = pieces(&a, 4096, 0, 1, common::FLAG_HAS_L2);
+        records.extend(pieces(&b, 4096, 1, 1, 0));
+        let mut owned = PieceAssembler::new(10);
+        let want: Vec<_> = records
+            .iter()
+            .filter_map(|r| owned.push(r))
+            .map(|f| (f.ts_nanos, f.link, f.data, f.orig_len))
+            .collect();
+        let mut borrowed = PieceAssembler::new(10);
+        let mut got = Vec::new();
+        for r in &records {
+            borrowed.push_with(r, |f| {
+                got.push((f.ts_nanos, f.link, f.data.to_vec(), f.orig_len))
+            });
+        }
+        assert_eq!(want.len(), 2);
+        assert_eq!(got, want);
+        assert_eq!(got[0].2, a);
+        assert_eq!(got[1].2, b);
+    }
+
+    #[test]
+    fn port_bitmap_sets_one_bit_per_port() {
+        let words = port_bitmap(&[0, 63, 64, 8000, 65535]);
+        assert_eq!(words.len(), 1024);
+        assert_eq!(words[0], 1 | 1 << 63);
+        assert_eq!(words[1], 1);
+        assert_eq!(words[8000 / 64], 1 << (8000 % 64));
+        assert_eq!(words[1023], 1 << 63);
+        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 5);
     }
 
     #[test]

@@ -440,14 +440,20 @@ impl Replayer {
             server: captured.server,
         };
         let size = request_bytes(&captured.request);
-        let captured = Arc::new(captured);
+        // Into an `Arc` only once a queue takes it: most requests are not sampled, and
+        // allocating and copying each of them was a share of the capture thread's time.
+        let mut captured: Result<CapturedRequest, Arc<CapturedRequest>> = Ok(captured);
         for (index, t) in self.targets.iter().enumerate() {
             let counters = self.accounting.target(index);
-            if !t.filter.allows(&captured.request) {
+            let request = match &captured {
+                Ok(owned) => &owned.request,
+                Err(shared) => &shared.request,
+            };
+            if !t.filter.allows(request) {
                 counters.record(Outcome::Filtered);
                 continue;
             }
-            if !t.sampler.keep(&key, &captured.request) {
+            if !t.sampler.keep(&key, request) {
                 counters.record(Outcome::NotSampled);
                 continue;
             }
@@ -474,13 +480,18 @@ impl Replayer {
                 counters.record(Outcome::QueueFull);
                 continue;
             }
+            let shared = match captured {
+                Ok(owned) => Arc::new(owned),
+                Err(shared) => shared,
+            };
+            captured = Err(Arc::clone(&shared));
             // Counted before the send so that a task finishing at once finds its unit.
             t.pending.add();
             counters.enqueued();
             let sent = if wait {
-                t.queue.blocking_send(captured.clone()).is_ok()
+                t.queue.blocking_send(shared).is_ok()
             } else {
-                t.queue.try_send(captured.clone()).is_ok()
+                t.queue.try_send(shared).is_ok()
             };
             if !sent {
                 t.bytes.give_back(size);

@@ -187,38 +187,40 @@ pub fn build_shadow_request(
     let mut host_seen = false;
     let mut length_written = false;
     for h in &req.headers {
-        let lower = h.name.to_ascii_lowercase();
-        if HOP_BY_HOP.contains(&lower.as_str())
-            || named.iter().any(|n| n == lower.as_bytes())
+        // Compared in place: a lowercased copy of every name was an allocation per header
+        // of every shadow copy.
+        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+        if HOP_BY_HOP.iter().any(|n| is(n))
+            || named
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
             || is_expect_continue(h)
-            || (req.chunked && lower == "trailer")
+            || (req.chunked && is("trailer"))
         {
             continue;
         }
-        match lower.as_str() {
-            "host" => {
-                // A second Host is invalid HTTP; the framer may still pass one on. Rewriting
-                // only the first keeps the copy as close to what was sent as possible.
-                if host_seen {
-                    headers.push((h.name.clone().into_bytes(), h.value.clone()));
+        if is("host") {
+            // A second Host is invalid HTTP; the framer may still pass one on. Rewriting
+            // only the first keeps the copy as close to what was sent as possible.
+            if host_seen {
+                headers.push((h.name.clone().into_bytes(), h.value.clone()));
+            } else {
+                host_seen = true;
+                let value = shadow_host(Some(&h.value), server, suffix);
+                headers.push((h.name.clone().into_bytes(), value));
+            }
+        } else if is("content-length") || is("transfer-encoding") {
+            if !length_written {
+                length_written = true;
+                let name = if is("content-length") {
+                    h.name.clone().into_bytes()
                 } else {
-                    host_seen = true;
-                    let value = shadow_host(Some(&h.value), server, suffix);
-                    headers.push((h.name.clone().into_bytes(), value));
-                }
+                    b"Content-Length".to_vec()
+                };
+                headers.push((name, body_len.clone()));
             }
-            "content-length" | "transfer-encoding" => {
-                if !length_written {
-                    length_written = true;
-                    let name = if lower == "content-length" {
-                        h.name.clone().into_bytes()
-                    } else {
-                        b"Content-Length".to_vec()
-                    };
-                    headers.push((name, body_len.clone()));
-                }
-            }
-            _ => headers.push((h.name.clone().into_bytes(), h.value.clone())),
+        } else {
+            headers.push((h.name.clone().into_bytes(), h.value.clone()));
         }
     }
     if !host_seen {
