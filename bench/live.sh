@@ -15,7 +15,7 @@
 # (replayed / served, 100% runs), drops by reason, agent CPU-us per request served, and
 # for eBPF the classifier's own time in the kernel per request served (kernel.bpf_stats_enabled
 # is on during the run; the classifier runs on the CPU that carries the live packets).
-# Bounded: 15 runs of SECONDS each (default 5) plus a few seconds of setup per run.
+# Bounded: 19 runs of SECONDS each (default 5) plus a few seconds of setup per run.
 # Usage: [SHADOWTAP_BIN=path] [RATE=20000] bench/live.sh [SECONDS] [CONNECTIONS]
 # Needs .ci/setup (wrk, h2load, nginx) and root. Addresses 10.78.1.0/24 exist only inside
 # the namespaces this script creates.
@@ -29,7 +29,7 @@ if [ -z "${SHADOWTAP_BIN:-}" ]; then
   cargo build --release -q -p shadowtap
 fi
 bin=${SHADOWTAP_BIN:-$PWD/target/release/shadowtap}
-for tool in wrk h2load nginx taskset bpftool jq; do
+for tool in wrk h2load nginx taskset bpftool jq tcpdump; do
   command -v "$tool" >/dev/null || { echo "bench/live.sh: $tool missing (run .ci/setup)" >&2; exit 1; }
 done
 ncpu=$(nproc)
@@ -134,6 +134,7 @@ part() {
   fi
   load "$kind" "$pin" "$kind-$pin-off"
   local base_rps=$rps base_p99=$p99_ms
+  part_off_rps=$rps
   [ "$kind-$pin" = max-pinned ] && pinned_off_rps=$rps
   rows+=("| $label | off | - | $(printf '%.0f' "$rps") | 1.00 | $p99_ms | 1.00 | $served | - | - | - | - | - | - | - | - |")
   for case in "${CASES[@]}"; do
@@ -205,10 +206,33 @@ part() {
   done
 }
 
-CASES=(ebpf-100 ebpf-10 pcap-100 pcap-10)
+# tcpdump_ref PIN: the reference the issue names, tcpdump alone on the same veth writing
+# to /dev/null (pinned: on the agent's CPU), against the agent-off run just before it.
+tcpdump_ref() {
+  local pin=() base_rps=$part_off_rps
+  [ "$1" = pinned ] && pin=(taskset -c "$agent_cpu")
+  ip netns exec "$ns_p" "${pin[@]}" tcpdump -q -i pc0 -s 0 -w /dev/null 'tcp port 8000' \
+    2>"$work/tcpdump-$1.err" &
+  local td=$!
+  for _ in $(seq 50); do
+    grep -q 'listening on' "$work/tcpdump-$1.err" && break
+    sleep 0.1
+  done
+  load max "$1" "max-$1-tcpdump"
+  kill -INT "$td"
+  wait "$td" || true
+  local tdrops
+  tdrops=$(grep -oE '[0-9]+ packets dropped by kernel' "$work/tcpdump-$1.err" | awk '{print $1}')
+  rows+=("| wrk max, $1 | tcpdump -w /dev/null (reference) | - | $(printf '%.0f' "$rps") | $(ratio "$rps" "$base_rps") | $p99_ms | - | $served | - | - | - | - | - | ${tdrops:-?} kernel drops | - | - |")
+}
+
+# The 0% rows are the capture path alone (classifier, reassembly, framing; nothing sent).
+CASES=(ebpf-100 ebpf-10 ebpf-0 pcap-100 pcap-10)
 part max unpinned
-CASES=(ebpf-100 ebpf-10 pcap-100)
+tcpdump_ref unpinned
+CASES=(ebpf-100 ebpf-10 ebpf-0 pcap-100)
 part max pinned
+tcpdump_ref pinned
 # Reference for the pinned runs: no agent, a busy loop on the agent's CPU. What it costs
 # the live CPU is what any work on the other CPU costs on this machine (shared host cores).
 pin_nginx prod "$live_cpu"
