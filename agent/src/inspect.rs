@@ -158,7 +158,7 @@ pub fn inspect(
     files: &[PathBuf],
     format: InspectFormat,
     config: &PipelineConfig,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<InspectSummary, InspectError> {
     let mut summary = InspectSummary::default();
     let mut bufs = LineBuffers::default();
@@ -193,23 +193,72 @@ struct FileCounts {
     latest_ts: u64,
 }
 
-/// Batches on their way to the printing thread; bounds what reading runs ahead.
+/// Batches on their way to the printing thread; bounds what reading runs ahead. The
+/// same for line buffers on their way to the writing thread.
 const BATCHES_IN_FLIGHT: usize = 4;
 
-/// Reads every file in order and prints what it found. Two threads, since one core
-/// could not keep within the goal: this one frames and prints, a second reads, decodes
-/// and reassembles, handing reassembly's output over in `SinkBatch`es (emptied ones come
-/// back). The events, and so the output, are those of one `Pipeline` per file.
+/// The printing side of the writing thread: full line buffers go over, emptied ones
+/// come back.
+struct Handoff {
+    full: Sender<Vec<u8>>,
+    empty: Receiver<Vec<u8>>,
+}
+
+impl Handoff {
+    /// Sends `lines` to be written and leaves an empty buffer in its place.
+    fn send(&self, lines: &mut Vec<u8>) -> io::Result<()> {
+        let next = self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(lines.capacity()));
+        let full = std::mem::replace(lines, next);
+        // The writer only stops early on an error of its own, which is then reported.
+        self.full
+            .send(full)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writing thread stopped"))
+    }
+}
+
+/// The writing thread: writes the line buffers in order, hands them back emptied.
+fn write_lines(
+    out: &mut (dyn Write + Send),
+    full: &Receiver<Vec<u8>>,
+    empty: &Sender<Vec<u8>>,
+) -> io::Result<()> {
+    for mut lines in full {
+        out.write_all(&lines)?;
+        lines.clear();
+        // Full when the printer allocated meanwhile: then this one is dropped.
+        let _ = empty.try_send(lines);
+    }
+    Ok(())
+}
+
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    match handle.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Reads every file in order and prints what it found. Three threads, since one core
+/// could not keep within the goal: this one frames and formats; a second reads, decodes
+/// and reassembles, handing reassembly's output over in `SinkBatch`es; a third writes
+/// the formatted lines (a copy into the page cache when stdout is a file). Emptied
+/// batches and buffers go back. The events, and so the output, are those of one
+/// `Pipeline` per file.
 fn inspect_files(
     files: &[PathBuf],
     format: InspectFormat,
     config: &PipelineConfig,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), InspectError> {
     let (batch_tx, batch_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT);
     let (spare_tx, spare_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT + 2);
+    let (full_tx, full_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT);
+    let (empty_tx, empty_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT + 2);
     std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
             .name("inspect-read".into())
@@ -217,13 +266,23 @@ fn inspect_files(
                 read_files(files, config, &batch_tx, &spare_rx)
             })
             .map_err(InspectError::Output)?;
-        let printed = print_batches(batch_rx, &spare_tx, format, config, summary, bufs, out);
-        // The receiver is gone once printing stopped, so the reader stops at its next batch.
-        let read = match reader.join() {
-            Ok(read) => read,
-            Err(panic) => std::panic::resume_unwind(panic),
+        let writer = std::thread::Builder::new()
+            .name("inspect-write".into())
+            .spawn_scoped(scope, move || write_lines(out, &full_rx, &empty_tx))
+            .map_err(InspectError::Output)?;
+        let handoff = Handoff {
+            full: full_tx,
+            empty: empty_rx,
         };
-        // An output error came first when there was one: reading stopped because of it.
+        let printed = print_batches(batch_rx, &spare_tx, format, config, summary, bufs, &handoff);
+        // The writer ends once it wrote what it was sent; the reader stops at its next
+        // batch once the receiver is gone.
+        drop(handoff);
+        let written = joined(writer);
+        let read = joined(reader);
+        // An output error came first when there was one: printing and reading stopped
+        // because of it. The writer's own error says more than the printer's.
+        written?;
         printed?;
         read
     })
@@ -291,7 +350,7 @@ fn print_batches(
     config: &PipelineConfig,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
-    out: &mut dyn Write,
+    out: &Handoff,
 ) -> io::Result<()> {
     let mut back = PipelineBack::new(config);
     for msg in batches {
@@ -331,7 +390,7 @@ fn print(
     format: InspectFormat,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
-    out: &mut dyn Write,
+    out: &Handoff,
 ) -> io::Result<()> {
     emit(&ev, format, summary, bufs, out)?;
     if let PipelineEvent::Request(seen) = ev {
@@ -345,7 +404,7 @@ fn emit(
     format: InspectFormat,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
-    out: &mut dyn Write,
+    out: &Handoff,
 ) -> io::Result<()> {
     match ev {
         PipelineEvent::Request(seen) => {
@@ -354,15 +413,9 @@ fn emit(
             let r = &seen.request;
             let (client, server) = bufs.addrs.get(seen.conn, seen.client, seen.server);
             match format {
-                InspectFormat::Jsonl => {
-                    push_json_line(&mut bufs.lines, seen, client, server);
-                    if bufs.lines.len() >= WRITE_AT {
-                        bufs.write_out(out)?;
-                    }
-                    Ok(())
-                }
+                InspectFormat::Jsonl => push_json_line(&mut bufs.lines, seen, client, server),
                 InspectFormat::Table => writeln!(
-                    out,
+                    bufs.lines,
                     "{:<17.6} {:<45} {:<45} {:<8} {:>8} {:<30} {}",
                     ts_secs(r.ts_nanos),
                     client,
@@ -374,8 +427,12 @@ fn emit(
                         .as_deref()
                         .unwrap_or("-"),
                     String::from_utf8_lossy(&r.target)
-                ),
+                )?,
             }
+            if bufs.lines.len() >= WRITE_AT {
+                out.send(&mut bufs.lines)?;
+            }
+            Ok(())
         }
         PipelineEvent::Dropped { reason, .. } => {
             summary.count_drop(reason);
