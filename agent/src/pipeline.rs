@@ -1,7 +1,9 @@
 //! The offline half of the pipeline, shared by `inspect`, `replay` and `run`:
 //! frames -> decode -> reassembly -> request framing. It owns the per-stream framers and
 //! turns their output into `PipelineEvent`s; what happens to a request next (print,
-//! sample, replay) is the caller's business.
+//! sample, replay) is the caller's business. `Pipeline` runs it all on one thread;
+//! `PipelineFront` (decode, reassembly) and `PipelineBack` (framing) are its two halves
+//! for two threads, reassembly's output passed between them in `SinkBatch`es.
 
 use std::net::SocketAddr;
 
