@@ -54,11 +54,12 @@ total_pkts=$(capinfos -c -M "$cap" | awk '/Number of packets/ {print $NF}')
 # -F pcap: the same format as the whole file, so the two runs compare.
 editcap -F pcap -r "$cap" "$half" "1-$((total_pkts / 2))" >/dev/null
 
-# measure NAME CMD...: one run; "seconds peak-RSS-KiB" in $out/NAME.time. Fails if CMD fails.
+# measure NAME CMD...: one run; "seconds peak-RSS-KiB user-s sys-s" in $out/NAME.time.
+# Fails if CMD fails.
 measure() {
   local name=$1
   shift
-  /usr/bin/time -f "%e %M" -o "$out/$name.time" "$@" >"$out/$name.stdout" 2>"$out/$name.stderr"
+  /usr/bin/time -f "%e %M %U %S" -o "$out/$name.time" "$@" >"$out/$name.stdout" 2>"$out/$name.stderr"
 }
 measure shadowtap "$bin" inspect --port "$port" "$cap"
 measure shadowtap-half "$bin" inspect --port "$port" "$half"
@@ -66,18 +67,20 @@ measure shadowtap-half "$bin" inspect --port "$port" "$half"
 measure tshark tshark -n -r "$cap" -d "tcp.port==$port,http" -Y http.request \
   -T fields -e http.request.uri
 measure tcpdump tcpdump -r "$cap" -w /dev/null
-read -r t_st rss_st <"$out/shadowtap.time"
-read -r t_st_half rss_st_half <"$out/shadowtap-half.time"
-read -r t_ts rss_ts <"$out/tshark.time"
-read -r t_td rss_td <"$out/tcpdump.time"
+read -r t_st rss_st user_st sys_st <"$out/shadowtap.time"
+read -r t_st_half rss_st_half _ _ <"$out/shadowtap-half.time"
+read -r t_ts rss_ts _ _ <"$out/tshark.time"
+read -r t_td rss_td _ _ <"$out/tcpdump.time"
 found=$(wc -l <"$out/shadowtap.stdout")
 found_ts=$(wc -l <"$out/tshark.stdout")
 
 python3 - "$served" "$found" "$found_ts" "$bytes" "$total_pkts" "$t_st" "$rss_st" "$t_st_half" \
-  "$rss_st_half" "$t_ts" "$rss_ts" "$t_td" "$rss_td" <<'PY' | tee "$out/inspect.md"
+  "$rss_st_half" "$t_ts" "$rss_ts" "$t_td" "$rss_td" "$user_st" "$sys_st" <<'PY' | tee "$out/inspect.md"
 import sys
 served, found, found_ts, size, pkts = map(int, sys.argv[1:6])
-t_st, rss_st, t_half, rss_half, t_ts, rss_ts, t_td, rss_td = map(float, sys.argv[6:])
+t_st, rss_st, t_half, rss_half, t_ts, rss_ts, t_td, rss_td, user_st, sys_st = map(
+    float, sys.argv[6:]
+)
 mb = size / 1e6
 def row(name, t, rss, reqs):
     t = max(t, 0.01)
@@ -94,4 +97,8 @@ print()
 print(f"shadowtap vs tshark: {t_ts / max(t_st, 0.01):.1f}x faster (goal >= 100x)")
 print(f"shadowtap vs tcpdump bare read: {t_st / max(t_td, 0.01):.2f}x its time (goal <= 3x)")
 print(f"peak RSS, half file -> whole file: {rss_half/1024:.1f} -> {rss_st/1024:.1f} MiB")
+# inspect reads on one thread and frames and prints on another: its CPU time, next to
+# the wall time above, shows what the second core adds.
+print(f"shadowtap CPU time: {user_st + sys_st:.2f} s (user {user_st:.2f}, sys {sys_st:.2f}) "
+      f"for {t_st:.2f} s wall")
 PY

@@ -6,9 +6,14 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crossbeam_channel::{Receiver, Sender};
+
 use crate::capture::pcap_file::CaptureReader;
 use crate::http::{DropReason, NotHttpKind};
-use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent, SeenRequest};
+use crate::pipeline::{
+    PipelineBack, PipelineConfig, PipelineEvent, PipelineFront, SeenRequest, SinkBatch,
+};
+use crate::reassembly::ReassemblyStats;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum InspectFormat {
@@ -55,8 +60,7 @@ impl InspectSummary {
 /// more than the rest of the pipeline on small requests.
 #[derive(Default)]
 struct LineBuffers {
-    client: AddrText,
-    server: AddrText,
+    addrs: ConnText,
     lines: Vec<u8>,
 }
 
@@ -71,32 +75,45 @@ impl LineBuffers {
     }
 }
 
-/// Slots of `AddrText`.
-const ADDR_SLOTS: usize = 64;
+/// Slots of `ConnText`.
+const CONN_SLOTS: usize = 256;
 
-/// The text of addresses formatted lately, one slot per port value modulo `ADDR_SLOTS`:
-/// requests of concurrent connections interleave, and their client ports differ.
-struct AddrText {
-    slots: Vec<(Option<SocketAddr>, String)>,
+/// The address text of connections seen lately, one slot per connection id modulo
+/// `CONN_SLOTS`: requests of connections open together interleave, and their ids are
+/// given out in order, so they rarely share a slot (client ports, the earlier key, did).
+/// A slot is trusted only for the same two addresses: ids start again with each file.
+struct ConnText {
+    slots: Vec<ConnSlot>,
 }
 
-impl Default for AddrText {
+#[derive(Clone, Default)]
+struct ConnSlot {
+    addrs: Option<(SocketAddr, SocketAddr)>,
+    client: String,
+    server: String,
+}
+
+impl Default for ConnText {
     fn default() -> Self {
         Self {
-            slots: vec![(None, String::new()); ADDR_SLOTS],
+            slots: vec![ConnSlot::default(); CONN_SLOTS],
         }
     }
 }
 
-impl AddrText {
-    fn get(&mut self, addr: SocketAddr) -> &str {
-        let (cached, text) = &mut self.slots[usize::from(addr.port()) % ADDR_SLOTS];
-        if *cached != Some(addr) {
-            text.clear();
-            push_socket_addr(text, addr);
-            *cached = Some(addr);
+impl ConnText {
+    /// The text of `client` and `server`, the addresses of connection `conn`.
+    fn get(&mut self, conn: u64, client: SocketAddr, server: SocketAddr) -> (&str, &str) {
+        // The remainder is below `CONN_SLOTS`, so the cast loses nothing.
+        let slot = &mut self.slots[(conn % CONN_SLOTS as u64) as usize];
+        if slot.addrs != Some((client, server)) {
+            slot.client.clear();
+            push_socket_addr(&mut slot.client, client);
+            slot.server.clear();
+            push_socket_addr(&mut slot.server, server);
+            slot.addrs = Some((client, server));
         }
-        text
+        (&slot.client, &slot.server)
     }
 }
 
@@ -141,7 +158,7 @@ pub fn inspect(
     files: &[PathBuf],
     format: InspectFormat,
     config: &PipelineConfig,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<InspectSummary, InspectError> {
     let mut summary = InspectSummary::default();
     let mut bufs = LineBuffers::default();
@@ -160,56 +177,226 @@ pub fn inspect(
     Ok(summary)
 }
 
+/// What the reading thread hands to the printing one, in capture order.
+enum FromReader {
+    Batch(SinkBatch),
+    /// A file was read to its end (its streams' ends are in the batches before).
+    FileEnd(FileCounts),
+}
+
+/// One file's counters kept by the reading thread.
+struct FileCounts {
+    frames: u64,
+    decode_errors: u64,
+    flows: ReassemblyStats,
+    truncated: bool,
+    latest_ts: u64,
+}
+
+/// Batches on their way to the printing thread; bounds what reading runs ahead. The
+/// same for line buffers on their way to the writing thread.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// The printing side of the writing thread: full line buffers go over, emptied ones
+/// come back.
+struct Handoff {
+    full: Sender<Vec<u8>>,
+    empty: Receiver<Vec<u8>>,
+}
+
+impl Handoff {
+    /// Sends `lines` to be written and leaves an empty buffer in its place.
+    fn send(&self, lines: &mut Vec<u8>) -> io::Result<()> {
+        let next = self
+            .empty
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(lines.capacity()));
+        let full = std::mem::replace(lines, next);
+        // The writer only stops early on an error of its own, which is then reported.
+        self.full
+            .send(full)
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the writing thread stopped"))
+    }
+}
+
+/// The writing thread: writes the line buffers in order, hands them back emptied.
+fn write_lines(
+    out: &mut (dyn Write + Send),
+    full: &Receiver<Vec<u8>>,
+    empty: &Sender<Vec<u8>>,
+) -> io::Result<()> {
+    for mut lines in full {
+        out.write_all(&lines)?;
+        lines.clear();
+        // Full when the printer allocated meanwhile: then this one is dropped.
+        let _ = empty.try_send(lines);
+    }
+    Ok(())
+}
+
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    match handle.join() {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Reads every file in order and prints what it found. Three threads, since one core
+/// could not keep within the goal: this one frames and formats; a second reads, decodes
+/// and reassembles, handing reassembly's output over in `SinkBatch`es; a third writes
+/// the formatted lines (a copy into the page cache when stdout is a file). Emptied
+/// batches and buffers go back. The events, and so the output, are those of one
+/// `Pipeline` per file.
 fn inspect_files(
     files: &[PathBuf],
     format: InspectFormat,
     config: &PipelineConfig,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<(), InspectError> {
+    let (batch_tx, batch_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT);
+    let (spare_tx, spare_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT + 2);
+    let (full_tx, full_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT);
+    let (empty_tx, empty_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT + 2);
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("inspect-read".into())
+            .spawn_scoped(scope, move || {
+                read_files(files, config, &batch_tx, &spare_rx)
+            })
+            .map_err(InspectError::Output)?;
+        let writer = std::thread::Builder::new()
+            .name("inspect-write".into())
+            .spawn_scoped(scope, move || write_lines(out, &full_rx, &empty_tx))
+            .map_err(InspectError::Output)?;
+        let handoff = Handoff {
+            full: full_tx,
+            empty: empty_rx,
+        };
+        let printed = print_batches(batch_rx, &spare_tx, format, config, summary, bufs, &handoff);
+        // The writer ends once it wrote what it was sent; the reader stops at its next
+        // batch once the receiver is gone.
+        drop(handoff);
+        let written = joined(writer);
+        let read = joined(reader);
+        // An output error came first when there was one: printing and reading stopped
+        // because of it. The writer's own error says more than the printer's.
+        written?;
+        printed?;
+        read
+    })
+}
+
+/// The reading thread: frames through decode and reassembly, recorded in batches.
+/// Stops quietly when the printing side is gone (it reports why).
+fn read_files(
+    files: &[PathBuf],
+    config: &PipelineConfig,
+    batches: &Sender<FromReader>,
+    spares: &Receiver<SinkBatch>,
+) -> Result<(), InspectError> {
+    let fresh = || spares.try_recv().unwrap_or_default();
     for path in files {
         let capture_err = |source| InspectError::Capture {
             path: path.clone(),
             source,
         };
         let mut reader = CaptureReader::open(path).map_err(capture_err)?;
-        let mut pipeline = Pipeline::new(config.clone());
-        while let Some(frame) = reader.next_frame().map_err(capture_err)? {
-            // A frame that does not decode is counted in the pipeline's stats.
-            if let Ok(events) = pipeline.push_frame(&frame) {
-                for ev in events {
-                    emit(&ev, format, summary, bufs, out)?;
-                    recycle(ev);
+        let mut front = PipelineFront::new(config);
+        let mut batch = fresh();
+        loop {
+            let frame = match reader.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    // What was found before the error is still printed.
+                    let _ = batches.send(FromReader::Batch(batch));
+                    return Err(capture_err(e));
+                }
+            };
+            // A frame that does not decode is counted in the front's stats.
+            let _ = front.push_frame(&frame, &mut batch);
+            if batch.is_full() {
+                let full = std::mem::replace(&mut batch, fresh());
+                if batches.send(FromReader::Batch(full)).is_err() {
+                    return Ok(());
                 }
             }
         }
-        for ev in pipeline.flush() {
-            emit(&ev, format, summary, bufs, out)?;
-            recycle(ev);
-        }
-        summary.frames += pipeline.stats().frames;
-        summary.decode_errors += pipeline.stats().decode_errors;
-        summary.framer_overflows += pipeline.stats().framer_overflows;
-        let flows = pipeline.flows().stats();
-        summary.flows_evicted += flows.flows_evicted;
-        summary.flows_timed_out += flows.flows_timed_out;
-        summary.too_far_ahead += flows.too_far_ahead;
-        summary.buffer_overflows += flows.buffer_overflows;
-        summary.holes_timed_out += flows.holes_timed_out;
-        summary.retransmit_mismatch += flows.retransmit_mismatch;
-        if reader.stats().truncated_tail {
-            summary.truncated_files += 1;
+        front.flush(&mut batch);
+        let counts = FileCounts {
+            frames: front.stats().frames,
+            decode_errors: front.stats().decode_errors,
+            flows: front.flows().stats().clone(),
+            truncated: reader.stats().truncated_tail,
+            latest_ts: front.latest_ts(),
+        };
+        if batches.send(FromReader::Batch(batch)).is_err()
+            || batches.send(FromReader::FileEnd(counts)).is_err()
+        {
+            return Ok(());
         }
     }
     Ok(())
 }
 
-/// A printed request's buffers go back to the framer (see `http::recycle`).
-fn recycle(ev: PipelineEvent) {
+/// The printing thread: frames the recorded streams and prints the requests, until the
+/// reader is done.
+fn print_batches(
+    batches: Receiver<FromReader>,
+    spares: &Sender<SinkBatch>,
+    format: InspectFormat,
+    config: &PipelineConfig,
+    summary: &mut InspectSummary,
+    bufs: &mut LineBuffers,
+    out: &Handoff,
+) -> io::Result<()> {
+    let mut back = PipelineBack::new(config);
+    for msg in batches {
+        match msg {
+            FromReader::Batch(mut batch) => {
+                back.replay(&batch, |ev| print(ev, format, summary, bufs, out))?;
+                batch.clear();
+                // Full when the reader is behind on taking them back: then it is dropped.
+                let _ = spares.try_send(batch);
+            }
+            FromReader::FileEnd(counts) => {
+                back.finish(counts.latest_ts, |ev| print(ev, format, summary, bufs, out))?;
+                summary.frames += counts.frames;
+                summary.decode_errors += counts.decode_errors;
+                summary.framer_overflows += back.framer_overflows();
+                let flows = counts.flows;
+                summary.flows_evicted += flows.flows_evicted;
+                summary.flows_timed_out += flows.flows_timed_out;
+                summary.too_far_ahead += flows.too_far_ahead;
+                summary.buffer_overflows += flows.buffer_overflows;
+                summary.holes_timed_out += flows.holes_timed_out;
+                summary.retransmit_mismatch += flows.retransmit_mismatch;
+                if counts.truncated {
+                    summary.truncated_files += 1;
+                }
+                back = PipelineBack::new(config);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints one event, then hands a request's buffers back to the framer (see
+/// `http::recycle`).
+fn print(
+    ev: PipelineEvent,
+    format: InspectFormat,
+    summary: &mut InspectSummary,
+    bufs: &mut LineBuffers,
+    out: &Handoff,
+) -> io::Result<()> {
+    emit(&ev, format, summary, bufs, out)?;
     if let PipelineEvent::Request(seen) = ev {
         crate::http::recycle(seen.request);
     }
+    Ok(())
 }
 
 fn emit(
@@ -217,25 +404,18 @@ fn emit(
     format: InspectFormat,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
-    out: &mut dyn Write,
+    out: &Handoff,
 ) -> io::Result<()> {
     match ev {
         PipelineEvent::Request(seen) => {
             summary.requests_seen += 1;
             summary.complete += 1;
             let r = &seen.request;
-            let client = bufs.client.get(seen.client);
-            let server = bufs.server.get(seen.server);
+            let (client, server) = bufs.addrs.get(seen.conn, seen.client, seen.server);
             match format {
-                InspectFormat::Jsonl => {
-                    push_json_line(&mut bufs.lines, seen, client, server);
-                    if bufs.lines.len() >= WRITE_AT {
-                        bufs.write_out(out)?;
-                    }
-                    Ok(())
-                }
+                InspectFormat::Jsonl => push_json_line(&mut bufs.lines, seen, client, server),
                 InspectFormat::Table => writeln!(
-                    out,
+                    bufs.lines,
                     "{:<17.6} {:<45} {:<45} {:<8} {:>8} {:<30} {}",
                     ts_secs(r.ts_nanos),
                     client,
@@ -247,8 +427,12 @@ fn emit(
                         .as_deref()
                         .unwrap_or("-"),
                     String::from_utf8_lossy(&r.target)
-                ),
+                )?,
             }
+            if bufs.lines.len() >= WRITE_AT {
+                out.send(&mut bufs.lines)?;
+            }
+            Ok(())
         }
         PipelineEvent::Dropped { reason, .. } => {
             summary.count_drop(reason);
@@ -557,8 +741,8 @@ mod tests {
             client in any::<SocketAddr>(),
             server in any::<SocketAddr>(),
         ) {
-            let mut texts = (AddrText::default(), AddrText::default());
-            let (client, server) = (texts.0.get(client), texts.1.get(server));
+            let mut texts = ConnText::default();
+            let (client, server) = texts.get(seen.conn, client, server);
             let mut out = b"earlier line\n".to_vec();
             push_json_line(&mut out, &seen, client, server);
             let line = &out[b"earlier line\n".len()..];
@@ -590,17 +774,30 @@ mod tests {
     }
 
     #[test]
-    fn addr_text_slots_follow_the_address() {
-        // Same port (one slot), different hosts, and ports one slot apart.
-        let addrs: Vec<SocketAddr> = ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.1:144", "[::1]:80"]
-            .iter()
-            .map(|a| a.parse().expect("test address"))
-            .collect();
-        let mut texts = AddrText::default();
+    fn conn_text_slots_follow_the_addresses() {
+        // One slot (ids CONN_SLOTS apart, and the same id again as in a second file) with
+        // other addresses, and neighbouring slots.
+        let addr = |a: &str| -> SocketAddr { a.parse().expect("test address") };
+        let conns = [
+            (0, addr("10.0.0.1:80"), addr("10.0.0.9:8080")),
+            (
+                CONN_SLOTS as u64,
+                addr("10.0.0.2:80"),
+                addr("10.0.0.9:8080"),
+            ),
+            (0, addr("10.0.0.1:80"), addr("10.0.0.8:8080")),
+            (1, addr("[::1]:80"), addr("10.0.0.9:8080")),
+            (0, addr("10.0.0.1:81"), addr("10.0.0.9:8080")),
+        ];
+        let mut texts = ConnText::default();
         for round in 0..3 {
-            for (i, &addr) in addrs.iter().enumerate() {
-                let addr = addrs[(i + round) % addrs.len()].max(addr);
-                assert_eq!(texts.get(addr), addr.to_string());
+            for i in 0..conns.len() {
+                let (conn, client, server) = conns[(i + round) % conns.len()];
+                let got = texts.get(conn, client, server);
+                assert_eq!(
+                    got,
+                    (client.to_string().as_str(), server.to_string().as_str())
+                );
             }
         }
     }

@@ -34,7 +34,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Inspect(args) => {
             let config = args.limits.pipeline_config(&args.port);
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
+            // Not locked: the lock cannot move to the thread that writes.
+            let mut out = std::io::BufWriter::new(stdout);
             let summary = inspect::inspect(&args.files, args.format, &config, &mut out)?;
             eprintln!("{summary}");
             Ok(ExitCode::SUCCESS)

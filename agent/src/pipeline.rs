@@ -1,7 +1,9 @@
 //! The offline half of the pipeline, shared by `inspect`, `replay` and `run`:
 //! frames -> decode -> reassembly -> request framing. It owns the per-stream framers and
 //! turns their output into `PipelineEvent`s; what happens to a request next (print,
-//! sample, replay) is the caller's business.
+//! sample, replay) is the caller's business. `Pipeline` runs it all on one thread;
+//! `PipelineFront` (decode, reassembly) and `PipelineBack` (framing) are its two halves
+//! for two threads, reassembly's output passed between them in `SinkBatch`es.
 
 use std::net::SocketAddr;
 
@@ -90,6 +92,22 @@ struct Framers {
 }
 
 impl Framers {
+    fn new(config: &PipelineConfig) -> Self {
+        Self {
+            limits: config.framer,
+            budget: config.max_framer_bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Ends the streams reassembly no longer knows (none expected) at the capture's end.
+    fn end_all(&mut self, ts_nanos: u64) {
+        let keys: Vec<StreamKey> = self.by_stream.keys().collect();
+        for key in keys {
+            self.end(key, ts_nanos, StreamEnd::Flushed);
+        }
+    }
+
     /// Runs `f` on the stream's framer and keeps `held` exact; past the budget, the
     /// stream that just grew gives up what it holds (as reassembly does for its cap).
     fn with_framer(
@@ -180,45 +198,41 @@ const EXPIRE_EVERY_NANOS: u64 = 1_000_000_000;
 /// out (the agent's own traffic, a second sighting of one packet).
 pub type SegmentGate = Box<dyn FnMut(&Segment<'_>) -> bool + Send>;
 
-/// frames in, `PipelineEvent`s out. Pure: no I/O, time from the frames.
-pub struct Pipeline {
+/// The first half of the pipeline: decode and reassembly, handing the streams' bytes to
+/// any `StreamSink`. Alone it lets `inspect` frame on another thread (`SinkBatch`).
+pub struct PipelineFront {
     decoder: Decoder,
     gate: Option<SegmentGate>,
     flows: FlowTable,
-    framers: Framers,
     stats: PipelineStats,
     last_expire: u64,
     latest_ts: u64,
 }
 
-impl Pipeline {
-    pub fn new(config: PipelineConfig) -> Self {
+impl PipelineFront {
+    pub fn new(config: &PipelineConfig) -> Self {
         Self {
             decoder: Decoder::new(config.decoder),
             gate: None,
-            flows: FlowTable::new(config.reassembly),
-            framers: Framers {
-                limits: config.framer,
-                budget: config.max_framer_bytes,
-                ..Framers::default()
-            },
+            flows: FlowTable::new(config.reassembly.clone()),
             stats: PipelineStats::default(),
             last_expire: 0,
             latest_ts: 0,
         }
     }
 
-    /// Feeds one frame; returns the events it completed (valid until the next call).
-    pub fn push_frame(
+    /// Feeds one frame; what it completes goes to `sink`.
+    pub fn push_frame<S: StreamSink>(
         &mut self,
         frame: &Frame<'_>,
-    ) -> Result<std::vec::Drain<'_, PipelineEvent>, DecodeError> {
+        sink: &mut S,
+    ) -> Result<(), DecodeError> {
         self.stats.frames += 1;
         self.latest_ts = self.latest_ts.max(frame.ts_nanos);
         match self.decoder.decode(frame) {
             Ok(Some(segment)) => {
                 if self.gate.as_mut().is_none_or(|keep| keep(&segment)) {
-                    self.flows.push(&segment, &mut self.framers);
+                    self.flows.push(&segment, sink);
                 }
             }
             Ok(None) => {}
@@ -227,49 +241,37 @@ impl Pipeline {
                 return Err(e);
             }
         }
-        self.maybe_expire();
-        Ok(self.framers.events.drain(..))
+        self.maybe_expire(sink);
+        Ok(())
     }
 
-    /// The clock moved with no frame (live capture on a quiet moment): connections idle
-    /// too long end and holes open too long are given up, as if a frame had come at
-    /// `now_nanos` (same clock as frame timestamps).
-    pub fn tick(&mut self, now_nanos: u64) -> std::vec::Drain<'_, PipelineEvent> {
+    /// See `Pipeline::tick`.
+    pub fn tick<S: StreamSink>(&mut self, now_nanos: u64, sink: &mut S) {
         self.latest_ts = self.latest_ts.max(now_nanos);
-        self.maybe_expire();
-        self.framers.events.drain(..)
+        self.maybe_expire(sink);
     }
 
-    fn maybe_expire(&mut self) {
+    fn maybe_expire<S: StreamSink>(&mut self, sink: &mut S) {
         if self.latest_ts.saturating_sub(self.last_expire) >= EXPIRE_EVERY_NANOS {
             self.last_expire = self.latest_ts;
-            self.flows.expire(self.latest_ts, &mut self.framers);
-            self.flows
-                .give_up_stale_holes(self.latest_ts, &mut self.framers);
+            self.flows.expire(self.latest_ts, sink);
+            self.flows.give_up_stale_holes(self.latest_ts, sink);
         }
     }
 
-    /// Ends every stream (end of capture): partial requests become `incomplete`.
-    pub fn flush(&mut self) -> std::vec::Drain<'_, PipelineEvent> {
-        self.flows.flush(self.latest_ts, &mut self.framers);
-        // Streams the reassembler no longer knows (none expected) still end here.
-        let keys: Vec<StreamKey> = self.framers.by_stream.keys().collect();
-        for key in keys {
-            self.framers.end(key, self.latest_ts, StreamEnd::Flushed);
-        }
-        self.framers.events.drain(..)
+    /// Ends every stream reassembly knows (end of capture).
+    pub fn flush<S: StreamSink>(&mut self, sink: &mut S) {
+        self.flows.flush(self.latest_ts, sink);
     }
 
-    /// Installs the segment gate (live capture only).
-    pub fn set_gate(&mut self, gate: SegmentGate) {
-        self.gate = Some(gate);
+    /// The latest time seen, from frames or ticks.
+    pub fn latest_ts(&self) -> u64 {
+        self.latest_ts
     }
 
-    pub fn stats(&self) -> PipelineStats {
-        PipelineStats {
-            framer_overflows: self.framers.overflows,
-            ..self.stats.clone()
-        }
+    /// Frames and decode errors (`framer_overflows` belongs to the framing half).
+    pub fn stats(&self) -> &PipelineStats {
+        &self.stats
     }
 
     pub fn decoder(&self) -> &Decoder {
@@ -278,6 +280,214 @@ impl Pipeline {
 
     pub fn flows(&self) -> &FlowTable {
         &self.flows
+    }
+}
+
+/// One recorded `StreamSink` call; a `Data`'s bytes are the next `len` of `SinkBatch::bytes`.
+#[derive(Clone, Copy, Debug)]
+enum SinkOp {
+    Data {
+        stream: StreamKey,
+        ts_nanos: u64,
+        len: usize,
+    },
+    Gap {
+        stream: StreamKey,
+        ts_nanos: u64,
+        missing: u64,
+    },
+    End {
+        stream: StreamKey,
+        ts_nanos: u64,
+        how: StreamEnd,
+    },
+}
+
+/// Reassembly's output recorded in order, to be framed on another thread
+/// (`PipelineBack::replay`). Reused: `clear` keeps the allocations.
+#[derive(Debug, Default)]
+pub struct SinkBatch {
+    ops: Vec<SinkOp>,
+    bytes: Vec<u8>,
+}
+
+/// A `SinkBatch` is handed on once it holds this many calls or bytes.
+const BATCH_OPS: usize = 1024;
+const BATCH_BYTES: usize = 64 * 1024;
+
+impl SinkBatch {
+    /// Enough recorded to be worth handing on.
+    pub fn is_full(&self) -> bool {
+        self.ops.len() >= BATCH_OPS || self.bytes.len() >= BATCH_BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Empties the batch; a rare huge delivery does not leave its allocation behind.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.bytes.clear();
+        if self.bytes.capacity() > 4 * BATCH_BYTES {
+            self.bytes = Vec::new();
+        }
+    }
+}
+
+impl StreamSink for SinkBatch {
+    fn data(&mut self, stream: StreamKey, ts_nanos: u64, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+        self.ops.push(SinkOp::Data {
+            stream,
+            ts_nanos,
+            len: bytes.len(),
+        });
+    }
+
+    fn gap(&mut self, stream: StreamKey, ts_nanos: u64, missing: u64) {
+        self.ops.push(SinkOp::Gap {
+            stream,
+            ts_nanos,
+            missing,
+        });
+    }
+
+    fn end(&mut self, stream: StreamKey, ts_nanos: u64, how: StreamEnd) {
+        self.ops.push(SinkOp::End {
+            stream,
+            ts_nanos,
+            how,
+        });
+    }
+}
+
+/// The second half of the pipeline: request framing of the streams a `PipelineFront`
+/// delivered, replayed from `SinkBatch`es in their order.
+pub struct PipelineBack {
+    framers: Framers,
+}
+
+impl PipelineBack {
+    pub fn new(config: &PipelineConfig) -> Self {
+        Self {
+            framers: Framers::new(config),
+        }
+    }
+
+    /// Frames the batch's bytes; `on_event` gets every event in the order the
+    /// sequential `Pipeline` reports them. Stops at the first error `on_event` returns.
+    pub fn replay<E>(
+        &mut self,
+        batch: &SinkBatch,
+        mut on_event: impl FnMut(PipelineEvent) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut at = 0;
+        for op in &batch.ops {
+            match *op {
+                SinkOp::Data {
+                    stream,
+                    ts_nanos,
+                    len,
+                } => {
+                    self.framers
+                        .data(stream, ts_nanos, &batch.bytes[at..at + len]);
+                    at += len;
+                }
+                SinkOp::Gap {
+                    stream,
+                    ts_nanos,
+                    missing,
+                } => self.framers.gap(stream, ts_nanos, missing),
+                SinkOp::End {
+                    stream,
+                    ts_nanos,
+                    how,
+                } => self.framers.end(stream, ts_nanos, how),
+            }
+            for ev in self.framers.events.drain(..) {
+                on_event(ev)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the streams still open here after the front's `flush` (none expected), as
+    /// `Pipeline::flush` does; `latest_ts` is the front's.
+    pub fn finish<E>(
+        &mut self,
+        latest_ts: u64,
+        mut on_event: impl FnMut(PipelineEvent) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.framers.end_all(latest_ts);
+        for ev in self.framers.events.drain(..) {
+            on_event(ev)?;
+        }
+        Ok(())
+    }
+
+    /// Times a stream gave up what its framer held to stay under `max_framer_bytes`.
+    pub fn framer_overflows(&self) -> u64 {
+        self.framers.overflows
+    }
+}
+
+/// frames in, `PipelineEvent`s out. Pure: no I/O, time from the frames.
+pub struct Pipeline {
+    front: PipelineFront,
+    framers: Framers,
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig) -> Self {
+        Self {
+            front: PipelineFront::new(&config),
+            framers: Framers::new(&config),
+        }
+    }
+
+    /// Feeds one frame; returns the events it completed (valid until the next call).
+    pub fn push_frame(
+        &mut self,
+        frame: &Frame<'_>,
+    ) -> Result<std::vec::Drain<'_, PipelineEvent>, DecodeError> {
+        self.front.push_frame(frame, &mut self.framers)?;
+        Ok(self.framers.events.drain(..))
+    }
+
+    /// The clock moved with no frame (live capture on a quiet moment): connections idle
+    /// too long end and holes open too long are given up, as if a frame had come at
+    /// `now_nanos` (same clock as frame timestamps).
+    pub fn tick(&mut self, now_nanos: u64) -> std::vec::Drain<'_, PipelineEvent> {
+        self.front.tick(now_nanos, &mut self.framers);
+        self.framers.events.drain(..)
+    }
+
+    /// Ends every stream (end of capture): partial requests become `incomplete`.
+    pub fn flush(&mut self) -> std::vec::Drain<'_, PipelineEvent> {
+        self.front.flush(&mut self.framers);
+        self.framers.end_all(self.front.latest_ts);
+        self.framers.events.drain(..)
+    }
+
+    /// Installs the segment gate (live capture only).
+    pub fn set_gate(&mut self, gate: SegmentGate) {
+        self.front.gate = Some(gate);
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        PipelineStats {
+            framer_overflows: self.framers.overflows,
+            ..self.front.stats.clone()
+        }
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.front.decoder
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.front.flows
     }
 
     /// Bytes held by the framers of open streams.

@@ -303,7 +303,12 @@ impl RequestFramer {
         if consumed >= self.old {
             self.buf_ts = ts_nanos;
         }
-        self.buf.drain(..consumed);
+        // Usually all of it: clearing skips the `Drain` machinery, run once per segment.
+        if consumed == self.buf.len() {
+            self.buf.clear();
+        } else {
+            self.buf.drain(..consumed);
+        }
         self.pos = 0;
         self.old = 0;
         if self.buf.is_empty() {
