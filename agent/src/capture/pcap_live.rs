@@ -523,6 +523,9 @@ pub struct FollowingCapture {
     link: LinkType,
     /// Figures of the captures already closed.
     closed: PcapLiveStats,
+    /// The last read found the interface deleted; the capture closes on the next call,
+    /// once that read's frame borrow is over.
+    gone: bool,
 }
 
 impl std::fmt::Debug for FollowingCapture {
@@ -546,17 +549,17 @@ impl FollowingCapture {
             link: capture.link_type(),
             current: Some(capture),
             closed: PcapLiveStats::default(),
+            gone: false,
         })
     }
 
     /// As `PcapCapture::next_frame`. While the interface is gone this waits out the read
     /// timeout and returns `Ok(None)`.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, PcapLiveError> {
-        if self
-            .current
-            .as_ref()
-            .is_some_and(PcapCapture::interface_vanished)
-        {
+        // No check of the interface per frame: it costs two system calls, which under
+        // load made libpcap's ring overflow. A failed read says so, and `follow` (once a
+        // second) catches a deletion that no read noticed.
+        if std::mem::take(&mut self.gone) {
             self.close();
         }
         let Some(capture) = self.current.as_mut() else {
@@ -565,8 +568,10 @@ impl FollowingCapture {
             return Ok(None);
         };
         match capture.next_frame() {
-            // Closed on the next call, when the frame borrow is over.
-            Err(PcapLiveError::Vanished { .. }) => Ok(None),
+            Err(PcapLiveError::Vanished { .. }) => {
+                self.gone = true;
+                Ok(None)
+            }
             other => other,
         }
     }
