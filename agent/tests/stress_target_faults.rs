@@ -209,37 +209,10 @@ fn a_redirect_is_not_followed_and_its_location_sees_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = capture(dir.path(), "get.pcapng", 8, 0);
     let elsewhere = RecordingServer::start(Behaviour::Answer);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
     let location = format!("{}/stolen", elsewhere.url());
-    let asked = Arc::new(AtomicU64::new(0));
-    let count = asked.clone();
-    thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let (location, count) = (location.clone(), count.clone());
-            thread::spawn(move || {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while let Ok(n) = s.read(&mut chunk) {
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        count.fetch_add(1, Ordering::Relaxed);
-                        let answer = format!(
-                            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n"
-                        );
-                        if s.write_all(answer.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
+    let answer = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+    let (port, asked) = head_server(answer.into_bytes(), true);
+    let url = format!("http://127.0.0.1:{port}");
     let run = replay(&path, &url, &[]);
     let summary = run.summary();
     summary.assert_adds_up(8);
@@ -388,14 +361,22 @@ fn a_flapping_target_costs_copies_while_down_and_gets_them_again_when_back() {
 /// Answers every request with 200 and closes, so each copy needs a new connection (and a
 /// new name lookup); counts what arrived.
 fn closing_server() -> (u16, Arc<AtomicU64>) {
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    head_server(answer.to_vec(), false)
+}
+
+/// A server on a free port that counts request heads (requests here have no body) and
+/// sends `answer` to each; with `keep_alive` false it closes after the first.
+fn head_server(answer: Vec<u8>, keep_alive: bool) -> (u16, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let got = Arc::new(AtomicU64::new(0));
     let count = got.clone();
+    let answer = Arc::new(answer);
     thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
-            let count = count.clone();
+            let (answer, count) = (answer.clone(), count.clone());
             thread::spawn(move || {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -404,12 +385,12 @@ fn closing_server() -> (u16, Arc<AtomicU64>) {
                         return;
                     }
                     buf.extend_from_slice(&chunk[..n]);
-                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
                         count.fetch_add(1, Ordering::Relaxed);
-                        let _ = s.write_all(
-                            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        );
-                        return;
+                        if s.write_all(&answer).is_err() || !keep_alive {
+                            return;
+                        }
                     }
                 }
             });
