@@ -164,25 +164,6 @@ impl Scrape {
     }
 }
 
-/// HTTP status of `path` on the admin server, from inside `ns`; 0 when nothing answers.
-fn admin_status(ns: &Netns, path: &str) -> u16 {
-    let out = ns.exec(&[
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "--max-time",
-        "2",
-        "-w",
-        "%{http_code}",
-        &format!("http://{ADMIN}{path}"),
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0)
-}
-
 /// Waits until `/readyz` says 200, failing if the agent reports an error first.
 fn wait_ready(ns: &Netns, agent: &Proc) {
     wait_until(Duration::from_secs(20), "/readyz 200", || {
@@ -193,7 +174,7 @@ fn wait_ready(ns: &Netns, agent: &Proc) {
             !err.lines().any(|l| l.starts_with("shadowtap: ")),
             "agent failed: {err}"
         );
-        admin_status(ns, "/readyz") == 200
+        ns.admin_status(ADMIN, "/readyz") == 200
     });
 }
 
@@ -292,8 +273,8 @@ fn metrics_add_up_match_the_targets_and_the_summary() {
             &topo.path(&format!("agent-{engine}.err")),
         );
         wait_ready(&topo.prod, &agent);
-        assert_eq!(admin_status(&topo.prod, "/healthz"), 200);
-        assert_eq!(admin_status(&topo.prod, "/no-such-page"), 404);
+        assert_eq!(topo.prod.admin_status(ADMIN, "/healthz"), 200);
+        assert_eq!(topo.prod.admin_status(ADMIN, "/no-such-page"), 404);
 
         // Half the requests get 404 from prod; the copies still get 200 from stage.
         let ok = format!("http://{PROD_IP}:8000/headers?{engine}=[1-{}]", N / 2);
@@ -425,7 +406,7 @@ fn metrics_add_up_match_the_targets_and_the_summary() {
             "summary vs /metrics:\n{summary}"
         );
         // Stopped with the process.
-        assert_eq!(admin_status(&topo.prod, "/healthz"), 0);
+        assert_eq!(topo.prod.admin_status(ADMIN, "/healthz"), 0);
         eprintln!("{engine}: {outcomes:?}, {packets} packets");
     }
 }
@@ -448,9 +429,9 @@ fn readyz_waits_for_an_interface_and_off_opens_no_port() {
         &dir.path().join("a.err"),
     );
     wait_until(Duration::from_secs(20), "/healthz 200", || {
-        admin_status(&ns, "/healthz") == 200
+        ns.admin_status(ADMIN, "/healthz") == 200
     });
-    assert_eq!(admin_status(&ns, "/readyz"), 503);
+    assert_eq!(ns.admin_status(ADMIN, "/readyz"), 503);
     let scrape = Scrape::take(&ns);
     assert_eq!(scrape.one("shadowtap_ready", &[]), 0.0);
     assert_eq!(scrape.one("shadowtap_interfaces_attached", &[]), 0.0);
@@ -490,7 +471,7 @@ fn readyz_waits_for_an_interface_and_off_opens_no_port() {
         !listening.contains(&format!("pid={},", agent.pid())),
         "agent listens: {listening}"
     );
-    assert_eq!(admin_status(&ns, "/healthz"), 0);
+    assert_eq!(ns.admin_status(ADMIN, "/healthz"), 0);
     agent.signal("-TERM");
     assert!(agent.wait(Duration::from_secs(15)).success());
 

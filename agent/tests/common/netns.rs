@@ -116,6 +116,26 @@ impl Netns {
         c
     }
 
+    /// HTTP status of `path` on an admin server at `addr`, asked from inside this
+    /// namespace; 0 when nothing answers.
+    pub fn admin_status(&self, addr: &str, path: &str) -> u16 {
+        let out = self.exec(&[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "2",
+            "-w",
+            "%{http_code}",
+            &format!("http://{addr}{path}"),
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
     pub fn exec(&self, args: &[&str]) -> Output {
         self.cmd(args)
             .output()
@@ -442,21 +462,7 @@ impl Topology {
     /// HTTP status of `path` on the agent's admin server at `addr`, asked from inside
     /// prod; 0 when nothing answers.
     pub fn admin_status(&self, addr: &str, path: &str) -> u16 {
-        let out = self.prod.exec(&[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "2",
-            "-w",
-            "%{http_code}",
-            &format!("http://{addr}{path}"),
-        ]);
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
+        self.prod.admin_status(addr, path)
     }
 
     /// curl from the client namespace; returns one `-w` line per URL.
