@@ -13,6 +13,14 @@ pub const MAP_EVENTS: &str = "EVENTS";
 pub const MAP_PORTS: &str = "PORTS";
 /// Words in the PORTS bitmap: one bit per TCP port.
 pub const PORT_WORDS: u32 = 65536 / 64;
+
+/// Where port `port` lies in the PORTS bitmap: its word and the bit within that word.
+/// The one definition of the layout, for the classifier that reads it and the agent
+/// that writes it.
+#[inline(always)]
+pub const fn port_bit(port: u16) -> (u32, u64) {
+    ((port >> 6) as u32, 1u64 << (port & 63))
+}
 /// `Array<u32>` indexed by the `CONFIG_*` slots.
 pub const MAP_CONFIG: &str = "CONFIG";
 /// `HashMap<u32, u32>`: ifindex -> `IFACE_*` flags, for interfaces that are not Ethernet.

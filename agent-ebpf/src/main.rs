@@ -16,7 +16,7 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use shadowtap_common::{
-    PieceHeader, CONFIG_ANY_NO_L2, CONFIG_OWN_MARK, CONFIG_PIECE_LEN, CONFIG_SLOTS,
+    port_bit, PieceHeader, CONFIG_ANY_NO_L2, CONFIG_OWN_MARK, CONFIG_PIECE_LEN, CONFIG_SLOTS,
     CONFIG_WAKEUP_BYTES, FLAG_EGRESS, FLAG_HAS_L2, FLAG_TRUNCATED, IFACE_NO_L2, MAX_PIECE,
     MAX_PIECES, PIECE_HEADER_LEN, PORT_WORDS, STAT_BYTES, STAT_MATCHED, STAT_OWN_MARK, STAT_PIECES,
     STAT_RING_DROPS, STAT_SLOTS, STAT_TRUNCATED,
@@ -97,9 +97,8 @@ fn bump(slot: u32, n: u64) -> u64 {
 /// Whether TCP destination port `port` is one to capture (the PORTS bitmap).
 #[inline(always)]
 fn watched(port: u16) -> bool {
-    PORTS
-        .get(u32::from(port >> 6))
-        .is_some_and(|word| word & (1u64 << (port & 63)) != 0)
+    let (word, bit) = port_bit(port);
+    PORTS.get(word).is_some_and(|w| w & bit != 0)
 }
 
 #[inline(always)]

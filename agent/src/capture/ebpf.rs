@@ -512,7 +512,8 @@ fn test_run_context(ifindex: u32, mark: u32) -> [u8; 192] {
 fn port_bitmap(ports: &[u16]) -> Vec<u64> {
     let mut words = vec![0u64; common::PORT_WORDS as usize];
     for &port in ports {
-        words[usize::from(port >> 6)] |= 1u64 << (port & 63);
+        let (word, bit) = common::port_bit(port);
+        words[word as usize] |= bit;
     }
     words
 }
