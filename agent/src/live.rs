@@ -22,8 +22,8 @@ use crate::dedup::SegmentDedup;
 use crate::metrics::{CaptureEngine, DropReason, Registry};
 use crate::own_traffic::OwnConnections;
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::replay::TargetConfig;
-use crate::replay_files::{check_targets_resolve, dispatch, start_replayer, ReplayReport};
+use crate::replay::{Outbox, TargetConfig};
+use crate::replay_files::{check_targets_resolve, dispatch, start_replayer, ReplayReport, Submit};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
@@ -364,16 +364,23 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     let started = Instant::now();
     let mut report = ReplayReport::new(Arc::clone(&accounting));
     let mut last_scan = Instant::now();
-    // Requests framed during one read of the capture are handed to the replayer together
+    // Copies kept during one read of the capture are handed to the replayer together
     // after it: the replay thread then wakes once per read, not once per copy (on the
     // agent's one CPU, each wakeup was a switch away from the capture thread and back).
-    let mut framed: Vec<crate::pipeline::PipelineEvent> = Vec::new();
-    let mut feed = |frame: &Frame<'_>, pipeline: &mut Pipeline, framed: &mut Vec<_>| {
+    // Every request is decided on as soon as it is framed, so the framer builds the next
+    // one in the buffers of those not kept.
+    let mut outbox = Outbox::default();
+    let mut not_http = 0u64;
+    let mut feed = |frame: &Frame<'_>, pipeline: &mut Pipeline, outbox: &mut Outbox| {
         if let Some(r) = recorder.as_mut() {
             r.write(frame);
         }
         if let Ok(events) = pipeline.push_frame(frame) {
-            framed.extend(events);
+            for ev in events {
+                if dispatch(ev, &accounting, &replayer, Submit::Later(outbox)) {
+                    not_http += 1;
+                }
+            }
         }
     };
     while !STOP.load(Ordering::SeqCst) && plan.duration.is_none_or(|d| started.elapsed() < d) {
@@ -387,7 +394,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
             for ev in pipeline.tick(now) {
-                if dispatch(ev, &accounting, &replayer, false) {
+                if dispatch(ev, &accounting, &replayer, Submit::Later(&mut outbox)) {
                     report.not_http_streams += 1;
                 }
             }
@@ -401,7 +408,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                     dedup_on.store(duplicates_possible(&capture.attached()), Ordering::Relaxed);
                 }
                 let read = capture.next_frames(POLL, RING_BATCH, |frame| {
-                    feed(frame, &mut pipeline, &mut framed)
+                    feed(frame, &mut pipeline, &mut outbox)
                 });
                 if let Err(e) = read {
                     crate::warn_limited!(error = %e, "ring buffer read failed");
@@ -424,7 +431,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 match capture.next_frame() {
                     Ok(Some(frame)) => {
                         if keep_frame(&frame, keep_ifindex.as_mut(), &plan.ifaces) {
-                            feed(&frame, &mut pipeline, &mut framed);
+                            feed(&frame, &mut pipeline, &mut outbox);
                         }
                     }
                     Ok(None) => {}
@@ -435,11 +442,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 }
             }
         }
-        for ev in framed.drain(..) {
-            if dispatch(ev, &accounting, &replayer, false) {
-                report.not_http_streams += 1;
-            }
-        }
+        replayer.send(&mut outbox);
     }
     registry.begin_shutdown();
     tracing::info!("stopping: capture detached, draining copies in flight");
@@ -447,10 +450,12 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     capture_summary(&mut source, &gate_counts);
     drop(source);
     for ev in pipeline.flush() {
-        if dispatch(ev, &accounting, &replayer, false) {
+        if dispatch(ev, &accounting, &replayer, Submit::Later(&mut outbox)) {
             report.not_http_streams += 1;
         }
     }
+    replayer.send(&mut outbox);
+    report.not_http_streams += not_http;
     if let Some(r) = recorder.take() {
         r.finish();
     }

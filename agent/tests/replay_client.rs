@@ -14,7 +14,7 @@ use shadowtap::metrics::{Accounting, Outcome, ReplayErrorKind, StatusClass};
 use shadowtap::replay::client::{ClientOptions, ShadowClient};
 use shadowtap::replay::filter::RequestFilter;
 use shadowtap::replay::rewrite::HeaderRules;
-use shadowtap::replay::{CapturedRequest, Replayer, TargetConfig};
+use shadowtap::replay::{CapturedRequest, Outbox, Replayer, TargetConfig};
 use shadowtap::sample::Percent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -857,4 +857,49 @@ mod tls {
         ));
         assert_eq!(acc.target(0).get(SUCCESS), 3);
     }
+}
+
+/// Live capture decides on each request as it is framed but hands the copies over per
+/// read: a copy in the outbox has reached no target and counts in no outcome until
+/// `send`, while a target that does not keep the request counts it at once.
+#[test]
+fn copies_wait_in_the_outbox_until_sent() {
+    let server = TestServer::start(Behaviour::Respond(OK.to_vec()));
+    let all = target(&server.url());
+    let mut none = target(&server.url());
+    none.percent = Percent::NONE;
+    let (r, acc) = start(vec![all, none]);
+    let mut outbox = Outbox::default();
+    for i in 0..5 {
+        acc.seen();
+        r.submit_later(captured(i, get(&format!("/held/{i}"))), &mut outbox);
+    }
+    assert_eq!(acc.target(1).get(Outcome::NotSampled), 5);
+    assert_eq!(acc.target(0).total(), 0);
+    assert_eq!(r.pending(), 0);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(server.requests().is_empty());
+
+    r.send(&mut outbox);
+    wait_settled(&r, Duration::from_secs(5));
+    assert_eq!(acc.target(0).get(SUCCESS), 5);
+    let mut paths: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|rec| {
+            String::from_utf8_lossy(&rec.bytes)
+                .lines()
+                .next()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    paths.sort();
+    let want: Vec<String> = (0..5).map(|i| format!("GET /held/{i} HTTP/1.1")).collect();
+    assert_eq!(paths, want);
+    // Sent once: a second send has nothing left.
+    r.send(&mut outbox);
+    r.shutdown(Duration::from_secs(2));
+    assert_eq!(server.requests().len(), 5);
+    assert_adds_up(&acc);
 }

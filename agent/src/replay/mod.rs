@@ -297,6 +297,24 @@ async fn replay_loop(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
     }
 }
 
+/// Copies decided on by `Replayer::submit_later` and not yet on their queues: target
+/// index, the copy, its size in the queue's byte budget. Empty it with `Replayer::send`
+/// (until then the copies count in no outcome).
+#[derive(Default)]
+pub struct Outbox {
+    held: Vec<(usize, Arc<CapturedRequest>, usize)>,
+}
+
+/// How `hand_off` passes the copies it keeps on.
+enum Handoff<'a> {
+    /// Onto the queue at once; `wait`: block while it is full instead of counting
+    /// `queue_full`.
+    Now {
+        wait: bool,
+    },
+    Later(&'a mut Outbox),
+}
+
 /// Sends shadow copies to every configured target.
 pub struct Replayer {
     targets: Vec<TargetSide>,
@@ -424,16 +442,31 @@ impl Replayer {
     /// (filtered, not sampled, rate limited, queue full) at once. Call `Accounting::seen`
     /// first. For live capture: the capture side must never wait for the network.
     pub fn submit(&self, captured: CapturedRequest) {
-        self.hand_off(captured, false);
+        self.hand_off(captured, Handoff::Now { wait: false });
     }
 
     /// Like `submit`, but waits for room in a full queue instead of dropping: for
     /// replaying files, where nothing is live and every copy should go out.
     pub fn submit_waiting(&self, captured: CapturedRequest) {
-        self.hand_off(captured, true);
+        self.hand_off(captured, Handoff::Now { wait: true });
     }
 
-    fn hand_off(&self, captured: CapturedRequest, wait: bool) {
+    /// Like `submit`, but the copies kept wait in `outbox` until `send` hands them to
+    /// the replay thread: the capture side then wakes it once per batch, and handles
+    /// each request as soon as it is framed (so the framer reuses its buffers).
+    pub fn submit_later(&self, captured: CapturedRequest, outbox: &mut Outbox) {
+        self.hand_off(captured, Handoff::Later(outbox));
+    }
+
+    /// Hands the copies in `outbox` to their targets' queues (never blocks).
+    pub fn send(&self, outbox: &mut Outbox) {
+        for (index, shared, size) in outbox.held.drain(..) {
+            self.enqueue(index, shared, size, false);
+        }
+    }
+
+    fn hand_off(&self, captured: CapturedRequest, mut how: Handoff<'_>) {
+        let wait = matches!(how, Handoff::Now { wait: true });
         let key = ConnectionKey {
             conn: captured.conn,
             client: captured.client,
@@ -485,22 +518,38 @@ impl Replayer {
                 Err(shared) => shared,
             };
             captured = Err(Arc::clone(&shared));
-            // Counted before the send so that a task finishing at once finds its unit.
-            t.pending.add();
-            counters.enqueued();
-            let sent = if wait {
-                t.queue.blocking_send(shared).is_ok()
-            } else {
-                t.queue.try_send(shared).is_ok()
-            };
-            if !sent {
-                t.bytes.give_back(size);
-                // Nothing else can take this unit: submit and shutdown both need the
-                // replayer and tasks only settle what was queued.
-                t.pending.take_one();
-                counters.dequeued();
-                counters.record(Outcome::QueueFull);
+            match &mut how {
+                // Its bytes are taken: the outbox is inside the queue's byte budget.
+                Handoff::Later(outbox) => outbox.held.push((index, shared, size)),
+                Handoff::Now { wait } => self.enqueue(index, shared, size, *wait),
             }
+        }
+        // No target kept it (nearly every request at low percentages): the framer on this
+        // thread builds the next request in its buffers instead of allocating new ones.
+        if let Ok(unsent) = captured {
+            crate::http::recycle(unsent.request);
+        }
+    }
+
+    /// Puts a copy whose `size` bytes are taken from target `index`'s budget on its queue.
+    fn enqueue(&self, index: usize, shared: Arc<CapturedRequest>, size: usize, wait: bool) {
+        let t = &self.targets[index];
+        let counters = self.accounting.target(index);
+        // Counted before the send so that a task finishing at once finds its unit.
+        t.pending.add();
+        counters.enqueued();
+        let sent = if wait {
+            t.queue.blocking_send(shared).is_ok()
+        } else {
+            t.queue.try_send(shared).is_ok()
+        };
+        if !sent {
+            t.bytes.give_back(size);
+            // Nothing else can take this unit: submit and shutdown both need the
+            // replayer and tasks only settle what was queued.
+            t.pending.take_one();
+            counters.dequeued();
+            counters.record(Outcome::QueueFull);
         }
     }
 
