@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
 # Benchmark of live shadowing (issue 4): a load generator in a `client` namespace drives
 # nginx in a `prod` namespace over a veth pair; the agent runs in prod on that veth and
-# shadows to a second nginx (the sink) on prod's loopback. Three parts, each with its own
-# agent-off reference run:
-#   1. wrk at its maximum rate, nothing pinned: agent off, eBPF and libpcap at 100% and 10%.
-#      On 2 cores the agent, the sink and the live service compete for the same CPUs.
+# shadows to a second nginx (the sink) on prod's loopback. Three parts:
+#   1. wrk at its maximum rate, nothing pinned: eBPF at 0% (the capture path alone), 10%
+#      and 100%, libpcap at 10% and 100%, and tcpdump alone as the reference. On 2 cores
+#      the agent, the sink and the live service compete for the same CPUs.
 #   2. wrk at its maximum rate with the CPUs split as a DaemonSet with a CPU limit would
-#      be: prod nginx and wrk on CPU 0, the agent and the sink on CPU 1 (`taskset`).
+#      be: prod nginx and wrk on CPU 0, the agent and the sink on CPU 1 (`taskset`), with
+#      tcpdump and a busy loop on CPU 1 (no agent) as references.
 #   3. A fixed rate (h2load --rps, default 20,000 requests/s; the rate it achieved is
 #      printed), unpinned and pinned: completeness at that rate.
-# For each run: throughput and p99 latency as ratios to agent-off, requests served (load
+# Parts 1 and 2 run each case in ROUNDS pairs (default 5) of an agent-off run and an
+# agent-on run, back to back, in alternating order: this VM's speed drifts by 10-30%
+# within seconds, so a run only compares with its neighbour. A row gives the median of
+# the pairs' ratios and their range.
+# For each case: throughput and p99 latency as ratios to agent-off, requests served (load
 # generator), requests the agent saw, the accounting identity (outcomes add up to requests
 # seen; the script fails when they do not), requests served but never seen, completeness
 # (replayed / served, 100% runs), drops by reason, agent CPU-us per request served, and
-# for eBPF the classifier's own time in the kernel per request served (kernel.bpf_stats_enabled
-# is on during the run; the classifier runs on the CPU that carries the live packets).
-# Bounded: 19 runs of SECONDS each (default 5) plus a few seconds of setup per run.
-# Usage: [SHADOWTAP_BIN=path] [RATE=20000] bench/live.sh [SECONDS] [CONNECTIONS]
+# in part 3 for eBPF the classifier's own time in the kernel per request served
+# (kernel.bpf_stats_enabled is on in part 3 only, as it slows every program run).
+# Bounded: (6 + 6) x ROUNDS x 2 + 5 runs of SECONDS each (default 3), plus about two
+# seconds of setup per run.
+# Usage: [SHADOWTAP_BIN=path] [RATE=20000] [ROUNDS=5] bench/live.sh [SECONDS] [CONNECTIONS]
 # Needs .ci/setup (wrk, h2load, nginx) and root. Addresses 10.78.1.0/24 exist only inside
 # the namespaces this script creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-5}
+secs=${1:-3}
 conns=${2:-32}
 rate=${RATE:-20000}
+ROUNDS=${ROUNDS:-5}
 # SHADOWTAP_BIN skips the build (e.g. while cargo is busy with something else).
 if [ -z "${SHADOWTAP_BIN:-}" ]; then
   cargo build --release -q -p shadowtap
@@ -42,7 +49,7 @@ bpf_stats_was=$(cat /proc/sys/kernel/bpf_stats_enabled)
 . scripts/lib/netns.sh
 netns_on_exit='echo "$bpf_stats_was" >/proc/sys/kernel/bpf_stats_enabled'
 netns_setup stb 10.78.1
-echo 1 >/proc/sys/kernel/bpf_stats_enabled
+echo 0 >/proc/sys/kernel/bpf_stats_enabled
 
 # prod on the veth address, the sink on loopback (not watched by the agent): two nginx
 # instances, so that pinned runs can put them on different CPUs.
@@ -120,11 +127,159 @@ bpf_ns() {
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 
-# part KIND PIN: the agent-off reference, then each engine/percentage in CASES.
-part() {
-  local kind=$1 pin=$2
-  local label="$kind, $pin"
-  [ "$kind" = max ] && label="wrk max, $pin" || label="h2load ${rate}/s, $pin"
+# case_start CASE PIN: starts what CASE runs beside the live service (the agent as
+# ENGINE-PERCENT, `tcpdump`, or `busy`: a busy loop with no agent), pinned to the agent's
+# CPU when PIN is pinned; sets $agent (its pid) and the counters read by case_stop.
+case_start() {
+  local case=$1 agent_pin=()
+  [ "$2" = pinned ] && agent_pin=(taskset -c "$agent_cpu")
+  agent_err="$work/case.err"
+  agent_out="$work/case.out"
+  : >"$agent_err"
+  : >"$agent_out"
+  case $case in
+    tcpdump)
+      ip netns exec "$ns_p" "${agent_pin[@]}" tcpdump -q -i pc0 -s 0 -w /dev/null 'tcp port 8000' \
+        2>"$agent_err" &
+      agent=$!
+      for _ in $(seq 50); do
+        grep -q 'listening on' "$agent_err" && break
+        sleep 0.1
+      done
+      ;;
+    busy)
+      "${agent_pin[@]}" sh -c 'while :; do :; done' &
+      agent=$!
+      ;;
+    *)
+      ip netns exec "$ns_p" "${agent_pin[@]}" "$bin" run --engine "${case%-*}" --iface pc0 \
+        --port 8000 --target http://127.0.0.1:9000 --percent "${case#*-}" --drain-timeout 5s \
+        >"$agent_out" 2>"$agent_err" &
+      agent=$!
+      for _ in $(seq 100); do
+        grep -q -e 'eBPF classifier attached' -e 'libpcap capture open' "$agent_err" && break
+        kill -0 "$agent" 2>/dev/null || { cat "$agent_err"; exit 1; }
+        sleep 0.1
+      done
+      ;;
+  esac
+  read -r -a stat_before < <(cut -d')' -f2- "/proc/$agent/stat")
+  bpf_before=$(bpf_ns "$agent")
+}
+
+# case_stop CASE: lets the agent catch up with copies still queued (part of the cost),
+# stops it, and adds what it did to the case totals (t_* variables, reset by case_reset).
+case_stop() {
+  local case=$1
+  bpf_after=$(bpf_ns "$agent")
+  [ "$case" = busy ] || [ "$case" = tcpdump ] || sleep 1
+  read -r -a stat_after < <(cut -d')' -f2- "/proc/$agent/stat")
+  kill -INT "$agent"
+  timeout 20 tail --pid="$agent" -f /dev/null || kill -9 "$agent"
+  wait "$agent" 2>/dev/null || true
+  # After the ")" split, utime and stime are fields 12 and 13 (stat fields 14, 15).
+  t_ticks=$((t_ticks + stat_after[11] + stat_after[12] - stat_before[11] - stat_before[12]))
+  t_bpf=$((t_bpf + bpf_after - bpf_before))
+  t_served=$((t_served + served))
+  case $case in
+    busy) return ;;
+    tcpdump)
+      local n
+      n=$(grep -oE '[0-9]+ packets dropped by kernel' "$agent_err" | awk '{print $1}')
+      t_cap[kernel]=$(( ${t_cap[kernel]:-0} + ${n:-0} ))
+      return
+      ;;
+  esac
+  outcomes "$agent_out"
+  if [ -z "$seen" ] || [ "$total" != "$seen" ]; then
+    t_identity_ok=0
+    seen=${seen:-0}
+  fi
+  t_seen=$((t_seen + seen))
+  t_total=$((t_total + total))
+  # The load generator does not count requests still in flight when it stops (at most
+  # one per connection); more served than seen beyond that were lost without a count.
+  local unseen=$((served - seen))
+  [ "$unseen" -lt 0 ] && unseen=0
+  t_unseen=$((t_unseen + unseen))
+  [ "$unseen" -gt "$conns" ] && t_lost=1
+  t_replayed=$((t_replayed + $(count replayed "$agent_out")))
+  local reason
+  for reason in queue_full rate_limited incomplete too_large unparseable replay_error; do
+    t_drops[$reason]=$(( ${t_drops[$reason]:-0} + $(count "$reason" "$agent_out") ))
+  done
+  local capture
+  capture=$(grep '^capture' "$agent_err" || true)
+  echo "== $case" >&2
+  grep -v '^ *$' "$agent_out" >&2 || true
+  echo "$capture" >&2
+  # Summed over the runs, per kind: "N ring-buffer drops", "N kernel drops N interface drops".
+  local n kind
+  while read -r n kind _; do
+    [ -n "$n" ] && t_cap[$kind]=$(( ${t_cap[$kind]:-0} + n ))
+  done < <(echo "$capture" | grep -oE '[0-9]+ (ring-buffer|kernel|interface) drops' || true)
+}
+
+case_reset() {
+  t_ticks=0 t_bpf=0 t_served=0 t_seen=0 t_total=0 t_unseen=0 t_lost=0 t_replayed=0
+  t_identity_ok=1
+  declare -gA t_drops=() t_cap=()
+}
+
+# case_row LABEL CASE RATIO_CELL P99_CELL RPS: the table row of a case from its totals.
+case_row() {
+  local label=$1 case=$2 engine=$2 pct=- identity="-" unseen="-" completeness="-" drops="-"
+  local cpu_us="-" bpf_per_req="-" served_cell=$t_served seen_cell="-"
+  case $case in
+    tcpdump) engine="tcpdump -w /dev/null (reference)" ;;
+    busy) engine="busy loop on CPU $agent_cpu, no agent" ;;
+    *)
+      engine=${case%-*} pct="${case#*-}%"
+      seen_cell=$t_seen
+      identity="$t_total = $t_seen"
+      if [ "$t_identity_ok" != 1 ] || [ "$t_total" != "$t_seen" ]; then
+        identity="**$t_total != $t_seen**"
+        failed=1
+      fi
+      unseen=$t_unseen
+      if [ "$t_lost" = 1 ]; then
+        unseen="$t_unseen **lost**"
+        failed=1
+      fi
+      completeness="- ($t_replayed)"
+      [ "$pct" = 100% ] && completeness="$(ratio "$t_replayed" "$t_served") ($t_replayed)"
+      drops=""
+      local reason
+      for reason in queue_full rate_limited incomplete too_large unparseable replay_error; do
+        [ "${t_drops[$reason]:-0}" -gt 0 ] && drops+="$reason=${t_drops[$reason]} "
+      done
+      drops=${drops:-none}
+      cpu_us=$(awk -v t="$t_ticks" -v hz="$clk_tck" -v n="$t_served" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+      [ "$engine" = ebpf ] && [ "$t_bpf" -gt 0 ] &&
+        bpf_per_req=$(awk -v a="$t_bpf" -v n="$t_served" 'BEGIN { printf "%.0f", a / n }')
+      ;;
+  esac
+  local capture="" kind
+  for kind in ring-buffer kernel interface; do
+    [ -n "${t_cap[$kind]:-}" ] && capture+="${t_cap[$kind]} $kind drops "
+  done
+  rows+=("| $label | $engine | $pct | $5 | $3 | $4 | $served_cell | $seen_cell | $identity | $unseen | $completeness | $drops | ${capture:--} | $cpu_us | $bpf_per_req |")
+}
+
+# stats V...: "median (min-max)" of the values.
+stats() {
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+    m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    printf "%.3f (%.2f-%.2f)", m, v[1], v[NR] }'
+}
+
+# max_part PIN: for each case in CASES, ROUNDS pairs of wrk runs at its maximum rate,
+# one with the case running and one without, back to back and in alternating order
+# (this VM's speed drifts by 10-30% over seconds, so only neighbours compare). The row
+# gives the median of the per-pair ratios with their range, the summed accounting, and
+# the agent's CPU over all its runs.
+max_part() {
+  local pin=$1 label="wrk max, $1" case r
   if [ "$pin" = pinned ]; then
     pin_nginx prod "$live_cpu"
     pin_nginx sink "$agent_cpu"
@@ -132,126 +287,82 @@ part() {
     pin_nginx prod "$all_cpus"
     pin_nginx sink "$all_cpus"
   fi
-  load "$kind" "$pin" "$kind-$pin-off"
-  local base_rps=$rps base_p99=$p99_ms
-  part_off_rps=$rps
-  [ "$kind-$pin" = max-pinned ] && pinned_off_rps=$rps
-  rows+=("| $label | off | - | $(printf '%.0f' "$rps") | 1.00 | $p99_ms | 1.00 | $served | - | - | - | - | - | - | - | - |")
+  local off_all=()
   for case in "${CASES[@]}"; do
-    local engine=${case%-*} pct=${case#*-}
-    local name="$kind-$pin-$case" agent_pin=()
-    [ "$pin" = pinned ] && agent_pin=(taskset -c "$agent_cpu")
-    ip netns exec "$ns_p" "${agent_pin[@]}" "$bin" run --engine "$engine" --iface pc0 \
-      --port 8000 --target http://127.0.0.1:9000 --percent "$pct" --drain-timeout 5s \
-      >"$work/agent-$name.out" 2>"$work/agent-$name.err" &
-    local agent=$!
-    for _ in $(seq 100); do
-      grep -q -e 'eBPF classifier attached' -e 'libpcap capture open' "$work/agent-$name.err" && break
-      kill -0 "$agent" 2>/dev/null || { cat "$work/agent-$name.err"; exit 1; }
-      sleep 0.1
+    case_reset
+    local ratios=() p99s=() on_rps=()
+    for r in $(seq "$ROUNDS"); do
+      local off_rps off_p99
+      if [ $((r % 2)) = 1 ]; then
+        load max "$pin" off
+        off_rps=$rps off_p99=$p99_ms
+      fi
+      case_start "$case" "$pin"
+      load max "$pin" "$case"
+      case_stop "$case"
+      if [ $((r % 2)) = 0 ]; then
+        local on=$rps on_p99=$p99_ms
+        load max "$pin" off
+        off_rps=$rps off_p99=$p99_ms
+        rps=$on p99_ms=$on_p99
+      fi
+      ratios+=("$(ratio "$rps" "$off_rps")")
+      p99s+=("$(ratio "$p99_ms" "$off_p99")")
+      on_rps+=("$rps")
+      off_all+=("$off_rps")
     done
-    local stat_before stat_after
-    read -r -a stat_before < <(cut -d')' -f2- "/proc/$agent/stat")
-    local bpf_before bpf_after
-    bpf_before=$(bpf_ns "$agent")
-    load "$kind" "$pin" "$name"
-    bpf_after=$(bpf_ns "$agent")
-    # Copies still queued are part of the cost: let the agent catch up before sampling.
-    sleep 1
-    read -r -a stat_after < <(cut -d')' -f2- "/proc/$agent/stat")
-    kill -INT "$agent"
-    timeout 20 tail --pid="$agent" -f /dev/null || kill -9 "$agent"
-    wait "$agent" || true
-    # After the ")" split, utime and stime are fields 12 and 13 (stat fields 14, 15).
-    local ticks=$((stat_after[11] + stat_after[12] - stat_before[11] - stat_before[12]))
-    local cpu_us
-    cpu_us=$(awk -v t="$ticks" -v hz="$clk_tck" -v n="$served" 'BEGIN { printf "%.1f", t * 1e6 / hz / n }')
-    local bpf_per_req=-
-    if [ "$engine" = ebpf ]; then
-      bpf_per_req=$(awk -v a="$bpf_after" -v b="$bpf_before" -v n="$served" 'BEGIN { printf "%.0f", (a - b) / n }')
-    fi
-    local summary="$work/agent-$name.out"
-    outcomes "$summary"
-    local identity="$total = $seen"
-    if [ -z "$seen" ] || [ "$total" != "$seen" ]; then
-      identity="**$total != ${seen:-?}**"
-      failed=1
-    fi
-    # The load generator does not count requests still in flight when it stops (at most
-    # one per connection); more served than seen beyond that were lost without a count.
-    local unseen=$((served - seen)) lost=""
-    [ "$unseen" -lt 0 ] && unseen=0
-    if [ "$unseen" -gt "$conns" ]; then
-      lost=" **lost**"
-      failed=1
-    fi
-    local replayed completeness=-
-    replayed=$(count replayed "$summary")
-    if [ "$pct" = 100 ]; then
-      completeness=$(awk -v a="$replayed" -v b="$served" 'BEGIN { printf "%.4f", a / b }')
-    fi
-    local drops=""
-    for reason in queue_full rate_limited incomplete too_large unparseable replay_error; do
-      local n
-      n=$(count "$reason" "$summary")
-      [ "$n" -gt 0 ] && drops+="$reason=$n "
-    done
-    local capture kdrops
-    capture=$(grep '^capture' "$work/agent-$name.err" || true)
-    kdrops=$(echo "$capture" | grep -oE '[0-9]+ (ring-buffer|kernel|interface) drops' | tr '\n' ' ')
-    rows+=("| $label | $engine | $pct% | $(printf '%.0f' "$rps") | $(ratio "$rps" "$base_rps") | $p99_ms | $(ratio "$p99_ms" "$base_p99") | $served | $seen | $identity | $unseen$lost | $completeness ($replayed) | ${drops:-none} | ${kdrops:-?} | $cpu_us | $bpf_per_req |")
-    echo "== $name" >&2
-    grep -v '^ *$' "$summary" >&2 || true
-    echo "$capture" >&2
+    case_row "$label" "$case" "$(stats "${ratios[@]}")" "$(stats "${p99s[@]}")" \
+      "$(stats "${on_rps[@]}" | awk '{printf "%.0f", $1}')"
   done
+  rows+=("| $label | off (all pairs) | - | $(printf '%s\n' "${off_all[@]}" | sort -g | awk '{ v[NR] = $1 } END {
+    printf "%.0f (%.0f-%.0f)", v[int((NR + 1) / 2)], v[1], v[NR] }') | 1 | - | - | - | - | - | - | - | - | - | - |")
 }
 
-# tcpdump_ref PIN: the reference the issue names, tcpdump alone on the same veth writing
-# to /dev/null (pinned: on the agent's CPU), against the agent-off run just before it.
-tcpdump_ref() {
-  local pin=() base_rps=$part_off_rps
-  [ "$1" = pinned ] && pin=(taskset -c "$agent_cpu")
-  ip netns exec "$ns_p" "${pin[@]}" tcpdump -q -i pc0 -s 0 -w /dev/null 'tcp port 8000' \
-    2>"$work/tcpdump-$1.err" &
-  local td=$!
-  for _ in $(seq 50); do
-    grep -q 'listening on' "$work/tcpdump-$1.err" && break
-    sleep 0.1
+# rate_part PIN: h2load at RATE requests/s for SECONDS, agent off then each case in
+# CASES once: completeness at that rate. kernel.bpf_stats_enabled is on here only (it
+# costs every program run two clock reads), for the classifier's ns per request.
+rate_part() {
+  local pin=$1 label="h2load ${rate}/s, $1" case
+  if [ "$pin" = pinned ]; then
+    pin_nginx prod "$live_cpu"
+    pin_nginx sink "$agent_cpu"
+  else
+    pin_nginx prod "$all_cpus"
+    pin_nginx sink "$all_cpus"
+  fi
+  load rate "$pin" off
+  rows+=("| $label | off | - | $(printf '%.0f' "$rps") | 1.00 | 1.00 (p99 $p99_ms ms) | $served | - | - | - | - | - | - | - | - |")
+  local base_rps=$rps base_p99=$p99_ms
+  echo 1 >/proc/sys/kernel/bpf_stats_enabled
+  for case in "${CASES[@]}"; do
+    case_reset
+    case_start "$case" "$pin"
+    load rate "$pin" "$case"
+    case_stop "$case"
+    case_row "$label" "$case" "$(ratio "$rps" "$base_rps")" "$(ratio "$p99_ms" "$base_p99")" \
+      "$(printf '%.0f' "$rps")"
   done
-  load max "$1" "max-$1-tcpdump"
-  kill -INT "$td"
-  wait "$td" || true
-  local tdrops
-  tdrops=$(grep -oE '[0-9]+ packets dropped by kernel' "$work/tcpdump-$1.err" | awk '{print $1}')
-  rows+=("| wrk max, $1 | tcpdump -w /dev/null (reference) | - | $(printf '%.0f' "$rps") | $(ratio "$rps" "$base_rps") | $p99_ms | - | $served | - | - | - | - | - | ${tdrops:-?} kernel drops | - | - |")
+  echo 0 >/proc/sys/kernel/bpf_stats_enabled
 }
 
 # The 0% rows are the capture path alone (classifier, reassembly, framing; nothing sent).
-CASES=(ebpf-100 ebpf-10 ebpf-0 pcap-100 pcap-10)
-part max unpinned
-tcpdump_ref unpinned
-CASES=(ebpf-100 ebpf-10 ebpf-0 pcap-100)
-part max pinned
-tcpdump_ref pinned
-# Reference for the pinned runs: no agent, a busy loop on the agent's CPU. What it costs
-# the live CPU is what any work on the other CPU costs on this machine (shared host cores).
-pin_nginx prod "$live_cpu"
-taskset -c "$agent_cpu" sh -c 'while :; do :; done' &
-burner=$!
-load max pinned max-pinned-burner
-kill "$burner"
-rows+=("| wrk max, pinned | busy loop on CPU $agent_cpu, no agent | - | $(printf '%.0f' "$rps") | $(ratio "$rps" "$pinned_off_rps") | $p99_ms | - | $served | - | - | - | - | - | - | - | - |")
+CASES=(ebpf-0 ebpf-10 ebpf-100 pcap-10 pcap-100 tcpdump)
+max_part unpinned
+CASES=(ebpf-0 ebpf-10 ebpf-100 pcap-100 tcpdump busy)
+max_part pinned
 CASES=(ebpf-100 pcap-100)
-part rate unpinned
+rate_part unpinned
 CASES=(ebpf-100)
-part rate pinned
+rate_part pinned
 
 echo
 echo "wrk -t2 -c$conns -d${secs}s / h2load --h1 -c$conns --rps (total $rate/s) -D $secs over a veth;"
 echo "sink nginx on prod loopback; $ncpu CPUs; pinned: prod nginx + load on CPU $live_cpu, agent + sink on CPU $agent_cpu"
 echo
-echo "| load, CPUs | agent | sample | req/s | ÷ off | p99 ms | ÷ off | served | seen | outcomes = seen | served, not seen | completeness (replayed) | drops (summary) | capture drops | agent CPU-µs/req | classifier ns/req |"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+echo "$ROUNDS pairs per case in the wrk rows; sums over the agent's runs in served, seen and what follows"
+echo
+echo "| load, CPUs | agent | sample | req/s (median) | ÷ off: median (range) | p99 ÷ off | served | seen | outcomes = seen | served, not seen | completeness (replayed) | drops (summary) | capture drops | agent CPU-µs/req | classifier ns/req |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 if [ "$failed" != 0 ]; then
   echo "bench/live.sh: accounting check failed (outcomes != seen, or requests lost uncounted)" >&2
