@@ -174,7 +174,9 @@ case_stop() {
   bpf_after=$(bpf_ns "$agent")
   [ "$case" = busy ] || [ "$case" = tcpdump ] || sleep 1
   read -r -a stat_after < <(cut -d')' -f2- "/proc/$agent/stat")
-  kill -INT "$agent"
+  # A command started with & in a script ignores SIGINT unless it sets its own handler
+  # (the agent and tcpdump do; the busy loop's sh does not).
+  if [ "$case" = busy ]; then kill -TERM "$agent"; else kill -INT "$agent"; fi
   timeout 20 tail --pid="$agent" -f /dev/null || kill -9 "$agent"
   wait "$agent" 2>/dev/null || true
   # After the ")" split, utime and stime are fields 12 and 13 (stat fields 14, 15).
