@@ -68,6 +68,18 @@ pin_nginx() {
   done
 }
 
+# place_nginx PIN: pinned, prod nginx on the live CPU and the sink on the agent's;
+# otherwise both free to run anywhere.
+place_nginx() {
+  if [ "$1" = pinned ]; then
+    pin_nginx prod "$live_cpu"
+    pin_nginx sink "$agent_cpu"
+  else
+    pin_nginx prod "$all_cpus"
+    pin_nginx sink "$all_cpus"
+  fi
+}
+
 clk_tck=$(getconf CLK_TCK)
 all_cpus="0-$((ncpu - 1))"
 rows=()
@@ -282,13 +294,7 @@ stats() {
 # the agent's CPU over all its runs.
 max_part() {
   local pin=$1 label="wrk max, $1" case r
-  if [ "$pin" = pinned ]; then
-    pin_nginx prod "$live_cpu"
-    pin_nginx sink "$agent_cpu"
-  else
-    pin_nginx prod "$all_cpus"
-    pin_nginx sink "$all_cpus"
-  fi
+  place_nginx "$pin"
   local off_all=()
   for case in "${CASES[@]}"; do
     case_reset
@@ -325,13 +331,7 @@ max_part() {
 # costs every program run two clock reads), for the classifier's ns per request.
 rate_part() {
   local pin=$1 label="h2load ${rate}/s, $1" case
-  if [ "$pin" = pinned ]; then
-    pin_nginx prod "$live_cpu"
-    pin_nginx sink "$agent_cpu"
-  else
-    pin_nginx prod "$all_cpus"
-    pin_nginx sink "$all_cpus"
-  fi
+  place_nginx "$pin"
   load rate "$pin" off
   rows+=("| $label | off | - | $(printf '%.0f' "$rps") | 1.00 | 1.00 (p99 $p99_ms ms) | $served | - | - | - | - | - | - | - | - |")
   local base_rps=$rps base_p99=$p99_ms
