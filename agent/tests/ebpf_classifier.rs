@@ -527,7 +527,7 @@ fn run_loopback_scenario(netns: &Netns) {
 
     capture_ipv6_request(&mut cap);
 
-    cap.attach("lo").expect("attach again");
+    attach_after_detach(&mut cap, "lo");
     drop(cap);
     for direction in [TcAttachType::Ingress, TcAttachType::Egress] {
         let (_, programs) = SchedClassifier::query_tcx("lo", direction).unwrap();
@@ -537,9 +537,26 @@ fn run_loopback_scenario(netns: &Netns) {
     assert_eq!(tc_filters(netns, "egress"), "");
 }
 
-/// A request over IPv6 loopback, with the classifier attached to lo by the caller.
+/// Attaches to an interface the classifier was just detached from. A detached TCX link
+/// lives on while a process that a test running beside this one is starting (`ip`, `tc`)
+/// still holds a copy of its descriptor, until that process execs; attaching the same
+/// program again meanwhile fails with EEXIST (seen once in CI). So retry for a moment.
+fn attach_after_detach(cap: &mut EbpfCapture, iface: &str) {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match cap.attach(iface) {
+            Ok(()) => return,
+            Err(e) if format!("{e:?}").contains("AlreadyExists") && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("attach {iface} again: {e:?}"),
+        }
+    }
+}
+
+/// A request over IPv6 loopback; attaches the classifier to lo for it and detaches after.
 fn capture_ipv6_request(cap: &mut EbpfCapture) {
-    cap.attach("lo").expect("attach for IPv6");
+    attach_after_detach(cap, "lo");
     let addr = SocketAddrV6::new(Ipv6Addr::LOCALHOST, PORT, 0, 0);
     let listener = match TcpListener::bind(addr) {
         Ok(listener) => listener,
