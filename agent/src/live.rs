@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shadowtap_common::{port_bit, PORT_WORDS};
+
 use crate::admin::AdminListener;
 use crate::capture::pcap_file::PcapngWriter;
 use crate::capture::pcap_live::{
@@ -140,7 +142,7 @@ impl Default for OwnPorts {
             // Never a registry generation: the first segment refreshes.
             generation: u64::MAX,
             refreshed_at: 0,
-            bits: vec![0; 65536 / 64],
+            bits: vec![0; PORT_WORDS as usize],
         }
     }
 }
@@ -159,11 +161,14 @@ impl OwnPorts {
             self.refreshed_at = seg.ts_nanos;
             self.bits.fill(0);
             for addr in own.snapshot() {
-                let port = addr.port();
-                self.bits[usize::from(port >> 6)] |= 1u64 << (port & 63);
+                let (word, bit) = port_bit(addr.port());
+                self.bits[word as usize] |= bit;
             }
         }
-        let has = |port: u16| self.bits[usize::from(port >> 6)] & (1u64 << (port & 63)) != 0;
+        let has = |port: u16| {
+            let (word, bit) = port_bit(port);
+            self.bits[word as usize] & bit != 0
+        };
         has(seg.flow.src.port()) || has(seg.flow.dst.port())
     }
 }
