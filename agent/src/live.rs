@@ -24,8 +24,8 @@ use crate::dedup::SegmentDedup;
 use crate::metrics::{CaptureEngine, DropReason, Registry};
 use crate::own_traffic::OwnConnections;
 use crate::pipeline::{Pipeline, PipelineConfig};
-use crate::replay::{Outbox, TargetConfig};
-use crate::replay_files::{check_targets_resolve, dispatch, start_replayer, ReplayReport, Submit};
+use crate::replay::{Handoff, Outbox, TargetConfig};
+use crate::replay_files::{check_targets_resolve, dispatch, start_replayer, ReplayReport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
@@ -382,7 +382,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         }
         if let Ok(events) = pipeline.push_frame(frame) {
             for ev in events {
-                if dispatch(ev, &accounting, &replayer, Submit::Later(outbox)) {
+                if dispatch(ev, &accounting, &replayer, Handoff::Later(outbox)) {
                     not_http += 1;
                 }
             }
@@ -399,7 +399,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
             for ev in pipeline.tick(now) {
-                if dispatch(ev, &accounting, &replayer, Submit::Later(&mut outbox)) {
+                if dispatch(ev, &accounting, &replayer, Handoff::Later(&mut outbox)) {
                     report.not_http_streams += 1;
                 }
             }
@@ -455,7 +455,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     capture_summary(&mut source, &gate_counts);
     drop(source);
     for ev in pipeline.flush() {
-        if dispatch(ev, &accounting, &replayer, Submit::Later(&mut outbox)) {
+        if dispatch(ev, &accounting, &replayer, Handoff::Later(&mut outbox)) {
             report.not_http_streams += 1;
         }
     }

@@ -12,7 +12,7 @@ use crate::config::Speed;
 use crate::http::NotHttpKind;
 use crate::metrics::{Accounting, Outcome};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
-use crate::replay::{CapturedRequest, Outbox, Replayer, ReplayerError, TargetConfig};
+use crate::replay::{CapturedRequest, Handoff, Replayer, ReplayerError, TargetConfig};
 
 /// A capture to replay: a file, or bytes built into the binary (the demo).
 #[derive(Clone, Debug)]
@@ -152,7 +152,7 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
         total_bytes,
     );
     let handle = |ev: PipelineEvent, report: &mut ReplayReport| {
-        if dispatch(ev, &accounting, &replayer, Submit::Waiting) {
+        if dispatch(ev, &accounting, &replayer, Handoff::Now { wait: true }) {
             report.not_http_streams += 1;
         }
     };
@@ -197,15 +197,6 @@ pub fn start_replayer(
     Ok((accounting, replayer))
 }
 
-/// How `dispatch` hands a request to the replayer.
-pub enum Submit<'a> {
-    /// Block on a full queue (files: nothing is live, every copy should go out).
-    Waiting,
-    /// Never block, count `queue_full`; the copies kept wait in the outbox until
-    /// `Replayer::send` (live capture).
-    Later(&'a mut Outbox),
-}
-
 /// Hands one pipeline event on: a request to the replayer, a drop to the accounting.
 /// Returns true for a stream of another protocol (worth counting; the server's side of
 /// a connection is expected and is not).
@@ -213,7 +204,7 @@ pub fn dispatch(
     ev: PipelineEvent,
     accounting: &Accounting,
     replayer: &Replayer,
-    how: Submit<'_>,
+    how: Handoff<'_>,
 ) -> bool {
     match ev {
         PipelineEvent::Request(seen) => {
@@ -224,10 +215,7 @@ pub fn dispatch(
                 server: seen.server,
                 request: seen.request,
             };
-            match how {
-                Submit::Waiting => replayer.submit_waiting(captured),
-                Submit::Later(outbox) => replayer.submit_later(captured, outbox),
-            }
+            replayer.hand_off(captured, how);
             false
         }
         PipelineEvent::Dropped { reason, .. } => {

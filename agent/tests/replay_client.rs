@@ -14,7 +14,7 @@ use shadowtap::metrics::{Accounting, Outcome, ReplayErrorKind, StatusClass};
 use shadowtap::replay::client::{ClientOptions, ShadowClient};
 use shadowtap::replay::filter::RequestFilter;
 use shadowtap::replay::rewrite::HeaderRules;
-use shadowtap::replay::{CapturedRequest, Outbox, Replayer, TargetConfig};
+use shadowtap::replay::{CapturedRequest, Handoff, Outbox, Replayer, TargetConfig};
 use shadowtap::sample::Percent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -872,7 +872,10 @@ fn copies_wait_in_the_outbox_until_sent() {
     let mut outbox = Outbox::default();
     for i in 0..5 {
         acc.seen();
-        r.submit_later(captured(i, get(&format!("/held/{i}"))), &mut outbox);
+        r.hand_off(
+            captured(i, get(&format!("/held/{i}"))),
+            Handoff::Later(&mut outbox),
+        );
     }
     assert_eq!(acc.target(1).get(Outcome::NotSampled), 5);
     assert_eq!(acc.target(0).total(), 0);

@@ -297,21 +297,22 @@ async fn replay_loop(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
     }
 }
 
-/// Copies decided on by `Replayer::submit_later` and not yet on their queues: target
-/// index, the copy, its size in the queue's byte budget. Empty it with `Replayer::send`
-/// (until then the copies count in no outcome).
+/// Copies decided on with `Handoff::Later` and not yet on their queues: target index,
+/// the copy, its size in the queue's byte budget. Empty it with `Replayer::send` (until
+/// then the copies count in no outcome).
 #[derive(Default)]
 pub struct Outbox {
     held: Vec<(usize, Arc<CapturedRequest>, usize)>,
 }
 
-/// How `hand_off` passes the copies it keeps on.
-enum Handoff<'a> {
-    /// Onto the queue at once; `wait`: block while it is full instead of counting
-    /// `queue_full`.
-    Now {
-        wait: bool,
-    },
+/// How `Replayer::hand_off` puts the copies it keeps on their targets' queues.
+pub enum Handoff<'a> {
+    /// At once. `wait`: block while a queue is full (files: nothing is live, every copy
+    /// should go out) instead of counting `queue_full` (live).
+    Now { wait: bool },
+    /// Into the outbox, until `Replayer::send`; never blocks. Live capture decides on
+    /// each request as soon as it is framed (so the framer reuses the buffers of those
+    /// not kept) and wakes the replay thread once per read of the capture.
     Later(&'a mut Outbox),
 }
 
@@ -438,9 +439,8 @@ impl Replayer {
         })
     }
 
-    /// Hands a request to every target. Never blocks; records the outcomes decided here
-    /// (filtered, not sampled, rate limited, queue full) at once. Call `Accounting::seen`
-    /// first. For live capture: the capture side must never wait for the network.
+    /// `hand_off` with the copies put on their queues at once; never blocks (a full
+    /// queue counts `queue_full`).
     pub fn submit(&self, captured: CapturedRequest) {
         self.hand_off(captured, Handoff::Now { wait: false });
     }
@@ -451,13 +451,6 @@ impl Replayer {
         self.hand_off(captured, Handoff::Now { wait: true });
     }
 
-    /// Like `submit`, but the copies kept wait in `outbox` until `send` hands them to
-    /// the replay thread: the capture side then wakes it once per batch, and handles
-    /// each request as soon as it is framed (so the framer reuses its buffers).
-    pub fn submit_later(&self, captured: CapturedRequest, outbox: &mut Outbox) {
-        self.hand_off(captured, Handoff::Later(outbox));
-    }
-
     /// Hands the copies in `outbox` to their targets' queues (never blocks).
     pub fn send(&self, outbox: &mut Outbox) {
         for (index, shared, size) in outbox.held.drain(..) {
@@ -465,7 +458,10 @@ impl Replayer {
         }
     }
 
-    fn hand_off(&self, captured: CapturedRequest, mut how: Handoff<'_>) {
+    /// Decides on a request for every target and counts what is decided here (filtered,
+    /// not sampled, rate limited, queue full); the copies kept go on as `how` says. Call
+    /// `Accounting::seen` first.
+    pub fn hand_off(&self, captured: CapturedRequest, mut how: Handoff<'_>) {
         let wait = matches!(how, Handoff::Now { wait: true });
         let key = ConnectionKey {
             conn: captured.conn,
