@@ -23,7 +23,7 @@ use crate::capture::{Frame, LinkType};
 use crate::dedup::SegmentDedup;
 use crate::metrics::{CaptureEngine, DropReason, Registry};
 use crate::own_traffic::OwnConnections;
-use crate::pipeline::{Pipeline, PipelineConfig};
+use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
 use crate::replay::{Handoff, Outbox, TargetConfig};
 use crate::replay_files::{check_targets_resolve, dispatch, start_replayer, ReplayReport};
 
@@ -375,16 +375,21 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     // Every request is decided on as soon as it is framed, so the framer builds the next
     // one in the buffers of those not kept.
     let mut outbox = Outbox::default();
-    let mut not_http = 0u64;
-    let mut feed = |frame: &Frame<'_>, pipeline: &mut Pipeline, outbox: &mut Outbox| {
+    let hand_on = |ev: PipelineEvent, outbox: &mut Outbox, report: &mut ReplayReport| {
+        if dispatch(ev, &accounting, &replayer, Handoff::Later(outbox)) {
+            report.not_http_streams += 1;
+        }
+    };
+    let mut feed = |frame: &Frame<'_>,
+                    pipeline: &mut Pipeline,
+                    outbox: &mut Outbox,
+                    report: &mut ReplayReport| {
         if let Some(r) = recorder.as_mut() {
             r.write(frame);
         }
         if let Ok(events) = pipeline.push_frame(frame) {
             for ev in events {
-                if dispatch(ev, &accounting, &replayer, Handoff::Later(outbox)) {
-                    not_http += 1;
-                }
+                hand_on(ev, outbox, report);
             }
         }
     };
@@ -399,9 +404,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
             for ev in pipeline.tick(now) {
-                if dispatch(ev, &accounting, &replayer, Handoff::Later(&mut outbox)) {
-                    report.not_http_streams += 1;
-                }
+                hand_on(ev, &mut outbox, &mut report);
             }
         }
         match &mut source {
@@ -413,7 +416,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                     dedup_on.store(duplicates_possible(&capture.attached()), Ordering::Relaxed);
                 }
                 let read = capture.next_frames(POLL, RING_BATCH, |frame| {
-                    feed(frame, &mut pipeline, &mut outbox)
+                    feed(frame, &mut pipeline, &mut outbox, &mut report)
                 });
                 if let Err(e) = read {
                     crate::warn_limited!(error = %e, "ring buffer read failed");
@@ -436,7 +439,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 match capture.next_frame() {
                     Ok(Some(frame)) => {
                         if keep_frame(&frame, keep_ifindex.as_mut(), &plan.ifaces) {
-                            feed(&frame, &mut pipeline, &mut outbox);
+                            feed(&frame, &mut pipeline, &mut outbox, &mut report);
                         }
                     }
                     Ok(None) => {}
@@ -455,12 +458,9 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     capture_summary(&mut source, &gate_counts);
     drop(source);
     for ev in pipeline.flush() {
-        if dispatch(ev, &accounting, &replayer, Handoff::Later(&mut outbox)) {
-            report.not_http_streams += 1;
-        }
+        hand_on(ev, &mut outbox, &mut report);
     }
     replayer.send(&mut outbox);
-    report.not_http_streams += not_http;
     if let Some(r) = recorder.take() {
         r.finish();
     }
