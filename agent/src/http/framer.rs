@@ -1220,6 +1220,18 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
     }
 }
 
+/// The request-targets of the requests among `events`, in order.
+#[cfg(test)]
+pub(super) fn request_targets(events: &[FramerEvent]) -> Vec<&[u8]> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            FramerEvent::Request(r) => Some(r.target.as_slice()),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod scratch_tests {
     use super::*;
@@ -1252,13 +1264,6 @@ mod scratch_tests {
         assert_eq!(split.buf.capacity(), 9);
         split.push(3, b"TP/1.1\r\nHost: h\r\n\r\n", &mut out);
         assert_eq!(split.buf.capacity(), 0);
-        let targets: Vec<&[u8]> = out
-            .iter()
-            .filter_map(|e| match e {
-                FramerEvent::Request(r) => Some(r.target.as_slice()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(targets, [&b"/big"[..], b"/a", b"/b"]);
+        assert_eq!(request_targets(&out), [&b"/big"[..], b"/a", b"/b"]);
     }
 }

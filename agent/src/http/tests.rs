@@ -797,14 +797,7 @@ fn shedding_a_head_in_progress_drops_it_and_hunts_for_the_next_request() {
         &mut out,
     );
     framer.finish(TS, &mut out);
-    let requests: Vec<&[u8]> = out
-        .iter()
-        .filter_map(|e| match e {
-            FramerEvent::Request(r) => Some(r.target.as_slice()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(requests, [&b"/a"[..], &b"/b"[..]]);
+    assert_eq!(framer::request_targets(&out), [&b"/a"[..], &b"/b"[..]]);
     assert!(
         out.contains(&dropped(DropReason::Incomplete, Some("GET"))),
         "{out:?}"
