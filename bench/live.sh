@@ -4,10 +4,13 @@
 # shadows to a second nginx (the sink) on prod's loopback. Three parts:
 #   1. wrk at its maximum rate, nothing pinned: eBPF at 0% (the capture path alone), 10%
 #      and 100%, libpcap at 10% and 100%, and tcpdump alone as the reference. On 2 cores
-#      the agent, the sink and the live service compete for the same CPUs.
+#      the agent, the sink and the live service compete for the same CPUs. A second
+#      reference, `copies-10`, runs no agent: h2load sends the sink as many requests as
+#      the agent at 10% sends copies. It is what serving the copies costs this box,
+#      whoever sends them (in a real deployment the target is another host).
 #   2. wrk at its maximum rate with the CPUs split as a DaemonSet with a CPU limit would
 #      be: prod nginx and wrk on CPU 0, the agent and the sink on CPU 1 (`taskset`), with
-#      tcpdump and a busy loop on CPU 1 (no agent) as references.
+#      tcpdump, a busy loop and `copies-10` on CPU 1 (no agent) as references.
 #   3. A fixed rate (h2load --rps, default 20,000 requests/s; the rate it achieved is
 #      printed), unpinned and pinned: completeness at that rate.
 # Parts 1 and 2 run each case in ROUNDS pairs (default 5) of an agent-off run and an
@@ -20,7 +23,7 @@
 # (replayed / served, 100% runs), drops by reason, agent CPU-us per request served, and
 # in part 3 for eBPF the classifier's own time in the kernel per request served
 # (kernel.bpf_stats_enabled is on in part 3 only, as it slows every program run).
-# Bounded: (6 + 6) x ROUNDS x 2 + 5 runs of SECONDS each (default 3), plus about two
+# Bounded: (7 + 7) x ROUNDS x 2 + 5 runs of SECONDS each (default 3), plus about two
 # seconds of setup per run.
 # Usage: [SHADOWTAP_BIN=path] [RATE=20000] [ROUNDS=5] bench/live.sh [SECONDS] [CONNECTIONS]
 # Needs .ci/setup (wrk, h2load, nginx) and root. Addresses 10.78.1.0/24 exist only inside
@@ -163,6 +166,20 @@ case_start() {
       "${agent_pin[@]}" sh -c 'while :; do :; done' &
       agent=$!
       ;;
+    copies-*)
+      # What the copies alone cost this box: h2load in prod sends the sink as many
+      # requests per second as the agent at that percent sent copies (the percent of
+      # the median rate of the eBPF case at that percent, measured just before), one at
+      # a time per connection, with no agent running.
+      local per_conn
+      per_conn=$(awk -v r="${case_rps[ebpf-${case#*-}]:-$last_off_rps}" -v p="${case#*-}" -v c="$conns" \
+        'BEGIN { n = int(r * p / 100 / c + 0.5); print (n < 1) ? 1 : n }')
+      ip netns exec "$ns_p" "${agent_pin[@]}" /usr/bin/time -f '%U %S' -o "$work/copies.time" \
+        h2load --h1 -t1 -c"$conns" --rps "$per_conn" -D $((secs + 1)) http://127.0.0.1:9000/ \
+        >"$agent_out" 2>"$agent_err" &
+      agent=$!
+      sleep 0.3
+      ;;
     *)
       ip netns exec "$ns_p" "${agent_pin[@]}" "$bin" run --engine "${case%-*}" --iface pc0 \
         --port 8000 --target http://127.0.0.1:9000 --percent "${case#*-}" --drain-timeout 5s \
@@ -183,8 +200,16 @@ case_start() {
 # stops it, and adds what it did to the case totals (t_* variables, reset by case_reset).
 case_stop() {
   local case=$1
+  if [[ $case == copies-* ]]; then
+    # h2load prints its counts only when it finishes (at SECONDS + 1).
+    wait "$agent"
+    t_ticks=$((t_ticks + $(awk -v hz="$clk_tck" '{ printf "%d", ($1 + $2) * hz }' "$work/copies.time")))
+    t_served=$((t_served + served))
+    t_copies=$((t_copies + $(awk '$1 == "requests:" {print $8}' "$agent_out")))
+    return
+  fi
   bpf_after=$(bpf_ns "$agent")
-  [ "$case" = busy ] || [ "$case" = tcpdump ] || sleep 1
+  case $case in busy | tcpdump) ;; *) sleep 1 ;; esac
   read -r -a stat_after < <(cut -d')' -f2- "/proc/$agent/stat")
   # A command started with & in a script ignores SIGINT unless it sets its own handler
   # (the agent and tcpdump do; the busy loop's sh does not).
@@ -235,7 +260,7 @@ case_stop() {
 }
 
 case_reset() {
-  t_ticks=0 t_bpf=0 t_served=0 t_seen=0 t_total=0 t_unseen=0 t_lost=0 t_replayed=0
+  t_ticks=0 t_bpf=0 t_served=0 t_seen=0 t_total=0 t_unseen=0 t_lost=0 t_replayed=0 t_copies=0
   t_identity_ok=1
   declare -gA t_drops=() t_cap=()
 }
@@ -247,6 +272,12 @@ case_row() {
   case $case in
     tcpdump) engine="tcpdump -w /dev/null (reference)" ;;
     busy) engine="busy loop on CPU $agent_cpu, no agent" ;;
+    copies-*)
+      pct="${case#*-}%"
+      engine="h2load to the sink at the eBPF $pct case's copy rate, no agent (reference)"
+      completeness="- ($t_copies sent, $(awk -v a="$t_copies" -v b="$t_served" 'BEGIN { printf "%.1f", 100 * a / b }')% of served)"
+      cpu_us=$(awk -v t="$t_ticks" -v hz="$clk_tck" -v n="$t_served" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+      ;;
     *)
       engine=${case%-*} pct="${case#*-}%"
       seen_cell=$t_seen
@@ -296,6 +327,7 @@ max_part() {
   local pin=$1 label="wrk max, $1" case r
   place_nginx "$pin"
   local off_all=()
+  declare -gA case_rps=()
   for case in "${CASES[@]}"; do
     case_reset
     local ratios=() p99s=() on_rps=()
@@ -303,7 +335,7 @@ max_part() {
       local off_rps off_p99
       if [ $((r % 2)) = 1 ]; then
         load max "$pin" off
-        off_rps=$rps off_p99=$p99_ms
+        off_rps=$rps off_p99=$p99_ms last_off_rps=$rps
       fi
       case_start "$case" "$pin"
       load max "$pin" "$case"
@@ -311,7 +343,7 @@ max_part() {
       if [ $((r % 2)) = 0 ]; then
         local on=$rps on_p99=$p99_ms
         load max "$pin" off
-        off_rps=$rps off_p99=$p99_ms
+        off_rps=$rps off_p99=$p99_ms last_off_rps=$rps
         rps=$on p99_ms=$on_p99
       fi
       ratios+=("$(ratio "$rps" "$off_rps")")
@@ -319,8 +351,8 @@ max_part() {
       on_rps+=("$rps")
       off_all+=("$off_rps")
     done
-    case_row "$label" "$case" "$(stats "${ratios[@]}")" "$(stats "${p99s[@]}")" \
-      "$(stats "${on_rps[@]}" | awk '{printf "%.0f", $1}')"
+    case_rps[$case]=$(stats "${on_rps[@]}" | awk '{printf "%.0f", $1}')
+    case_row "$label" "$case" "$(stats "${ratios[@]}")" "$(stats "${p99s[@]}")" "${case_rps[$case]}"
   done
   rows+=("| $label | off (all pairs) | - | $(printf '%s\n' "${off_all[@]}" | sort -g | awk '{ v[NR] = $1 } END {
     printf "%.0f (%.0f-%.0f)", v[int((NR + 1) / 2)], v[1], v[NR] }') | 1 | - | - | - | - | - | - | - | - | - | - |")
@@ -348,9 +380,9 @@ rate_part() {
 }
 
 # The 0% rows are the capture path alone (classifier, reassembly, framing; nothing sent).
-CASES=(ebpf-0 ebpf-10 ebpf-100 pcap-10 pcap-100 tcpdump)
+CASES=(ebpf-0 ebpf-10 copies-10 ebpf-100 pcap-10 pcap-100 tcpdump)
 max_part unpinned
-CASES=(ebpf-0 ebpf-10 ebpf-100 pcap-100 tcpdump busy)
+CASES=(ebpf-0 ebpf-10 copies-10 ebpf-100 pcap-100 tcpdump busy)
 max_part pinned
 CASES=(ebpf-100 pcap-100)
 rate_part unpinned
