@@ -2,7 +2,7 @@
 //! request, then send its shadow copy and record one outcome per target.
 //!
 //! `Replayer::submit` runs on the capture/parse thread and never blocks: every hand-off
-//! is a `try_send` into a bounded queue, and a full queue is counted as `queue_full`. The
+//! is a `try_put` into a bounded queue, and a full queue is counted as `queue_full`. The
 //! network side runs on a tokio runtime owned by a thread of its own, so a slow, dead or
 //! hostile target only ever costs shadow copies. The caller counts a request as seen
 //! (`Accounting::seen`) before it submits it; the replayer records exactly one outcome
@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod filter;
+mod queue;
 pub mod rewrite;
 pub mod target;
 
@@ -20,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::http::HttpRequest;
 use crate::metrics::{Accounting, Outcome, ReplayErrorKind, TargetCounters};
@@ -191,7 +192,7 @@ struct TargetSide {
     filter: RequestFilter,
     sampler: Sampler,
     bucket: Option<Mutex<TokenBucket>>,
-    queue: mpsc::Sender<Arc<CapturedRequest>>,
+    queue: queue::Sender<Arc<CapturedRequest>>,
     pending: Arc<Pending>,
     bytes: Arc<QueuedBytes>,
 }
@@ -252,7 +253,7 @@ impl TargetWorker {
 /// starts with one task and keeps one waiting for the next request while it grows, up
 /// to `max_in_flight`, so an idle or fast target costs few tasks.
 struct ReplayPool {
-    queue: tokio::sync::Mutex<mpsc::Receiver<Arc<CapturedRequest>>>,
+    queue: queue::Receiver<Arc<CapturedRequest>>,
     max_tasks: usize,
     tasks: AtomicUsize,
     waiting: AtomicUsize,
@@ -280,8 +281,7 @@ fn spawn_replay_task(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
 async fn replay_loop(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
     loop {
         pool.waiting.fetch_add(1, Ordering::AcqRel);
-        // The lock is held only while this task waits for the next request.
-        let next = pool.queue.lock().await.recv().await;
+        let next = pool.queue.take().await;
         let still_waiting = pool.waiting.fetch_sub(1, Ordering::AcqRel) - 1;
         let Some(captured) = next else {
             break;
@@ -390,7 +390,7 @@ impl Replayer {
                 held: AtomicUsize::new(0),
                 max: cfg.max_queue_bytes,
             });
-            let (tx, rx) = mpsc::channel(cfg.queue_len);
+            let (tx, rx) = queue::bounded(cfg.queue_len);
             let worker = Arc::new(TargetWorker {
                 index,
                 client,
@@ -401,7 +401,7 @@ impl Replayer {
                 bytes: bytes.clone(),
             });
             let pool = Arc::new(ReplayPool {
-                queue: tokio::sync::Mutex::new(rx),
+                queue: rx,
                 max_tasks: cfg.max_in_flight,
                 tasks: AtomicUsize::new(1),
                 waiting: AtomicUsize::new(0),
@@ -451,10 +451,22 @@ impl Replayer {
         self.hand_off(captured, Handoff::Now { wait: true });
     }
 
-    /// Hands the copies in `outbox` to their targets' queues (never blocks).
+    /// Hands the copies in `outbox` to their targets' queues (never blocks), then wakes
+    /// each target that got some, once.
     pub fn send(&self, outbox: &mut Outbox) {
+        let mut touched = 0u64;
         for (index, shared, size) in outbox.held.drain(..) {
             self.enqueue(index, shared, size, false);
+            match 1u64.checked_shl(index as u32) {
+                Some(bit) => touched |= bit,
+                // Past 64 targets (not a real configuration), each copy wakes its target.
+                None => self.targets[index].queue.wake(),
+            }
+        }
+        for (index, t) in self.targets.iter().enumerate().take(64) {
+            if touched & (1 << index) != 0 {
+                t.queue.wake();
+            }
         }
     }
 
@@ -517,7 +529,10 @@ impl Replayer {
             match &mut how {
                 // Its bytes are taken: the outbox is inside the queue's byte budget.
                 Handoff::Later(outbox) => outbox.held.push((index, shared, size)),
-                Handoff::Now { wait } => self.enqueue(index, shared, size, *wait),
+                Handoff::Now { wait } => {
+                    self.enqueue(index, shared, size, *wait);
+                    t.queue.wake();
+                }
             }
         }
         // No target kept it (nearly every request at low percentages): the framer on this
@@ -535,9 +550,10 @@ impl Replayer {
         t.pending.add();
         counters.enqueued();
         let sent = if wait {
-            t.queue.blocking_send(shared).is_ok()
+            t.queue.put_waiting(shared);
+            true
         } else {
-            t.queue.try_send(shared).is_ok()
+            t.queue.try_put(shared).is_ok()
         };
         if !sent {
             t.bytes.give_back(size);
