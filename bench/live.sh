@@ -25,7 +25,8 @@
 # (kernel.bpf_stats_enabled is on in part 3 only, as it slows every program run).
 # Bounded: (7 + 7) x ROUNDS x 2 + 5 runs of SECONDS each (default 3), plus about two
 # seconds of setup per run.
-# Usage: [SHADOWTAP_BIN=path] [RATE=20000] [ROUNDS=5] bench/live.sh [SECONDS] [CONNECTIONS]
+# Usage: [SHADOWTAP_BIN=path] [RATE=20000|0] [ROUNDS=5] [UNPINNED="case ..."]
+#        [PINNED="case ..."] bench/live.sh [SECONDS] [CONNECTIONS]
 # Needs .ci/setup (wrk, h2load, nginx) and root. Addresses 10.78.1.0/24 exist only inside
 # the namespaces this script creates.
 set -euo pipefail
@@ -201,11 +202,14 @@ case_start() {
 case_stop() {
   local case=$1
   if [[ $case == copies-* ]]; then
-    # h2load prints its counts only when it finishes (at SECONDS + 1).
+    # h2load prints its counts only when it finishes. It runs SECONDS + 1 to cover the
+    # load's SECONDS, so its requests and CPU are counted at SECONDS / (SECONDS + 1).
     wait "$agent"
-    t_ticks=$((t_ticks + $(awk -v hz="$clk_tck" '{ printf "%d", ($1 + $2) * hz }' "$work/copies.time")))
+    t_ticks=$((t_ticks + $(awk -v hz="$clk_tck" -v s="$secs" \
+      '{ printf "%d", ($1 + $2) * hz * s / (s + 1) }' "$work/copies.time")))
     t_served=$((t_served + served))
-    t_copies=$((t_copies + $(awk '$1 == "requests:" {print $8}' "$agent_out")))
+    t_copies=$((t_copies + $(awk -v s="$secs" \
+      '$1 == "requests:" { printf "%d", $8 * s / (s + 1) }' "$agent_out")))
     return
   fi
   bpf_after=$(bpf_ns "$agent")
@@ -275,7 +279,7 @@ case_row() {
     copies-*)
       pct="${case#*-}%"
       engine="h2load to the sink at the eBPF $pct case's copy rate, no agent (reference)"
-      completeness="- ($t_copies sent, $(awk -v a="$t_copies" -v b="$t_served" 'BEGIN { printf "%.1f", 100 * a / b }')% of served)"
+      completeness="- ($t_copies sent during the load, $(awk -v a="$t_copies" -v b="$t_served" 'BEGIN { printf "%.1f", 100 * a / b }')% of served)"
       cpu_us=$(awk -v t="$t_ticks" -v hz="$clk_tck" -v n="$t_served" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
       ;;
     *)
@@ -380,14 +384,19 @@ rate_part() {
 }
 
 # The 0% rows are the capture path alone (classifier, reassembly, framing; nothing sent).
-CASES=(ebpf-0 ebpf-10 copies-10 ebpf-100 pcap-10 pcap-100 tcpdump)
-max_part unpinned
-CASES=(ebpf-0 ebpf-10 copies-10 ebpf-100 pcap-100 tcpdump busy)
-max_part pinned
-CASES=(ebpf-100 pcap-100)
-rate_part unpinned
-CASES=(ebpf-100)
-rate_part pinned
+# UNPINNED and PINNED (space-separated cases) narrow parts 1 and 2 to fewer cases, for
+# more ROUNDS of the ones that matter in the same time; an empty one skips its part.
+# RATE=0 skips part 3.
+read -ra CASES <<<"${UNPINNED-ebpf-0 ebpf-10 copies-10 ebpf-100 pcap-10 pcap-100 tcpdump}"
+if [ ${#CASES[@]} -gt 0 ]; then max_part unpinned; fi
+read -ra CASES <<<"${PINNED-ebpf-0 ebpf-10 copies-10 ebpf-100 pcap-100 tcpdump busy}"
+if [ ${#CASES[@]} -gt 0 ]; then max_part pinned; fi
+if [ "$rate" != 0 ]; then
+  CASES=(ebpf-100 pcap-100)
+  rate_part unpinned
+  CASES=(ebpf-100)
+  rate_part pinned
+fi
 
 echo
 echo "wrk -t2 -c$conns -d${secs}s / h2load --h1 -c$conns --rps (total $rate/s) -D $secs over a veth;"
