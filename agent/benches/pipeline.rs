@@ -260,6 +260,9 @@ impl StreamSink for CountingSink {
     fn end(&mut self, _stream: StreamKey, _ts_nanos: u64, _how: StreamEnd) {
         self.ends += 1;
     }
+    fn distrust(&mut self, _stream: StreamKey, _ts_nanos: u64) {
+        self.ends += 1;
+    }
 }
 
 fn bench_reassembly(c: &mut Criterion) {

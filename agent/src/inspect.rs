@@ -29,6 +29,11 @@ pub struct InspectSummary {
     pub incomplete: u64,
     pub too_large: u64,
     pub unparseable: u64,
+    /// On connections whose framing state was lost (start not seen, gap, conflicting
+    /// retransmissions) or after the server stopped reading: counted, never framed.
+    pub untrusted: u64,
+    /// CONNECT and `OPTIONS *`: served, never copied.
+    pub not_copied: u64,
     pub not_http_streams: u64,
     pub frames: u64,
     pub decode_errors: u64,
@@ -40,6 +45,10 @@ pub struct InspectSummary {
     pub buffer_overflows: u64,
     pub holes_timed_out: u64,
     pub retransmit_mismatch: u64,
+    /// Client streams picked up without their start, and distrusted at a retransmission
+    /// with other bytes (their requests from then on are `untrusted`).
+    pub lost_starts: u64,
+    pub conflict_distrusts: u64,
     /// Streams that gave up a request in progress to keep framing under its budget.
     pub framer_overflows: u64,
 }
@@ -51,6 +60,8 @@ impl InspectSummary {
             DropReason::Incomplete => self.incomplete += 1,
             DropReason::TooLarge => self.too_large += 1,
             DropReason::Unparseable(_) => self.unparseable += 1,
+            DropReason::Untrusted => self.untrusted += 1,
+            DropReason::NotCopied(_) => self.not_copied += 1,
         }
     }
 }
@@ -373,6 +384,8 @@ fn print_batches(
                 summary.buffer_overflows += flows.buffer_overflows;
                 summary.holes_timed_out += flows.holes_timed_out;
                 summary.retransmit_mismatch += flows.retransmit_mismatch;
+                summary.lost_starts += flows.lost_starts;
+                summary.conflict_distrusts += flows.conflict_distrusts;
                 if counts.truncated {
                     summary.truncated_files += 1;
                 }
@@ -439,7 +452,7 @@ fn emit(
             Ok(())
         }
         PipelineEvent::NotHttp { kind, .. } => {
-            if *kind != NotHttpKind::Response {
+            if !matches!(kind, NotHttpKind::Response | NotHttpKind::Untrusted) {
                 summary.not_http_streams += 1;
             }
             Ok(())
@@ -577,20 +590,32 @@ fn push_json_escaped(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&bytes[run..]);
 }
 
+/// ` (12.5%)`: the part `n` is of `total`, when there is a total.
+fn share(n: u64, total: u64) -> String {
+    if n == 0 || total == 0 {
+        return String::new();
+    }
+    format!(" ({:.1}%)", n as f64 * 100.0 / total as f64)
+}
+
 impl std::fmt::Display for InspectSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "requests seen: {} (complete {}, incomplete {}, too_large {}, unparseable {}); \
-             non-HTTP streams: {}; frames: {} ({} undecodable); reassembly: {} flows \
+            "requests seen: {} (complete {}, incomplete {}, too_large {}, unparseable {}, \
+             untrusted {}{}, not_copied {}); non-HTTP streams: {}; frames: {} ({} undecodable); reassembly: {} flows \
              evicted, {} timed out, {} segments too far ahead, {} buffer overflows, {} \
              holes given up after the hole timeout, {} retransmits with other bytes, {} \
-             framer overflows{}",
+             framer overflows; streams distrusted: {} started before the capture, {} at \
+             conflicting retransmits{}",
             self.requests_seen,
             self.complete,
             self.incomplete,
             self.too_large,
             self.unparseable,
+            self.untrusted,
+            share(self.untrusted, self.requests_seen),
+            self.not_copied,
             self.not_http_streams,
             self.frames,
             self.decode_errors,
@@ -601,6 +626,8 @@ impl std::fmt::Display for InspectSummary {
             self.holes_timed_out,
             self.retransmit_mismatch,
             self.framer_overflows,
+            self.lost_starts,
+            self.conflict_distrusts,
             if self.truncated_files > 0 {
                 format!("; {} file(s) end mid-record", self.truncated_files)
             } else {

@@ -530,6 +530,7 @@ impl Published {
         }
         if let Some(p) = pipeline {
             registry.set_flows(p.flows().flows(), p.flows().buffered_bytes());
+            registry.set_reassembly(p.flows().stats());
         }
     }
 }

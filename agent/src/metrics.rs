@@ -8,6 +8,9 @@ use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use crate::http::NotCopied;
+use crate::reassembly::ReassemblyStats;
+
 /// The fate of one request, per SPEC.md "Every request is accounted for".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
@@ -21,6 +24,11 @@ pub enum Outcome {
     Incomplete,
     TooLarge,
     Unparseable,
+    /// Seen where the connection's framing state was lost or after the server stopped
+    /// reading it: never copied (`DropReason::Untrusted`).
+    Untrusted,
+    /// Served by production, but never copied (CONNECT, `OPTIONS *`).
+    NotCopied(NotCopied),
     ReplayError(ReplayErrorKind),
 }
 
@@ -86,7 +94,7 @@ pub enum ReplayErrorKind {
 
 impl Outcome {
     /// Every outcome, in the order summaries list them.
-    pub const ALL: [Outcome; 17] = [
+    pub const ALL: [Outcome; 20] = [
         Outcome::Replayed(StatusClass::Informational),
         Outcome::Replayed(StatusClass::Success),
         Outcome::Replayed(StatusClass::Redirection),
@@ -99,6 +107,9 @@ impl Outcome {
         Outcome::Incomplete,
         Outcome::TooLarge,
         Outcome::Unparseable,
+        Outcome::Untrusted,
+        Outcome::NotCopied(NotCopied::Connect),
+        Outcome::NotCopied(NotCopied::OptionsAsterisk),
         Outcome::ReplayError(ReplayErrorKind::Connect),
         Outcome::ReplayError(ReplayErrorKind::Timeout),
         Outcome::ReplayError(ReplayErrorKind::Reset),
@@ -125,6 +136,8 @@ impl Outcome {
             Outcome::Incomplete => ("incomplete", ""),
             Outcome::TooLarge => ("too_large", ""),
             Outcome::Unparseable => ("unparseable", ""),
+            Outcome::Untrusted => ("untrusted", ""),
+            Outcome::NotCopied(why) => ("not_copied", why.label()),
             Outcome::ReplayError(k) => (
                 "replay_error",
                 match k {
@@ -409,6 +422,21 @@ pub const BUFFERED_BYTES: MetricDef = MetricDef {
     help: "Out-of-order payload bytes held by reassembly (bounded by --max-buffer).",
     labels: &[],
 };
+pub const STREAMS_DISTRUSTED: MetricDef = MetricDef {
+    name: "shadowtap_streams_distrusted_total",
+    kind: MetricKind::Counter,
+    help: "Client streams whose requests are only counted (outcome untrusted) from some point \
+           on, by why: start not seen (agent started, restarted, flow evicted or timed out) \
+           or retransmissions with other bytes.",
+    labels: &["reason"],
+};
+pub const FLOWS_EVICTED: MetricDef = MetricDef {
+    name: "shadowtap_flows_evicted_total",
+    kind: MetricKind::Counter,
+    help: "Connections evicted at --max-flows, by whether they were mid-message (only when \
+           every candidate was).",
+    labels: &["state"],
+};
 pub const INTERFACES_ATTACHED: MetricDef = MetricDef {
     name: "shadowtap_interfaces_attached",
     kind: MetricKind::Gauge,
@@ -430,7 +458,7 @@ pub const BUILD_INFO: MetricDef = MetricDef {
 };
 
 /// Every metric, in the order `/metrics` shows them.
-pub const METRICS: [&MetricDef; 13] = [
+pub const METRICS: [&MetricDef; 15] = [
     &REQUESTS_SEEN,
     &REQUESTS,
     &TARGET_RESPONSES,
@@ -441,6 +469,8 @@ pub const METRICS: [&MetricDef; 13] = [
     &CAPTURE_DROPS,
     &FLOWS_ACTIVE,
     &BUFFERED_BYTES,
+    &STREAMS_DISTRUSTED,
+    &FLOWS_EVICTED,
     &INTERFACES_ATTACHED,
     &READY,
     &BUILD_INFO,
@@ -582,6 +612,10 @@ pub struct Registry {
     pub capture: CaptureCounters,
     flows_active: AtomicU64,
     buffered_bytes: AtomicU64,
+    /// Distrusted streams: start not seen, conflicting retransmission.
+    distrusted: [AtomicU64; 2],
+    /// Evicted connections: idle, mid-message.
+    evicted: [AtomicU64; 2],
     interfaces_attached: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -607,6 +641,8 @@ impl Registry {
             capture: CaptureCounters::default(),
             flows_active: AtomicU64::new(0),
             buffered_bytes: AtomicU64::new(0),
+            distrusted: Default::default(),
+            evicted: Default::default(),
             interfaces_attached: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         }
@@ -620,6 +656,15 @@ impl Registry {
         self.flows_active.store(active as u64, Ordering::Relaxed);
         self.buffered_bytes
             .store(buffered_bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Reassembly's running totals of distrusted streams and evictions.
+    pub fn set_reassembly(&self, stats: &ReassemblyStats) {
+        self.distrusted[0].store(stats.lost_starts, Ordering::Relaxed);
+        self.distrusted[1].store(stats.conflict_distrusts, Ordering::Relaxed);
+        let busy = stats.flows_evicted_busy;
+        self.evicted[0].store(stats.flows_evicted - busy, Ordering::Relaxed);
+        self.evicted[1].store(busy, Ordering::Relaxed);
     }
 
     pub fn set_interfaces_attached(&self, n: usize) {
@@ -730,6 +775,22 @@ impl Registry {
             &[],
             self.buffered_bytes.load(Ordering::Relaxed),
         );
+        out.family(&STREAMS_DISTRUSTED);
+        for (reason, n) in ["lost_start", "conflicting_retransmit"]
+            .into_iter()
+            .zip(&self.distrusted)
+        {
+            out.sample(
+                &STREAMS_DISTRUSTED,
+                "",
+                &[reason],
+                n.load(Ordering::Relaxed),
+            );
+        }
+        out.family(&FLOWS_EVICTED);
+        for (state, n) in ["idle", "mid_message"].into_iter().zip(&self.evicted) {
+            out.sample(&FLOWS_EVICTED, "", &[state], n.load(Ordering::Relaxed));
+        }
         out.family(&INTERFACES_ATTACHED);
         out.sample(&INTERFACES_ATTACHED, "", &[], self.interfaces_attached());
         out.family(&READY);

@@ -181,6 +181,17 @@ impl StreamSink for Framers {
         self.with_framer(stream, ts_nanos, |f, out| f.gap(ts_nanos, missing, out));
     }
 
+    fn distrust(&mut self, stream: StreamKey, ts_nanos: u64) {
+        self.with_framer(stream, ts_nanos, |f, out| f.distrust(ts_nanos, out));
+    }
+
+    fn busy(&self, stream: StreamKey) -> bool {
+        self.by_stream
+            .find(&stream)
+            .and_then(|slot| self.by_stream.get(slot).as_ref())
+            .is_some_and(|framer| !framer.is_idle())
+    }
+
     fn end(&mut self, stream: StreamKey, ts_nanos: u64, _how: StreamEnd) {
         let slot = self.by_stream.find(&stream);
         if let Some(mut framer) = slot.and_then(|slot| self.by_stream.remove(slot)) {
@@ -301,6 +312,10 @@ enum SinkOp {
         ts_nanos: u64,
         how: StreamEnd,
     },
+    Distrust {
+        stream: StreamKey,
+        ts_nanos: u64,
+    },
 }
 
 /// Reassembly's output recorded in order, to be framed on another thread
@@ -360,6 +375,10 @@ impl StreamSink for SinkBatch {
             how,
         });
     }
+
+    fn distrust(&mut self, stream: StreamKey, ts_nanos: u64) {
+        self.ops.push(SinkOp::Distrust { stream, ts_nanos });
+    }
 }
 
 /// The second half of the pipeline: request framing of the streams a `PipelineFront`
@@ -404,6 +423,7 @@ impl PipelineBack {
                     ts_nanos,
                     how,
                 } => self.framers.end(stream, ts_nanos, how),
+                SinkOp::Distrust { stream, ts_nanos } => self.framers.distrust(stream, ts_nanos),
             }
             for ev in self.framers.events.drain(..) {
                 on_event(ev)?;

@@ -223,7 +223,11 @@ pub fn dispatch(
             accounting.record_all(reason.outcome());
             false
         }
-        PipelineEvent::NotHttp { kind, .. } => kind != NotHttpKind::Response,
+        // The server's side of a connection is expected, and untrusted bytes are a
+        // connection's, not another protocol's.
+        PipelineEvent::NotHttp { kind, .. } => {
+            !matches!(kind, NotHttpKind::Response | NotHttpKind::Untrusted)
+        }
     }
 }
 

@@ -175,17 +175,22 @@ fn every_request_seen_gets_one_outcome() {
     let mut out = Vec::new();
     framer.push(
         1,
-        b"GET /ok HTTP/1.1\r\n\r\nPOST /big HTTP/1.1\r\nContent-Length: 100\r\n\r\n",
+        b"GET /ok HTTP/1.1\r\nHost: h\r\n\r\nPOST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n",
         &mut out,
     );
     framer.push(2, &[b'z'; 100], &mut out);
     framer.push(
         3,
-        b"POST /cut HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345",
+        b"POST /cut HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n12345",
         &mut out,
     );
     framer.gap(4, 3, &mut out);
-    framer.push(5, b"89GET /ok2 HTTP/1.1\r\n\r\nPOST /bad HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\nGET /never HTTP/1.1\r\n\r\n", &mut out);
+    framer.push(5, b"89GET /ok2 HTTP/1.1\r\nHost: h\r\n\r\nPOST /bad HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\nGET /never HTTP/1.1\r\nHost: h\r\n\r\nGET /closing HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n", &mut out);
+    // A second connection whose start was not seen: its requests are only counted.
+    let mut late = RequestFramer::new(FramerLimits::default());
+    late.distrust(6, &mut out);
+    late.push(7, b"GET /late HTTP/1.1\r\nHost: h\r\n\r\n", &mut out);
+    late.finish(8, &mut out);
     framer.finish(6, &mut out);
 
     let accounting = Accounting::new(Vec::new());
@@ -203,8 +208,9 @@ fn every_request_seen_gets_one_outcome() {
         }
     }
     let counters = accounting.target(0);
-    assert_eq!(accounting.requests_seen(), 5);
+    assert_eq!(accounting.requests_seen(), 6);
     assert_eq!(counters.get(Outcome::NotSampled), 2);
+    assert_eq!(counters.get(Outcome::Untrusted), 1);
     assert_eq!(counters.get(Outcome::TooLarge), 1);
     assert_eq!(counters.get(Outcome::Incomplete), 1);
     assert_eq!(counters.get(Outcome::Unparseable), 1);
@@ -294,28 +300,52 @@ fn hostile_streams_stay_within_the_memory_bound() {
     }
 }
 
+/// SPEC.md: never a copy of bytes after a connection's framing state was lost. A
+/// capture that starts mid-connection may start inside a body, and a body can hold
+/// anything that looks like a request.
 #[test]
-fn capture_starting_mid_connection_resynchronises() {
-    let events = run(&[
-        (1, b"rest of a previous body\r\nthat spans lines\r\n"),
-        (2, b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"),
-    ]);
-    assert_eq!(
-        events[0],
-        FramerEvent::NotHttp {
-            kind: NotHttpKind::Other,
-            bytes: 43
-        }
+fn capture_starting_mid_connection_copies_nothing() {
+    let mut framer = RequestFramer::new(FramerLimits::default());
+    let mut out = Vec::new();
+    framer.distrust(1, &mut out);
+    framer.push(
+        1,
+        b"rest of an upload\r\nDELETE /users/1 HTTP/1.1\r\n",
+        &mut out,
     );
-    assert_eq!(targets(&events), ["/next"]);
-    assert_eq!(requests(&events)[0].ts_nanos, 2);
+    framer.push(
+        2,
+        b"Host: h\r\n\r\nGET /next HTTP/1.1\r\nHost: h\r\n\r\n",
+        &mut out,
+    );
+    framer.finish(3, &mut out);
+    assert!(targets(&out).is_empty(), "{out:?}");
+    assert_eq!(
+        out,
+        vec![
+            FramerEvent::NotHttp {
+                kind: NotHttpKind::Untrusted,
+                bytes: 19
+            },
+            FramerEvent::Dropped {
+                ts_nanos: 1,
+                reason: DropReason::Untrusted,
+                method: Some("DELETE".into())
+            },
+            FramerEvent::Dropped {
+                ts_nanos: 2,
+                reason: DropReason::Untrusted,
+                method: Some("GET".into())
+            },
+        ]
+    );
 }
 
 #[test]
 fn a_head_near_the_limit_fed_byte_by_byte() {
     // Each byte is scanned once: 60 KiB of one-byte pushes stays cheap.
     let cookie = "c".repeat(60 * 1024);
-    let head = format!("GET /big HTTP/1.1\r\nCookie: {cookie}\r\n\r\n");
+    let head = format!("GET /big HTTP/1.1\r\nHost: h\r\nCookie: {cookie}\r\n\r\n");
     let mut framer = RequestFramer::new(FramerLimits::default());
     let mut out = Vec::new();
     for (i, byte) in head.as_bytes().iter().enumerate() {

@@ -96,6 +96,10 @@ fn gap(conn: u64, flow: FlowKey, n: u64) -> RecordedEvent {
     RecordedEvent::Gap(key(conn, flow), n)
 }
 
+fn distrust(conn: u64, flow: FlowKey) -> RecordedEvent {
+    RecordedEvent::Distrust(key(conn, flow))
+}
+
 fn end(conn: u64, flow: FlowKey, how: StreamEnd) -> RecordedEvent {
     RecordedEvent::End(key(conn, flow), how)
 }
@@ -146,6 +150,7 @@ struct CountingSink {
     bytes: u64,
     gaps: u64,
     ends: Vec<StreamEnd>,
+    distrusted: u64,
 }
 
 impl StreamSink for CountingSink {
@@ -157,6 +162,9 @@ impl StreamSink for CountingSink {
     }
     fn end(&mut self, _: StreamKey, _: u64, how: StreamEnd) {
         self.ends.push(how);
+    }
+    fn distrust(&mut self, _: StreamKey, _: u64) {
+        self.distrusted += 1;
     }
 }
 
@@ -198,12 +206,138 @@ fn mid_stream_start_uses_first_data_segment() {
     // Older bytes of a stream picked up mid-way cannot be placed: dropped.
     h.push(c2s(), 69_990, 0, b"0123456789");
     h.push(c2s(), 70_005, 0, b" world");
+    // The sink hears first that the stream's start was not seen.
     assert_eq!(
         h.sink.stream(key(0, c2s())),
-        vec![data(0, c2s(), b"hello world")]
+        vec![distrust(0, c2s()), data(0, c2s(), b"hello world")]
     );
     assert_eq!(h.table.stats().duplicates, 1);
     assert_eq!(h.table.stats().gaps, 0);
+    assert_eq!(h.table.stats().lost_starts, 1);
+}
+
+/// A stream whose SYN was seen is trusted from its first byte; the server's side (not
+/// delivered with a ports filter) is never distrusted.
+#[test]
+fn a_stream_with_its_syn_is_not_distrusted() {
+    let mut h = Harness::new(ReassemblyConfig {
+        ports: Some(vec![80]),
+        ..ReassemblyConfig::default()
+    });
+    h.push(c2s(), 10, SYN, b"");
+    h.push(c2s(), 11, 0, b"GET");
+    h.push(s2c(), 900, 0, b"HTTP/1.1 200 OK");
+    assert_eq!(h.sink.events, vec![data(0, c2s(), b"GET")]);
+    assert_eq!(h.table.stats().lost_starts, 0);
+}
+
+/// Linux keeps the in-order segment's bytes where it covers queued out-of-order ones;
+/// we deliver the queued ones. The sink is told before any byte of the disagreement.
+#[test]
+fn conflicting_retransmits_distrust_the_stream_before_the_conflicting_bytes() {
+    // In order over a buffered chunk.
+    let mut h = Harness::default();
+    h.handshake(0);
+    h.push(c2s(), 5, 0, b"EFGH");
+    h.push(c2s(), 1, 0, b"abcdXFGH");
+    assert_eq!(
+        h.sink.stream(key(0, c2s())),
+        vec![
+            data(0, c2s(), b"abcd"),
+            distrust(0, c2s()),
+            data(0, c2s(), b"EFGH")
+        ]
+    );
+    assert_eq!(h.table.stats().conflict_distrusts, 1);
+    // Out of order over out of order: nothing is delivered before the distrust.
+    let mut h = Harness::default();
+    h.handshake(0);
+    h.push(c2s(), 5, 0, b"EFGH");
+    h.push(c2s(), 3, 0, b"cdEFGX");
+    h.push(c2s(), 1, 0, b"ab");
+    assert_eq!(h.sink.stream(key(0, c2s()))[0], distrust(0, c2s()));
+    // Over delivered bytes: the stream is distrusted once, however often it happens.
+    let mut h = Harness::default();
+    h.handshake(0);
+    h.push(c2s(), 1, 0, b"abcdef");
+    h.push(c2s(), 3, 0, b"cXe");
+    h.push(c2s(), 3, 0, b"cYe");
+    assert_eq!(
+        h.sink.stream(key(0, c2s())),
+        vec![data(0, c2s(), b"abcdef"), distrust(0, c2s())]
+    );
+    assert_eq!(h.table.stats().retransmit_mismatch, 2);
+    assert_eq!(h.table.stats().conflict_distrusts, 1);
+    // Identical retransmits distrust nothing.
+    let mut h = Harness::default();
+    h.handshake(0);
+    h.push(c2s(), 5, 0, b"EFGH");
+    h.push(c2s(), 1, 0, b"abcdEFGH");
+    h.push(c2s(), 1, 0, b"abcdEFGH");
+    assert_eq!(
+        h.sink.stream(key(0, c2s())),
+        vec![data(0, c2s(), b"abcdEFGH")]
+    );
+}
+
+/// A `RecordingSink` that says some streams are mid-message.
+struct BusySink {
+    inner: RecordingSink,
+    busy: Vec<StreamKey>,
+}
+
+impl StreamSink for BusySink {
+    fn data(&mut self, s: StreamKey, ts: u64, bytes: &[u8]) {
+        self.inner.data(s, ts, bytes);
+    }
+    fn gap(&mut self, s: StreamKey, ts: u64, n: u64) {
+        self.inner.gap(s, ts, n);
+    }
+    fn end(&mut self, s: StreamKey, ts: u64, how: StreamEnd) {
+        self.inner.end(s, ts, how);
+    }
+    fn distrust(&mut self, s: StreamKey, ts: u64) {
+        self.inner.distrust(s, ts);
+    }
+    fn busy(&self, s: StreamKey) -> bool {
+        self.busy.contains(&s)
+    }
+}
+
+/// An evicted connection that goes on is untrusted to its end, and one evicted
+/// mid-request loses that request: eviction passes over connections mid-message.
+#[test]
+fn eviction_prefers_connections_that_are_not_mid_message() {
+    let mut table = FlowTable::new(ReassemblyConfig {
+        max_flows: 3,
+        ..ReassemblyConfig::default()
+    });
+    let mut sink = BusySink {
+        inner: RecordingSink::default(),
+        busy: vec![key(0, client(1))],
+    };
+    for port in 1..=3 {
+        table.push(&seg(client(port), 0, SYN, b""), &mut sink);
+        table.push(&seg(client(port), 1, 0, b"x"), &mut sink);
+    }
+    // Client 1 is the least recently active, but mid-message: client 2 goes.
+    table.push(&seg(client(4), 0, SYN, b""), &mut sink);
+    assert!(sink.inner.ends(key(0, client(1))).is_empty());
+    assert_eq!(sink.inner.ends(key(1, client(2))), vec![StreamEnd::Evicted]);
+    assert_eq!(table.stats().flows_evicted_busy, 0);
+    // A hole (bytes waiting out of order) is mid-message too.
+    table.push(&seg(client(3), 5, 0, b"later"), &mut sink);
+    table.push(&seg(client(5), 0, SYN, b""), &mut sink);
+    // Client 4 (a bare SYN, so it gets no calls) went instead.
+    assert!(sink.inner.ends(key(2, client(3))).is_empty());
+    assert!(sink.inner.ends(key(0, client(1))).is_empty());
+    assert_eq!(table.stats().flows_evicted, 2);
+    // All mid-message: the least recently active goes, and is counted.
+    sink.busy.push(key(4, client(5)));
+    table.push(&seg(client(6), 0, SYN, b""), &mut sink);
+    assert_eq!(sink.inner.ends(key(0, client(1))), vec![StreamEnd::Evicted]);
+    assert_eq!(table.stats().flows_evicted, 3);
+    assert_eq!(table.stats().flows_evicted_busy, 1);
 }
 
 #[test]
@@ -299,7 +433,11 @@ fn data_captured_before_its_syn_keeps_one_connection() {
     h.push(c2s(), 301, 0, b"GET ");
     h.push(c2s(), 300, SYN, b"");
     h.push(c2s(), 305, 0, b"/");
-    assert_eq!(h.sink.stream(key(0, c2s())), vec![data(0, c2s(), b"GET /")]);
+    // Its first byte came before its SYN: it was delivered as picked up mid-way.
+    assert_eq!(
+        h.sink.stream(key(0, c2s())),
+        vec![distrust(0, c2s()), data(0, c2s(), b"GET /")]
+    );
     assert_eq!(h.table.stats().flows_opened, 1);
 }
 
@@ -703,6 +841,7 @@ fn idle_flows_expire() {
     assert_eq!(
         h.sink.stream(key(1, client(2))),
         vec![
+            distrust(1, client(2)),
             data(1, client(2), b"b"),
             end(1, client(2), StreamEnd::IdleTimeout)
         ]
@@ -712,6 +851,7 @@ fn idle_flows_expire() {
     assert_eq!(
         h.sink.stream(key(0, client(1))),
         vec![
+            distrust(0, client(1)),
             data(0, client(1), b"a"),
             gap(0, client(1), 1),
             data(0, client(1), b"c"),

@@ -58,6 +58,7 @@
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 
+use super::checks::{connection_tokens, judge, persists, NotCopied, Verdict};
 use super::chunked::{framing_of, parse_chunk_size, trim_ows, Framing, MAX_CHUNK_LINE};
 use super::sync::{
     classify, is_broken_request_line, line_check, method_hint, Classified, LineCheck,
@@ -100,8 +101,15 @@ pub enum DropReason {
     Incomplete,
     /// The head or the body is over `FramerLimits`.
     TooLarge,
-    /// Its framing is invalid or ambiguous; the text says why (for logs and tests).
+    /// Its framing is invalid or ambiguous, or a server answers it with 400 (Host
+    /// rules); the text says why (for logs and tests).
     Unparseable(&'static str),
+    /// Framed where the connection's framing state was no longer known (start not seen,
+    /// gap, conflicting retransmission, eviction) or after the server stopped reading
+    /// it (`Connection: close`, HTTP/1.0, upgrade): it may be body text, never copied.
+    Untrusted,
+    /// A request a server serves, but that is never copied (CONNECT, `OPTIONS *`).
+    NotCopied(NotCopied),
 }
 
 impl DropReason {
@@ -110,6 +118,8 @@ impl DropReason {
             DropReason::Incomplete => Outcome::Incomplete,
             DropReason::TooLarge => Outcome::TooLarge,
             DropReason::Unparseable(_) => Outcome::Unparseable,
+            DropReason::Untrusted => Outcome::Untrusted,
+            DropReason::NotCopied(why) => Outcome::NotCopied(*why),
         }
     }
 }
@@ -123,9 +133,12 @@ pub enum NotHttpKind {
     Tls,
     /// An HTTP/1.x response: this is the server's direction.
     Response,
-    /// Anything else: unknown protocols, tunnels, bytes skipped while resynchronising
-    /// and everything after unparseable framing.
+    /// Anything else: unknown protocols, tunnels and everything after unparseable
+    /// framing.
     Other,
+    /// Bytes of a connection whose framing state was lost (see `DropReason::Untrusted`)
+    /// that framed no request.
+    Untrusted,
 }
 
 impl NotHttpKind {
@@ -136,6 +149,7 @@ impl NotHttpKind {
             NotHttpKind::Tls => "tls",
             NotHttpKind::Response => "response",
             NotHttpKind::Other => "other",
+            NotHttpKind::Untrusted => "untrusted",
         }
     }
 }
@@ -191,8 +205,9 @@ enum Origin {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum After {
     Idle,
-    /// `Upgrade`: the protocol may have switched.
-    Hunt,
+    /// The server stops reading HTTP/1.1 here: `Connection: close`, an HTTP/1.0 request
+    /// without keep-alive, or `Upgrade` (the protocol may have switched).
+    Untrusted,
     /// `CONNECT`: a tunnel.
     Tunnel,
 }
@@ -230,6 +245,10 @@ struct OversizedHead {
     line_overflow: bool,
     fields: Vec<(Vec<u8>, Vec<u8>)>,
     upgrade: bool,
+    /// `Connection` said `close`, or a `Connection` line was too long to read.
+    close: bool,
+    keep_alive: bool,
+    hosts: u32,
 }
 
 #[derive(Debug)]
@@ -279,6 +298,9 @@ pub struct RequestFramer {
     req_ts: u64,
     /// A run of skipped bytes not reported yet.
     pending: Option<(NotHttpKind, u64)>,
+    /// The framing state was lost (start not seen, gap, conflicting bytes) or the server
+    /// stopped reading: from here to the end of the stream, requests are only counted.
+    untrusted: bool,
 }
 
 impl RequestFramer {
@@ -292,6 +314,7 @@ impl RequestFramer {
             buf_ts: 0,
             req_ts: 0,
             pending: None,
+            untrusted: false,
         }
     }
 
@@ -344,7 +367,9 @@ impl RequestFramer {
         }
     }
 
-    /// `missing` bytes of the stream were lost in the capture at this point.
+    /// `missing` bytes of the stream were lost in the capture at this point. Unless the
+    /// loss lies inside a body of known length (skipped exactly), the framing state is
+    /// lost with them: the rest of the stream is untrusted.
     pub fn gap(&mut self, ts_nanos: u64, missing: u64, out: &mut Vec<FramerEvent>) {
         if missing == 0 {
             return;
@@ -352,39 +377,32 @@ impl RequestFramer {
         let leftover = self.buf.len() as u64;
         let method = method_hint(&self.buf);
         self.buf.clear();
-        let hunt = State::Hunt {
-            classify: false,
-            line_start: true,
-            scanned: 0,
-        };
         self.state = match std::mem::replace(&mut self.state, State::Done) {
             State::Done => State::Done,
             State::Start => {
+                let next = self.lose_framing(true);
                 self.skipped(NotHttpKind::Other, leftover, out);
-                State::Hunt {
-                    classify: true,
-                    line_start: true,
-                    scanned: 0,
-                }
+                next
             }
             State::Idle => {
                 // The lost bytes were the client's, so at least one request was in them.
                 self.drop_request(out, ts_nanos, DropReason::Incomplete, None);
-                hunt
+                self.lose_framing(false)
             }
             // The first bytes of a stream, not yet a whole request line: nothing says
-            // they were a request (the capture may have started mid-body).
+            // they were a request.
             State::Head {
                 origin: Origin::Start,
                 line_ok: false,
                 ..
             } => {
+                let next = self.lose_framing(false);
                 self.skipped(NotHttpKind::Other, leftover, out);
-                hunt
+                next
             }
             State::Head { .. } => {
                 self.drop_request(out, self.req_ts, DropReason::Incomplete, method);
-                hunt
+                self.lose_framing(false)
             }
             State::Body(mut inflight) => {
                 if !inflight.reported {
@@ -395,7 +413,7 @@ impl RequestFramer {
                 }
                 self.body_gap(ts_nanos, *inflight, missing, out)
             }
-            State::Oversized(_) => hunt,
+            State::Oversized(_) => self.lose_framing(false),
             State::Hunt { classify, .. } => {
                 self.skipped(NotHttpKind::Other, leftover, out);
                 State::Hunt {
@@ -410,6 +428,60 @@ impl RequestFramer {
             }
             State::Skip(kind) => State::Skip(kind),
         };
+    }
+
+    /// From this point the stream's bytes may not be what the server read: its start
+    /// was not seen (agent started or restarted mid-connection, flow evicted or timed
+    /// out and picked up again), or retransmissions disagreed on its bytes. A request in
+    /// progress is dropped as untrusted, and the rest of the stream is only counted.
+    pub fn distrust(&mut self, ts_nanos: u64, out: &mut Vec<FramerEvent>) {
+        let _ = ts_nanos;
+        if self.untrusted {
+            return;
+        }
+        let state = std::mem::replace(&mut self.state, State::Done);
+        if let State::Done | State::Skip(_) | State::Tunnel = state {
+            // Nothing more is framed on this stream anyway.
+            self.state = state;
+            return;
+        }
+        self.untrusted = true;
+        let leftover = self.buf.len() as u64;
+        let method = method_hint(&self.buf);
+        self.buf.clear();
+        let classify = matches!(state, State::Start);
+        match state {
+            State::Head {
+                origin: Origin::Start,
+                line_ok: false,
+                ..
+            } => self.skipped(NotHttpKind::Other, leftover, out),
+            State::Head { .. } => {
+                self.drop_request(out, self.req_ts, DropReason::Untrusted, method);
+            }
+            State::Body(mut inflight) => {
+                self.drop_inflight(&mut inflight, DropReason::Untrusted, out);
+            }
+            _ => self.skipped(NotHttpKind::Other, leftover, out),
+        }
+        self.state = self.lose_framing(classify);
+    }
+
+    /// Whether the stream was found untrusted (see `distrust`).
+    pub fn is_untrusted(&self) -> bool {
+        self.untrusted
+    }
+
+    /// The framing state is gone for good: what follows is searched for request lines
+    /// only to count them (`DropReason::Untrusted`), after checking for other protocols
+    /// when `classify`.
+    fn lose_framing(&mut self, classify: bool) -> State {
+        self.untrusted = true;
+        State::Hunt {
+            classify,
+            line_start: true,
+            scanned: 0,
+        }
     }
 
     /// Gives up what the stream holds, to keep all streams under one memory budget: a
@@ -526,6 +598,13 @@ impl RequestFramer {
         method: Option<String>,
     ) {
         self.flush_skipped(out);
+        // Whatever else went wrong with it, a request framed without a trusted boundary
+        // is counted as untrusted: its other faults may be the misreading's.
+        let reason = if self.untrusted {
+            DropReason::Untrusted
+        } else {
+            reason
+        };
         out.push(FramerEvent::Dropped {
             ts_nanos,
             reason,
@@ -537,6 +616,10 @@ impl RequestFramer {
         if bytes == 0 {
             return;
         }
+        let kind = match kind {
+            NotHttpKind::Other if self.untrusted => NotHttpKind::Untrusted,
+            kind => kind,
+        };
         match &mut self.pending {
             Some((k, n)) if *k == kind => *n += bytes,
             _ => {
@@ -680,16 +763,16 @@ impl RequestFramer {
                 (LineCheck::Http09(len), _) => {
                     return self.unparseable(out, "HTTP/0.9 request (no version)", len)
                 }
-                // Not a request line at the very start: the capture began mid-connection.
-                // Hunt from here (its bytes count as skipped).
                 // A line shaped like a request (upper-case method, ends in a version)
                 // whose middle is broken, e.g. `CONNECT host:25 / HTTP/1.0`: a client
                 // did send a request, one no server may guess at.
                 (LineCheck::Invalid, Origin::Start) if is_broken_request_line(line) => {
                     return self.unparseable(out, "malformed request line", line_len)
                 }
+                // The stream's first line (its start was seen) is no request line: this
+                // is not HTTP/1.x, and no later line is searched for one.
                 (LineCheck::Invalid | LineCheck::Partial, Origin::Start) => {
-                    return self.not_a_head()
+                    return (State::Skip(NotHttpKind::Other), true)
                 }
                 (LineCheck::Partial, _) => return self.too_large_head(out),
                 (LineCheck::Invalid, _) => return self.unparseable(out, "invalid request line", 0),
@@ -737,11 +820,29 @@ impl RequestFramer {
                         .iter()
                         .map(|h| (h.name.as_bytes(), h.value.as_slice())),
                 );
-                match framing {
-                    Err(why) => self.unparseable(out, why, n),
-                    Ok(framing) => {
+                let verdict = match framing {
+                    Err(why) => Err(why),
+                    // Hunted heads are only counted; what a server would make of them
+                    // does not matter.
+                    Ok(_) if self.untrusted => Ok(Verdict::Copy),
+                    Ok(_) => judge(
+                        &req.method,
+                        &req.target,
+                        req.version_minor,
+                        req.headers
+                            .iter()
+                            .filter(|h| h.name.eq_ignore_ascii_case("host"))
+                            .map(|h| h.value.as_slice()),
+                    ),
+                };
+                match (framing, verdict) {
+                    (Ok(framing), Ok(verdict)) => {
                         self.pos += n;
-                        self.start_body(req, framing, out)
+                        self.start_body(req, framing, verdict, out)
+                    }
+                    (Err(why), _) | (_, Err(why)) => {
+                        super::recycle(req);
+                        self.unparseable(out, why, n)
                     }
                 }
             }
@@ -766,12 +867,20 @@ impl RequestFramer {
         &mut self,
         mut req: HttpRequest,
         framing: Framing,
+        verdict: Verdict,
         out: &mut Vec<FramerEvent>,
     ) -> (State, bool) {
+        let (close, keep_alive) = connection_tokens(
+            req.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .map(|h| h.value.as_slice()),
+        );
         let after = if req.method == "CONNECT" {
             After::Tunnel
-        } else if req.header("upgrade").is_some() {
-            After::Hunt
+        } else if req.header("upgrade").is_some() || !persists(req.version_minor, close, keep_alive)
+        {
+            After::Untrusted
         } else {
             After::Idle
         };
@@ -792,6 +901,9 @@ impl RequestFramer {
             framing: body.unwrap_or(BodyFraming::Length(0)),
             after,
         };
+        if let Verdict::NotCopied(why) = verdict {
+            self.drop_inflight(&mut inflight, DropReason::NotCopied(why), out);
+        }
         match inflight.framing {
             // Most requests: nothing to wait for, so no boxed body state either.
             BodyFraming::Length(0) => return self.complete(inflight, out),
@@ -948,10 +1060,32 @@ impl RequestFramer {
 
     fn complete(&mut self, inflight: InFlight, out: &mut Vec<FramerEvent>) -> (State, bool) {
         if !inflight.reported {
-            self.flush_skipped(out);
-            out.push(FramerEvent::Request(inflight.req));
+            if self.untrusted {
+                let req = inflight.req;
+                self.drop_request(
+                    out,
+                    self.req_ts,
+                    DropReason::Untrusted,
+                    Some(req.method.clone()),
+                );
+                super::recycle(req);
+            } else {
+                self.flush_skipped(out);
+                out.push(FramerEvent::Request(inflight.req));
+            }
         }
-        (after_state(inflight.after), true)
+        (self.after_state(inflight.after), true)
+    }
+
+    fn after_state(&mut self, after: After) -> State {
+        match after {
+            // Without a trusted boundary, the next request is hunted for again (and only
+            // counted): framing a hunted request exactly proves nothing.
+            After::Idle if self.untrusted => self.lose_framing(false),
+            After::Idle => State::Idle,
+            After::Untrusted => self.lose_framing(true),
+            After::Tunnel => State::Tunnel,
+        }
     }
 
     /// A gap while a body is in progress (already reported incomplete).
@@ -980,10 +1114,10 @@ impl RequestFramer {
             // request was (partly) lost there.
             (BodyFraming::Length(_), After::Idle) => {
                 self.drop_request(out, ts_nanos, DropReason::Incomplete, None);
-                hunt_state()
+                self.lose_framing(false)
             }
             (BodyFraming::Length(_), After::Tunnel) => State::Skip(NotHttpKind::Other),
-            _ => hunt_state(),
+            _ => self.lose_framing(false),
         }
     }
 
@@ -1012,6 +1146,9 @@ impl RequestFramer {
             line_overflow: false,
             fields: Vec::new(),
             upgrade: false,
+            close: false,
+            keep_alive: false,
+            hosts: 0,
         };
         (State::Oversized(Box::new(scan)), true)
     }
@@ -1053,6 +1190,13 @@ impl RequestFramer {
             scan.fields.push((name.to_vec(), value));
         } else if name.eq_ignore_ascii_case(b"upgrade") {
             scan.upgrade = true;
+        } else if name.eq_ignore_ascii_case(b"host") {
+            scan.hosts += 1;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            // A token past the part we kept may be `close`: assume it is.
+            let (close, keep_alive) = connection_tokens([&line[colon + 1..]]);
+            scan.close |= close || overflow;
+            scan.keep_alive |= keep_alive;
         }
         (State::Oversized(Box::new(scan)), true)
     }
@@ -1067,13 +1211,16 @@ impl RequestFramer {
         let method = scan.method.unwrap_or_default();
         let after = if method == "CONNECT" {
             After::Tunnel
-        } else if scan.upgrade {
-            After::Hunt
+        } else if scan.upgrade || !persists(scan.version_minor, scan.close, scan.keep_alive) {
+            After::Untrusted
         } else {
             After::Idle
         };
+        // A server answers 400 to a head with two Hosts (or none in HTTP/1.1) and closes.
+        let host_rejected = scan.hosts > 1 || (scan.hosts == 0 && scan.version_minor >= 1);
         let framing = match framing {
             Err(_) => return State::Skip(NotHttpKind::Other),
+            Ok(_) if host_rejected && !self.untrusted => return State::Skip(NotHttpKind::Other),
             Ok(_) if after == After::Tunnel => BodyFraming::Length(0),
             Ok(Framing::NoBody) => BodyFraming::Length(0),
             Ok(Framing::Length(n)) => BodyFraming::Length(n),
@@ -1165,26 +1312,6 @@ impl RequestFramer {
     }
 }
 
-fn hunt_state() -> State {
-    State::Hunt {
-        classify: false,
-        line_start: true,
-        scanned: 0,
-    }
-}
-
-fn after_state(after: After) -> State {
-    match after {
-        After::Idle => State::Idle,
-        After::Hunt => State::Hunt {
-            classify: true,
-            line_start: true,
-            scanned: 0,
-        },
-        After::Tunnel => State::Tunnel,
-    }
-}
-
 /// Keeps at most `SCANNER_LINE` bytes of the current line.
 fn keep_prefix(scan: &mut OversizedHead, bytes: &[u8]) {
     let room = SCANNER_LINE - scan.line.len();
@@ -1245,7 +1372,7 @@ mod scratch_tests {
         let mut out = Vec::new();
         let mut busy = RequestFramer::new(FramerLimits::default());
         // A large push leaves the thread's scratch buffer with a large capacity.
-        let mut big = b"POST /big HTTP/1.1\r\nContent-Length: 100000\r\n\r\n".to_vec();
+        let mut big = b"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n".to_vec();
         big.resize(big.len() + 100_000, b'x');
         busy.push(1, &big, &mut out);
         assert!(busy.buf.capacity() == 0 && busy.is_idle());

@@ -3,12 +3,14 @@
 //! drops (incomplete, too large, unparseable) and counts of bytes that are not requests.
 //! `HttpRequest` and `Header` are the contract the replay stage relies on.
 
+mod checks;
 mod chunked;
 mod framer;
 mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use checks::{absolute_form, NotCopied};
 pub use framer::{DropReason, FramerEvent, FramerLimits, NotHttpKind, RequestFramer};
 
 use std::cell::RefCell;
@@ -155,8 +157,9 @@ mod recycle_tests {
             X-One: 1111111111\r\nX-Two: 2222222222\r\nX-Three: 3\r\n\
             Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nTrailer-A: t\r\n\r\n\
             PUT /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc";
-        let small = b"GET / HTTP/1.0\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n\
-            DELETE /c HTTP/1.1\r\nA: b\r\nC: d\r\n\r\n";
+        let small =
+            b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\n\
+            DELETE /c HTTP/1.1\r\nHost: y\r\nA: b\r\nC: d\r\n\r\n";
         SPARE.with_borrow_mut(Vec::clear);
         let fresh = frame(small);
         let first = frame(big);

@@ -131,6 +131,11 @@ fn feed<S: StreamSink>(
     conn.dirs.iter().all(Direction::ended)
 }
 
+/// How many of the least recently active connections eviction looks at for one that is
+/// not mid-message: enough to pass over a few slow uploads, few enough that a flood of
+/// new connections costs the same per connection.
+const EVICTION_CANDIDATES: usize = 8;
+
 fn conn_key(flow: FlowKey) -> (ConnKey, usize) {
     if flow.src <= flow.dst {
         (ConnKey(flow.src, flow.dst), 0)
@@ -256,6 +261,11 @@ impl FlowTable {
                 }
                 SynOutcome::Duplicate | SynOutcome::Fresh => {}
             }
+            if flags.ack() {
+                // A SYN-ACK acknowledges the peer's ISN: where the peer's stream starts
+                // is known even when its SYN was not captured.
+                self.conns.get_mut(slot).dirs[1 - d].learn_isn(seg.ack.wrapping_sub(1));
+            }
         }
         self.conns.touch(slot);
         if flags.rst() {
@@ -345,11 +355,14 @@ impl FlowTable {
         sink: &mut S,
     ) -> u32 {
         while self.conns.len() >= self.shared.max_entries() {
-            let Some(victim) = self.conns.oldest() else {
+            let Some((victim, busy)) = self.eviction_victim(sink) else {
                 break;
             };
             self.remove(victim, ts, sink, |_| StreamEnd::Evicted);
             self.shared.stats.flows_evicted += 1;
+            if busy {
+                self.shared.stats.flows_evicted_busy += 1;
+            }
         }
         let id = self.next_conn;
         self.next_conn += 1;
@@ -362,6 +375,34 @@ impl FlowTable {
                 dirs: [Direction::new(deliver[0]), Direction::new(deliver[1])],
             },
         )
+    }
+
+    /// The connection to evict: the least recently active of the oldest few that is not
+    /// mid-message (an evicted connection that goes on is untrusted to its end, and one
+    /// caught mid-request loses that request too); the oldest when all are. With whether
+    /// it was mid-message.
+    fn eviction_victim<S: StreamSink>(&self, sink: &S) -> Option<(u32, bool)> {
+        let oldest = self.conns.oldest()?;
+        let mut candidate = Some(oldest);
+        for _ in 0..EVICTION_CANDIDATES {
+            let Some(slot) = candidate else {
+                break;
+            };
+            let key = self.conns.key(slot);
+            let conn = self.conns.get(slot);
+            let busy = conn.dirs.iter().enumerate().any(|(d, dir)| {
+                let stream = StreamKey {
+                    conn: conn.id,
+                    flow: dir_flow(key, d),
+                };
+                dir.busy(sink, stream)
+            });
+            if !busy {
+                return Some((slot, false));
+            }
+            candidate = self.conns.newer(slot);
+        }
+        Some((oldest, true))
     }
 
     fn remove<S: StreamSink>(

@@ -62,15 +62,24 @@ pub struct ReassemblyStats {
     pub bytes_delivered: u64,
     /// Segments (or SYNs) that brought no new byte.
     pub duplicates: u64,
-    /// Segments overlapping earlier bytes with different content (first copy kept).
-    /// Compared against buffered bytes and the last 64 delivered bytes per direction.
+    /// Segments overlapping earlier bytes with different content. Compared against
+    /// buffered bytes and the last 64 delivered bytes per direction. The first one
+    /// distrusts its stream (`StreamSink::distrust`).
     pub retransmit_mismatch: u64,
+    /// Streams whose first byte was delivered without their SYN having been seen
+    /// (picked up mid-connection): distrusted from the start.
+    pub lost_starts: u64,
+    /// Streams distrusted at their first retransmission with other bytes.
+    pub conflict_distrusts: u64,
     pub out_of_order: u64,
     /// `gap` calls and the bytes they reported.
     pub gaps: u64,
     pub gap_bytes: u64,
     pub too_far_ahead: u64,
     pub flows_evicted: u64,
+    /// Of `flows_evicted`, connections the sink said were mid-message (every other
+    /// candidate among the least recently active was too).
+    pub flows_evicted_busy: u64,
     pub flows_timed_out: u64,
     pub flows_opened: u64,
     /// Closed by FIN/RST, or replaced by a new connection on the same 4-tuple.
@@ -121,4 +130,18 @@ pub trait StreamSink {
     fn gap(&mut self, stream: StreamKey, ts_nanos: u64, missing: u64);
     /// The stream is over; no more calls for this key.
     fn end(&mut self, stream: StreamKey, ts_nanos: u64, how: StreamEnd);
+    /// From here to its `end`, the stream's bytes may not be what the receiver's kernel
+    /// delivered to it: its start was not seen (picked up mid-connection, after an
+    /// eviction or idle timeout), or retransmissions disagreed on bytes. Comes before the
+    /// first `data`/`gap` of a stream picked up mid-way, and before any byte that a
+    /// conflicting retransmission touched; at most once per stream. The stream gets an
+    /// `end` like any other.
+    fn distrust(&mut self, stream: StreamKey, ts_nanos: u64);
+    /// Whether the consumer is in the middle of a message on this stream: eviction
+    /// passes over such connections while it finds one that is not. Consumers that
+    /// cannot tell say no.
+    fn busy(&self, stream: StreamKey) -> bool {
+        let _ = stream;
+        false
+    }
 }

@@ -7,6 +7,7 @@ pub enum RecordedEvent {
     Data(StreamKey, Vec<u8>),
     Gap(StreamKey, u64),
     End(StreamKey, StreamEnd),
+    Distrust(StreamKey),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -20,9 +21,10 @@ impl RecordingSink {
         let mut keys: Vec<StreamKey> = Vec::new();
         for event in &self.events {
             let key = match event {
-                RecordedEvent::Data(k, _) | RecordedEvent::Gap(k, _) | RecordedEvent::End(k, _) => {
-                    *k
-                }
+                RecordedEvent::Data(k, _)
+                | RecordedEvent::Gap(k, _)
+                | RecordedEvent::End(k, _)
+                | RecordedEvent::Distrust(k) => *k,
             };
             if !keys.contains(&key) {
                 keys.push(key);
@@ -44,7 +46,9 @@ impl RecordingSink {
                     Some(RecordedEvent::Gap(_, prev)) => *prev += n,
                     _ => out.push(event.clone()),
                 },
-                RecordedEvent::End(k, _) if *k == key => out.push(event.clone()),
+                RecordedEvent::End(k, _) | RecordedEvent::Distrust(k) if *k == key => {
+                    out.push(event.clone())
+                }
                 _ => {}
             }
         }
@@ -88,5 +92,9 @@ impl StreamSink for RecordingSink {
 
     fn end(&mut self, stream: StreamKey, _ts_nanos: u64, how: StreamEnd) {
         self.events.push(RecordedEvent::End(stream, how));
+    }
+
+    fn distrust(&mut self, stream: StreamKey, _ts_nanos: u64) {
+        self.events.push(RecordedEvent::Distrust(stream));
     }
 }

@@ -128,6 +128,12 @@ impl<K: Hash + Eq + Copy, V: Default> LruSlab<K, V> {
         (self.oldest != NIL).then_some(self.oldest)
     }
 
+    /// The entry touched next after this one (towards the newest).
+    pub(crate) fn newer(&self, slot: u32) -> Option<u32> {
+        let next = self.slots[slot as usize].next;
+        (next != NIL).then_some(next)
+    }
+
     /// Slot numbers in use, in no particular order. Entries may be removed while
     /// walking them by number (a removed slot is skipped by `is_live`).
     pub(crate) fn slot_count(&self) -> u32 {

@@ -64,6 +64,8 @@ pub(crate) struct Direction {
     announced: bool,
     seen_payload: bool,
     ended: bool,
+    /// The sink was told to distrust this stream.
+    distrusted: bool,
 }
 
 /// The state of a direction that is delivering bytes.
@@ -169,6 +171,14 @@ impl Direction {
             }
         }
         SynOutcome::Conflict
+    }
+
+    /// The peer's SYN-ACK says this direction's ISN: taken when no SYN of its own was
+    /// seen and no byte was placed yet, as if its SYN had been captured.
+    pub(crate) fn learn_isn(&mut self, isn: u32) {
+        if self.isn.is_none() && !self.started() && self.base.is_none() {
+            self.on_syn(isn);
+        }
     }
 
     /// One segment of this direction (RST is handled by the table). Returns true when
@@ -320,7 +330,12 @@ impl Direction {
             let old_end = data_end.min(next);
             if old_end > off {
                 let old = &payload[..(old_end - off) as usize];
-                mismatch |= self.differs_from_delivered(off, old);
+                if self.differs_from_delivered(off, old) {
+                    // The receiver kept the bytes it had (as we did), but two versions of
+                    // the stream are on the wire: trust neither from here.
+                    mismatch = true;
+                    self.conflict(ctx);
+                }
             }
         }
         let start = off.max(next);
@@ -380,7 +395,12 @@ impl Direction {
                             if overlap_end > chunk_start {
                                 let ours = &data[(chunk_start - start) as usize
                                     ..(overlap_end - start) as usize];
-                                *mismatch |= ours != &bytes[..ours.len()];
+                                if ours != &bytes[..ours.len()] {
+                                    *mismatch = true;
+                                    // Linux keeps the in-order segment's bytes here, we
+                                    // deliver the buffered ones: never frame either.
+                                    self.conflict(ctx);
+                                }
                             }
                         }
                         self.deliver_chunk(ctx, chunk);
@@ -428,7 +448,13 @@ impl Direction {
                 {
                     let a = &ours[(pos - start) as usize..(upto - start) as usize];
                     let b = &theirs[(pos - chunk_start) as usize..(upto - chunk_start) as usize];
-                    *mismatch |= a != b;
+                    if a != b {
+                        // Which copy the receiver's out-of-order queue keeps depends on
+                        // how the segments cover each other (tcp_data_queue_ofo): rather
+                        // than model it, nothing of this stream is framed from here.
+                        *mismatch = true;
+                        self.conflict(ctx);
+                    }
                 }
                 pos = upto;
                 continue;
@@ -536,6 +562,7 @@ impl Direction {
         if bytes.is_empty() {
             return;
         }
+        self.check_start(ctx);
         self.flush_gap(ctx);
         ctx.sink.data(ctx.key, ctx.ts, bytes);
         ctx.stats.bytes_delivered += bytes.len() as u64;
@@ -561,6 +588,9 @@ impl Direction {
     }
 
     fn flush_gap<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if self.held.as_ref().is_some_and(|h| h.pending_gap > 0) {
+            self.check_start(ctx);
+        }
         let Some(h) = &mut self.held else {
             return;
         };
@@ -571,6 +601,40 @@ impl Direction {
             h.pending_gap = 0;
             self.announced = true;
         }
+    }
+
+    /// Before a stream's first delivery: one whose SYN was not seen starts mid-way, so
+    /// its sink must not take its first byte for the start of anything.
+    fn check_start<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if !self.announced && self.isn.is_none() && !self.distrusted {
+            ctx.stats.lost_starts += 1;
+            self.distrust(ctx);
+        }
+    }
+
+    /// Two versions of some bytes of this stream were seen.
+    fn conflict<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if !self.distrusted && self.deliver {
+            ctx.stats.conflict_distrusts += 1;
+        }
+        self.distrust(ctx);
+    }
+
+    /// Tells the sink (once) that this stream's bytes are not to be trusted from here.
+    fn distrust<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
+        if self.distrusted || !self.deliver {
+            return;
+        }
+        self.distrusted = true;
+        // Bytes and holes already owed to the sink belong before this point.
+        self.flush_gap(ctx);
+        ctx.sink.distrust(ctx.key, ctx.ts);
+        self.announced = true;
+    }
+
+    /// The sink is mid-message on this stream, or bytes wait behind a hole.
+    pub(crate) fn busy<S: StreamSink>(&self, sink: &S, key: StreamKey) -> bool {
+        self.deliver && !self.ended && (self.has_chunks() || sink.busy(key))
     }
 
     /// Whether `old` (at `off`, wholly before `next`) differs from the delivered bytes

@@ -137,12 +137,18 @@ const HOP_BY_HOP: [&str; 5] = [
     "proxy-connection",
 ];
 
+/// Fields a `Connection` option can never remove from the copy: the copy's route (Host)
+/// and its framing, which this module writes itself. A hop-by-hop Host is meaningless to
+/// an origin server, which still routes by it.
+const NEVER_HOP_BY_HOP: [&[u8]; 3] = [b"host", b"content-length", b"transfer-encoding"];
+
 fn connection_named(headers: &[Header]) -> Vec<Vec<u8>> {
     headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("connection"))
         .flat_map(|h| h.value.split(|&b| b == b',').map(trim_ows))
         .filter(|t| !t.is_empty())
+        .filter(|t| !NEVER_HOP_BY_HOP.iter().any(|n| t.eq_ignore_ascii_case(n)))
         .map(<[u8]>::to_ascii_lowercase)
         .collect()
 }
@@ -170,6 +176,29 @@ fn ip_text(ip: IpAddr) -> String {
             None => v6.to_string(),
         },
         IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// The request-target the copy carries: an absolute-form target (`http://prod/admin`)
+/// gets the suffix on its authority as Host does (`http://prod-shadow/admin`), since a
+/// server routes by that authority rather than by Host (RFC 9112 §3.2.2); other forms
+/// are sent as they are.
+fn shadow_target<'a>(
+    target: &'a [u8],
+    server: SocketAddr,
+    suffix: &str,
+) -> std::borrow::Cow<'a, [u8]> {
+    match crate::http::absolute_form(target) {
+        Some((scheme, authority)) if !suffix.is_empty() => {
+            let start = scheme.len() + 3;
+            let end = start + authority.len();
+            let mut out = Vec::with_capacity(target.len() + suffix.len());
+            out.extend_from_slice(&target[..start]);
+            out.extend_from_slice(&shadow_host(Some(authority), server, suffix));
+            out.extend_from_slice(&target[end..]);
+            std::borrow::Cow::Owned(out)
+        }
+        _ => std::borrow::Cow::Borrowed(target),
     }
 }
 
@@ -224,8 +253,12 @@ pub fn build_shadow_request(
         }
     }
     if !host_seen {
-        headers.insert(0, (b"Host".to_vec(), shadow_host(None, server, suffix)));
+        // An HTTP/1.0 request without Host: its absolute-form authority names the origin
+        // if it has one, else the captured destination does.
+        let origin = crate::http::absolute_form(&req.target).map(|(_, authority)| authority);
+        headers.insert(0, (b"Host".to_vec(), shadow_host(origin, server, suffix)));
     }
+    let target = shadow_target(&req.target, server, suffix);
     if !length_written && !req.body.is_empty() {
         headers.push((b"Content-Length".to_vec(), body_len));
     }
@@ -246,7 +279,7 @@ pub fn build_shadow_request(
     rules.apply(&mut headers);
 
     let size = req.method.len()
-        + req.target.len()
+        + target.len()
         + 16
         + headers
             .iter()
@@ -257,7 +290,7 @@ pub fn build_shadow_request(
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(&req.target);
+    out.extend_from_slice(&target);
     out.extend_from_slice(if req.version_minor == 0 {
         b" HTTP/1.0\r\n"
     } else {
@@ -426,6 +459,84 @@ mod tests {
             "POST /a%20b/c?x=1&y=%zz HTTP/1.1\r\nHost: a-shadow\r\nX-Kept: 3\r\n\
              X-Forwarded-For: 192.0.2.1\r\n\r\n"
         );
+    }
+
+    /// `Connection: host` (or a framing header) names a field no option may take from
+    /// the copy: without Host the gateway would route by the target's address, outside
+    /// the `-shadow` route.
+    #[test]
+    fn connection_cannot_remove_host_or_framing() {
+        let r = req(
+            vec![
+                h("Host", "prod:80"),
+                h("Connection", "Host, content-length,Transfer-Encoding, x-a"),
+                h("Content-Length", "2"),
+                h("X-A", "1"),
+            ],
+            b"hi",
+        );
+        assert_eq!(
+            build(&r, &HeaderRules::default()),
+            "POST /a%20b/c?x=1&y=%zz HTTP/1.1\r\nHost: prod-shadow:80\r\n\
+             Content-Length: 2\r\nX-Forwarded-For: 192.0.2.1\r\n\r\nhi"
+        );
+    }
+
+    /// An absolute-form target names the origin a server routes by: its authority gets
+    /// the suffix as Host does, the rest stays byte for byte.
+    #[test]
+    fn absolute_form_target_gets_the_suffix() {
+        let cases: &[(&str, Option<&str>, &str, &str)] = &[
+            (
+                "http://prod.internal/admin?x=1",
+                Some("prod.internal"),
+                "http://prod.internal-shadow/admin?x=1",
+                "prod.internal-shadow",
+            ),
+            (
+                "HTTP://Prod:8080",
+                Some("prod:8080"),
+                "HTTP://Prod-shadow:8080",
+                "prod-shadow:8080",
+            ),
+            (
+                "http://[::1]:81/p",
+                None,
+                "http://[::1]-shadow:81/p",
+                "[::1]-shadow:81",
+            ),
+            ("/plain", None, "/plain", "10.0.0.7-shadow:8080"),
+        ];
+        for (target, host, want_target, want_host) in cases {
+            let mut r = req(host.iter().map(|v| h("Host", v)).collect(), b"");
+            r.target = target.as_bytes().to_vec();
+            if host.is_none() {
+                r.version_minor = 0;
+            }
+            let out = build(&r, &HeaderRules::default());
+            let (line, rest) = out.split_once("\r\n").unwrap();
+            let version = if host.is_none() { "1.0" } else { "1.1" };
+            assert_eq!(
+                line,
+                format!("POST {want_target} HTTP/{version}"),
+                "{target}"
+            );
+            assert!(
+                rest.starts_with(&format!("Host: {want_host}\r\n")),
+                "{out:?}"
+            );
+        }
+        // An empty suffix leaves the target as it was.
+        let mut r = req(vec![h("Host", "p")], b"");
+        r.target = b"http://p/x".to_vec();
+        let out = build_shadow_request(
+            &r,
+            sa("192.0.2.1:1"),
+            sa("10.0.0.7:80"),
+            &HeaderRules::default(),
+            "",
+        );
+        assert!(out.starts_with(b"POST http://p/x HTTP/1.1\r\nHost: p\r\n"));
     }
 
     #[test]

@@ -1,0 +1,339 @@
+//! What a server does with a request head beyond its body framing (RFC 9112 §3, §9.3):
+//! whether it answers 400 (and closes), whether the connection stays open after the
+//! request, and which requests are never copied. Decided from the client's bytes alone,
+//! so the rules hold where only the client's direction is captured; where a server could
+//! go either way, the answer is the one that copies less.
+
+use super::chunked::trim_ows;
+
+/// Requests a server may well have served, but whose copy would not stay inside the
+/// shadow route or would mean nothing to a staging target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NotCopied {
+    /// A tunnel: the request opens a connection to another host (which the copy would
+    /// open from staging), and what follows is not HTTP.
+    Connect,
+    /// `OPTIONS *` asks about the server itself, not a resource: nothing to shadow.
+    OptionsAsterisk,
+}
+
+impl NotCopied {
+    /// Metric `detail` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            NotCopied::Connect => "connect",
+            NotCopied::OptionsAsterisk => "options_asterisk",
+        }
+    }
+}
+
+/// What the request-target and Host of a head say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// A request a server processes; its copy can be sent.
+    Copy,
+    /// Processed, but not copied.
+    NotCopied(NotCopied),
+}
+
+/// The scheme and authority of an absolute-form request-target (`http://a:8/p` gives
+/// `("http", "a:8")`); `None` for any other form.
+pub fn absolute_form(target: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = target.iter().position(|&b| b == b':')?;
+    let scheme = &target[..colon];
+    let valid_scheme = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    let rest = target[colon..].strip_prefix(b"://")?;
+    if !valid_scheme {
+        return None;
+    }
+    let end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    Some((scheme, &rest[..end]))
+}
+
+/// The port a scheme implies when an authority names none.
+fn default_port(scheme: &[u8]) -> Option<&'static [u8]> {
+    if scheme.eq_ignore_ascii_case(b"http") {
+        Some(b"80")
+    } else if scheme.eq_ignore_ascii_case(b"https") {
+        Some(b"443")
+    } else {
+        None
+    }
+}
+
+/// `host[:port]` with the scheme's default port made explicit, lower-cased: two
+/// authorities name the same origin when these are equal.
+fn normalised_authority(authority: &[u8], scheme: &[u8]) -> Vec<u8> {
+    let mut out = authority.to_ascii_lowercase();
+    let has_port = match (
+        out.iter().rposition(|&b| b == b':'),
+        out.iter().rposition(|&b| b == b']'),
+    ) {
+        (Some(colon), Some(bracket)) => colon > bracket,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if out.last() == Some(&b':') {
+        // `host:` is `host` with the default port (RFC 3986 §3.2.3).
+        out.pop();
+    } else if has_port {
+        return out;
+    }
+    if let Some(port) = default_port(scheme) {
+        out.push(b':');
+        out.extend_from_slice(port);
+    }
+    out
+}
+
+/// A Host value or authority a server accepts: no userinfo, no white space or controls,
+/// nothing that ends the authority.
+fn valid_authority(authority: &[u8]) -> bool {
+    authority
+        .iter()
+        .all(|&b| b.is_ascii_graphic() && !matches!(b, b'@' | b'/' | b'?' | b'#' | b'\\'))
+}
+
+/// Judges a head the way RFC 9112 asks a server to. `Err` is why a server answers 400
+/// (it then closes the connection, so nothing after it is trusted either).
+pub(crate) fn judge<'a>(
+    method: &str,
+    target: &[u8],
+    version_minor: u8,
+    mut hosts: impl Iterator<Item = &'a [u8]>,
+) -> Result<Verdict, &'static str> {
+    // RFC 9112 §3.2: more than one Host, or none in HTTP/1.1, is answered with 400.
+    let host = match (hosts.next(), hosts.next()) {
+        (None, _) if version_minor >= 1 => return Err("HTTP/1.1 request without Host"),
+        (None, _) => None,
+        (Some(one), None) => Some(trim_ows(one)),
+        (Some(_), Some(_)) => return Err("more than one Host header"),
+    };
+    if host.is_some_and(|h| !valid_authority(h)) {
+        return Err("invalid Host value");
+    }
+    if method == "CONNECT" {
+        return Ok(Verdict::NotCopied(NotCopied::Connect));
+    }
+    match target {
+        [b'/', ..] => Ok(Verdict::Copy),
+        b"*" if method == "OPTIONS" => Ok(Verdict::NotCopied(NotCopied::OptionsAsterisk)),
+        b"*" => Err("asterisk-form target without OPTIONS"),
+        _ => {
+            let Some((scheme, authority)) = absolute_form(target) else {
+                return Err("invalid request-target");
+            };
+            if default_port(scheme).is_none() {
+                return Err("absolute-form target with a scheme other than http(s)");
+            }
+            if authority.is_empty() || !valid_authority(authority) {
+                return Err("absolute-form target with an invalid authority");
+            }
+            if target.contains(&b'#') {
+                return Err("request-target with a fragment");
+            }
+            // A server takes the authority from the target (RFC 9112 §3.2.2); one whose
+            // Host disagrees is at best confused, at worst routed by the wrong one.
+            if let Some(host) = host {
+                if normalised_authority(host, scheme) != normalised_authority(authority, scheme) {
+                    return Err("Host disagrees with the absolute-form target");
+                }
+            }
+            Ok(Verdict::Copy)
+        }
+    }
+}
+
+/// The connection-option tokens of the `Connection` fields that say whether it
+/// persists: (`close` seen, `keep-alive` seen).
+pub(crate) fn connection_tokens<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> (bool, bool) {
+    let (mut close, mut keep_alive) = (false, false);
+    for value in values {
+        for token in value.split(|&b| b == b',').map(trim_ows) {
+            close |= token.eq_ignore_ascii_case(b"close");
+            keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    (close, keep_alive)
+}
+
+/// Whether the server keeps reading the connection after this request (RFC 9112 §9.3):
+/// not after `Connection: close`, and an HTTP/1.0 request persists only with
+/// `Connection: keep-alive`.
+pub(crate) fn persists(version_minor: u8, close: bool, keep_alive: bool) -> bool {
+    !close && (version_minor >= 1 || keep_alive)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn judged(method: &str, target: &str, v: u8, hosts: &[&str]) -> Result<Verdict, &'static str> {
+        judge(
+            method,
+            target.as_bytes(),
+            v,
+            hosts.iter().map(|h| h.as_bytes()),
+        )
+    }
+
+    /// Method, target, minor version, Host values, and the verdict.
+    type Row = (
+        &'static str,
+        &'static str,
+        u8,
+        &'static [&'static str],
+        Result<Verdict, &'static str>,
+    );
+
+    #[test]
+    fn host_rules_of_rfc_9112() {
+        use Verdict::*;
+        let table: &[Row] = &[
+            ("GET", "/", 1, &["h"], Ok(Copy)),
+            ("GET", "/", 1, &[""], Ok(Copy)),
+            ("GET", "/", 0, &[], Ok(Copy)),
+            ("GET", "/", 1, &[], Err("HTTP/1.1 request without Host")),
+            ("GET", "/", 1, &["a", "a"], Err("more than one Host header")),
+            ("GET", "/", 0, &["a", "b"], Err("more than one Host header")),
+            ("GET", "/", 1, &["user@h"], Err("invalid Host value")),
+            ("GET", "/", 1, &["h/x"], Err("invalid Host value")),
+            (
+                "GET",
+                "http://prod.internal/admin",
+                1,
+                &["prod.internal"],
+                Ok(Copy),
+            ),
+            (
+                "GET",
+                "HTTP://Prod.Internal:80/a",
+                1,
+                &["prod.internal"],
+                Ok(Copy),
+            ),
+            (
+                "GET",
+                "http://prod.internal/",
+                1,
+                &["prod.internal:80"],
+                Ok(Copy),
+            ),
+            ("GET", "https://p:443?q", 1, &["p"], Ok(Copy)),
+            ("GET", "http://prod.internal/a", 0, &[], Ok(Copy)),
+            (
+                "GET",
+                "http://prod.internal/admin",
+                1,
+                &["stage"],
+                Err("Host disagrees with the absolute-form target"),
+            ),
+            (
+                "GET",
+                "http://prod:8080/",
+                1,
+                &["prod"],
+                Err("Host disagrees with the absolute-form target"),
+            ),
+            (
+                "GET",
+                "http://u:p@prod/",
+                1,
+                &["prod"],
+                Err("absolute-form target with an invalid authority"),
+            ),
+            (
+                "GET",
+                "http:///x",
+                1,
+                &["h"],
+                Err("absolute-form target with an invalid authority"),
+            ),
+            (
+                "GET",
+                "ftp://h/x",
+                1,
+                &["h"],
+                Err("absolute-form target with a scheme other than http(s)"),
+            ),
+            (
+                "GET",
+                "http://h/x#f",
+                1,
+                &["h"],
+                Err("request-target with a fragment"),
+            ),
+            ("GET", "h:80", 1, &["h"], Err("invalid request-target")),
+            (
+                "GET",
+                "index.html",
+                1,
+                &["h"],
+                Err("invalid request-target"),
+            ),
+            (
+                "CONNECT",
+                "h:443",
+                1,
+                &["h:443"],
+                Ok(NotCopied(super::NotCopied::Connect)),
+            ),
+            (
+                "OPTIONS",
+                "*",
+                1,
+                &["h"],
+                Ok(NotCopied(super::NotCopied::OptionsAsterisk)),
+            ),
+            (
+                "GET",
+                "*",
+                1,
+                &["h"],
+                Err("asterisk-form target without OPTIONS"),
+            ),
+            ("OPTIONS", "/x", 1, &["h"], Ok(Copy)),
+        ];
+        for (method, target, v, hosts, want) in table {
+            assert_eq!(
+                judged(method, target, *v, hosts),
+                *want,
+                "{method} {target} {hosts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_form_splits_scheme_and_authority() {
+        assert_eq!(
+            absolute_form(b"http://a:8/p?q"),
+            Some((&b"http"[..], &b"a:8"[..]))
+        );
+        assert_eq!(
+            absolute_form(b"http://a?q"),
+            Some((&b"http"[..], &b"a"[..]))
+        );
+        assert_eq!(absolute_form(b"/http://a"), None);
+        assert_eq!(absolute_form(b"a:80"), None);
+        assert_eq!(absolute_form(b"1x://a/"), None);
+    }
+
+    #[test]
+    fn persistence_by_version_and_tokens() {
+        let tokens = |v: &[&str]| connection_tokens(v.iter().map(|s| s.as_bytes()));
+        assert_eq!(tokens(&["close"]), (true, false));
+        assert_eq!(tokens(&["Keep-Alive, Upgrade"]), (false, true));
+        assert_eq!(tokens(&["foo", " CLOSE "]), (true, false));
+        assert_eq!(tokens(&["closed"]), (false, false));
+        assert!(persists(1, false, false));
+        assert!(!persists(1, true, true));
+        assert!(!persists(0, false, false));
+        assert!(persists(0, false, true));
+    }
+}
