@@ -519,3 +519,110 @@ fn interfaces_that_appear_later_are_captured() {
         );
     }
 }
+
+/// SPEC.md, "Only what the server processed": a connection the agent joins midway (it
+/// started, or restarted, while the connection was open) may be mid-body, so none of
+/// its requests is copied; they are counted `untrusted`. A connection opened after the
+/// agent started is shadowed as usual. Both engines, on a real keep-alive connection.
+#[test]
+fn connections_open_before_the_agent_started_are_counted_not_copied() {
+    if !preflight(
+        "connections_open_before_the_agent_started_are_counted_not_copied",
+        &["python3"],
+    ) {
+        return;
+    }
+    let _serial = serial();
+    let mut topo = Topology::new("late");
+    topo.start_prod();
+    topo.start_stage();
+    // One keep-alive connection: a request before the agent starts, then (once `go`
+    // exists) LATE more on it, then one request on a new connection.
+    const LATE: usize = 5;
+    let script = topo.path("client.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+import os, socket, sys, time
+go, done = sys.argv[1], sys.argv[2]
+def exchange(s, target):
+    s.sendall(("GET " + target + " HTTP/1.1\r\nHost: httpbin:8000\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(65536)
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = int([l.split(b":")[1] for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0])
+    while len(body) < length:
+        body += s.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head
+old = socket.create_connection(("{PROD_IP}", 8000))
+exchange(old, "/headers?early=1")
+while not os.path.exists(go):
+    time.sleep(0.05)
+for i in range({LATE}):
+    exchange(old, "/headers?late=%d" % i)
+new = socket.create_connection(("{PROD_IP}", 8000))
+exchange(new, "/headers?fresh=1")
+new.close()
+old.close()
+open(done, "w").close()
+"#
+        ),
+    )
+    .expect("client script");
+    for engine in ["ebpf", "pcap"] {
+        topo.clear_stage_log();
+        let (go, done) = (
+            topo.path(&format!("go-{engine}")),
+            topo.path(&format!("done-{engine}")),
+        );
+        let script = script.to_str().expect("path");
+        let mut client = topo.client.spawn(
+            &[
+                "python3",
+                script,
+                go.to_str().expect("path"),
+                done.to_str().expect("path"),
+            ],
+            &topo.path(&format!("client-{engine}.out")),
+            &topo.path(&format!("client-{engine}.err")),
+        );
+        // The first request is answered before the agent starts.
+        std::thread::sleep(Duration::from_millis(500));
+        let agent = topo.start_agent_on(engine, engine, PROD_IF, &[]);
+        std::fs::write(&go, b"").expect("go file");
+        wait_until(Duration::from_secs(15), "client done", || done.exists());
+        assert!(
+            client.wait(Duration::from_secs(5)).success(),
+            "{}",
+            client.stderr_text()
+        );
+        let seen = topo.wait_stage(1, Duration::from_secs(10));
+        // Give a wrongly copied late request time to arrive too.
+        std::thread::sleep(Duration::from_millis(500));
+        let seen_all = topo.stage_requests();
+        let (summary, err) = stop_agent(agent);
+        let targets: Vec<&str> = seen_all.iter().map(|r| r.target.as_str()).collect();
+        assert_eq!(
+            targets,
+            ["/headers?fresh=1"],
+            "{engine}: stage saw {seen:?}\n{summary}{err}"
+        );
+        assert_eq!(
+            summary_count(&summary, "untrusted"),
+            LATE as u64,
+            "{engine}:\n{summary}"
+        );
+        assert_eq!(
+            summary_count(&summary, "replayed 2xx"),
+            1,
+            "{engine}:\n{summary}"
+        );
+        assert_eq!(
+            requests_seen(&summary),
+            LATE as u64 + 1,
+            "{engine}:\n{summary}"
+        );
+    }
+}

@@ -423,7 +423,7 @@ fn content_length_2_pow_63_with_no_body_allocates_nothing() {
 }
 
 #[test]
-fn overlapping_retransmits_with_other_bytes_keep_the_first_copy_and_are_counted() {
+fn overlapping_retransmits_with_other_bytes_stop_copies_and_stay_bounded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let base = baseline_kib(dir.path());
     let path = dir.path().join("retransmits.pcapng");
@@ -446,9 +446,12 @@ fn overlapping_retransmits_with_other_bytes_keep_the_first_copy_and_are_counted(
     c.finish();
     let run = inspect(&path, &[]);
     let c = counts(&run);
-    assert_eq!(c["complete"], u64::from(n), "{}", run.stderr);
+    // Two versions of the stream's bytes: which one the server kept is not ours to
+    // guess, so from the first disagreement on its requests are only counted.
+    assert_eq!(c["complete"], 0, "{}", run.stderr);
+    assert_eq!(c["untrusted"], u64::from(n), "{}", run.stderr);
+    assert_eq!(c["at conflicting retransmits"], 1, "{}", run.stderr);
     assert!(!run.stdout.contains("/evil"), "a retransmit replaced bytes");
-    assert_eq!(run.stdout.matches("\"/orig\"").count(), n as usize);
     assert!(
         c["retransmits with other bytes"] >= u64::from(n) - 1,
         "{}",

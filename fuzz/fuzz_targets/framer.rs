@@ -3,7 +3,11 @@
 //! panic, must keep `buffered()` under the limits' bound, and must give exactly the events
 //! of the same stream fed in one piece per gap-separated run.
 //!
-//! Input layout: byte 0 picks the limits; byte 1 says how many split points follow, each
+//! A stream distrusted from its start (a capture that began mid-connection) must never
+//! yield a request, whatever its bytes.
+//!
+//! Input layout: byte 0 picks the limits (and, with its high bit, distrusts the stream
+//! before its first byte); byte 1 says how many split points follow, each
 //! as two bytes (offset in the stream, big endian); a split point whose offset is odd and
 //! whose high bit is set is also a gap of (offset % 64 + 1) bytes. The rest is the stream.
 
@@ -15,9 +19,18 @@ struct Cut {
     gap: u64,
 }
 
-fn feed(limits: FramerLimits, stream: &[u8], cuts: &[Cut], split: bool) -> Vec<FramerEvent> {
+fn feed(
+    limits: FramerLimits,
+    distrusted: bool,
+    stream: &[u8],
+    cuts: &[Cut],
+    split: bool,
+) -> Vec<FramerEvent> {
     let mut framer = RequestFramer::new(limits);
     let mut out = Vec::new();
+    if distrusted {
+        framer.distrust(1, &mut out);
+    }
     let mut last = 0;
     for cut in cuts.iter().filter(|c| split || c.gap > 0) {
         framer.push(1, &stream[last..cut.at], &mut out);
@@ -69,11 +82,13 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     cuts.sort_by_key(|c| c.at);
-    let reference = feed(limits, stream, &cuts, false);
-    let split = feed(limits, stream, &cuts, true);
+    let distrusted = pick & 0x80 != 0;
+    let reference = feed(limits, distrusted, stream, &cuts, false);
+    let split = feed(limits, distrusted, stream, &cuts, true);
     assert_eq!(split, reference);
     for event in &reference {
         if let FramerEvent::Request(r) = event {
+            assert!(!distrusted, "a request from a distrusted stream");
             assert!(r.body.len() <= limits.max_body);
         }
     }

@@ -95,6 +95,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(table.flows(), 0);
 
     let mut ended: HashMap<_, usize> = HashMap::new();
+    let mut distrusted = std::collections::HashSet::new();
     for event in &sink.events {
         match event {
             RecordedEvent::Data(k, bytes) => {
@@ -106,6 +107,10 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!ended.contains_key(k), "gap after end");
             }
             RecordedEvent::End(k, _) => *ended.entry(*k).or_default() += 1,
+            RecordedEvent::Distrust(k) => {
+                assert!(!ended.contains_key(k), "distrust after end");
+                assert!(distrusted.insert(*k), "distrusted twice");
+            }
         }
     }
     for k in sink.streams() {
