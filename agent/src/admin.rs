@@ -220,10 +220,20 @@ async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stopped: ones
                 continue;
             }
         };
-        let Some((id, evicted)) = lock(&connections).admit() else {
+        let (admitted, evicting) = {
+            let mut table = lock(&connections);
+            let full = table.open.len() >= MAX_CONNECTIONS;
+            (table.admit(), full)
+        };
+        let Some((id, evicted)) = admitted else {
             drop(stream);
             continue;
         };
+        if evicting {
+            // Lets the evicted task close its socket before the next accept, so that a
+            // burst of connections never holds more than MAX_CONNECTIONS descriptors.
+            tokio::task::yield_now().await;
+        }
         let registered = Registered {
             connections: connections.clone(),
             id,
