@@ -664,6 +664,14 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Whether the first thread of `pid` (the one reading the capture) is asleep.
+fn main_thread_sleeps(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'))
+}
+
 /// `shadowtap replay` of `path` at full speed into a silent target with
 /// `--max-queue-bytes cap`: replay waits for room once the queue is full, so RSS climbs
 /// to what the queue holds and stays there. Returns that plateau (KiB), read from
@@ -690,18 +698,32 @@ fn queued_plateau_kib(path: &Path, cap: u64) -> u64 {
         .expect("spawn shadowtap replay");
     let pid = child.id();
     let started = Instant::now();
-    let (mut peak, mut grown_at) = (0u64, Instant::now());
+    let mut peak = 0u64;
+    // (when, RSS, whether the reading thread slept) over the last two seconds.
+    let mut window: std::collections::VecDeque<(Instant, u64, bool)> = Default::default();
     loop {
         if let Some(status) = child.try_wait().expect("wait") {
             panic!("replay ended ({status}) before its queue filled");
         }
         let rss = vm_rss_kib(pid).unwrap_or(0);
-        // Still growing (by more than noise) means still queueing.
-        if rss > peak + 256 {
-            grown_at = Instant::now();
-        }
         peak = peak.max(rss);
-        if grown_at.elapsed() > Duration::from_secs(3) {
+        window.push_back((Instant::now(), rss, main_thread_sleeps(pid)));
+        while window
+            .front()
+            .is_some_and(|(at, ..)| at.elapsed() > Duration::from_secs(2))
+        {
+            window.pop_front();
+        }
+        // Full is RSS staying put (within noise) while the reading thread mostly sleeps
+        // (waiting for room, waking each millisecond to look); a thread starved of CPU
+        // by other work is runnable, not asleep, and not full yet.
+        let (lowest, sleeping) = window.iter().fold((u64::MAX, 0), |(low, n), (_, r, s)| {
+            (low.min(*r), n + usize::from(*s))
+        });
+        let settled = started.elapsed() > Duration::from_secs(3)
+            && peak <= lowest + 256
+            && sleeping * 4 >= window.len() * 3;
+        if settled {
             break;
         }
         assert!(
