@@ -891,6 +891,11 @@ fn clsact_leftovers_of_a_killed_agent_are_removed_at_the_next_start() {
     if load(&[PORT]).is_none() {
         return;
     }
+    let tc = Command::new("tc").arg("-V").output();
+    if !tc.is_ok_and(|o| o.status.success()) {
+        unavailable("`tc` (iproute2) is not on PATH");
+        return;
+    }
     let Some(netns) = Netns::new() else { return };
     let iface = "stv0";
     for cmd in [
