@@ -1,33 +1,45 @@
 //! The admin HTTP server: `/metrics` (Prometheus text format 0.0.4), `/healthz` and
 //! `/readyz`. It runs on a thread and a tokio runtime of its own, so it answers however
 //! busy the capture thread and the replay runtime are, and it stops when its
-//! `AdminServer` is dropped.
+//! `AdminServer` is dropped. Idle and slow clients cannot starve a probe: each gets
+//! `HEAD_TIMEOUT` for its whole request head, and once `MAX_CONNECTIONS` are open a new
+//! connection evicts the one that has waited longest for its head.
 //!
 //! Written by hand on tokio and httparse rather than on hyper 1: the routes are three GETs
 //! without bodies, and each bound it needs (connections, request head size, deadlines) is
 //! one line here. hyper 1's server needs hyper-util and http-body besides, and brings
 //! keep-alive, HTTP/2 and body streaming that these routes do not use.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use crate::metrics::{Readiness, Registry};
 
-/// Connections served at once; more are closed as soon as they are accepted. A scraper
-/// and two probes need three.
-pub const MAX_CONNECTIONS: usize = 16;
+/// Connections open at once. Past it, a new connection takes the place of the one that
+/// has waited longest for its request head, so idle or slow clients holding every place
+/// cannot turn a probe away (a kubelet whose probe fails restarts a healthy agent), and
+/// the server's file descriptors stay bounded. A scraper and two probes need three.
+pub const MAX_CONNECTIONS: usize = 256;
 /// Largest request head read; a longer one gets 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
-/// Deadline for the whole request head, and again for writing the response.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline for the whole request head, from accept: a client sending a byte at a time
+/// gets no longer than one that sends nothing. Probes and scrapers send theirs at once.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deadline for writing the response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections the kernel may hold before they are accepted (capped by somaxconn). Past
+/// the backlog a SYN is dropped and retried a second later: a probe's whole timeout.
+const LISTEN_BACKLOG: libc::c_int = 1024;
 
 /// `Content-Type` of `/metrics`.
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -61,6 +73,11 @@ impl AdminListener {
     pub fn bind(addr: SocketAddr) -> Result<Self, AdminError> {
         let at = |source| AdminError::Bind { addr, source };
         let listener = std::net::TcpListener::bind(addr).map_err(at)?;
+        // std listens with a backlog of 128; listening again only changes the backlog.
+        // SAFETY: listen on a socket this function owns, no pointers involved.
+        if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+            return Err(at(io::Error::last_os_error()));
+        }
         let local = listener.local_addr().map_err(at)?;
         listener.set_nonblocking(true).map_err(at)?;
         Ok(Self { listener, local })
@@ -124,8 +141,71 @@ impl Drop for AdminServer {
     }
 }
 
+/// The connections being served, in accept order (ids only grow).
+#[derive(Default)]
+struct Connections {
+    next_id: u64,
+    /// While a connection is still reading its head, the sender that evicts it; `None`
+    /// once it is being answered (it ends within `WRITE_TIMEOUT` by itself).
+    open: BTreeMap<u64, Option<oneshot::Sender<()>>>,
+}
+
+type Shared = Arc<Mutex<Connections>>;
+
+fn lock(connections: &Shared) -> std::sync::MutexGuard<'_, Connections> {
+    connections.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Connections {
+    /// Makes room for one more connection (evicting the one that has waited longest for
+    /// its head when all places are taken) and registers it. None when every connection
+    /// is being answered, which only a flood of complete requests causes.
+    fn admit(&mut self) -> Option<(u64, oneshot::Receiver<()>)> {
+        if self.open.len() >= MAX_CONNECTIONS {
+            let oldest = self
+                .open
+                .iter()
+                .find(|(_, evict)| evict.is_some())
+                .map(|(id, _)| *id)?;
+            if let Some(Some(evict)) = self.open.remove(&oldest) {
+                let _ = evict.send(());
+            }
+            tracing::debug!(
+                connection = oldest,
+                "admin: evicted the oldest unfinished head"
+            );
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let (evict, evicted) = oneshot::channel();
+        self.open.insert(id, Some(evict));
+        Some((id, evicted))
+    }
+}
+
+/// Takes a connection out of the table however its task ends.
+struct Registered {
+    connections: Shared,
+    id: u64,
+}
+
+impl Registered {
+    /// The head is in: answering is quick and bounded, so it is no longer evicted.
+    fn answering(&self) {
+        if let Some(evict) = lock(&self.connections).open.get_mut(&self.id) {
+            *evict = None;
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        lock(&self.connections).open.remove(&self.id);
+    }
+}
+
 async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stopped: oneshot::Receiver<()>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Shared::default();
     loop {
         let accepted = tokio::select! {
             _ = &mut stopped => return,
@@ -140,35 +220,61 @@ async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stopped: ones
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let (admitted, evicting) = {
+            let mut table = lock(&connections);
+            let full = table.open.len() >= MAX_CONNECTIONS;
+            (table.admit(), full)
+        };
+        let Some((id, evicted)) = admitted else {
             drop(stream);
             continue;
         };
+        if evicting {
+            // Lets the evicted task close its socket before the next accept, so that a
+            // burst of connections never holds more than MAX_CONNECTIONS descriptors.
+            tokio::task::yield_now().await;
+        }
+        let registered = Registered {
+            connections: connections.clone(),
+            id,
+        };
         let registry = registry.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &registry).await {
+            if let Err(e) = handle(stream, &registry, evicted, &registered).await {
                 tracing::debug!(error = %e, "admin connection ended");
             }
-            drop(slot);
+            drop(registered);
         });
     }
 }
 
-/// One request, one response, then the connection is closed.
-async fn handle(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
-    let response = match tokio::time::timeout(IO_TIMEOUT, read_request(&mut stream)).await {
+/// One request, one response, then the connection is closed. Ends early, without an
+/// answer, when `evicted` fires or the head is not in within `HEAD_TIMEOUT`.
+async fn handle(
+    mut stream: TcpStream,
+    registry: &Registry,
+    evicted: oneshot::Receiver<()>,
+    registered: &Registered,
+) -> io::Result<()> {
+    let head = tokio::select! {
+        // Fired, or its sender dropped with the table: either way, stop.
+        _ = evicted => return Ok(()),
+        head = tokio::time::timeout(HEAD_TIMEOUT, read_request(&mut stream)) => head,
+    };
+    let response = match head {
         Err(_) => return Ok(()),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(None)) => return Ok(()),
         Ok(Ok(Some(Request::Parsed { method, path }))) => route(&method, &path, registry),
         Ok(Ok(Some(Request::Bad(status)))) => Response::text(status, "bad request\n"),
     };
+    registered.answering();
     let bytes = response.encode();
     let written = async {
         stream.write_all(&bytes).await?;
         stream.shutdown().await
     };
-    match tokio::time::timeout(IO_TIMEOUT, written).await {
+    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
         Ok(result) => result,
         Err(_) => Ok(()),
     }
@@ -186,24 +292,26 @@ enum Request {
 /// Reads a request head (at most `MAX_REQUEST_HEAD` bytes); None when the peer closed
 /// before sending one.
 async fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
-    let mut buf = vec![0u8; MAX_REQUEST_HEAD];
-    let mut filled = 0;
+    // Grown as bytes come: an idle connection holds no buffer, only the read's chunk.
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
     loop {
-        let n = stream.read(&mut buf[filled..]).await?;
+        let room = (MAX_REQUEST_HEAD - buf.len()).min(chunk.len());
+        let n = stream.read(&mut chunk[..room]).await?;
         if n == 0 {
             return Ok(None);
         }
-        filled += n;
+        buf.extend_from_slice(&chunk[..n]);
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf[..filled]) {
+        match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
                 return Ok(Some(Request::Parsed {
                     method: req.method.unwrap_or_default().to_string(),
                     path: req.path.unwrap_or_default().to_string(),
                 }))
             }
-            Ok(httparse::Status::Partial) if filled == buf.len() => {
+            Ok(httparse::Status::Partial) if buf.len() == MAX_REQUEST_HEAD => {
                 return Ok(Some(Request::Bad(431)))
             }
             Ok(httparse::Status::Partial) => {}
@@ -388,26 +496,46 @@ mod tests {
         );
     }
 
+    /// Whether the server closed `s` within `wait` (EOF or reset), as a client sees it.
+    fn closed_within(s: &std::net::TcpStream, wait: Duration) -> bool {
+        use std::io::Read;
+        s.set_read_timeout(Some(wait)).unwrap();
+        let mut byte = [0u8; 1];
+        match (&*s).read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
     #[test]
-    fn answers_while_connections_are_held_open() {
+    fn answers_at_once_while_every_place_is_held_by_idle_connections() {
         let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), registry()).unwrap();
         let addr = server.local_addr();
-        // Idle connections that never send a byte take every slot...
-        let idle: Vec<_> = (0..MAX_CONNECTIONS + 4)
+        // Idle connections that never send a byte take every place...
+        let idle: Vec<_> = (0..MAX_CONNECTIONS)
             .map(|_| std::net::TcpStream::connect(addr).unwrap())
             .collect();
-        std::thread::sleep(Duration::from_millis(100));
-        // ...yet after the read deadline frees them, the server answers again.
+        std::thread::sleep(Duration::from_millis(200));
+        // ...and a probe is answered at once, in the place of the oldest of them.
         let started = std::time::Instant::now();
-        let mut answer = String::new();
-        while started.elapsed() < IO_TIMEOUT * 3 {
-            answer = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n");
-            if answer.starts_with("HTTP/1.1 200") {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        let answer = exchange(addr, b"GET /healthz HTTP/1.1\r\n\r\n");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
-        drop(idle);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(closed_within(&idle[0], Duration::from_millis(500)));
+        assert!(!closed_within(
+            &idle[MAX_CONNECTIONS - 1],
+            Duration::from_millis(100)
+        ));
+        // The head deadline closes the rest.
+        std::thread::sleep(HEAD_TIMEOUT);
+        let open = idle
+            .iter()
+            .filter(|s| !closed_within(s, Duration::from_millis(10)))
+            .count();
+        assert_eq!(open, 0, "idle connections open after the head deadline");
     }
 }

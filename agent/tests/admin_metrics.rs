@@ -666,3 +666,188 @@ fn answers_scrapes_under_load_and_still_adds_up() {
         .unwrap_or_default();
     eprintln!("{rps}; {outcomes:?}");
 }
+
+/// Moves the calling thread into `ns`: the sockets it opens from then on live there.
+fn enter(ns: &Netns) {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(format!("/run/netns/{}", ns.name)).expect("netns file");
+    // SAFETY: a valid namespace fd; setns only changes this thread's namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Threads and open file descriptors of process `pid`.
+fn threads_and_fds(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let threads = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    (threads, fds)
+}
+
+/// One GET on a fresh connection: the status (0 when the connection was closed or
+/// refused without an answer) and how long the exchange took.
+fn probe(addr: std::net::SocketAddr, path: &str) -> (u16, Duration) {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let answer = (|| -> std::io::Result<Vec<u8>> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: kubelet\r\n\r\n").as_bytes())?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(out)
+    })();
+    let status = answer
+        .ok()
+        .and_then(|a| {
+            String::from_utf8_lossy(&a)
+                .strip_prefix("HTTP/1.1 ")
+                .and_then(|r| r.get(..3))
+                .and_then(|c| c.parse().ok())
+        })
+        .unwrap_or(0);
+    (status, started.elapsed())
+}
+
+/// Issue 19, class 9: a kubelet probe is answered within a second while 500 idle
+/// connections and 100 slowloris clients (a byte a second, reconnecting when closed)
+/// hold the admin port of a real agent; the idle ones are closed by the head deadline,
+/// and the agent's threads and file descriptors stay bounded.
+#[test]
+fn probes_answer_within_a_second_while_hundreds_of_clients_hold_the_admin_port() {
+    const TEST: &str =
+        "probes_answer_within_a_second_while_hundreds_of_clients_hold_the_admin_port";
+    if !preflight(TEST, &[]) {
+        return;
+    }
+    let _serial = lock();
+    let ns = Netns::new(format!("st-{}-starve", std::process::id()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = ns.spawn(
+        &[
+            BIN,
+            "run",
+            "--port",
+            "8000",
+            "--engine",
+            "pcap",
+            "--iface",
+            "lo",
+            "--target",
+            "http://127.0.0.1:9",
+        ],
+        &dir.path().join("a.out"),
+        &dir.path().join("a.err"),
+    );
+    wait_until(Duration::from_secs(20), "/healthz 200", || {
+        ns.admin_status(ADMIN, "/healthz") == 200
+    });
+    let pid = agent.pid();
+    let (threads_before, fds_before) = threads_and_fds(pid);
+    let addr: std::net::SocketAddr = ADMIN.parse().expect("admin addr");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (probes, idle_open, peak, reconnects) = std::thread::scope(|s| {
+        let idle = s
+            .spawn(|| {
+                enter(&ns);
+                (0..500)
+                    .filter_map(|_| {
+                        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .expect("idle clients");
+        assert_eq!(idle.len(), 500, "idle connections opened");
+        let opened = std::time::Instant::now();
+        let slowloris = s.spawn(|| {
+            use std::io::Write;
+            enter(&ns);
+            let open = || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok();
+            let mut conns: Vec<_> = (0..100).map(|_| open()).collect();
+            let mut reconnects = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for conn in &mut conns {
+                    let sent = match conn {
+                        Some(c) => c.write_all(b"G").is_ok(),
+                        None => false,
+                    };
+                    if !sent {
+                        *conn = open();
+                        reconnects += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            reconnects
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let ns = &ns;
+        let prober = s.spawn(move || {
+            enter(ns);
+            let mut probes = Vec::new();
+            let mut peak = (0u64, 0u64);
+            while opened.elapsed() < Duration::from_secs(6) {
+                for path in ["/healthz", "/readyz", "/metrics"] {
+                    probes.push((path, probe(addr, path)));
+                }
+                let (threads, fds) = threads_and_fds(pid);
+                peak = (peak.0.max(threads), peak.1.max(fds));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            (probes, peak)
+        });
+        let (probes, peak) = prober.join().expect("prober");
+        // Past the head deadline, every idle connection has been closed by the agent.
+        let idle_open = idle
+            .iter()
+            .filter(|c| {
+                use std::io::Read;
+                c.set_nonblocking(true).expect("nonblocking");
+                let mut byte = [0u8; 1];
+                matches!((&**c).read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+            .count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let reconnects = slowloris.join().expect("slowloris");
+        (probes, idle_open, peak, reconnects)
+    });
+    let slowest = probes
+        .iter()
+        .map(|(_, (_, t))| *t)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{} probes under 500 idle + 100 slowloris clients: slowest {slowest:?}; idle still \
+         open {idle_open}; slowloris reconnects {reconnects}; threads {threads_before} -> \
+         {}, fds {fds_before} -> {}",
+        probes.len(),
+        peak.0,
+        peak.1
+    );
+    let failed: Vec<_> = probes
+        .iter()
+        .filter(|(_, (status, took))| *status != 200 || *took >= Duration::from_secs(1))
+        .collect();
+    assert!(failed.is_empty(), "probes failed or slow: {failed:?}");
+    assert_eq!(
+        idle_open, 0,
+        "idle connections still open after the head deadline"
+    );
+    assert!(
+        peak.0 <= threads_before + 1,
+        "threads {threads_before} -> {}",
+        peak.0
+    );
+    assert!(
+        peak.1 <= fds_before + shadowtap::admin::MAX_CONNECTIONS as u64 + 8,
+        "fds {fds_before} -> {}",
+        peak.1
+    );
+    agent.signal("-TERM");
+    assert!(agent.wait(Duration::from_secs(15)).success());
+}

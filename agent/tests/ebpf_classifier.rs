@@ -771,3 +771,200 @@ fn test_run_full_ring_counts_drops_and_keeps_earlier_packets_whole() {
     assert_eq!(cap.test_run(false, &second, 0, 0).unwrap(), VERDICT_PASS);
     assert_eq!(drain(&mut cap, Duration::from_millis(200))[0].data, second);
 }
+
+/// A `shadowtap run` process, killed (SIGKILL) on drop unless waited for.
+struct Agent {
+    child: Option<std::process::Child>,
+    stderr: std::path::PathBuf,
+}
+
+impl Agent {
+    /// `shadowtap run` on `iface` inside `netns`, on the legacy clsact path whatever the
+    /// kernel has; returns once it says the classifier is attached.
+    fn start_clsact(netns: &Netns, iface: &str, stderr: std::path::PathBuf) -> Self {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &netns.name,
+                env!("CARGO_BIN_EXE_shadowtap"),
+            ])
+            .args([
+                "run", "--port", "18080", "--engine", "ebpf", "--iface", iface,
+            ])
+            .args(["--target", "http://127.0.0.1:9", "--admin-addr", "off"])
+            .args(["--drain-timeout", "1s"])
+            .env("SHADOWTAP_EBPF_ATTACH", "clsact")
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("spawn shadowtap run");
+        let mut agent = Agent {
+            child: Some(child),
+            stderr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !agent.log().contains("eBPF classifier attached") {
+            let exited = agent
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(
+                exited.is_none(),
+                "agent exited ({exited:?}): {}",
+                agent.log()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "agent never attached: {}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Sends `signal` and waits for the process to end.
+    fn stop(&mut self, signal: libc::c_int) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signals our own child, which has not been reaped yet.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent did not stop: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Program ids of the bpf filters named `name` on `iface`'s `direction` hook, and how
+/// many of the foreign (classic BPF) filters are there.
+fn filters_on(netns: &Netns, iface: &str, direction: &str, name: &str) -> (Vec<u32>, usize) {
+    let out = netns.exec(&["tc", "filter", "show", "dev", iface, direction]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ours = text
+        .lines()
+        .filter(|l| l.contains(" bpf ") && l.contains(&format!("name {name} ")))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "id").expect("prog id");
+            words[at + 1].parse().expect("prog id")
+        })
+        .collect();
+    let foreign = text.lines().filter(|l| l.contains("bytecode")).count();
+    (ours, foreign)
+}
+
+/// Issue 19, class 13: on the legacy clsact path a SIGKILLed agent leaves its filters
+/// on the interface (they go on running); the next start removes exactly those, says so
+/// in one line, attaches one of its own per direction and leaves a foreign filter alone,
+/// and a clean stop leaves none of ours.
+#[test]
+fn clsact_leftovers_of_a_killed_agent_are_removed_at_the_next_start() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        unavailable("not running as root");
+        return;
+    }
+    if load(&[PORT]).is_none() {
+        return;
+    }
+    let tc = Command::new("tc").arg("-V").output();
+    if !tc.is_ok_and(|o| o.status.success()) {
+        unavailable("`tc` (iproute2) is not on PATH");
+        return;
+    }
+    let Some(netns) = Netns::new() else { return };
+    let iface = "stv0";
+    for cmd in [
+        &[
+            "ip", "link", "add", iface, "type", "veth", "peer", "name", "stv1",
+        ][..],
+        &["ip", "link", "set", iface, "up"],
+        &["ip", "link", "set", "stv1", "up"],
+        &["tc", "qdisc", "add", "dev", iface, "clsact"],
+    ] {
+        let out = netns.exec(cmd);
+        assert!(out.status.success(), "{cmd:?}: {out:?}");
+    }
+    // Someone else's filters on the same hooks, matching nothing: classic BPF, so of
+    // kind `bpf` like ours but without a name, one ahead of ours and one behind.
+    for direction in ["ingress", "egress"] {
+        for pref in ["5", "60000"] {
+            let cmd = [
+                "tc",
+                "filter",
+                "add",
+                "dev",
+                iface,
+                direction,
+                "pref",
+                pref,
+                "bpf",
+                "bytecode",
+                "1,6 0 0 0,",
+                "classid",
+                "1:1",
+            ];
+            let out = netns.exec(&cmd);
+            assert!(out.status.success(), "{cmd:?}: {out:?}");
+        }
+    }
+    let hooks = [("ingress", "shadowtap_in"), ("egress", "shadowtap_eg")];
+    let state = || hooks.map(|(direction, name)| filters_on(&netns, iface, direction, name));
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let mut first = Agent::start_clsact(&netns, iface, dir.path().join("first.err"));
+    let attached = state();
+    first.stop(libc::SIGKILL);
+    let left = state();
+    assert_eq!(left, attached, "filters changed when the agent was killed");
+    for (ours, foreign) in &left {
+        assert_eq!((ours.len(), *foreign), (1, 2), "{left:?}");
+    }
+
+    let mut second = Agent::start_clsact(&netns, iface, dir.path().join("second.err"));
+    let log = second.log();
+    let said: Vec<&str> = log.lines().filter(|l| l.contains("leftover")).collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(said[0].contains("removed 2 leftover"), "{log}");
+    eprintln!("second start: {}", said[0]);
+    let now = state();
+    for ((ours, foreign), (old, _)) in now.iter().zip(&left) {
+        assert_eq!(ours.len(), 1, "one of ours per direction: {now:?}");
+        assert_ne!(ours, old, "the killed agent's program is still attached");
+        assert_eq!(*foreign, 2, "a foreign filter was removed: {now:?}");
+    }
+
+    let status = second.stop(libc::SIGTERM);
+    assert!(status.success(), "{status}: {}", second.log());
+    let after = state();
+    assert_eq!(after, [(vec![], 2), (vec![], 2)], "after a clean stop");
+
+    // Nothing left over: nothing said.
+    let mut third = Agent::start_clsact(&netns, iface, dir.path().join("third.err"));
+    assert!(!third.log().contains("leftover"), "{}", third.log());
+    assert!(third.stop(libc::SIGTERM).success());
+}

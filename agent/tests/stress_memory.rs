@@ -615,3 +615,177 @@ fn the_default_caps_hold_a_mixed_flood_under_the_stated_worst_case() {
         run.max_rss_kib
     );
 }
+
+/// A target that accepts every connection and never answers: the copies sent to it stay
+/// in flight and the rest pile up in the queue. Stops with the returned guard.
+struct SilentTarget {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SilentTarget {
+    fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => held.push(conn),
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Self {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for SilentTarget {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn vm_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Whether the first thread of `pid` (the one reading the capture) is asleep.
+fn main_thread_sleeps(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the command name, which is in parentheses.
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'))
+}
+
+/// `shadowtap replay` of `path` at full speed into a silent target with
+/// `--max-queue-bytes cap`: replay waits for room once the queue is full, so RSS climbs
+/// to what the queue holds and stays there. Returns that plateau (KiB), read from
+/// /proc, and kills the run.
+fn queued_plateau_kib(path: &Path, cap: u64) -> u64 {
+    let target = SilentTarget::start();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shadowtap"))
+        .args([
+            "replay",
+            path.to_str().expect("utf8 path"),
+            "--port",
+            "8080",
+        ])
+        .args(["--speed", "max", "--request-timeout", "600s"])
+        .args(["--target", &format!("http://127.0.0.1:{}", target.port)])
+        .args(["--max-queue-bytes", &cap.to_string()])
+        // The count cap far away: only the byte cap holds copies back.
+        .args(["--queue-len", "4000000"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shadowtap replay");
+    let pid = child.id();
+    let started = Instant::now();
+    let mut peak = 0u64;
+    // (when, RSS, whether the reading thread slept) over the last two seconds.
+    let mut window: std::collections::VecDeque<(Instant, u64, bool)> = Default::default();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            panic!("replay ended ({status}) before its queue filled");
+        }
+        let rss = vm_rss_kib(pid).unwrap_or(0);
+        peak = peak.max(rss);
+        window.push_back((Instant::now(), rss, main_thread_sleeps(pid)));
+        while window
+            .front()
+            .is_some_and(|(at, ..)| at.elapsed() > Duration::from_secs(2))
+        {
+            window.pop_front();
+        }
+        // Full is RSS staying put (within noise) while the reading thread mostly sleeps
+        // (waiting for room, waking each millisecond to look); a thread starved of CPU
+        // by other work is runnable, not asleep, and not full yet.
+        let (lowest, sleeping) = window.iter().fold((u64::MAX, 0), |(low, n), (_, r, s)| {
+            (low.min(*r), n + usize::from(*s))
+        });
+        let settled = started.elapsed() > Duration::from_secs(3)
+            && peak <= lowest + 256
+            && sleeping * 4 >= window.len() * 3;
+        if settled {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "replay RSS still growing after {LIMIT:?}: {peak} KiB"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    peak
+}
+
+/// Issue 19, class 12: a queued copy is charged what it takes in memory, not the bytes
+/// of its fields, so requests with a hundred small headers (each header two allocations
+/// and a slot of a vector) do not let the queue hold several times its cap.
+#[test]
+fn max_queue_bytes_bounds_resident_memory_of_copies_with_many_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("many-headers.pcapng");
+    let mut c = Capture::create(&path);
+    // 6,000 pipelined requests of 120 headers each (the framer takes up to 128), about
+    // 2.6 KB each on the wire and ~14 KB each once framed.
+    let n = 6_000u32;
+    let mut stream = Vec::new();
+    for i in 0..n {
+        stream.extend_from_slice(format!("GET /many/{i} HTTP/1.1\r\nHost: x\r\n").as_bytes());
+        for h in 0..119 {
+            stream.extend_from_slice(format!("X-Field-{h:03}: v{i:07}\r\n").as_bytes());
+        }
+        stream.extend_from_slice(b"\r\n");
+    }
+    c.tcp(client(3), SERVER, 0, SYN, b"");
+    let mut off = 1u32;
+    for piece in stream.chunks(1400) {
+        c.tcp(client(3), SERVER, off, PSH_ACK, piece);
+        off += piece.len() as u32;
+    }
+    c.tcp(SERVER, client(3), 1, ACK, b"");
+    c.finish();
+
+    // One copy at a time (a cap below one request): everything but the queue.
+    let base = queued_plateau_kib(&path, 1);
+    let cap_kib = 8 * MIB;
+    let full = queued_plateau_kib(&path, cap_kib * 1024);
+    let held = full.saturating_sub(base);
+    eprintln!(
+        "--max-queue-bytes {cap_kib} KiB: plateau {full} KiB, baseline {base} KiB, \
+         queue {held} KiB ({:.2}x the cap)",
+        held as f64 / cap_kib as f64
+    );
+    // Within 1.5x of the cap (plus allocator slack of a few pages)...
+    assert!(
+        held <= cap_kib * 3 / 2 + 2 * MIB,
+        "queue of {held} KiB over 1.5x its {cap_kib} KiB cap"
+    );
+    // ...and the queue did fill: the cap is what held the copies back.
+    assert!(
+        held >= cap_kib / 4,
+        "queue of {held} KiB: the copies never piled up"
+    );
+}

@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::links::Link;
 use aya::programs::tc::{self, NlOptions, TcAttachOptions};
 use aya::programs::{
     LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
@@ -97,6 +98,24 @@ pub enum EbpfError {
     NotAttached(String),
     #[error("waiting on the eBPF ring buffer failed: {0}")]
     Poll(#[source] io::Error),
+    #[error("{ATTACH_ENV}={0:?}: must be `auto`, `tcx` or `clsact`")]
+    AttachMode(String),
+}
+
+/// Environment variable that chooses how the classifier is attached: `tcx` (links, on
+/// kernels from 6.6), `clsact` (netlink filters under a clsact qdisc, the path of older
+/// kernels) or `auto` (unset: TCX where the kernel has it). `clsact` is for a kernel
+/// whose TCX misbehaves, and lets tests run the older kernels' path on a new one.
+pub const ATTACH_ENV: &str = "SHADOWTAP_EBPF_ATTACH";
+
+/// Whether to attach with TCX, from the value of `ATTACH_ENV` and what the kernel has.
+fn use_tcx_from(setting: Option<&str>, kernel_has_tcx: bool) -> Result<bool, EbpfError> {
+    match setting.map(str::trim) {
+        None | Some("" | "auto") => Ok(kernel_has_tcx),
+        Some("tcx") => Ok(true),
+        Some("clsact") => Ok(false),
+        Some(other) => Err(EbpfError::AttachMode(other.to_owned())),
+    }
 }
 
 /// One packet as the classifier saw it, rebuilt from its pieces.
@@ -210,9 +229,11 @@ impl EbpfCapture {
             .map_err(|e| map_error(common::MAP_PORTS, e))?;
         let ifaces = BpfHashMap::try_from(take_map(&mut ebpf, common::MAP_IFACES)?)
             .map_err(|e| map_error(common::MAP_IFACES, e))?;
-        let use_tcx = KernelVersion::current()
+        let kernel_has_tcx = KernelVersion::current()
             .map(|v| v >= KernelVersion::new(6, 6, 0))
             .unwrap_or(false);
+        let setting = std::env::var(ATTACH_ENV).ok();
+        let use_tcx = use_tcx_from(setting.as_deref(), kernel_has_tcx)?;
         let mut capture = Self {
             ebpf,
             ring,
@@ -301,7 +322,7 @@ impl EbpfCapture {
         let ifindex = ifindex(ifname)?;
         self.set_interface_l2(ifindex, interface_has_l2(ifname))?;
         if !self.use_tcx {
-            prepare_clsact(ifname);
+            prepare_clsact(ifname, ifindex);
         }
         let ingress = self.attach_one(ifname, common::PROG_INGRESS, TcAttachType::Ingress)?;
         let egress = match self.attach_one(ifname, common::PROG_EGRESS, TcAttachType::Egress) {
@@ -659,20 +680,227 @@ fn interface_has_l2(ifname: &str) -> bool {
     )
 }
 
-/// Older kernels: make sure the clsact qdisc exists and no filter of an earlier run
-/// (killed before it could clean up) is left on the interface.
-fn prepare_clsact(ifname: &str) {
+/// The clsact path: make sure the qdisc exists and remove the filters an earlier agent
+/// left on the interface. Unlike TCX links, netlink filters outlive the process that
+/// attached them: an agent killed before it could detach leaves its classifier running
+/// (copying every watched packet into a ring nobody reads), and a second one would
+/// attach beside it. Ours are the `bpf` filters named after our programs on their own
+/// hook; any other filter, of whatever kind or name, is left alone. Says in one line how
+/// many it removed; returns that number.
+fn prepare_clsact(ifname: &str, ifindex: u32) -> usize {
     // EEXIST when the qdisc is already there, which is what we want.
     let _ = tc::qdisc_add_clsact(ifname);
+    let mut removed = 0;
     for (direction, name) in [
         (TcAttachType::Ingress, common::PROG_INGRESS),
         (TcAttachType::Egress, common::PROG_EGRESS),
     ] {
-        match tc::qdisc_detach_program(ifname, direction, name) {
-            Ok(()) => tracing::info!(iface = ifname, name, "removed stale shadowtap filter"),
-            Err(e) => tracing::debug!(iface = ifname, name, error = %e, "no stale filter"),
+        let filters = match clsact_bpf_filters(ifindex, clsact_parent(direction)) {
+            Ok(filters) => filters,
+            Err(e) => {
+                tracing::warn!(iface = ifname, error = %e, "cannot list clsact filters; leftovers of an earlier agent may stay attached");
+                continue;
+            }
+        };
+        for filter in filters.iter().filter(|f| f.name.as_deref() == Some(name)) {
+            let detached = tc::SchedClassifierLink::attached(
+                ifname,
+                direction,
+                filter.priority,
+                tc::TcHandle::from(filter.handle),
+                None,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|link| Link::detach(link).map_err(|e| e.to_string()));
+            match detached {
+                Ok(()) => removed += 1,
+                Err(error) => tracing::warn!(
+                    iface = ifname,
+                    name,
+                    priority = filter.priority,
+                    error,
+                    "cannot remove a leftover shadowtap filter"
+                ),
+            }
         }
     }
+    if removed > 0 {
+        tracing::warn!(
+            iface = ifname,
+            removed,
+            "removed {removed} leftover shadowtap filters from {ifname}: an earlier agent \
+             was stopped (killed?) before it could detach them"
+        );
+    }
+    removed
+}
+
+/// Parent of a clsact hook: TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS or _EGRESS).
+fn clsact_parent(direction: TcAttachType) -> u32 {
+    match direction {
+        TcAttachType::Egress => 0xffff_fff3,
+        _ => 0xffff_fff2,
+    }
+}
+
+/// A `bpf` filter on a clsact hook, as the kernel lists it.
+#[derive(Debug, PartialEq, Eq)]
+struct BpfFilter {
+    priority: u16,
+    handle: u32,
+    /// `TCA_BPF_NAME`: the program name for eBPF filters; classic BPF ones have none.
+    name: Option<String>,
+}
+
+// rtnetlink numbers (linux/netlink.h, linux/rtnetlink.h, linux/pkt_cls.h).
+const NLMSG_HDR: usize = 16;
+const TCMSG_LEN: usize = 20;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const RTM_NEWTFILTER: u16 = 44;
+const RTM_GETTFILTER: u16 = 46;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_BPF_NAME: u16 = 7;
+/// Attribute type bits (the rest are the nested and byte-order flags).
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
+/// The `bpf` filters under `parent` on interface `ifindex`, from an RTM_GETTFILTER dump.
+/// aya removes filters by name but does not say how many, nor list them.
+fn clsact_bpf_filters(ifindex: u32, parent: u32) -> io::Result<Vec<BpfFilter>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: socket(2) with constant arguments; the fd is owned at once below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // A kernel that never answers must not hang attaching.
+    let timeout = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: a valid fd and a timeval of the size passed.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let mut request = Vec::with_capacity(NLMSG_HDR + TCMSG_LEN);
+    request.extend_from_slice(&((NLMSG_HDR + TCMSG_LEN) as u32).to_ne_bytes());
+    request.extend_from_slice(&RTM_GETTFILTER.to_ne_bytes());
+    request.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    request.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
+    request.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]);
+    request.extend_from_slice(&ifindex.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes()); // handle: all
+    request.extend_from_slice(&parent.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes()); // priority and protocol: all
+                                                    // SAFETY: sends `request`'s bytes on a valid fd.
+    let sent = unsafe { libc::send(sock.as_raw_fd(), request.as_ptr().cast(), request.len(), 0) };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut filters = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: receives into `buf`, at most its length.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = usize::try_from(n).unwrap_or(0);
+        if n == 0 || parse_filter_dump(&buf[..n], &mut filters)? {
+            return Ok(filters);
+        }
+    }
+}
+
+/// Adds the `bpf` filters of one read of a filter dump to `out`; true once the dump is
+/// complete.
+fn parse_filter_dump(mut buf: &[u8], out: &mut Vec<BpfFilter>) -> io::Result<bool> {
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed netlink message");
+    while buf.len() >= NLMSG_HDR {
+        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
+        if len < NLMSG_HDR || len > buf.len() {
+            return Err(bad());
+        }
+        let body = &buf[NLMSG_HDR..len];
+        match kind {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let code = body.get(..4).ok_or_else(bad)?;
+                let code = i32::from_ne_bytes([code[0], code[1], code[2], code[3]]);
+                return if code == 0 {
+                    Ok(true)
+                } else {
+                    Err(io::Error::from_raw_os_error(-code))
+                };
+            }
+            RTM_NEWTFILTER => out.extend(parse_bpf_filter(body)),
+            _ => {}
+        }
+        buf = &buf[len.next_multiple_of(4).min(buf.len())..];
+    }
+    Ok(false)
+}
+
+/// One RTM_NEWTFILTER body (tcmsg and attributes), if it is a `bpf` filter. The dump
+/// also lists each priority's chain head (handle 0, no options), which is not a filter.
+fn parse_bpf_filter(body: &[u8]) -> Option<BpfFilter> {
+    let word = |at: usize| {
+        body.get(at..at + 4)
+            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let handle = word(8)?;
+    let priority = (word(16)? >> 16) as u16;
+    let mut is_bpf = false;
+    let mut name = None;
+    for (kind, value) in attributes(body.get(TCMSG_LEN..)?) {
+        match kind {
+            TCA_KIND => is_bpf = value.split(|&b| b == 0).next() == Some(b"bpf"),
+            TCA_OPTIONS => {
+                for (kind, value) in attributes(value) {
+                    if kind == TCA_BPF_NAME {
+                        let text = value.split(|&b| b == 0).next().unwrap_or_default();
+                        name = Some(String::from_utf8_lossy(text).into_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (is_bpf && handle != 0).then_some(BpfFilter {
+        priority,
+        handle,
+        name,
+    })
+}
+
+/// The netlink attributes in `buf` as (type, value); stops at the first malformed one.
+fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes([*buf.first()?, *buf.get(1)?]));
+        let kind = u16::from_ne_bytes([*buf.get(2)?, *buf.get(3)?]) & NLA_TYPE_MASK;
+        let value = buf.get(4..len)?;
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or_default();
+        Some((kind, value))
+    })
 }
 
 /// Nanoseconds to add to CLOCK_MONOTONIC (what `bpf_ktime_get_ns` reads) to get Unix
@@ -1032,5 +1260,95 @@ mod tests {
         assert_eq!(&ctx[8..12], &0xdeadu32.to_ne_bytes());
         assert_eq!(&ctx[40..44], &7u32.to_ne_bytes());
         assert_eq!(ctx.iter().filter(|b| **b != 0).count(), 3);
+    }
+
+    fn attr(kind: u16, value: &[u8]) -> Vec<u8> {
+        let mut a = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&kind.to_ne_bytes());
+        a.extend_from_slice(value);
+        a.resize(a.len().next_multiple_of(4), 0);
+        a
+    }
+
+    /// An RTM_NEWTFILTER message as the kernel sends it in a dump.
+    fn filter_msg(kind: &str, priority: u16, handle: u32, name: Option<&str>) -> Vec<u8> {
+        let mut body = vec![0u8, 0, 0, 0];
+        body.extend_from_slice(&7u32.to_ne_bytes());
+        body.extend_from_slice(&handle.to_ne_bytes());
+        body.extend_from_slice(&0xffff_fff2u32.to_ne_bytes());
+        body.extend_from_slice(&((u32::from(priority) << 16) | 0x0300).to_ne_bytes());
+        body.extend(attr(TCA_KIND, format!("{kind}\0").as_bytes()));
+        if handle != 0 {
+            let mut options = attr(6, &5u32.to_ne_bytes());
+            if let Some(name) = name {
+                options.extend(attr(TCA_BPF_NAME, format!("{name}\0").as_bytes()));
+            }
+            body.extend(attr(TCA_OPTIONS | 0x8000, &options));
+        }
+        message(RTM_NEWTFILTER, &body)
+    }
+
+    fn message(kind: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = ((NLMSG_HDR + body.len()) as u32).to_ne_bytes().to_vec();
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&2u16.to_ne_bytes());
+        m.extend_from_slice(&[0; 8]);
+        m.extend_from_slice(body);
+        m.resize(m.len().next_multiple_of(4), 0);
+        m
+    }
+
+    #[test]
+    fn a_filter_dump_lists_bpf_filters_with_their_names_only() {
+        let mut dump = Vec::new();
+        dump.extend(filter_msg("bpf", 5, 0, None)); // the chain head of priority 5
+        dump.extend(filter_msg("bpf", 5, 1, None)); // classic BPF: no name
+        dump.extend(filter_msg("bpf", 49151, 1, Some("shadowtap_in")));
+        dump.extend(filter_msg("bpf", 49150, 2, Some("shadowtap_in_x")));
+        dump.extend(filter_msg("u32", 49152, 0x800_800, None));
+        let mut out = Vec::new();
+        assert!(!parse_filter_dump(&dump, &mut out).unwrap(), "not done yet");
+        let named = |name: &str| Some(name.to_string());
+        assert_eq!(
+            out,
+            vec![
+                BpfFilter {
+                    priority: 5,
+                    handle: 1,
+                    name: None
+                },
+                BpfFilter {
+                    priority: 49151,
+                    handle: 1,
+                    name: named("shadowtap_in")
+                },
+                BpfFilter {
+                    priority: 49150,
+                    handle: 2,
+                    name: named("shadowtap_in_x")
+                },
+            ]
+        );
+        assert!(parse_filter_dump(&message(NLMSG_DONE, &[0; 4]), &mut out).unwrap());
+        let einval = message(NLMSG_ERROR, &(-libc::EINVAL).to_ne_bytes());
+        let err = parse_filter_dump(&einval, &mut out).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+        // A length past the read is an error, not a panic.
+        let mut cut = filter_msg("bpf", 1, 1, None);
+        cut.truncate(30);
+        assert!(parse_filter_dump(&cut, &mut out).is_err());
+    }
+
+    #[test]
+    fn the_attach_mode_comes_from_the_kernel_unless_set() {
+        assert!(use_tcx_from(None, true).unwrap());
+        assert!(!use_tcx_from(Some("auto"), false).unwrap());
+        assert!(!use_tcx_from(Some("clsact"), true).unwrap());
+        assert!(use_tcx_from(Some("tcx"), false).unwrap());
+        let err = use_tcx_from(Some("netlink"), true).unwrap_err().to_string();
+        assert!(
+            err.contains("SHADOWTAP_EBPF_ATTACH") && err.contains("clsact"),
+            "{err}"
+        );
     }
 }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use crate::http::HttpRequest;
+use crate::http::{Header, HttpRequest};
 use crate::metrics::{Accounting, Outcome, ReplayErrorKind, TargetCounters};
 use crate::own_traffic::OwnConnections;
 use crate::sample::{hash_bytes, ConnectionKey, Percent, SampleBy, Sampler, TokenBucket};
@@ -177,15 +177,37 @@ impl QueuedBytes {
     }
 }
 
-/// What a queued request costs in memory: its head fields and body.
+/// What a queued copy costs in memory, as the allocator sees it: the capacities (not
+/// the lengths) of every buffer it owns, the slots of its header vectors, the shared
+/// allocation that holds it and its place in the queue, each allocation rounded up as
+/// `heap_bytes` says. Counting only the bytes of the fields let requests of a hundred
+/// small headers (two allocations and a 48-byte slot each) hold five times the cap.
 fn request_bytes(request: &HttpRequest) -> usize {
-    let headers: usize = request
-        .headers
-        .iter()
-        .chain(&request.trailers)
-        .map(|h| h.name.len() + h.value.len() + 4)
-        .sum();
-    request.method.len() + request.target.len() + request.body.len() + headers + 16
+    let fields = |list: &Vec<Header>| {
+        heap_bytes(list.capacity() * size_of::<Header>())
+            + list
+                .iter()
+                .map(|h| heap_bytes(h.name.capacity()) + heap_bytes(h.value.capacity()))
+                .sum::<usize>()
+    };
+    // The `Arc` around the copy: two counts and the struct.
+    heap_bytes(2 * size_of::<usize>() + size_of::<CapturedRequest>())
+        + size_of::<Arc<CapturedRequest>>()
+        + heap_bytes(request.method.capacity())
+        + heap_bytes(request.target.capacity())
+        + heap_bytes(request.body.capacity())
+        + fields(&request.headers)
+        + fields(&request.trailers)
+}
+
+/// Bytes an allocation of `size` takes from the heap: glibc's malloc adds an 8-byte
+/// header, rounds to 16 and never hands out less than 32 (other allocators round
+/// similarly or to size classes). An empty buffer allocates nothing.
+fn heap_bytes(size: usize) -> usize {
+    if size == 0 {
+        return 0;
+    }
+    size.saturating_add(8).next_multiple_of(16).max(32)
 }
 
 struct TargetSide {
@@ -605,5 +627,57 @@ impl Replayer {
 impl Drop for Replayer {
     fn drop(&mut self) {
         self.stop_runtime();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: usize) -> HttpRequest {
+        HttpRequest {
+            ts_nanos: 0,
+            method: "GET".into(),
+            target: b"/".to_vec(),
+            version_minor: 1,
+            headers: (0..headers)
+                .map(|i| Header {
+                    name: format!("X-{i}"),
+                    value: b"v".to_vec(),
+                })
+                .collect(),
+            body: Vec::new(),
+            chunked: false,
+            trailers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn heap_bytes_rounds_like_the_allocator() {
+        assert_eq!(heap_bytes(0), 0);
+        assert_eq!(heap_bytes(1), 32);
+        assert_eq!(heap_bytes(24), 32);
+        assert_eq!(heap_bytes(25), 48);
+        assert_eq!(heap_bytes(1000), 1008);
+    }
+
+    /// A header costs its slot and two allocations of at least 32 bytes, however short
+    /// its name and value: 120 one-byte values are ~14 KB, not 120 times a few bytes.
+    #[test]
+    fn a_copy_is_charged_its_allocations_not_its_lengths() {
+        let small = request(120);
+        let per_header = size_of::<Header>() + 2 * 32;
+        assert!(
+            request_bytes(&small) >= 120 * per_header,
+            "{}",
+            request_bytes(&small)
+        );
+        // Spare capacity (a recycled request's buffers) is memory too.
+        let mut roomy = request(120);
+        roomy.body.reserve_exact(16 * 1024);
+        roomy.headers.reserve_exact(1000);
+        assert!(
+            request_bytes(&roomy) >= request_bytes(&small) + 16 * 1024 + 1000 * size_of::<Header>()
+        );
     }
 }
