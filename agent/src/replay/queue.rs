@@ -166,7 +166,11 @@ mod tests {
 
     #[test]
     fn one_wake_from_another_thread_lets_every_waiting_task_take_an_item() {
-        let rt = runtime();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
         let (tx, rx) = bounded(64);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         rt.block_on(async {
@@ -190,13 +194,15 @@ mod tests {
                 tx.wake();
                 tx
             });
-            // Within one task's hold time, all four items are taken: the woken task
-            // passed the wake on.
+            // The wake is given before anyone runs again (the thread is joined), and
+            // time is paused: however loaded the machine, within one task's hold time
+            // all four items are taken only if the woken task passed the wake on.
+            let tx = putter.join().unwrap();
             tokio::time::sleep(Duration::from_millis(10)).await;
             let mut got: Vec<i32> = done_rx.try_iter().collect();
             got.sort_unstable();
             assert_eq!(got, vec![0, 1, 2, 3]);
-            drop(putter.join().unwrap());
+            drop(tx);
         });
     }
 
