@@ -41,6 +41,14 @@ pub struct RequestFilter {
     headers: Vec<(String, Regex)>,
 }
 
+/// An HTTP token (RFC 9110 5.6.2), as method and header names are.
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 fn compile(flag: &'static str, pattern: &str) -> Result<Regex, FilterError> {
     Regex::new(pattern).map_err(|source| FilterError::Regex {
         flag,
@@ -60,8 +68,7 @@ impl RequestFilter {
         let methods = allow_methods
             .iter()
             .map(|m| {
-                let ok = !m.is_empty() && m.bytes().all(|b| b.is_ascii_graphic());
-                if ok {
+                if is_token(m) {
                     Ok(m.clone())
                 } else {
                     Err(FilterError::Method(m.clone()))
@@ -79,9 +86,11 @@ impl RequestFilter {
         let headers = allow_headers
             .iter()
             .map(|rule| {
+                // A name that is not a token could never match a header the framer
+                // accepted; refusing it also keeps CR and LF out of every message.
                 let (name, pattern) = rule
                     .split_once(':')
-                    .filter(|(n, _)| !n.trim().is_empty())
+                    .filter(|(n, _)| is_token(n.trim()))
                     .ok_or_else(|| FilterError::HeaderRule(rule.clone()))?;
                 Ok((
                     name.trim().to_string(),
