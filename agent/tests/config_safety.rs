@@ -103,8 +103,12 @@ fn replay_with(
     let flag = format!("--{long}={value}");
     let file = dir.join(format!("{long}.toml"));
     let file_text = file.to_str().expect("utf8 path").to_string();
-    // `--speed max` unless speed is what is being checked (a flag beats the others).
-    let mut args: Vec<&str> = vec!["replay", cap, "--target", target];
+    // `--target` and `--speed max` unless that is what is being checked (a flag beats
+    // the other forms).
+    let mut args: Vec<&str> = vec!["replay", cap];
+    if long != "target" {
+        args.extend(["--target", target]);
+    }
     if long != "speed" {
         args.extend(["--speed", "max"]);
     }
@@ -187,6 +191,8 @@ fn config_that_would_break_a_copys_framing_is_refused_in_every_form() {
         ("shadow-suffix", "-a\r\nEvil: 1"),
         ("shadow-suffix", "-a\0"),
         ("allow-header", "X\r\nY:^a"),
+        ("allow-method", "GET\r\nX"),
+        ("target", "http://127.0.0.1:1\r\nX: y"),
     ];
     for (long, value) in cases {
         for form in [Form::Flag, Form::Env, Form::Toml] {

@@ -49,6 +49,8 @@ impl fmt::Display for TargetUrl {
 pub enum TargetUrlError {
     #[error("target {0:?} must start with http:// or https://")]
     Scheme(String),
+    #[error("target {0:?} holds a space or a control character")]
+    Character(String),
     #[error("target {0:?} has no host")]
     NoHost(String),
     #[error("target {0:?}: user info (`user:password@`) is not supported: copies keep the client's Authorization (or --set-header Authorization:... to give them one); `@` only introduces a percent, as in http://stage:8000@12.5")]
@@ -103,6 +105,10 @@ pub fn redact_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
 /// Parses `http(s)://host[:port][/path]` with an optional `@PERCENT` at the end.
 pub fn parse_target(text: &str) -> Result<(TargetUrl, Option<Percent>), TargetUrlError> {
     let shown = redact_userinfo(text).into_owned();
+    // The host ends up in logs, summaries and metric labels, and in the TLS server name.
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(TargetUrlError::Character(shown));
+    }
     let (scheme, rest) = if let Some(r) = text.strip_prefix("http://") {
         (Scheme::Http, r)
     } else if let Some(r) = text.strip_prefix("https://") {
@@ -340,6 +346,17 @@ mod tests {
             parse_target("ftp://x"),
             Err(TargetUrlError::Scheme(_))
         ));
+        for bad in [
+            "http://h\r\nX: y",
+            "http://h x:80",
+            "http://h\0",
+            "http://h:80\n@50",
+        ] {
+            assert!(
+                matches!(parse_target(bad), Err(TargetUrlError::Character(_))),
+                "{bad:?}"
+            );
+        }
         assert!(matches!(
             parse_target("stage:80"),
             Err(TargetUrlError::Scheme(_))
