@@ -81,29 +81,19 @@ pub enum ReplayFilesError {
 }
 
 /// Resolves every target's host once before anything is sent, so a misspelt name is a
-/// one-line error at the start rather than a run of `replay_error` outcomes.
+/// one-line error at the start rather than a run of `replay_error` outcomes. The lookup
+/// is bounded like every other (a resolver that hangs is an error after a few seconds),
+/// and its answer is cached for the first copies.
 pub fn check_targets_resolve(targets: &[TargetConfig]) -> Result<(), ReplayFilesError> {
-    use std::net::ToSocketAddrs;
+    let resolver = crate::replay::resolve::Resolver::system();
     for t in targets {
-        let found = (t.url.host.as_str(), t.url.port)
-            .to_socket_addrs()
-            .map(|mut addrs| addrs.next().is_some());
-        match found {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(ReplayFilesError::Resolve {
-                    target: t.url.to_string(),
-                    host: t.url.host.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-                })
-            }
-            Err(source) => {
-                return Err(ReplayFilesError::Resolve {
-                    target: t.url.to_string(),
-                    host: t.url.host.clone(),
-                    source,
-                })
-            }
+        let wait = t.connect_timeout.max(Duration::from_secs(5));
+        if let Err(e) = resolver.resolve_blocking(&t.url.host, t.url.port, wait) {
+            return Err(ReplayFilesError::Resolve {
+                target: t.url.to_string(),
+                host: t.url.host.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, e),
+            });
         }
     }
     Ok(())

@@ -434,7 +434,7 @@ fn dns_failing_mid_run_costs_connect_errors_and_recovers() {
         .args(["replay", path.to_str().expect("utf8"), "--target", &url])
         .args([
             "--speed",
-            "0.01x",
+            "0.00125x",
             "--connect-timeout",
             "300ms",
             "--request-timeout",
@@ -445,11 +445,12 @@ fn dns_failing_mid_run_costs_connect_errors_and_recovers() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("unshare");
-    // 200 connections of 8 frames 10 µs apart, at 0.01x: 1.6 s. The name goes away for
-    // the middle third. Writing in place keeps the inode the bind mount shows.
-    thread::sleep(Duration::from_millis(550));
+    // 200 connections of 8 frames 10 µs apart, at 0.00125x: 12.8 s. The name goes away
+    // for 6.5 s, longer than the agent caches an answer (5 s), so lookups fail for a
+    // while. Writing in place keeps the inode the bind mount shows.
+    thread::sleep(Duration::from_millis(1500));
     std::fs::write(&hosts, "127.0.0.1 localhost\n").expect("hosts");
-    thread::sleep(Duration::from_millis(550));
+    thread::sleep(Duration::from_millis(6500));
     std::fs::write(&hosts, &good).expect("hosts");
     let out = child.wait_with_output().expect("wait");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -466,8 +467,8 @@ fn dns_failing_mid_run_costs_connect_errors_and_recovers() {
     summary.assert_adds_up(200);
     let t = summary.target(&url);
     let ok = t.get("replayed 2xx");
-    // Not in the hosts file, the lookup goes on to DNS: a quick NXDOMAIN is a connect
-    // error, a resolver that does not answer within the connect deadline a timeout.
+    // Not in the hosts file, the lookup goes on to DNS: a quick NXDOMAIN and a resolver
+    // that does not answer within the connect deadline are both connect errors.
     let failed = t.get("replay_error connect") + t.get("replay_error timeout");
     assert_eq!(ok + failed, 200, "{summary:#?}");
     assert!(

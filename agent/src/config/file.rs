@@ -18,6 +18,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
 
 use super::{one_line, Cli, Command as Sub};
+use crate::replay::target::redact_userinfo;
 
 /// Subcommands whose options the file sets; it is not read for the others.
 const FILE_SUBCOMMANDS: [&str; 3] = ["run", "replay", "inspect"];
@@ -395,7 +396,7 @@ fn check_value(arg: &Arg, token: &OsString, path: &str, key: &str) -> Result<(),
     Err(LoadError::BadValue {
         path: path.to_string(),
         key: key.to_string(),
-        value: format!("{value:?}"),
+        value: format!("{:?}", redact_userinfo(value)),
         reason: reason(&e),
     })
 }
@@ -509,16 +510,43 @@ fn clap_error(e: clap::Error, argv: &[OsString]) -> LoadError {
             _ => LoadError::Display(e),
         };
     }
-    let message = strip_usage(&e.render().to_string());
+    let mut message = strip_usage(&e.render().to_string());
     if matches!(
         e.kind(),
         ErrorKind::InvalidValue | ErrorKind::ValueValidation
     ) {
+        if let Some(safe) = invalid_value_message(&e) {
+            message = safe;
+        }
         if let Some(env) = env_behind(&e, argv) {
             return LoadError::Flag(format!("{env}: {message}"));
         }
     }
     LoadError::Flag(message)
+}
+
+/// clap's "invalid value" message rebuilt so that the value is escaped (clap quotes it
+/// as it is, so a CR or LF in it would print a second line or move the cursor) and a
+/// target URL's password is left out.
+fn invalid_value_message(e: &clap::Error) -> Option<String> {
+    let Some(ContextValue::String(value)) = e.get(ContextKind::InvalidValue) else {
+        return None;
+    };
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let why = match std::error::Error::source(e) {
+        Some(source) => one_line(&source.to_string()),
+        None => match e.get(ContextKind::ValidValue) {
+            Some(ContextValue::Strings(valid)) => format!("valid values: {}", valid.join(", ")),
+            _ => "not a valid value".to_string(),
+        },
+    };
+    // The reason needs no redaction: the target's parser shows the URL redacted.
+    Some(format!(
+        "invalid value {:?} for '{arg}': {why}",
+        redact_userinfo(value)
+    ))
 }
 
 /// The variable that supplied the invalid value of `e`, if no flag did.

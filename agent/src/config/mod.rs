@@ -173,7 +173,7 @@ pub struct ShadowArgs {
     #[arg(long, default_value = "request", env = "SHADOWTAP_SAMPLE_BY")]
     pub sample_by: SampleBy,
     /// Appended to the Host value before its port; empty keeps Host as sent.
-    #[arg(long, default_value = "-shadow", env = "SHADOWTAP_SHADOW_SUFFIX")]
+    #[arg(long, default_value = "-shadow", value_parser = check_suffix, env = "SHADOWTAP_SHADOW_SUFFIX")]
     pub shadow_suffix: String,
     /// Only shadow these methods (repeatable); default all.
     #[arg(long, value_delimiter = ',', value_parser = check_method, env = "SHADOWTAP_ALLOW_METHOD")]
@@ -191,11 +191,11 @@ pub struct ShadowArgs {
     #[arg(long, value_name = "NAME:VALUE", value_parser = check_set_header, env = "SHADOWTAP_SET_HEADER")]
     pub set_header: Vec<String>,
     /// Remove a header from every copy.
-    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_REMOVE_HEADER")]
+    #[arg(long, value_delimiter = ',', value_parser = check_remove_header, env = "SHADOWTAP_REMOVE_HEADER")]
     pub remove_header: Vec<String>,
     /// Replace a header's value by `REDACTED` before the copy leaves the node (e.g.
     /// Authorization, Cookie). Nothing is redacted unless listed here.
-    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_REDACT_HEADER")]
+    #[arg(long, value_delimiter = ',', value_parser = check_redact_header, env = "SHADOWTAP_REDACT_HEADER")]
     pub redact_header: Vec<String>,
     /// Most copies per second per target; the rest count as `rate_limited`.
     #[arg(long, value_parser = check_max_rps, env = "SHADOWTAP_MAX_RPS")]
@@ -365,23 +365,105 @@ fn check_header_rule(text: &str) -> Result<String, String> {
 }
 
 fn check_set_header(text: &str) -> Result<String, String> {
-    split_set_header(text)
-        .map(|_| text.to_string())
-        .ok_or_else(|| format!("{text:?} is not NAME:VALUE"))
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not NAME:VALUE"))?;
+    let name = name.trim();
+    check_header_name(name)?;
+    if let Some(framing) = derived_header(name, &DERIVED_HEADERS) {
+        return Err(format!(
+            "{framing} cannot be set: the copy's {framing} is derived from the captured \
+             request (Host gets the shadow suffix, the body its own length)"
+        ));
+    }
+    if let Some(c) = value.chars().find(|&c| c.is_ascii_control() && c != '\t') {
+        return Err(format!(
+            "the value of {name} holds the control character {c:?}; a header value may \
+             not hold CR, LF, NUL or other control characters"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn check_remove_header(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    check_header_name(name)?;
+    // Transfer-Encoding and Connection never reach a copy anyway (re-framed, hop-by-hop).
+    if let Some(framing) = derived_header(name, &["Host", "Content-Length"]) {
+        return Err(format!(
+            "{framing} cannot be removed: a copy without it would lose its -shadow Host or \
+             its body's framing"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn check_redact_header(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    check_header_name(name)?;
+    if let Some(framing) = derived_header(name, &DERIVED_HEADERS) {
+        return Err(format!(
+            "{framing} cannot be redacted: a copy with {framing}: REDACTED would lose its \
+             -shadow Host or its framing"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+/// A header name is an HTTP token (RFC 9110 5.6.2): no space, colon, CR, LF or NUL that
+/// would let it end the header line early.
+fn check_header_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a header name is required".into());
+    }
+    match name.chars().find(|&c| !is_tchar(c)) {
+        Some(c) => Err(format!(
+            "header name {name:?} holds {c:?}; a name is letters, digits and !#$%&'*+-.^_`|~"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn is_tchar(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
+}
+
+/// Headers the copy derives itself: its Host (with the suffix) and its body's framing.
+const DERIVED_HEADERS: [&str; 4] = ["Host", "Content-Length", "Transfer-Encoding", "Connection"];
+
+fn derived_header(name: &str, list: &[&'static str]) -> Option<&'static str> {
+    list.iter().copied().find(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// `--shadow-suffix`: goes inside the Host value, so only characters a host name may hold
+/// (RFC 3986 reg-name): no `:` (it would become the port), `/`, `@`, space, CR or LF.
+fn check_suffix(text: &str) -> Result<String, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=%".contains(c);
+    match text.chars().find(|&c| !allowed(c)) {
+        Some(c) => Err(format!(
+            "{text:?} holds {c:?}; the suffix goes into the Host name, so it may hold only \
+             letters, digits and -._~!$&'()*+,;=%"
+        )),
+        None => Ok(text.to_string()),
+    }
 }
 
 fn split_set_header(text: &str) -> Option<(String, Vec<u8>)> {
+    check_set_header(text).ok()?;
     let (name, value) = text.split_once(':')?;
-    let name = name.trim();
-    let token = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic());
-    token.then(|| (name.to_string(), value.trim().as_bytes().to_vec()))
+    Some((name.trim().to_string(), value.trim().as_bytes().to_vec()))
 }
+
+/// Copies per second: below one per 1000 s is a typo, not a cap.
+const MAX_RPS_RANGE: std::ops::RangeInclusive<f64> = 0.001..=1e9;
 
 fn check_max_rps(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
-        Ok(rps) if rps.is_finite() && rps > 0.0 => Ok(rps),
+        Ok(rps) if MAX_RPS_RANGE.contains(&rps) => Ok(rps),
         _ => Err(format!(
-            "{text:?} must be a positive number of copies per second"
+            "{text:?} must be a number of copies per second from {} to {}",
+            MAX_RPS_RANGE.start(),
+            MAX_RPS_RANGE.end()
         )),
     }
 }
@@ -445,6 +527,13 @@ pub enum Speed {
     Factor(f64),
 }
 
+impl Speed {
+    /// Factors outside this range are typos: 0.001x already stretches a one-second
+    /// capture to a quarter of an hour, and past 1000000x every gap is below a
+    /// microsecond, which is `max`.
+    pub const FACTORS: std::ops::RangeInclusive<f64> = 0.001..=1_000_000.0;
+}
+
 impl std::str::FromStr for Speed {
     type Err = String;
 
@@ -456,8 +545,13 @@ impl std::str::FromStr for Speed {
             s.strip_suffix('x').unwrap_or(s).parse().map_err(|_| {
                 format!("--speed {s:?} must be `max` or a factor like 1x, 2x, 0.5x")
             })?;
-        if !(f.is_finite() && f > 0.0) {
-            return Err(format!("--speed {s:?} must be above 0"));
+        // NaN and infinities are outside the range too.
+        if !Self::FACTORS.contains(&f) {
+            return Err(format!(
+                "--speed {s:?} must be `max` or a factor from {}x to {}x",
+                Self::FACTORS.start(),
+                Self::FACTORS.end()
+            ));
         }
         Ok(Speed::Factor(f))
     }
@@ -537,4 +631,90 @@ pub struct RunArgs {
     pub shadow: ShadowArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Text that looks like what people type for numbers, plus anything at all.
+    fn numberish() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[-+]?[0-9]{0,25}(\\.[0-9]{0,20})?([eE][-+]?[0-9]{1,4})?(ms|s|m|x|h|%)?",
+            "(inf|-inf|NaN|nan|infinity|max|0x10|1_000|  1s|1 s)",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        /// Every parser of a number, duration or size gives a value in range or an error
+        /// that names the value; none panics.
+        #[test]
+        fn numeric_parsers_never_panic_and_stay_in_range(text in numberish()) {
+            if let Ok(d) = parse_duration(&text) {
+                prop_assert!(d.as_secs_f64() < 1e9);
+            }
+            if let Ok(d) = parse_positive_duration(&text) {
+                prop_assert!(!d.is_zero());
+            }
+            match text.parse::<Speed>() {
+                Ok(Speed::Factor(f)) => prop_assert!(Speed::FACTORS.contains(&f), "{f}"),
+                Ok(Speed::Max) => prop_assert_eq!(text.as_str(), "max"),
+                Err(e) => prop_assert!(e.contains("--speed")),
+            }
+            if let Ok(rps) = check_max_rps(&text) {
+                prop_assert!(MAX_RPS_RANGE.contains(&rps));
+            }
+            let _ = text.parse::<Percent>();
+            let _ = parse_admin_addr(&text);
+        }
+
+        /// The same values through the whole option parser and into the objects a run
+        /// builds from them: an error or a value, never a panic.
+        #[test]
+        fn every_numeric_option_parses_or_errs_without_panic(
+            index in 0usize..16,
+            text in numberish(),
+        ) {
+            const OPTIONS: [&str; 16] = [
+                "speed", "connect-timeout", "request-timeout", "drain-timeout",
+                "hole-timeout", "idle-timeout", "max-flows", "max-stream-buffer",
+                "max-buffer", "max-head", "max-body", "max-rps", "max-in-flight",
+                "queue-len", "max-queue-bytes", "percent",
+            ];
+            let flag = format!("--{}={text}", OPTIONS[index]);
+            let argv = ["shadowtap", "replay", "x.pcap", "--target", "http://127.0.0.1:1", &flag];
+            if let Ok(Command::Replay(args)) = Cli::try_parse_from(argv).map(|c| c.command) {
+                let _ = args.limits.pipeline_config(&args.port);
+                let _ = args.shadow.target_configs();
+            }
+        }
+
+        /// Whatever a `--set-header` value holds, an accepted one cannot start a new
+        /// header line or replace the copy's framing or Host.
+        #[test]
+        fn accepted_set_headers_cannot_inject_lines(text in any::<String>()) {
+            if let Some((name, value)) = split_set_header(&text) {
+                prop_assert!(name.bytes().all(|b| is_tchar(char::from(b))));
+                prop_assert!(!value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0));
+                prop_assert!(derived_header(&name, &DERIVED_HEADERS).is_none());
+            }
+            if let Ok(suffix) = check_suffix(&text) {
+                prop_assert!(!suffix.contains([':', '/', '@', ' ', '\r', '\n', '\0']));
+            }
+        }
+    }
+
+    #[test]
+    fn speed_range() {
+        for ok in ["max", "1x", "0.001x", "1000000x", "2", "0.5x"] {
+            assert!(ok.parse::<Speed>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "1e-300x", "0x", "-1x", "inf", "NaNx", "0.0009x", "1000001x", "x", "",
+        ] {
+            assert!(bad.parse::<Speed>().is_err(), "{bad}");
+        }
+    }
 }

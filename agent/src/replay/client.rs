@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
+use super::resolve::Resolver;
 use crate::metrics::{ReplayErrorKind, StatusClass};
 use crate::own_traffic::OwnConnections;
 
@@ -86,6 +87,7 @@ pub struct ClientOptions {
 pub struct ShadowClient {
     opts: ClientOptions,
     idle: Mutex<VecDeque<Connection>>,
+    resolver: Arc<Resolver>,
 }
 
 /// What went wrong, and whether it happened before the target sent a byte back. A pooled
@@ -116,9 +118,15 @@ fn io_kind(e: &io::Error) -> ReplayErrorKind {
 
 impl ShadowClient {
     pub fn new(opts: ClientOptions) -> Self {
+        Self::with_resolver(opts, Resolver::system())
+    }
+
+    /// A client that looks its target's name up with `resolver` (tests give a slow one).
+    pub fn with_resolver(opts: ClientOptions, resolver: Arc<Resolver>) -> Self {
         Self {
             opts,
             idle: Mutex::new(VecDeque::new()),
+            resolver,
         }
     }
 
@@ -189,15 +197,22 @@ impl ShadowClient {
     }
 
     async fn connect(&self) -> Result<Connection, ReplayErrorKind> {
+        let started = Instant::now();
+        let deadline = started + self.opts.connect_timeout;
+        // DNS at connect time (cached for seconds), so a target that moves is followed;
+        // the lookup's share of the connect deadline is its timeout.
+        let (host, port) = (self.opts.host.as_str(), self.opts.port);
+        let addrs = self
+            .resolver
+            .resolve(host, port, self.opts.connect_timeout)
+            .await
+            .map_err(|e| {
+                tracing::debug!(error = %e, "shadow copy: target name not resolved");
+                ReplayErrorKind::Connect
+            })?;
         let connecting = async {
-            // DNS at connect time, so a target that moves is followed.
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((self.opts.host.as_str(), self.opts.port))
-                    .await
-                    .map_err(|_| ReplayErrorKind::Connect)?
-                    .collect();
             let mut last = ReplayErrorKind::Connect;
-            for addr in addrs {
+            for &addr in addrs.iter() {
                 match self.connect_one(addr).await {
                     Ok(tcp) => {
                         // Requests go out in one write; Nagle would only delay them.
@@ -212,10 +227,17 @@ impl ShadowClient {
             }
             Err(last)
         };
-        let deadline = Instant::now() + self.opts.connect_timeout;
-        let tcp = timeout_at(deadline, connecting)
+        let connected = timeout_at(deadline, connecting)
             .await
-            .map_err(|_| ReplayErrorKind::Timeout)??;
+            .unwrap_or(Err(ReplayErrorKind::Timeout));
+        let tcp = match connected {
+            Ok(tcp) => tcp,
+            Err(kind) => {
+                // None of the addresses took it: look the name up again next time.
+                self.resolver.forget(host, port);
+                return Err(kind);
+            }
+        };
         // Registered before the first byte is written: capture checks this registry when
         // it processes the request's packets, which is always after this point.
         let registered = match (&self.opts.own, tcp.local_addr()) {

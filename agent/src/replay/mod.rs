@@ -11,6 +11,7 @@
 pub mod client;
 pub mod filter;
 mod queue;
+pub mod resolve;
 pub mod rewrite;
 pub mod target;
 

@@ -43,13 +43,17 @@ impl fmt::Display for TargetUrl {
     }
 }
 
+/// Why a `--target` value is refused. Each one shows the URL as [`redact_userinfo`]
+/// gives it, so a password typed into it is never printed.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TargetUrlError {
     #[error("target {0:?} must start with http:// or https://")]
     Scheme(String),
+    #[error("target {0:?} holds a space or a control character")]
+    Character(String),
     #[error("target {0:?} has no host")]
     NoHost(String),
-    #[error("target {0:?}: user info (`user@`) is not supported; `@` only introduces a percent, as in http://stage:8000@12.5")]
+    #[error("target {0:?}: user info (`user:password@`) is not supported: copies keep the client's Authorization (or --set-header Authorization:... to give them one); `@` only introduces a percent, as in http://stage:8000@12.5")]
     UserInfo(String),
     #[error("target {url:?}: bad port {port:?} (1 to 65535)")]
     Port { url: String, port: String },
@@ -59,43 +63,84 @@ pub enum TargetUrlError {
     Percent { url: String, source: PercentError },
 }
 
+/// What may follow the last `@` of a target as its sampling percent; anything else there
+/// is a host after user info.
+fn looks_like_percent(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'%')
+}
+
+/// `text` with the password of a URL's user info replaced by `***` (`user:***@host`),
+/// or all of the user info when it has no `:` (a lone token is as secret as a password).
+/// Text without user info comes back as it was. For every message that shows a value
+/// that may be a target URL.
+pub fn redact_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = text.find("://").map(|i| i + 3) else {
+        return text.into();
+    };
+    let rest = &text[start..];
+    // The authority ends at the path, query or fragment; a percent suffix may follow a
+    // path and hold no `@` of interest.
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let mut at = authority.rfind('@');
+    if let Some(i) = at {
+        if authority_end == rest.len() && looks_like_percent(&authority[i + 1..]) {
+            at = authority[..i].rfind('@');
+        }
+    }
+    let Some(at) = at else {
+        return text.into();
+    };
+    let userinfo = &authority[..at];
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    format!("{}{shown}{}", &text[..start], &rest[at..]).into()
+}
+
 /// Parses `http(s)://host[:port][/path]` with an optional `@PERCENT` at the end.
 pub fn parse_target(text: &str) -> Result<(TargetUrl, Option<Percent>), TargetUrlError> {
+    let shown = redact_userinfo(text).into_owned();
+    // The host ends up in logs, summaries and metric labels, and in the TLS server name.
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(TargetUrlError::Character(shown));
+    }
     let (scheme, rest) = if let Some(r) = text.strip_prefix("http://") {
         (Scheme::Http, r)
     } else if let Some(r) = text.strip_prefix("https://") {
         (Scheme::Https, r)
     } else {
-        return Err(TargetUrlError::Scheme(text.to_string()));
+        return Err(TargetUrlError::Scheme(shown));
     };
     let (rest, percent) = match rest.rsplit_once('@') {
-        Some((before, pct)) => {
-            if pct.contains('/') || before.is_empty() {
-                return Err(TargetUrlError::UserInfo(text.to_string()));
-            }
+        Some((before, pct)) if looks_like_percent(pct) => {
             let p = pct.parse().map_err(|source| TargetUrlError::Percent {
-                url: text.to_string(),
+                url: shown.clone(),
                 source,
             })?;
             (before, Some(p))
         }
-        None => (rest, None),
+        _ => (rest, None),
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
-        return Err(TargetUrlError::UserInfo(text.to_string()));
+        return Err(TargetUrlError::UserInfo(shown));
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6
             .split_once(']')
-            .ok_or_else(|| TargetUrlError::Ipv6(text.to_string()))?;
+            .ok_or_else(|| TargetUrlError::Ipv6(shown.clone()))?;
         match after {
             "" => (host, None),
             _ => match after.strip_prefix(':') {
                 Some(p) => (host, Some(p)),
                 None => {
                     return Err(TargetUrlError::Port {
-                        url: text.to_string(),
+                        url: shown.clone(),
                         port: after.to_string(),
                     })
                 }
@@ -108,7 +153,7 @@ pub fn parse_target(text: &str) -> Result<(TargetUrl, Option<Percent>), TargetUr
         }
     };
     if host.is_empty() {
-        return Err(TargetUrlError::NoHost(text.to_string()));
+        return Err(TargetUrlError::NoHost(shown.clone()));
     }
     let port = match port {
         None => match scheme {
@@ -120,7 +165,7 @@ pub fn parse_target(text: &str) -> Result<(TargetUrl, Option<Percent>), TargetUr
             .ok()
             .filter(|&n| n != 0 && p.bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(|| TargetUrlError::Port {
-                url: text.to_string(),
+                url: shown.clone(),
                 port: p.to_string(),
             })?,
     };
@@ -301,6 +346,17 @@ mod tests {
             parse_target("ftp://x"),
             Err(TargetUrlError::Scheme(_))
         ));
+        for bad in [
+            "http://h\r\nX: y",
+            "http://h x:80",
+            "http://h\0",
+            "http://h:80\n@50",
+        ] {
+            assert!(
+                matches!(parse_target(bad), Err(TargetUrlError::Character(_))),
+                "{bad:?}"
+            );
+        }
         assert!(matches!(
             parse_target("stage:80"),
             Err(TargetUrlError::Scheme(_))
@@ -351,6 +407,45 @@ mod tests {
             url(Scheme::Https, "::1", 8443).to_string(),
             "https://[::1]:8443"
         );
+    }
+
+    #[test]
+    fn user_info_is_refused_and_never_shown() {
+        let refused = [
+            "http://user:s3cret@127.0.0.1:8080",
+            "http://user:s3cret@127.0.0.1:8080@50",
+            "http://s3cret@stage",
+            "https://user:s3cret@[::1]:8443/x@12.5",
+            "http://user:p@s3cret@stage:80",
+        ];
+        for text in refused {
+            let e = parse_target(text).unwrap_err();
+            assert!(matches!(e, TargetUrlError::UserInfo(_)), "{text}: {e}");
+            let shown = e.to_string();
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("***@"), "{shown}");
+        }
+        let cases = [
+            ("http://u:pw@h:1", "http://u:***@h:1"),
+            ("http://u:pw@h:1@50", "http://u:***@h:1@50"),
+            ("http://token@h/p?q", "http://***@h/p?q"),
+            ("http://u:p@w@h", "http://u:***@h"),
+            ("http://h:1@50", "http://h:1@50"),
+            ("http://h/x@y", "http://h/x@y"),
+            ("no url", "no url"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(redact_userinfo(text), want, "{text}");
+        }
+        // Other errors of a URL with user info do not show it either.
+        for text in [
+            "ftp://u:s3cret@h",
+            "http://u:s3cret@h:99999",
+            "http://u:s3cret@h@150",
+        ] {
+            let e = parse_target(text).unwrap_err().to_string();
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]
