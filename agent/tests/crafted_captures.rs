@@ -303,3 +303,66 @@ fn the_hole_timeout_flag_decides_whether_a_late_retransmit_still_fills_its_hole(
     let (out, _) = inspect_bin(file.path(), &["--hole-timeout", "3s"], &[]);
     assert!(out.contains("\"/late\""), "{out}");
 }
+
+/// A slow upload whose connection state is lost halfway (SYN flood at the flow cap, or
+/// the idle timeout): when its bytes come again they may be anywhere in the body, and a
+/// request line inside it (`DELETE /users/1`) must never be framed as a request.
+#[test]
+fn an_upload_whose_connection_was_evicted_or_timed_out_never_yields_its_body_text() {
+    let body = b"part one of the upload\r\nDELETE /users/1 HTTP/1.1\r\nHost: x\r\n\r\nand the rest";
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let stream = [head.as_bytes(), &body[..]].concat();
+    let split = head.len() + 24; // the DELETE line starts the second piece
+    let upload = Conn::new(40020, 77);
+
+    // Evicted by a flood of half-open connections at a flow cap of 100.
+    let mut frames = vec![upload.syn(), upload.data(0, &stream[..split])];
+    for i in 0..500u32 {
+        let c = Conn {
+            client: (Ipv4Addr::from(0x0a03_0000 + i), 2000 + i as u16),
+            server: (Ipv4Addr::new(10, 1, 0, 2), 8080),
+            isn: i,
+        };
+        frames.push(c.syn());
+    }
+    frames.push(upload.data(split, &stream[split..]));
+    frames.push(upload.fin(stream.len()));
+    let file = write_capture(&frames);
+    let mut config = PipelineConfig::default();
+    config.reassembly.max_flows = 100;
+    let mut out = Vec::new();
+    let summary = inspect(
+        &[file.path().to_path_buf()],
+        InspectFormat::Jsonl,
+        &config,
+        &mut out,
+    )
+    .expect("inspect");
+    let text = String::from_utf8(out).expect("utf8");
+    assert!(!text.contains("/users/1"), "{summary}\n{text}");
+    assert!(text.is_empty(), "{summary}\n{text}");
+    // The upload was cut (incomplete); its continuation is a stream picked up mid-way.
+    assert_eq!((summary.incomplete, summary.untrusted), (1, 1), "{summary}");
+    assert_eq!(summary.lost_starts, 1, "{summary}");
+
+    // Ended by the idle timeout in the middle, then picked up again.
+    let file = tempfile::Builder::new()
+        .suffix(".pcapng")
+        .tempfile()
+        .expect("temp file");
+    let mut cap = Capture::create(file.path());
+    cap.raw(&upload.syn());
+    cap.raw(&upload.data(0, &stream[..split]));
+    cap.wait(3_000_000_000);
+    cap.raw(&Conn::new(40021, 5).syn()); // any frame moves the capture's clock
+    cap.raw(&upload.data(split, &stream[split..]));
+    cap.raw(&upload.fin(stream.len()));
+    cap.finish();
+    let (out, summary) = inspect_bin(file.path(), &["--idle-timeout", "1"], &[]);
+    assert!(out.is_empty(), "{summary}\n{out}");
+    assert!(summary.contains("incomplete 1"), "{summary}");
+    assert!(summary.contains("untrusted 1"), "{summary}");
+}
