@@ -143,7 +143,7 @@ pub const MAX_EXTENSION_HEADERS: usize = 8;
 ///
 /// Every fragment held ends in one of: a reassembled datagram, `fragments_timed_out`,
 /// `fragments_overlapping`, `fragments_dropped`, `fragment_duplicates`, or still pending.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DecodeStats {
     pub frames: u64,
     pub tcp_segments: u64,

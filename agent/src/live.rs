@@ -467,6 +467,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     replayer.shutdown(plan.drain_timeout);
     report.frames = pipeline.stats().frames;
     report.undecodable = pipeline.stats().decode_errors;
+    report.ip = pipeline.decoder().stats().clone();
     report.elapsed = started.elapsed();
     Ok(report)
 }
