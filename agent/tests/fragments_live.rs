@@ -46,6 +46,13 @@ frag6 = lambda p: fragment6(v6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrFragment(id=0x
 frames += conn(v6, 41003, port, request(b"/frag-v6", 3000), lambda p: [f[IPv6] for f in frag6(p)])
 ext6 = v6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
 frames += conn(ext6, 41004, port, request(b"/ext-v6", 100), lambda p: [p])
+# The first fragment overlapped by another with other bytes: the datagram is dropped.
+v4o = IP(src=src4, dst=dst4, id=0x0bad)
+def overlapping(p):
+    frags = fragment(p, fragsize=1200)
+    evil = IP(src=src4, dst=dst4, id=0x0bad, proto=6, flags="MF", frag=600 // 8) / (b"X" * 600)
+    return [frags[0], evil] + frags[1:]
+frames += conn(v4o, 41005, port, request(b"/overlap", 3000), overlapping)
 sendp(frames, iface=iface, verbose=0)
 "#;
 
@@ -95,6 +102,16 @@ fn fragmented_and_extension_header_requests_are_shadowed_by_both_engines() {
         } else {
             seen
         };
+        // The loss is on /metrics by name (published once a second).
+        let series = format!(
+            "shadowtap_capture_drops_total{{engine=\"{engine}\",reason=\"ip_fragment_overlap\"}} 2"
+        );
+        wait_until(Duration::from_secs(5), &series, || {
+            let out = topo
+                .prod
+                .exec(&["curl", "-s", &format!("http://{ADMIN}/metrics")]);
+            String::from_utf8_lossy(&out.stdout).contains(&series)
+        });
         let (summary, err) = stop_agent(agent);
         let mut got: Vec<(String, String, u64)> = seen
             .iter()
@@ -107,10 +124,11 @@ fn fragmented_and_extension_header_requests_are_shadowed_by_both_engines() {
                 .map(|(path, len)| (format!("{path}?{engine}"), "frag-shadow".to_string(), len))
                 .collect();
         assert_eq!(got, want, "{engine}\nsummary:\n{summary}\n{err}");
-        // Named in the summary: 3 + 3 IPv4 fragments (the unwatched port's datagram is
-        // reassembled before reassembly leaves its flow out), 3 IPv6 ones.
+        // Named in the summary: 3 + 3 + 4 IPv4 fragments (the unwatched port's datagram
+        // is reassembled before reassembly leaves its flow out), 3 IPv6 ones; the
+        // overlapped datagram's first fragment and the overlapping one dropped.
         assert!(
-            summary.contains("ip: 6 IPv4 and 3 IPv6 fragments, 3 datagrams reassembled, 0 fragments timed out, 0 overlapping"),
+            summary.contains("ip: 10 IPv4 and 3 IPv6 fragments, 3 datagrams reassembled, 0 fragments timed out, 2 overlapping"),
             "{engine}:\n{summary}"
         );
         assert!(
