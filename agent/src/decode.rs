@@ -162,7 +162,8 @@ pub struct DecodeStats {
     pub ipv6_fragments: u64,
     /// Datagrams (IPv4 or IPv6) rebuilt from fragments.
     pub fragments_reassembled: u64,
-    /// Fragments thrown away when their datagram was not whole after the timeout.
+    /// Fragments thrown away when their datagram was not whole after the timeout, or
+    /// when the capture ended (`Decoder::flush`).
     pub fragments_timed_out: u64,
     /// Fragments thrown away because two fragments of their datagram overlapped with
     /// different bytes or only in part: the whole datagram goes, as in Linux (RFC 5722).
@@ -287,6 +288,14 @@ impl Decoder {
     /// Datagrams waiting for more fragments.
     pub fn fragments_pending(&self) -> usize {
         self.fragments.pending.len()
+    }
+
+    /// The capture ended: datagrams still waiting can never be whole; their fragments
+    /// count as `fragments_timed_out`.
+    pub fn flush(&mut self) {
+        while !self.fragments.pending.is_empty() {
+            self.fragments.remove(0, Lost::TimedOut, &mut self.stats);
+        }
     }
 
     /// The TCP segment in `frame`, or `None` when the frame carries none (not IP, not
@@ -1652,6 +1661,18 @@ mod tests {
             (2, 0)
         );
         assert_eq!(decoder.fragments_pending(), 1);
+    }
+
+    #[test]
+    fn flush_counts_what_is_still_waiting_as_timed_out() {
+        let tcp = build::tcp(40000, 80, 1, PSH_ACK, &[], &[7; 60]);
+        let frags = fragments(&tcp, 9, 40);
+        let mut decoder = Decoder::default();
+        assert_eq!(feed(&mut decoder, 0, &frags[1]), None);
+        decoder.flush();
+        assert_eq!(decoder.fragments_pending(), 0);
+        assert_eq!(decoder.stats().fragments_timed_out, 1);
+        assert!(fragments_add_up(decoder.stats(), 0, 0));
     }
 
     #[test]

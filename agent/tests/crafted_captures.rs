@@ -343,8 +343,10 @@ fn overlapping_fragments_with_other_bytes_drop_the_datagram_and_are_counted() {
     assert_eq!(targets(&lines), ["/after-overlap"], "{summary}");
     let ip = &summary.ip;
     // The first fragment and the one overlapping it with other bytes went with the
-    // datagram; the two after it wait for a first fragment that never comes.
+    // datagram; the two after it wait for a first fragment that never comes, and count
+    // as timed out when the capture ends.
     assert_eq!(ip.fragments_overlapping, 2, "{summary}");
+    assert_eq!(ip.fragments_timed_out, 2, "{summary}");
     assert_eq!(
         (ip.ipv4_fragments, ip.fragments_reassembled),
         (7, 1),
