@@ -56,7 +56,8 @@ pub const CONFIG_SLOTS: u32 = 4;
 /// IFACES flag: frames on this interface start at the IP header (tun, wireguard, ipip).
 pub const IFACE_NO_L2: u32 = 1;
 
-/// STATS slot: TCP packets to a watched port (also the per-CPU packet sequence number).
+/// STATS slot: packets copied (TCP to a watched port, or one of the unchecked kinds
+/// below); also the per-CPU packet sequence number.
 pub const STAT_MATCHED: u32 = 0;
 /// STATS slot: packet bytes written to the ring buffer.
 pub const STAT_BYTES: u32 = 1;
@@ -68,8 +69,14 @@ pub const STAT_PIECES: u32 = 3;
 pub const STAT_OWN_MARK: u32 = 4;
 /// STATS slot: packets longer than `MAX_PIECES` pieces; only their head is copied.
 pub const STAT_TRUNCATED: u32 = 5;
+/// STATS slot: IP fragments that may carry TCP, copied without a port check (a later
+/// fragment has no TCP header; the agent reassembles, then keeps the watched ports).
+pub const STAT_FRAGMENTS: u32 = 6;
+/// STATS slot: IPv6 packets whose extension header chain is longer than the classifier
+/// walks, copied without a port check for the agent to decide.
+pub const STAT_LONG_CHAINS: u32 = 7;
 /// Number of STATS slots.
-pub const STAT_SLOTS: u32 = 6;
+pub const STAT_SLOTS: u32 = 8;
 
 /// Largest piece of a packet carried by one ring buffer record. A per-CPU map value is
 /// limited to 32 KiB, and the scratch buffer holds a header plus one piece.

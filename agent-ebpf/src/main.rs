@@ -3,6 +3,12 @@
 //! and whose skb mark is not the agent's own, it copies the whole packet into the EVENTS
 //! ring buffer as one or more pieces (`PieceHeader` + bytes). It never changes a packet
 //! and always lets it pass, whatever happens.
+//!
+//! Two kinds of packet are copied without a port check, since the port cannot be read
+//! here: every IP fragment that may carry TCP (a later fragment has no TCP header; the
+//! agent reassembles and then keeps only watched ports), and IPv6 packets whose extension
+//! header chain is longer than the walk here (the agent walks further). Both are rare,
+//! and both are counted (STAT_FRAGMENTS, STAT_LONG_CHAINS).
 
 #![no_std]
 #![no_main]
@@ -18,8 +24,8 @@ use aya_ebpf::{
 use shadowtap_common::{
     port_bit, PieceHeader, CONFIG_ANY_NO_L2, CONFIG_OWN_MARK, CONFIG_PIECE_LEN, CONFIG_SLOTS,
     CONFIG_WAKEUP_BYTES, FLAG_EGRESS, FLAG_HAS_L2, FLAG_TRUNCATED, IFACE_NO_L2, MAX_PIECE,
-    MAX_PIECES, PIECE_HEADER_LEN, PORT_WORDS, STAT_BYTES, STAT_MATCHED, STAT_OWN_MARK, STAT_PIECES,
-    STAT_RING_DROPS, STAT_SLOTS, STAT_TRUNCATED,
+    MAX_PIECES, PIECE_HEADER_LEN, PORT_WORDS, STAT_BYTES, STAT_FRAGMENTS, STAT_LONG_CHAINS,
+    STAT_MATCHED, STAT_OWN_MARK, STAT_PIECES, STAT_RING_DROPS, STAT_SLOTS, STAT_TRUNCATED,
 };
 
 /// TC_ACT_UNSPEC, which TCX reads as TCX_NEXT: the packet goes on to the next program
@@ -32,6 +38,28 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 const IPPROTO_TCP: u8 = 6;
+const EXT_HOP_BY_HOP: u8 = 0;
+const EXT_ROUTING: u8 = 43;
+const EXT_FRAGMENT: u8 = 44;
+const EXT_AUTH: u8 = 51;
+const EXT_DEST_OPTS: u8 = 60;
+/// IPv4 flags and fragment offset: more fragments (0x2000) and the 13-bit offset.
+const IPV4_MF_OR_OFFSET: u16 = 0x3fff;
+/// IPv6 extension headers walked before giving up on finding TCP (and copying the
+/// packet for the agent, which walks as far as `MAX_EXTENSION_HEADERS`, to decide).
+const MAX_EXT_HEADERS: usize = 8;
+
+/// What the headers say about a packet.
+#[derive(Clone, Copy)]
+enum Found {
+    /// TCP with this destination port.
+    Port(u16),
+    /// Copied without a port check: a fragment, or an extension chain walked to its bound.
+    /// The counter slot says which.
+    Unchecked(u32),
+    /// Not for us.
+    Pass,
+}
 
 /// `bpf_ringbuf_output` flags and `bpf_ringbuf_query` selector (uapi/linux/bpf.h).
 const BPF_RB_NO_WAKEUP: u64 = 1;
@@ -107,11 +135,10 @@ fn load<T>(ctx: &TcContext, offset: usize) -> Result<T, i32> {
 }
 
 /// Where the common packet (Ethernet, no VLAN tag, IPv4 without options) is settled with
-/// direct packet access instead of a helper call per header field: `Some(Some(dport))`
-/// for an unfragmented TCP packet, `Some(None)` for any other IPv4 packet (pass it), and
-/// `None` when the general path must decide (other layouts, headers not linear).
+/// direct packet access instead of a helper call per header field; `None` when the
+/// general path must decide (other layouts, headers not linear).
 #[inline(always)]
-fn linear_ipv4_dport(ctx: &TcContext) -> Option<Option<u16>> {
+fn linear_ipv4(ctx: &TcContext) -> Option<Found> {
     let start = ctx.data();
     let end = ctx.data_end();
     // Ethernet, a 20-byte IPv4 header and the TCP ports.
@@ -122,20 +149,23 @@ fn linear_ipv4_dport(ctx: &TcContext) -> Option<Option<u16>> {
     if u16::from_be_bytes([at(12), at(13)]) != ETH_P_IP || at(ETH_HLEN) != 0x45 {
         return None;
     }
-    let fragment = u16::from_be_bytes([at(ETH_HLEN + 6), at(ETH_HLEN + 7)]) & 0x1fff;
-    if at(ETH_HLEN + 9) != IPPROTO_TCP || fragment != 0 {
-        return Some(None);
+    if at(ETH_HLEN + 9) != IPPROTO_TCP {
+        return Some(Found::Pass);
     }
-    Some(Some(u16::from_be_bytes([
+    let fragment = u16::from_be_bytes([at(ETH_HLEN + 6), at(ETH_HLEN + 7)]) & IPV4_MF_OR_OFFSET;
+    if fragment != 0 {
+        return Some(Found::Unchecked(STAT_FRAGMENTS));
+    }
+    Some(Found::Port(u16::from_be_bytes([
         at(ETH_HLEN + 22),
         at(ETH_HLEN + 23),
     ])))
 }
 
-/// Offset of the TCP destination port, or `Err(PASS)` when the packet is not TCP or its
-/// TCP header is not in this fragment.
+/// What the headers say, read with helper loads (any layout the classifier knows).
+/// `Err(PASS)` when the packet is cut short inside them.
 #[inline(always)]
-fn tcp_dport_offset(ctx: &TcContext, has_l2: bool) -> Result<usize, i32> {
+fn classify(ctx: &TcContext, has_l2: bool) -> Result<Found, i32> {
     let (ethertype, l3) = if has_l2 {
         let mut ethertype = u16::from_be(load::<u16>(ctx, 12)?);
         let mut l3 = ETH_HLEN;
@@ -154,48 +184,65 @@ fn tcp_dport_offset(ctx: &TcContext, has_l2: bool) -> Result<usize, i32> {
             _ => return Err(PASS),
         }
     };
-    match ethertype {
+    let dport_at = match ethertype {
         ETH_P_IP => {
             let ver_ihl = load::<u8>(ctx, l3)?;
             let ihl = usize::from(ver_ihl & 0x0f) * 4;
             if ver_ihl >> 4 != 4 || ihl < 20 || load::<u8>(ctx, l3 + 9)? != IPPROTO_TCP {
-                return Err(PASS);
+                return Ok(Found::Pass);
             }
             let frag = u16::from_be(load::<u16>(ctx, l3 + 6)?);
-            if frag & 0x1fff != 0 {
-                return Err(PASS);
+            if frag & IPV4_MF_OR_OFFSET != 0 {
+                return Ok(Found::Unchecked(STAT_FRAGMENTS));
             }
-            Ok(l3 + ihl + 2)
+            l3 + ihl + 2
         }
         ETH_P_IPV6 => {
             let mut next = load::<u8>(ctx, l3 + 6)?;
             let mut off = l3 + 40;
-            // Hop-by-hop, routing, destination options and fragment headers, bounded.
-            for _ in 0..4 {
+            // Hop-by-hop, routing, destination options, AH and fragment headers, bounded
+            // so the verifier sees the loop end.
+            for _ in 0..MAX_EXT_HEADERS {
                 match next {
-                    0 | 43 | 60 => {
+                    EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS => {
                         let ext_len = usize::from(load::<u8>(ctx, off + 1)?);
                         next = load::<u8>(ctx, off)?;
                         off += (ext_len + 1) * 8;
                     }
-                    44 => {
-                        let frag_off = u16::from_be(load::<u16>(ctx, off + 2)?);
-                        if frag_off & 0xfff8 != 0 {
-                            return Err(PASS);
-                        }
+                    EXT_AUTH => {
+                        let ext_len = usize::from(load::<u8>(ctx, off + 1)?);
                         next = load::<u8>(ctx, off)?;
+                        off += (ext_len + 2) * 4;
+                    }
+                    EXT_FRAGMENT => {
+                        let frag_off = u16::from_be(load::<u16>(ctx, off + 2)?);
+                        next = load::<u8>(ctx, off)?;
+                        // Not an atomic fragment (offset 0, no more): the datagram is in
+                        // pieces. Those that may carry TCP go to the agent whole.
+                        if frag_off & 0xfff9 != 0 {
+                            return Ok(match next {
+                                IPPROTO_TCP | EXT_ROUTING | EXT_DEST_OPTS | EXT_AUTH => {
+                                    Found::Unchecked(STAT_FRAGMENTS)
+                                }
+                                _ => Found::Pass,
+                            });
+                        }
                         off += 8;
                     }
                     _ => break,
                 }
             }
-            if next != IPPROTO_TCP {
-                return Err(PASS);
+            match next {
+                IPPROTO_TCP => off + 2,
+                EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS | EXT_AUTH | EXT_FRAGMENT => {
+                    return Ok(Found::Unchecked(STAT_LONG_CHAINS))
+                }
+                _ => return Ok(Found::Pass),
             }
-            Ok(off + 2)
         }
-        _ => Err(PASS),
-    }
+        _ => return Ok(Found::Pass),
+    };
+    Ok(Found::Port(u16::from_be(load::<u16>(ctx, dport_at)?)))
 }
 
 #[inline(always)]
@@ -210,22 +257,23 @@ fn try_capture(ctx: &TcContext, direction: u32) -> Result<i32, i32> {
     };
     let has_l2 = iface_flags & IFACE_NO_L2 == 0;
 
-    let fast = if has_l2 { linear_ipv4_dport(ctx) } else { None };
-    let dport = match fast {
-        Some(Some(dport)) => dport,
-        Some(None) => return Ok(PASS),
-        None => {
-            let dport_at = tcp_dport_offset(ctx, has_l2)?;
-            u16::from_be(load::<u16>(ctx, dport_at)?)
-        }
+    let fast = if has_l2 { linear_ipv4(ctx) } else { None };
+    let found = match fast {
+        Some(found) => found,
+        None => classify(ctx, has_l2)?,
     };
-    if !watched(dport) {
-        return Ok(PASS);
-    }
+    let unchecked = match found {
+        Found::Port(dport) if watched(dport) => None,
+        Found::Unchecked(slot) => Some(slot),
+        Found::Port(_) | Found::Pass => return Ok(PASS),
+    };
     let own_mark = CONFIG.get(CONFIG_OWN_MARK).copied().unwrap_or(0);
     if own_mark != 0 && mark == own_mark {
         bump(STAT_OWN_MARK, 1);
         return Ok(PASS);
+    }
+    if let Some(slot) = unchecked {
+        bump(slot, 1);
     }
 
     let seq = bump(STAT_MATCHED, 1) as u32;

@@ -109,14 +109,15 @@ pub enum DecodeError {
     Malformed { layer: Layer, why: &'static str },
 }
 
-/// Caps on IPv4 fragment reassembly.
+/// Caps on IP fragment reassembly (IPv4 and IPv6 share one table).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecoderLimits {
     /// Datagrams being reassembled at once; past it the oldest is dropped.
     pub max_fragment_datagrams: usize,
     /// Bytes held across all datagrams being reassembled.
     pub max_fragment_bytes: usize,
-    /// A datagram whose first fragment is older than this (by frame time) is dropped.
+    /// A datagram whose first fragment is older than this (by frame time) is dropped,
+    /// as Linux does after `ipfrag_time` (30 s).
     pub fragment_timeout_nanos: u64,
 }
 
@@ -130,11 +131,19 @@ impl Default for DecoderLimits {
     }
 }
 
+/// IPv6 extension headers walked before TCP. Real packets carry one or two; a longer
+/// chain is counted (`ext_chain_too_long`) rather than walked without end.
+pub const MAX_EXTENSION_HEADERS: usize = 8;
+
 /// What the decoder has seen. Every frame counts in exactly one of `tcp_segments`,
-/// `not_ip`, `not_tcp`, `truncated`, `malformed`, `unknown_link`, `ipv6_fragments` and
-/// `ipv4_fragments`; a completed IPv4 datagram (`fragments_reassembled`) then counts once
-/// more, as a TCP segment or an error. So `frames + fragments_reassembled` is their sum.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `not_ip`, `not_tcp`, `truncated`, `malformed`, `unknown_link`, `ext_chain_too_long`,
+/// `ipv4_fragments` and `ipv6_fragments`; a completed datagram (`fragments_reassembled`)
+/// then counts once more, as a TCP segment, `not_tcp`, `ext_chain_too_long` or an error.
+/// So `frames + fragments_reassembled` is their sum.
+///
+/// Every fragment held ends in one of: a reassembled datagram, `fragments_timed_out`,
+/// `fragments_overlapping`, `fragments_dropped`, `fragment_duplicates`, or still pending.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct DecodeStats {
     pub frames: u64,
     pub tcp_segments: u64,
@@ -145,17 +154,76 @@ pub struct DecodeStats {
     pub truncated: u64,
     pub malformed: u64,
     pub unknown_link: u64,
+    /// IPv6 packets whose extension header chain is longer than `MAX_EXTENSION_HEADERS`.
+    pub ext_chain_too_long: u64,
     /// IPv4 fragments of TCP datagrams.
     pub ipv4_fragments: u64,
-    /// IPv4 datagrams rebuilt from fragments.
-    pub fragments_reassembled: u64,
-    /// IPv4 fragments thrown away: overlap, caps, timeout, cut by snaplen.
-    pub fragments_dropped: u64,
-    /// IPv6 fragments (not reassembled).
+    /// IPv6 fragments that may carry TCP.
     pub ipv6_fragments: u64,
+    /// Datagrams (IPv4 or IPv6) rebuilt from fragments.
+    pub fragments_reassembled: u64,
+    /// Fragments thrown away when their datagram was not whole after the timeout, or
+    /// when the capture ended (`Decoder::flush`).
+    pub fragments_timed_out: u64,
+    /// Fragments thrown away because two fragments of their datagram overlapped with
+    /// different bytes or only in part: the whole datagram goes, as in Linux (RFC 5722).
+    pub fragments_overlapping: u64,
+    /// Fragments thrown away for the caps, or because their datagram can never be whole
+    /// (cut by the snaplen, past 64 KiB, size not a multiple of 8, two last fragments).
+    pub fragments_dropped: u64,
+    /// Fragments identical to bytes already held (seen twice): ignored, as Linux does.
+    pub fragment_duplicates: u64,
 }
 
-/// Turns frames into TCP segments; holds IPv4 fragments until their datagram is whole.
+impl DecodeStats {
+    /// Adds another decoder's counts (several files, several runs).
+    pub fn add(&mut self, other: &DecodeStats) {
+        self.frames += other.frames;
+        self.tcp_segments += other.tcp_segments;
+        self.cut_segments += other.cut_segments;
+        self.not_ip += other.not_ip;
+        self.not_tcp += other.not_tcp;
+        self.truncated += other.truncated;
+        self.malformed += other.malformed;
+        self.unknown_link += other.unknown_link;
+        self.ext_chain_too_long += other.ext_chain_too_long;
+        self.ipv4_fragments += other.ipv4_fragments;
+        self.ipv6_fragments += other.ipv6_fragments;
+        self.fragments_reassembled += other.fragments_reassembled;
+        self.fragments_timed_out += other.fragments_timed_out;
+        self.fragments_overlapping += other.fragments_overlapping;
+        self.fragments_dropped += other.fragments_dropped;
+        self.fragment_duplicates += other.fragment_duplicates;
+    }
+
+    /// Fragments that were held and then thrown away, for any reason.
+    pub fn fragments_lost(&self) -> u64 {
+        self.fragments_timed_out + self.fragments_overlapping + self.fragments_dropped
+    }
+}
+
+/// One line naming what the IP layer did with fragments and extension headers, for the
+/// summaries of `inspect`, `replay` and `run`.
+impl fmt::Display for DecodeStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ip: {} IPv4 and {} IPv6 fragments, {} datagrams reassembled, {} fragments \
+             timed out, {} overlapping (datagram dropped), {} dropped (caps or invalid), \
+             {} duplicates ignored; {} IPv6 extension chains too long",
+            self.ipv4_fragments,
+            self.ipv6_fragments,
+            self.fragments_reassembled,
+            self.fragments_timed_out,
+            self.fragments_overlapping,
+            self.fragments_dropped,
+            self.fragment_duplicates,
+            self.ext_chain_too_long,
+        )
+    }
+}
+
+/// Turns frames into TCP segments; holds IP fragments until their datagram is whole.
 #[derive(Debug, Default)]
 pub struct Decoder {
     limits: DecoderLimits,
@@ -163,16 +231,28 @@ pub struct Decoder {
     fragments: FragmentTable,
 }
 
-/// An IP packet whose payload is (the start of) a TCP segment.
+/// Where a fragment lies in its datagram.
+#[derive(Clone, Copy, Debug)]
+struct FragmentInfo {
+    /// IPv4 identification (16 bits) or IPv6 fragment header identification.
+    id: u32,
+    /// Byte offset of this fragment's data in the datagram's payload.
+    offset: u32,
+    more: bool,
+    /// IPv6: the header that starts the fragmentable part (from the fragment header).
+    /// IPv4: always TCP (other protocols are not held).
+    next: u8,
+}
+
+/// An IP packet whose payload is (the start of) a TCP segment, or a fragment of one.
 struct IpPacket<'a> {
     src: IpAddr,
     dst: IpAddr,
-    /// Captured bytes of the IP payload.
+    /// Captured bytes of the IP payload (of a fragment: its part of the datagram).
     payload: &'a [u8],
     /// Payload bytes the IP header declares beyond those captured.
     missing: u32,
-    /// IPv4 fragment: (id, byte offset, more fragments).
-    fragment: Option<(u16, u32, bool)>,
+    fragment: Option<FragmentInfo>,
 }
 
 /// Why a frame yields no TCP packet, without being an error.
@@ -180,7 +260,7 @@ enum Skip {
     NotIp,
     NotTcp,
     UnknownLink,
-    Ipv6Fragment,
+    ExtChainTooLong,
 }
 
 struct TcpHeader {
@@ -205,13 +285,21 @@ impl Decoder {
         &self.stats
     }
 
-    /// IPv4 datagrams waiting for more fragments.
+    /// Datagrams waiting for more fragments.
     pub fn fragments_pending(&self) -> usize {
         self.fragments.pending.len()
     }
 
+    /// The capture ended: datagrams still waiting can never be whole; their fragments
+    /// count as `fragments_timed_out`.
+    pub fn flush(&mut self) {
+        while !self.fragments.pending.is_empty() {
+            self.fragments.remove(0, Lost::TimedOut, &mut self.stats);
+        }
+    }
+
     /// The TCP segment in `frame`, or `None` when the frame carries none (not IP, not
-    /// TCP, unknown link) or is an IPv4 fragment held until its datagram is complete.
+    /// TCP, unknown link) or is a fragment held until its datagram is complete.
     /// The segment borrows the frame, or the decoder when it was reassembled.
     pub fn decode<'a>(&'a mut self, frame: &Frame<'a>) -> Result<Option<Segment<'a>>, DecodeError> {
         self.stats.frames += 1;
@@ -222,13 +310,7 @@ impl Decoder {
         let packet = match ip_packet(frame) {
             Ok(Ok(packet)) => packet,
             Ok(Err(skip)) => {
-                let counter = match skip {
-                    Skip::NotIp => &mut self.stats.not_ip,
-                    Skip::NotTcp => &mut self.stats.not_tcp,
-                    Skip::UnknownLink => &mut self.stats.unknown_link,
-                    Skip::Ipv6Fragment => &mut self.stats.ipv6_fragments,
-                };
-                *counter += 1;
+                self.count_skip(skip);
                 return Ok(None);
             }
             Err(e) => return Err(self.count_error(e)),
@@ -237,26 +319,56 @@ impl Decoder {
             src: SocketAddr::new(packet.src, tcp.src_port),
             dst: SocketAddr::new(packet.dst, tcp.dst_port),
         };
-        if let Some((id, offset, more)) = packet.fragment {
-            self.stats.ipv4_fragments += 1;
-            let (IpAddr::V4(src), IpAddr::V4(dst)) = (packet.src, packet.dst) else {
-                return Ok(None);
+        if let Some(info) = packet.fragment {
+            let v6 = packet.src.is_ipv6();
+            if v6 {
+                self.stats.ipv6_fragments += 1;
+            } else {
+                self.stats.ipv4_fragments += 1;
+            }
+            let key = FragmentKey {
+                src: packet.src,
+                dst: packet.dst,
+                id: info.id,
             };
-            let key = FragmentKey { src, dst, id };
             let fragment = Fragment {
-                offset,
-                more,
+                offset: info.offset,
+                more: info.more,
+                next: info.next,
                 data: packet.payload,
                 cut: packet.missing > 0,
+                max_end: if v6 {
+                    MAX_IPV6_FRAGMENTABLE
+                } else {
+                    MAX_IPV4_PAYLOAD
+                },
             };
-            let complete =
+            let Some(next) =
                 self.fragments
-                    .add(key, fragment, frame.ts_nanos, &self.limits, &mut self.stats);
-            if !complete {
+                    .add(key, fragment, frame.ts_nanos, &self.limits, &mut self.stats)
+            else {
                 return Ok(None);
-            }
+            };
             self.stats.fragments_reassembled += 1;
-            let tcp = match parse_tcp(&self.fragments.done, self.fragments.done.len()) {
+            // IPv6: the fragmentable part may start with more extension headers.
+            let at = match ipv6_chain(&self.fragments.done, next, 0, 0, true) {
+                Ok(Ok(Chain::Tcp(at))) => at,
+                // `reassembled` refuses another fragment header; kept apart for the type.
+                Ok(Ok(Chain::Fragment { .. })) => {
+                    let e = DecodeError::Malformed {
+                        layer: Layer::Ipv6Extension,
+                        why: "fragment header inside a reassembled datagram",
+                    };
+                    return Err(self.count_error(e));
+                }
+                Ok(Err(skip)) => {
+                    self.count_skip(skip);
+                    return Ok(None);
+                }
+                Err(e) => return Err(self.count_error(e)),
+            };
+            let whole = &self.fragments.done[at..];
+            let tcp = match parse_tcp(whole, whole.len()) {
                 Ok(tcp) => tcp,
                 Err(e) => return Err(self.count_error(e)),
             };
@@ -269,7 +381,7 @@ impl Decoder {
                 seq: tcp.seq,
                 ack: tcp.ack,
                 flags: tcp.flags,
-                payload: &this.fragments.done[tcp.header_len..],
+                payload: &this.fragments.done[at + tcp.header_len..],
                 missing: 0,
             }));
         }
@@ -291,6 +403,16 @@ impl Decoder {
             payload: &packet.payload[tcp.header_len..],
             missing: packet.missing,
         }))
+    }
+
+    fn count_skip(&mut self, skip: Skip) {
+        let counter = match skip {
+            Skip::NotIp => &mut self.stats.not_ip,
+            Skip::NotTcp => &mut self.stats.not_tcp,
+            Skip::UnknownLink => &mut self.stats.unknown_link,
+            Skip::ExtChainTooLong => &mut self.stats.ext_chain_too_long,
+        };
+        *counter += 1;
     }
 
     fn count_error(&mut self, e: DecodeError) -> DecodeError {
@@ -448,7 +570,12 @@ fn ipv4(data: &[u8], cut: bool) -> Decoded<'_> {
     let flags_offset = be16(data, 6);
     let more = flags_offset & 0x2000 != 0;
     let offset = u32::from(flags_offset & 0x1FFF) * 8;
-    let fragment = (more || offset != 0).then_some((be16(data, 4), offset, more));
+    let fragment = (more || offset != 0).then_some(FragmentInfo {
+        id: u32::from(be16(data, 4)),
+        offset,
+        more,
+        next: PROTO_TCP,
+    });
     let src = Ipv4Addr::new(data[12], data[13], data[14], data[15]);
     let dst = Ipv4Addr::new(data[16], data[17], data[18], data[19]);
     Ok(Ok(IpPacket {
@@ -475,31 +602,95 @@ fn ipv6(data: &[u8], cut: bool) -> Decoded<'_> {
         40 + payload_len
     };
     let (packet, missing) = clip(data, total_len, cut, Layer::Ipv6)?;
-    let mut next = data[6];
-    let mut at = 40;
-    loop {
+    let (payload, fragment) = match ipv6_chain(packet, data[6], 40, missing, false)? {
+        Ok(Chain::Tcp(at)) => (&packet[at..], None),
+        Ok(Chain::Fragment { data_at, info }) => (&packet[data_at..], Some(info)),
+        Err(skip) => return Ok(Err(skip)),
+    };
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&data[8..24]);
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&data[24..40]);
+    Ok(Ok(IpPacket {
+        src: Ipv6Addr::from(src).into(),
+        dst: Ipv6Addr::from(dst).into(),
+        payload,
+        missing,
+        fragment,
+    }))
+}
+
+/// Where an IPv6 extension header chain leads.
+enum Chain {
+    /// The TCP header starts here.
+    Tcp(usize),
+    /// A fragment of a larger datagram; its part of the datagram starts at `data_at`.
+    Fragment { data_at: usize, info: FragmentInfo },
+}
+
+const EXT_HOP_BY_HOP: u8 = 0;
+const EXT_ROUTING: u8 = 43;
+const EXT_FRAGMENT: u8 = 44;
+const EXT_AUTH: u8 = 51;
+const EXT_DEST_OPTS: u8 = 60;
+
+/// Walks the extension headers of `packet` from `at`, where a header of type `next`
+/// starts, to TCP (at most `MAX_EXTENSION_HEADERS`). `missing` bytes of the packet were
+/// cut by the snaplen. `reassembled`: the walk is over a datagram rebuilt from
+/// fragments, which cannot hold another fragment header.
+fn ipv6_chain(
+    packet: &[u8],
+    mut next: u8,
+    mut at: usize,
+    missing: u32,
+    reassembled: bool,
+) -> Result<Result<Chain, Skip>, DecodeError> {
+    for _ in 0..MAX_EXTENSION_HEADERS {
         let ext_len = match next {
-            PROTO_TCP => break,
-            // Hop-by-hop, routing, destination options: length in 8-byte units after the first 8.
-            0 | 43 | 60 => {
+            PROTO_TCP => return Ok(Ok(Chain::Tcp(at))),
+            // Hop-by-hop, routing, destination options: length in 8-byte units after
+            // the first 8.
+            EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS => {
                 if packet.len() < at + 2 {
                     return truncated(Layer::Ipv6Extension);
                 }
                 (usize::from(packet[at + 1]) + 1) * 8
             }
-            44 => {
+            EXT_FRAGMENT => {
                 if packet.len() < at + 8 {
                     return truncated(Layer::Ipv6Extension);
                 }
                 let offset_more = be16(packet, at + 2);
                 // An atomic fragment (offset 0, no more) is the whole packet.
                 if offset_more & 0xFFF9 != 0 {
-                    return Ok(Err(Skip::Ipv6Fragment));
+                    if reassembled {
+                        return malformed(
+                            Layer::Ipv6Extension,
+                            "fragment header inside a reassembled datagram",
+                        );
+                    }
+                    let info = FragmentInfo {
+                        id: be32(packet, at + 4),
+                        offset: u32::from(offset_more & 0xFFF8),
+                        more: offset_more & 1 != 0,
+                        next: packet[at],
+                    };
+                    // Only what may lead to TCP is held; the rest is counted here.
+                    if !matches!(
+                        info.next,
+                        PROTO_TCP | EXT_ROUTING | EXT_DEST_OPTS | EXT_AUTH
+                    ) {
+                        return Ok(Err(Skip::NotTcp));
+                    }
+                    return Ok(Ok(Chain::Fragment {
+                        data_at: at + 8,
+                        info,
+                    }));
                 }
                 8
             }
             // Authentication header: length in 4-byte units after the first 8.
-            51 => {
+            EXT_AUTH => {
                 if packet.len() < at + 2 {
                     return truncated(Layer::Ipv6Extension);
                 }
@@ -521,17 +712,10 @@ fn ipv6(data: &[u8], cut: bool) -> Decoded<'_> {
         next = packet[at];
         at += ext_len;
     }
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&data[8..24]);
-    let mut dst = [0u8; 16];
-    dst.copy_from_slice(&data[24..40]);
-    Ok(Ok(IpPacket {
-        src: Ipv6Addr::from(src).into(),
-        dst: Ipv6Addr::from(dst).into(),
-        payload: &packet[at..],
-        missing,
-        fragment: None,
-    }))
+    if next == PROTO_TCP {
+        return Ok(Ok(Chain::Tcp(at)));
+    }
+    Ok(Err(Skip::ExtChainTooLong))
 }
 
 /// `segment` holds the captured bytes; `declared` is the segment length by the IP header.
@@ -564,17 +748,22 @@ fn parse_tcp(segment: &[u8], declared: usize) -> Result<TcpHeader, DecodeError> 
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FragmentKey {
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
-    id: u16,
+    /// The address family tells IPv4 and IPv6 apart; IPv4 ids are widened.
+    src: IpAddr,
+    dst: IpAddr,
+    id: u32,
 }
 
 struct Fragment<'a> {
     offset: u32,
     more: bool,
+    /// See `FragmentInfo::next`.
+    next: u8,
     data: &'a [u8],
     /// The capture cut this fragment: its datagram can never be whole.
     cut: bool,
+    /// Largest end offset a fragment of this family may have.
+    max_end: u32,
 }
 
 #[derive(Debug)]
@@ -583,14 +772,16 @@ struct PendingDatagram {
     first_ts: u64,
     /// Bytes at their offsets; holes are zero until filled.
     data: Vec<u8>,
-    /// Received byte ranges, sorted, not overlapping, not adjacent-merged.
+    /// Received byte ranges, sorted, adjacent ones merged into one.
     ranges: Vec<(u32, u32)>,
     /// Known once the last fragment (MF clear) arrives.
     total: Option<u32>,
+    /// Known once the first fragment (offset 0) arrives.
+    next: Option<u8>,
     fragments: u64,
 }
 
-/// IPv4 datagrams being reassembled (protocol is always TCP: others are not held).
+/// Datagrams being reassembled (only those that may carry TCP are held).
 /// Small and searched linearly: the cap on datagrams keeps it short.
 #[derive(Debug, Default)]
 struct FragmentTable {
@@ -601,27 +792,47 @@ struct FragmentTable {
 }
 
 /// Largest IPv4 payload: total length 65535 minus a 20-byte header.
-const MAX_DATAGRAM_PAYLOAD: u32 = 65_515;
+const MAX_IPV4_PAYLOAD: u32 = 65_515;
+/// Largest IPv6 fragmentable part: the payload length field's 65535 (Linux refuses
+/// fragments that end past it).
+const MAX_IPV6_FRAGMENTABLE: u32 = 65_535;
+
+/// Which counter the fragments of a datagram thrown away go to.
+#[derive(Clone, Copy)]
+enum Lost {
+    TimedOut,
+    Overlapping,
+    Dropped,
+}
+
+fn count_lost(stats: &mut DecodeStats, why: Lost, n: u64) {
+    *match why {
+        Lost::TimedOut => &mut stats.fragments_timed_out,
+        Lost::Overlapping => &mut stats.fragments_overlapping,
+        Lost::Dropped => &mut stats.fragments_dropped,
+    } += n;
+}
 
 impl FragmentTable {
     fn expire(&mut self, now: u64, limits: &DecoderLimits, stats: &mut DecodeStats) {
         let mut i = 0;
         while i < self.pending.len() {
             if now.saturating_sub(self.pending[i].first_ts) > limits.fragment_timeout_nanos {
-                self.remove(i, stats);
+                self.remove(i, Lost::TimedOut, stats);
             } else {
                 i += 1;
             }
         }
     }
 
-    fn remove(&mut self, index: usize, stats: &mut DecodeStats) {
+    fn remove(&mut self, index: usize, why: Lost, stats: &mut DecodeStats) {
         let gone = self.pending.swap_remove(index);
         self.bytes -= gone.data.len();
-        stats.fragments_dropped += gone.fragments;
+        count_lost(stats, why, gone.fragments);
     }
 
-    /// Adds a fragment; true when its datagram is complete, its payload in `done`.
+    /// Adds a fragment. When its datagram is complete, the datagram's payload is in
+    /// `done` and the header type it starts with is returned.
     fn add(
         &mut self,
         key: FragmentKey,
@@ -629,26 +840,21 @@ impl FragmentTable {
         ts: u64,
         limits: &DecoderLimits,
         stats: &mut DecodeStats,
-    ) -> bool {
+    ) -> Option<u8> {
         let len = fragment.data.len() as u32;
         let start = fragment.offset;
         let end = start + len;
         let index = self.pending.iter().position(|p| p.key == key);
-        // A fragment that can never fit a datagram spoils it; overlaps are a known IDS
-        // evasion where different stacks keep different bytes, so none are trusted.
+        // A fragment that can never fit a datagram spoils it.
         let bad = fragment.cut
-            || end > MAX_DATAGRAM_PAYLOAD
+            || end > fragment.max_end
             || (fragment.more && len % 8 != 0)
             || len == 0 && fragment.more;
         let index = match index {
             Some(i) => i,
-            None if bad => {
+            None if bad || end as usize > limits.max_fragment_bytes => {
                 stats.fragments_dropped += 1;
-                return false;
-            }
-            None if end as usize > limits.max_fragment_bytes => {
-                stats.fragments_dropped += 1;
-                return false;
+                return None;
             }
             None => {
                 self.make_room(end as usize, None, limits, stats);
@@ -656,7 +862,7 @@ impl FragmentTable {
                     || self.bytes + end as usize > limits.max_fragment_bytes
                 {
                     stats.fragments_dropped += 1;
-                    return false;
+                    return None;
                 }
                 self.pending.push(PendingDatagram {
                     key,
@@ -664,23 +870,38 @@ impl FragmentTable {
                     data: Vec::new(),
                     ranges: Vec::new(),
                     total: None,
+                    next: None,
                     fragments: 0,
                 });
                 self.pending.len() - 1
             }
         };
         let pending = &self.pending[index];
-        let overlaps = pending.ranges.iter().any(|&(s, e)| start < e && s < end);
         let total_conflict = match (pending.total, fragment.more) {
             (Some(total), true) => end > total,
             (Some(total), false) => end != total,
             (None, false) => pending.ranges.iter().any(|&(_, e)| e > end),
             (None, true) => false,
         };
-        if bad || overlaps || total_conflict {
+        if bad || total_conflict {
             stats.fragments_dropped += 1;
-            self.remove(index, stats);
-            return false;
+            self.remove(index, Lost::Dropped, stats);
+            return None;
+        }
+        // As Linux (inet_frag_queue_insert): a fragment inside bytes already held is a
+        // duplicate and ignored; one that overlaps them only in part spoils the whole
+        // datagram (RFC 5722). Unlike Linux, a duplicate with other bytes spoils it too:
+        // which copy the server kept depends on arrival order, and overlaps with other
+        // bytes are a known way to show a monitor something the server never saw.
+        if let Some(&(s, e)) = pending.ranges.iter().find(|&&(s, e)| start < e && s < end) {
+            let inside = s <= start && end <= e;
+            if inside && pending.data[start as usize..end as usize] == *fragment.data {
+                stats.fragment_duplicates += 1;
+                return None;
+            }
+            stats.fragments_overlapping += 1;
+            self.remove(index, Lost::Overlapping, stats);
+            return None;
         }
         let grow = (end as usize).saturating_sub(pending.data.len());
         if self.bytes + grow > limits.max_fragment_bytes {
@@ -688,12 +909,12 @@ impl FragmentTable {
         }
         let Some(index) = self.pending.iter().position(|p| p.key == key) else {
             stats.fragments_dropped += 1;
-            return false;
+            return None;
         };
         if self.bytes + grow > limits.max_fragment_bytes {
             stats.fragments_dropped += 1;
-            self.remove(index, stats);
-            return false;
+            self.remove(index, Lost::Dropped, stats);
+            return None;
         }
         self.bytes += grow;
         let pending = &mut self.pending[index];
@@ -702,28 +923,23 @@ impl FragmentTable {
             pending.data.resize(end as usize, 0);
         }
         pending.data[start as usize..end as usize].copy_from_slice(fragment.data);
-        let at = pending.ranges.partition_point(|&(s, _)| s < start);
-        pending.ranges.insert(at, (start, end));
+        if start == 0 {
+            pending.next = Some(fragment.next);
+        }
         if !fragment.more {
             pending.total = Some(end);
         }
-        let Some(total) = pending.total else {
-            return false;
+        insert_range(&mut pending.ranges, start, end);
+        let (Some(total), Some(next)) = (pending.total, pending.next) else {
+            return None;
         };
-        let mut reach = 0;
-        for &(s, e) in &pending.ranges {
-            if s != reach {
-                return false;
-            }
-            reach = e;
-        }
-        if reach != total {
-            return false;
+        if pending.ranges != [(0, total)] {
+            return None;
         }
         let whole = self.pending.swap_remove(index);
         self.bytes -= whole.data.len();
         self.done = whole.data;
-        true
+        Some(next)
     }
 
     /// Drops the oldest datagrams (other than `keep`) until `need` more bytes and one
@@ -747,10 +963,25 @@ impl FragmentTable {
                 .min_by_key(|(_, p)| p.first_ts)
                 .map(|(i, _)| i);
             match oldest {
-                Some(i) => self.remove(i, stats),
+                Some(i) => self.remove(i, Lost::Dropped, stats),
                 None => break,
             }
         }
+    }
+}
+
+/// Adds `start..end` (overlapping none) to sorted `ranges`, merging it with neighbours
+/// it touches, so that a whole datagram is one range.
+fn insert_range(ranges: &mut Vec<(u32, u32)>, start: u32, end: u32) {
+    let at = ranges.partition_point(|&(s, _)| s < start);
+    ranges.insert(at, (start, end));
+    if at + 1 < ranges.len() && ranges[at + 1].0 == end {
+        ranges[at].1 = ranges[at + 1].1;
+        ranges.remove(at + 1);
+    }
+    if at > 0 && ranges[at - 1].1 == start {
+        ranges[at - 1].1 = ranges[at].1;
+        ranges.remove(at);
     }
 }
 
@@ -1154,13 +1385,21 @@ mod tests {
             (v6_flow(), b"GET / HTTP/1.1\r\n\r\n".to_vec())
         );
 
-        // A real fragment: counted, not reassembled.
+        // A real fragment alone: counted and held for the rest of its datagram.
         for offset_more in [[0u8, 1], [0, 0x10]] {
             let mut frag = vec![6, 0, offset_more[0], offset_more[1], 0, 0, 0, 9];
             frag.extend(request());
             let stats = stats_of(LinkType::Ipv6, &build::ipv6_with(44, None, &frag));
             assert_eq!((stats.ipv6_fragments, stats.tcp_segments), (1, 0));
         }
+        // A fragment of UDP is not held.
+        let frag = [17, 0, 0, 1, 0, 0, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8];
+        let mut decoder = Decoder::default();
+        let _ = decoder.decode(&frame(LinkType::Ipv6, &build::ipv6_with(44, None, &frag)));
+        assert_eq!(
+            (decoder.stats().not_tcp, decoder.fragments_pending()),
+            (1, 0)
+        );
 
         // Extension header longer than the packet it sits in.
         let data = build::ipv6_with(60, None, &ext(6, 4, 8));
@@ -1418,10 +1657,22 @@ mod tests {
         assert_eq!(feed(&mut decoder, 0, &frags[1]), None);
         let stats = decoder.stats();
         assert_eq!(
-            (stats.fragments_dropped, stats.fragments_reassembled),
+            (stats.fragments_overlapping, stats.fragments_reassembled),
             (2, 0)
         );
         assert_eq!(decoder.fragments_pending(), 1);
+    }
+
+    #[test]
+    fn flush_counts_what_is_still_waiting_as_timed_out() {
+        let tcp = build::tcp(40000, 80, 1, PSH_ACK, &[], &[7; 60]);
+        let frags = fragments(&tcp, 9, 40);
+        let mut decoder = Decoder::default();
+        assert_eq!(feed(&mut decoder, 0, &frags[1]), None);
+        decoder.flush();
+        assert_eq!(decoder.fragments_pending(), 0);
+        assert_eq!(decoder.stats().fragments_timed_out, 1);
+        assert!(fragments_add_up(decoder.stats(), 0, 0));
     }
 
     #[test]
@@ -1431,7 +1682,7 @@ mod tests {
         let mut decoder = Decoder::default();
         assert_eq!(feed(&mut decoder, 1_000, &frags[0]), None);
         assert_eq!(feed(&mut decoder, 31_000_000_000, &frags[1]), None);
-        assert_eq!(decoder.stats().fragments_dropped, 1);
+        assert_eq!(decoder.stats().fragments_timed_out, 1);
         assert_eq!(decoder.fragments_pending(), 1);
         // Within the timeout a datagram completes.
         assert!(feed(&mut decoder, 32_000_000_000, &frags[0]).is_some());
@@ -1504,8 +1755,148 @@ mod tests {
                 + stats.truncated
                 + stats.malformed
                 + stats.unknown_link
+                + stats.ext_chain_too_long
                 + stats.ipv6_fragments
                 + stats.ipv4_fragments
+    }
+
+    /// Every fragment held ends in one outcome or is still pending (`held`: fragments
+    /// in the datagrams not yet complete, `used`: in the datagrams completed).
+    fn fragments_add_up(stats: &DecodeStats, held: u64, used: u64) -> bool {
+        stats.ipv4_fragments + stats.ipv6_fragments
+            == used + held + stats.fragments_lost() + stats.fragment_duplicates
+    }
+
+    /// `tcp` (the fragmentable part: TCP, perhaps behind destination options) split
+    /// into IPv6 fragments of `size` bytes (a multiple of 8), each behind `unfrag` (the
+    /// unfragmentable extension headers, whose last next-header field is the fragment
+    /// header's 44).
+    fn fragments_v6(unfrag: &[u8], first: u8, part: &[u8], id: u32, size: usize) -> Vec<Vec<u8>> {
+        part.chunks(size)
+            .enumerate()
+            .map(|(i, chunk)| {
+                let offset = (i * size) as u16;
+                let more = u16::from((i + 1) * size < part.len());
+                let mut payload = unfrag.to_vec();
+                payload.push(first);
+                payload.push(0);
+                payload.extend_from_slice(&(offset | more).to_be_bytes());
+                payload.extend_from_slice(&id.to_be_bytes());
+                payload.extend_from_slice(chunk);
+                let next = if unfrag.is_empty() { 44 } else { 0 };
+                build::ipv6_with(next, None, &payload)
+            })
+            .collect()
+    }
+
+    fn feed_v6(decoder: &mut Decoder, ts: u64, packet: &[u8]) -> Option<(FlowKey, Vec<u8>)> {
+        let frame = Frame {
+            ts_nanos: ts,
+            link: LinkType::Ipv6,
+            data: packet,
+            orig_len: packet.len() as u32,
+        };
+        decoder
+            .decode(&frame)
+            .unwrap()
+            .map(|s| (s.flow, s.payload.to_vec()))
+    }
+
+    #[test]
+    fn ipv6_fragments_behind_hop_by_hop_with_destination_options_reassemble() {
+        let body: Vec<u8> = (0..200u8).collect();
+        let tcp = build::tcp(40000, 80, 9, PSH_ACK, &[], &body);
+        // Destination options (8 bytes) start the fragmentable part, then TCP.
+        let mut part = ext(6, 0, 8);
+        part.extend(&tcp);
+        // Hop-by-hop in the unfragmentable part, pointing at the fragment header.
+        let unfrag = ext(44, 0, 8);
+        let frags = fragments_v6(&unfrag, 60, &part, 0xdead_beef, 64);
+        assert_eq!(frags.len(), 4);
+        let mut decoder = Decoder::default();
+        for (ts, i) in [3, 1, 0].into_iter().enumerate() {
+            assert_eq!(feed_v6(&mut decoder, ts as u64, &frags[i]), None);
+        }
+        assert_eq!(decoder.fragments_pending(), 1);
+        assert_eq!(feed_v6(&mut decoder, 9, &frags[2]), Some((v6_flow(), body)));
+        let stats = decoder.stats().clone();
+        assert_eq!((stats.ipv6_fragments, stats.fragments_reassembled), (4, 1));
+        assert_eq!(decoder.fragments_pending(), 0);
+        assert!(outcomes_add_up(&stats));
+        assert!(fragments_add_up(&stats, 0, 4));
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_fragments_with_the_same_id_stay_apart() {
+        let tcp = build::tcp(40000, 80, 1, PSH_ACK, &[], &[b'6'; 60]);
+        let v6 = fragments_v6(&[], 6, &tcp, 5, 40);
+        let v4 = fragments(&build::tcp(40000, 80, 1, PSH_ACK, &[], &[b'4'; 60]), 5, 40);
+        let mut decoder = Decoder::default();
+        assert_eq!(feed_v6(&mut decoder, 0, &v6[0]), None);
+        assert_eq!(feed(&mut decoder, 0, &v4[0]), None);
+        assert_eq!(decoder.fragments_pending(), 2);
+        assert_eq!(feed(&mut decoder, 0, &v4[1]).unwrap().1, vec![b'4'; 60]);
+        assert_eq!(feed_v6(&mut decoder, 0, &v6[1]).unwrap().1, vec![b'6'; 60]);
+    }
+
+    #[test]
+    fn duplicate_fragments_are_ignored_and_overlaps_drop_the_datagram() {
+        let body: Vec<u8> = (0..120u8).collect();
+        let tcp = build::tcp(40000, 80, 1, PSH_ACK, &[], &body);
+        let frags = fragments(&tcp, 3, 48);
+        assert_eq!(frags.len(), 3);
+        // Seen twice (a capture on two points, a resend): ignored, the datagram completes.
+        let mut decoder = Decoder::default();
+        assert_eq!(feed(&mut decoder, 0, &frags[0]), None);
+        assert_eq!(feed(&mut decoder, 0, &frags[0]), None);
+        assert_eq!(feed(&mut decoder, 0, &frags[1]), None);
+        assert_eq!(feed(&mut decoder, 0, &frags[2]).unwrap().1, body);
+        assert_eq!(decoder.stats().fragment_duplicates, 1);
+        assert!(fragments_add_up(decoder.stats(), 0, 3));
+
+        // Inside bytes already held but other bytes: the whole datagram goes.
+        let mut inside = tcp[48..64].to_vec();
+        inside[3] ^= 0xFF;
+        let inside = build::ipv4_with(6, 3, 0x2000 | 6, &[], None, &inside);
+        // The same bytes, but reaching past what is held (partial overlap): as in Linux,
+        // the whole datagram goes.
+        let partial = build::ipv4_with(6, 3, 0x2000 | 4, &[], None, &tcp[32..64]);
+        for spoiler in [inside, partial] {
+            let mut decoder = Decoder::default();
+            assert_eq!(feed(&mut decoder, 0, &frags[1]), None);
+            assert_eq!(feed(&mut decoder, 0, &spoiler), None);
+            assert_eq!(decoder.fragments_pending(), 0);
+            // What comes later starts a datagram that lacks the middle.
+            assert_eq!(feed(&mut decoder, 0, &frags[0]), None);
+            assert_eq!(feed(&mut decoder, 0, &frags[2]), None);
+            let stats = decoder.stats();
+            assert_eq!(
+                (stats.fragments_overlapping, stats.fragments_reassembled),
+                (2, 0)
+            );
+            assert!(fragments_add_up(stats, 2, 0));
+        }
+    }
+
+    #[test]
+    fn long_extension_chains_are_counted_by_name() {
+        let mut chain = Vec::new();
+        for _ in 0..MAX_EXTENSION_HEADERS {
+            chain.extend(ext(60, 0, 8));
+        }
+        let mut at_limit = chain.clone();
+        // The last of MAX_EXTENSION_HEADERS headers points at TCP: decoded.
+        let last = at_limit.len() - 8;
+        at_limit[last] = 6;
+        at_limit.extend(request());
+        let data = build::ipv6_with(60, None, &at_limit);
+        assert!(decode_one(LinkType::Ipv6, &data).unwrap().is_some());
+        // One more: counted, not walked.
+        chain.extend(ext(6, 0, 8));
+        chain.extend(request());
+        let stats = stats_of(LinkType::Ipv6, &build::ipv6_with(60, None, &chain));
+        assert_eq!((stats.ext_chain_too_long, stats.tcp_segments), (1, 0));
+        assert!(outcomes_add_up(&stats));
     }
 
     const LINKS: [LinkType; 10] = [
@@ -1579,9 +1970,14 @@ mod tests {
             body in proptest::collection::vec(any::<u8>(), 0..600),
             units in 1usize..40,
             order in Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()),
+            v6 in any::<bool>(),
         ) {
             let tcp = build::tcp(40000, 80, 5, PSH_ACK, &[], &body);
-            let mut frags = fragments(&tcp, 3, units * 8);
+            let mut frags = if v6 {
+                fragments_v6(&[], 6, &tcp, 3, units * 8)
+            } else {
+                fragments(&tcp, 3, units * 8)
+            };
             // Deterministic shuffle from the drawn seed.
             let mut seed = order;
             for i in (1..frags.len()).rev() {
@@ -1598,9 +1994,10 @@ mod tests {
             }
             if count == 1 {
                 // One piece is no fragment at all: it decodes directly.
-                prop_assert_eq!(decoder.stats().ipv4_fragments, 0);
+                prop_assert_eq!(decoder.stats().ipv4_fragments + decoder.stats().ipv6_fragments, 0);
             } else {
                 prop_assert_eq!(decoder.stats().fragments_reassembled, 1);
+                prop_assert!(fragments_add_up(decoder.stats(), 0, count as u64));
             }
             prop_assert_eq!(done.len(), 1);
             prop_assert_eq!(done[0].0, count - 1);

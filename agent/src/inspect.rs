@@ -9,6 +9,7 @@ use serde::Serialize;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::capture::pcap_file::CaptureReader;
+use crate::decode::DecodeStats;
 use crate::http::{DropReason, NotHttpKind};
 use crate::pipeline::{
     PipelineBack, PipelineConfig, PipelineEvent, PipelineFront, SeenRequest, SinkBatch,
@@ -51,6 +52,12 @@ pub struct InspectSummary {
     pub conflict_distrusts: u64,
     /// Streams that gave up a request in progress to keep framing under its budget.
     pub framer_overflows: u64,
+    /// What the IP layer did: fragments reassembled or lost, extension chains.
+    pub ip: DecodeStats,
+    /// Files damaged part-way: `FILE: corrupt capture at byte N: why`, one per file.
+    /// Reading a damaged file stops at the damage; what came before is reported, the
+    /// other files are read, and the binary exits 1.
+    pub damaged: Vec<String>,
 }
 
 impl InspectSummary {
@@ -164,7 +171,8 @@ pub enum InspectError {
 }
 
 /// Reads every file in order through one pipeline per file and writes the requests to
-/// `out`. Returns the summary; the first unreadable file stops the run.
+/// `out`. Returns the summary; the first file that cannot be opened or is not a capture
+/// stops the run, a file damaged part-way is read up to the damage (`damaged`).
 pub fn inspect(
     files: &[PathBuf],
     format: InspectFormat,
@@ -191,17 +199,21 @@ pub fn inspect(
 /// What the reading thread hands to the printing one, in capture order.
 enum FromReader {
     Batch(SinkBatch),
-    /// A file was read to its end (its streams' ends are in the batches before).
-    FileEnd(FileCounts),
+    /// A file was read to its end (its streams' ends are in the batches before). Boxed:
+    /// one per file, and the batches, many, stay small.
+    FileEnd(Box<FileCounts>),
 }
 
 /// One file's counters kept by the reading thread.
 struct FileCounts {
     frames: u64,
     decode_errors: u64,
+    ip: DecodeStats,
     flows: ReassemblyStats,
     truncated: bool,
     latest_ts: u64,
+    /// The error that stopped reading the file part-way.
+    damage: Option<String>,
 }
 
 /// Batches on their way to the printing thread; bounds what reading runs ahead. The
@@ -316,14 +328,17 @@ fn read_files(
         let mut reader = CaptureReader::open(path).map_err(capture_err)?;
         let mut front = PipelineFront::new(config);
         let mut batch = fresh();
+        let mut damage = None;
         loop {
             let frame = match reader.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    // What was found before the error is still printed.
-                    let _ = batches.send(FromReader::Batch(batch));
-                    return Err(capture_err(e));
+                    // Damage past the header: what came before is reported as at the
+                    // end of a file (streams ended, partial requests `incomplete`),
+                    // and the next file is read.
+                    damage = Some(capture_err(e).to_string());
+                    break;
                 }
             };
             // A frame that does not decode is counted in the front's stats.
@@ -339,12 +354,14 @@ fn read_files(
         let counts = FileCounts {
             frames: front.stats().frames,
             decode_errors: front.stats().decode_errors,
+            ip: front.decoder().stats().clone(),
             flows: front.flows().stats().clone(),
             truncated: reader.stats().truncated_tail,
             latest_ts: front.latest_ts(),
+            damage,
         };
         if batches.send(FromReader::Batch(batch)).is_err()
-            || batches.send(FromReader::FileEnd(counts)).is_err()
+            || batches.send(FromReader::FileEnd(Box::new(counts))).is_err()
         {
             return Ok(());
         }
@@ -376,6 +393,8 @@ fn print_batches(
                 back.finish(counts.latest_ts, |ev| print(ev, format, summary, bufs, out))?;
                 summary.frames += counts.frames;
                 summary.decode_errors += counts.decode_errors;
+                summary.ip.add(&counts.ip);
+                summary.damaged.extend(counts.damage);
                 summary.framer_overflows += back.framer_overflows();
                 let flows = counts.flows;
                 summary.flows_evicted += flows.flows_evicted;
@@ -607,7 +626,7 @@ impl std::fmt::Display for InspectSummary {
              evicted, {} timed out, {} segments too far ahead, {} buffer overflows, {} \
              holes given up after the hole timeout, {} retransmits with other bytes, {} \
              framer overflows; streams distrusted: {} started before the capture, {} at \
-             conflicting retransmits{}",
+             conflicting retransmits; {}{}{}",
             self.requests_seen,
             self.complete,
             self.incomplete,
@@ -628,10 +647,19 @@ impl std::fmt::Display for InspectSummary {
             self.framer_overflows,
             self.lost_starts,
             self.conflict_distrusts,
+            self.ip,
             if self.truncated_files > 0 {
                 format!("; {} file(s) end mid-record", self.truncated_files)
             } else {
                 String::new()
+            },
+            if self.damaged.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} damaged file(s), read up to the damage",
+                    self.damaged.len()
+                )
             }
         )
     }

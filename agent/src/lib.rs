@@ -38,7 +38,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let mut out = std::io::BufWriter::new(stdout);
             let summary = inspect::inspect(&args.files, args.format, &config, &mut out)?;
             eprintln!("{summary}");
-            Ok(ExitCode::SUCCESS)
+            Ok(damaged_files(&summary.damaged))
         }
         Command::Replay(args) => {
             let args = *args;
@@ -54,7 +54,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let report = replay_files::replay(&plan)?;
             print!("{}", report.summary());
-            Ok(ExitCode::SUCCESS)
+            Ok(damaged_files(&report.damaged))
         }
         Command::Run(args) => {
             let plan = run_plan(*args)?;
@@ -71,6 +71,20 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             print!("{}", config::reference_markdown());
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Exit code 1 when a capture was damaged part-way (its requests up to the damage were
+/// reported, with the summary), after one line per damaged file naming it and the byte
+/// offset; distinct from 2, a file or option that stopped the run before it started.
+fn damaged_files(damaged: &[String]) -> ExitCode {
+    for damage in damaged {
+        eprintln!("shadowtap: {damage}; read stopped there, the requests before it are reported");
+    }
+    if damaged.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -467,6 +467,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     replayer.shutdown(plan.drain_timeout);
     report.frames = pipeline.stats().frames;
     report.undecodable = pipeline.stats().decode_errors;
+    report.ip = pipeline.decoder().stats().clone();
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -531,6 +532,16 @@ impl Published {
         if let Some(p) = pipeline {
             registry.set_flows(p.flows().flows(), p.flows().buffered_bytes());
             registry.set_reassembly(p.flows().stats());
+            // What the decoder could not hand on, whichever engine captured it.
+            let ip = p.decoder().stats();
+            for (reason, total) in [
+                (DropReason::IpFragmentTimeout, ip.fragments_timed_out),
+                (DropReason::IpFragmentOverlap, ip.fragments_overlapping),
+                (DropReason::IpFragmentDropped, ip.fragments_dropped),
+                (DropReason::Ipv6ExtChainTooLong, ip.ext_chain_too_long),
+            ] {
+                capture.set_drops(reason, total);
+            }
         }
     }
 }
@@ -616,8 +627,8 @@ fn capture_summary(source: &mut Source, gate: &GateCounts) {
         #[cfg(feature = "ebpf")]
         Source::Ebpf(capture) => match capture.stats() {
             Ok(s) => eprintln!(
-                "capture (ebpf): {} packets matched, {} ring-buffer drops, {} own packets skipped in kernel, {} own segments and {} second sightings left out",
-                s.matched, s.ring_drops, s.own_mark_skipped, own, dups
+                "capture (ebpf): {} packets matched ({} IP fragments and {} long IPv6 extension chains copied without a port check), {} ring-buffer drops, {} own packets skipped in kernel, {} own segments and {} second sightings left out",
+                s.matched, s.fragments, s.long_chains, s.ring_drops, s.own_mark_skipped, own, dups
             ),
             Err(e) => eprintln!("capture (ebpf): stats unavailable: {e}"),
         },

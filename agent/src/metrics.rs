@@ -499,8 +499,19 @@ impl CaptureEngine {
                 DropReason::Truncated,
                 DropReason::PiecesLost,
                 DropReason::IncompletePacket,
+                DropReason::IpFragmentTimeout,
+                DropReason::IpFragmentOverlap,
+                DropReason::IpFragmentDropped,
+                DropReason::Ipv6ExtChainTooLong,
             ],
-            CaptureEngine::Pcap => &[DropReason::Kernel, DropReason::IfDropped],
+            CaptureEngine::Pcap => &[
+                DropReason::Kernel,
+                DropReason::IfDropped,
+                DropReason::IpFragmentTimeout,
+                DropReason::IpFragmentOverlap,
+                DropReason::IpFragmentDropped,
+                DropReason::Ipv6ExtChainTooLong,
+            ],
         }
     }
 }
@@ -520,16 +531,31 @@ pub enum DropReason {
     Kernel,
     /// libpcap: the interface or its driver dropped it.
     IfDropped,
+    /// Both engines, in the decoder: IP fragments whose datagram was not whole within
+    /// the fragment timeout (30 s).
+    IpFragmentTimeout,
+    /// Both: IP fragments of a datagram in which two fragments overlapped with other
+    /// bytes or in part; the whole datagram is dropped, as Linux does.
+    IpFragmentOverlap,
+    /// Both: IP fragments dropped for the reassembly caps, or that can never make a
+    /// whole datagram (cut by the snaplen, past 64 KiB, misaligned).
+    IpFragmentDropped,
+    /// Both: IPv6 packets whose extension header chain is longer than the decoder walks.
+    Ipv6ExtChainTooLong,
 }
 
 impl DropReason {
-    const ALL: [DropReason; 6] = [
+    const ALL: [DropReason; 10] = [
         DropReason::RingFull,
         DropReason::Truncated,
         DropReason::PiecesLost,
         DropReason::IncompletePacket,
         DropReason::Kernel,
         DropReason::IfDropped,
+        DropReason::IpFragmentTimeout,
+        DropReason::IpFragmentOverlap,
+        DropReason::IpFragmentDropped,
+        DropReason::Ipv6ExtChainTooLong,
     ];
 
     pub fn label(self) -> &'static str {
@@ -540,6 +566,10 @@ impl DropReason {
             DropReason::IncompletePacket => "incomplete_packet",
             DropReason::Kernel => "kernel",
             DropReason::IfDropped => "if_dropped",
+            DropReason::IpFragmentTimeout => "ip_fragment_timeout",
+            DropReason::IpFragmentOverlap => "ip_fragment_overlap",
+            DropReason::IpFragmentDropped => "ip_fragment_dropped",
+            DropReason::Ipv6ExtChainTooLong => "ipv6_ext_chain_too_long",
         }
     }
 

@@ -273,6 +273,7 @@ impl PipelineFront {
     /// Ends every stream reassembly knows (end of capture).
     pub fn flush<S: StreamSink>(&mut self, sink: &mut S) {
         self.flows.flush(self.latest_ts, sink);
+        self.decoder.flush();
     }
 
     /// The latest time seen, from frames or ticks.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::pcap_file::{CaptureFileError, CaptureReader};
 use crate::config::Speed;
+use crate::decode::DecodeStats;
 use crate::http::NotHttpKind;
 use crate::metrics::{Accounting, Outcome};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
@@ -121,11 +122,17 @@ pub struct ReplayReport {
     pub not_http_streams: u64,
     pub frames: u64,
     pub undecodable: u64,
+    /// What the IP layer did: fragments reassembled or lost, extension chains.
+    pub ip: DecodeStats,
+    /// Captures damaged part-way, `FILE: corrupt capture at byte N: why`, each once.
+    pub damaged: Vec<String>,
     pub elapsed: Duration,
 }
 
 /// Replays every source `loops` times, then waits up to `drain_timeout` for copies in
 /// flight. Every source is opened once first, so a bad file fails before anything is sent.
+/// A file damaged part-way is replayed up to the damage (its connections then end as at
+/// the end of a file), the damage goes into `damaged`, and the other files still play.
 pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
     for source in &plan.sources {
         source.open()?;
@@ -152,10 +159,22 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
             let mut pipeline = Pipeline::new(plan.pipeline.clone());
             let mut pace = Pacer::new(plan.speed);
             let base = progress.done;
-            while let Some(frame) = reader.next_frame().map_err(|e| ReplayFilesError::Capture {
-                name: source.name(),
-                source: e,
-            })? {
+            loop {
+                let frame = match reader.next_frame() {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let damage = ReplayFilesError::Capture {
+                            name: source.name(),
+                            source: e,
+                        }
+                        .to_string();
+                        if !report.damaged.contains(&damage) {
+                            report.damaged.push(damage);
+                        }
+                        break;
+                    }
+                };
                 pace.wait_for(frame.ts_nanos);
                 if let Ok(events) = pipeline.push_frame(&frame) {
                     for ev in events {
@@ -169,6 +188,7 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
             }
             report.frames += pipeline.stats().frames;
             report.undecodable += pipeline.stats().decode_errors;
+            report.ip.add(pipeline.decoder().stats());
         }
     }
     progress.finish();
@@ -305,6 +325,8 @@ impl ReplayReport {
             not_http_streams: 0,
             frames: 0,
             undecodable: 0,
+            ip: DecodeStats::default(),
+            damaged: Vec::new(),
             elapsed: Duration::ZERO,
         }
     }
@@ -322,6 +344,10 @@ impl ReplayReport {
             self.not_http_streams,
             self.undecodable
         );
+        let _ = writeln!(s, "{}", self.ip);
+        for damage in &self.damaged {
+            let _ = writeln!(s, "damaged, read up to the damage: {damage}");
+        }
         for (name, counters) in self.accounting.iter() {
             let _ = writeln!(s, "target {name}");
             for outcome in Outcome::ALL {

@@ -1,7 +1,8 @@
 //! Bad input to the real binary (issue 6, item 2): corpus captures corrupted many ways by
 //! a seeded generator, and every flag given an out-of-range value. Each run must end by
-//! itself with exit 0 (what could be read was read) or 2 (one line on stderr saying
-//! what is wrong), never a panic (exit 101), a signal or a hang.
+//! itself with exit 0 (what could be read was read), 1 (damage past the file header: the
+//! summary of what came before it and one line naming the offset) or 2 (one line on
+//! stderr saying what is wrong), never a panic (exit 101), a signal or a hang.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -167,6 +168,22 @@ fn assert_clean_end(case: &str, run: &Ended) {
             "{case}: exit 0 without a summary:\n{}",
             run.stderr
         ),
+        // Damage past the file header: the summary of what came before, then one line
+        // naming the file and the byte offset.
+        Some(1) => {
+            assert!(
+                run.stderr.contains("requests seen:"),
+                "{case}: exit 1 without a summary:\n{}",
+                run.stderr
+            );
+            let errors: Vec<&str> = run
+                .stderr
+                .lines()
+                .filter(|l| l.starts_with("shadowtap: "))
+                .collect();
+            assert_eq!(errors.len(), 1, "{case}: {}", run.stderr);
+            assert!(errors[0].contains(" at byte "), "{case}: {:?}", errors[0]);
+        }
         Some(2) => {
             let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.is_empty()).collect();
             assert_eq!(
@@ -186,7 +203,7 @@ fn assert_clean_end(case: &str, run: &Ended) {
 }
 
 #[test]
-fn corrupted_corpus_files_end_with_exit_0_or_one_line_and_exit_2() {
+fn corrupted_corpus_files_end_with_exit_0_or_1_with_summary_or_one_line_and_exit_2() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
         .expect("corpus (../shared/corpus/zeek-http)")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -200,7 +217,7 @@ fn corrupted_corpus_files_end_with_exit_0_or_one_line_and_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rng = Rng(0x5348_4144_5354_4150);
     let rounds = 400;
-    let (mut ok, mut errors) = (0, 0);
+    let (mut ok, mut damaged, mut errors) = (0, 0, 0);
     for round in 0..rounds {
         let source = &files[round % files.len()];
         let bytes = std::fs::read(source).expect("read corpus file");
@@ -214,8 +231,12 @@ fn corrupted_corpus_files_end_with_exit_0_or_one_line_and_exit_2() {
         let p = path.to_str().expect("utf8");
         let run = shadowtap(&["inspect", p]);
         assert_clean_end(&case, &run);
-        if run.code == Some(0) {
-            ok += 1;
+        if run.code != Some(2) {
+            if run.code == Some(0) {
+                ok += 1;
+            } else {
+                damaged += 1;
+            }
             // Every line printed is a whole JSON request.
             for line in run.stdout.lines() {
                 let v: serde_json::Value = serde_json::from_str(line)
@@ -235,11 +256,13 @@ fn corrupted_corpus_files_end_with_exit_0_or_one_line_and_exit_2() {
             assert_clean_end(&case, &shadowtap(&["inspect", "--format", "table", p]));
         }
     }
-    eprintln!("{rounds} corrupted files: {ok} read (exit 0), {errors} refused (exit 2)");
-    // The generator must produce both kinds, or it is not testing much.
+    eprintln!(
+        "{rounds} corrupted files: {ok} read (exit 0), {damaged} read up to damage (exit 1), {errors} refused (exit 2)"
+    );
+    // The generator must produce every kind, or it is not testing much.
     assert!(
-        ok > rounds / 4 && errors > rounds / 20,
-        "{ok} ok, {errors} errors"
+        ok > rounds / 4 && damaged > rounds / 20 && errors > rounds / 20,
+        "{ok} ok, {damaged} damaged, {errors} errors"
     );
 }
 

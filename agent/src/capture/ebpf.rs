@@ -148,7 +148,8 @@ impl OwnedFrame {
 /// Counters of the classifier (summed over CPUs) and of the reader.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EbpfStats {
-    /// TCP packets to a watched port, not counting the agent's own.
+    /// Packets copied (TCP to a watched port, fragments, long IPv6 chains), not counting
+    /// the agent's own.
     pub matched: u64,
     /// Packet bytes written to the ring buffer.
     pub bytes: u64,
@@ -164,6 +165,11 @@ pub struct EbpfStats {
     pub pieces_lost: u64,
     /// Packets dropped by the reader because some of their pieces never came.
     pub incomplete_packets: u64,
+    /// IP fragments copied without a port check (reassembled and filtered by the agent).
+    pub fragments: u64,
+    /// IPv6 packets copied without a port check: a longer extension chain than the
+    /// classifier walks.
+    pub long_chains: u64,
 }
 
 /// How a classifier is attached to one interface.
@@ -493,6 +499,8 @@ impl EbpfCapture {
             truncated: sum(common::STAT_TRUNCATED)?,
             pieces_lost: self.assembler.pieces_lost,
             incomplete_packets: self.assembler.incomplete_packets,
+            fragments: sum(common::STAT_FRAGMENTS)?,
+            long_chains: sum(common::STAT_LONG_CHAINS)?,
         })
     }
 

@@ -130,7 +130,9 @@ pub fn capture_filter(ports: &[u16], exclude: &[SocketAddr]) -> String {
 
 /// The kernel filter keeping TCP to or from any of `ports` (both directions, so FIN and
 /// RST from either side close flows), without the connections whose local end is in
-/// `exclude`. No ports means all TCP.
+/// `exclude`. No ports means all TCP. Whatever libpcap's `tcp` and `port` cannot see
+/// into is kept too (`UNCHECKED`): the decoder reassembles or walks it, reassembly keeps
+/// the watched ports, and the own-traffic gate the agent's own connections.
 ///
 /// On Ethernet a second branch matches VLAN-tagged frames: libpcap's `vlan` keyword moves
 /// the offsets of everything after it. Cooked (`any`) and raw links carry no tag in the
@@ -144,7 +146,21 @@ pub fn capture_filter_for(link: LinkType, ports: &[u16], exclude: &[SocketAddr])
     }
 }
 
+/// Packets whose ports the filter cannot read, kept whatever their ports. libpcap's
+/// `port` needs the TCP header at a fixed place: an IPv4 fragment other than the first
+/// has none (and `port` refuses them all), and on IPv6 `tcp` and `port` only look past
+/// the fixed header (or one fragment header), so a hop-by-hop, routing, destination
+/// options or AH header in front of TCP hides it. IPv4 fragments of other protocols are
+/// left out; IPv6 cannot tell without walking, and such packets are rare.
+pub const UNCHECKED: &str = "(ip[9] == 6 and ip[6:2] & 0x3fff != 0) or (ip6 and (ip6[6] == 0 \
+     or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60))";
+
 fn tcp_filter(ports: &[u16], exclude: &[SocketAddr]) -> String {
+    format!("({}) or {UNCHECKED}", checked_filter(ports, exclude))
+}
+
+/// TCP with its ports where libpcap can read them.
+fn checked_filter(ports: &[u16], exclude: &[SocketAddr]) -> String {
     let mut filter = String::from("tcp");
     let ports: BTreeSet<u16> = ports.iter().copied().collect();
     if !ports.is_empty() {
@@ -825,7 +841,7 @@ mod tests {
     fn filter_keeps_both_directions_of_each_port() {
         assert_eq!(
             capture_filter_for(LinkType::LinuxSll2, &[80, 8080], &[]),
-            "tcp and (port 80 or port 8080)"
+            format!("(tcp and (port 80 or port 8080)) or {UNCHECKED}")
         );
     }
 
@@ -833,20 +849,24 @@ mod tests {
     fn filter_ports_are_sorted_and_deduplicated() {
         assert_eq!(
             capture_filter_for(LinkType::Raw, &[8080, 80, 8080], &[]),
-            "tcp and (port 80 or port 8080)"
+            format!("(tcp and (port 80 or port 8080)) or {UNCHECKED}")
         );
     }
 
     #[test]
     fn filter_without_ports_keeps_all_tcp() {
-        assert_eq!(capture_filter_for(LinkType::LinuxSll, &[], &[]), "tcp");
+        assert_eq!(
+            capture_filter_for(LinkType::LinuxSll, &[], &[]),
+            format!("(tcp) or {UNCHECKED}")
+        );
     }
 
     #[test]
     fn ethernet_filter_adds_a_vlan_branch() {
+        let plain = format!("(tcp and (port 80)) or {UNCHECKED}");
         assert_eq!(
             capture_filter(&[80], &[]),
-            "(tcp and (port 80)) or (vlan and (tcp and (port 80)))"
+            format!("({plain}) or (vlan and ({plain}))")
         );
     }
 
@@ -854,8 +874,10 @@ mod tests {
     fn filter_excludes_local_address_in_both_directions() {
         assert_eq!(
             capture_filter_for(LinkType::LinuxSll2, &[80], &[addr("10.1.2.3:40000")]),
-            "tcp and (port 80) and not (src host 10.1.2.3 and (src port 40000)) \
-             and not (dst host 10.1.2.3 and (dst port 40000))"
+            format!(
+                "(tcp and (port 80) and not (src host 10.1.2.3 and (src port 40000)) \
+                 and not (dst host 10.1.2.3 and (dst port 40000))) or {UNCHECKED}"
+            )
         );
     }
 
@@ -897,11 +919,13 @@ mod tests {
         );
         assert_eq!(
             filter,
-            "tcp and (port 80) \
-             and not (src host 10.0.0.1 and (src port 40000 or src port 41000)) \
-             and not (dst host 10.0.0.1 and (dst port 40000 or dst port 41000)) \
-             and not (src host ::1 and (src port 40000)) \
-             and not (dst host ::1 and (dst port 40000))"
+            format!(
+                "(tcp and (port 80) \
+                 and not (src host 10.0.0.1 and (src port 40000 or src port 41000)) \
+                 and not (dst host 10.0.0.1 and (dst port 40000 or dst port 41000)) \
+                 and not (src host ::1 and (src port 40000)) \
+                 and not (dst host ::1 and (dst port 40000))) or {UNCHECKED}"
+            )
         );
     }
 
@@ -958,6 +982,43 @@ mod tests {
         assert!(!program.filter(&other_port));
         assert!(!program.filter(&own_out));
         assert!(!program.filter(&own_back));
+    }
+
+    #[test]
+    fn compiled_filter_keeps_fragments_and_ipv6_extension_headers() {
+        let cap = Capture::dead(Linktype::ETHERNET).unwrap();
+        let program = cap.compile(&capture_filter(&[80], &[]), true).unwrap();
+        let ethernet = |ethertype: [u8; 2], l3: &[u8]| {
+            let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2];
+            f.extend_from_slice(&ethertype);
+            f.extend_from_slice(l3);
+            f
+        };
+        let v4 = ipv4_tcp_frame(false, [10, 0, 0, 2], 51000, [10, 0, 0, 3], 81);
+        let with_fragment = |proto: u8, flags_offset: [u8; 2]| {
+            let mut f = v4.clone();
+            f[14 + 6..14 + 8].copy_from_slice(&flags_offset);
+            f[14 + 9] = proto;
+            f
+        };
+        // A later fragment of TCP: no TCP header to read, kept whatever it carries. A
+        // first fragment (MF) to an unwatched port too: its datagram is reassembled
+        // before reassembly's port filter.
+        assert!(program.filter(&with_fragment(6, [0x00, 0x10])));
+        assert!(program.filter(&with_fragment(6, [0x20, 0x00])));
+        // A fragment of UDP is not, nor an unfragmented packet to another port.
+        assert!(!program.filter(&with_fragment(17, [0x00, 0x10])));
+        assert!(!program.filter(&v4));
+        // IPv6 with destination options in front of TCP, to a watched port: libpcap's
+        // `tcp` alone does not see it.
+        let v6 = ipv6_tcp_packet(Ipv6Addr::LOCALHOST, 51000, Ipv6Addr::LOCALHOST, 80);
+        assert!(program.filter(&ethernet([0x86, 0xdd], &v6)));
+        assert!(
+            !cap.compile("tcp and (port 80)", true)
+                .unwrap()
+                .filter(&ethernet([0x86, 0xdd], &v6)),
+            "the plain filter misses it"
+        );
     }
 
     /// A minimal Ethernet (optionally 802.1Q-tagged) IPv4 TCP SYN, enough for a filter.
