@@ -65,6 +65,15 @@ fn shadowtap_requests(file: &Path) -> (Requests, InspectSummary) {
     (reqs, summary)
 }
 
+/// Every request seen ends in exactly one outcome.
+fn assert_adds_up(name: &str, s: &InspectSummary) {
+    assert_eq!(
+        s.requests_seen,
+        s.complete + s.incomplete + s.too_large + s.unparseable + s.untrusted + s.not_copied,
+        "{name}: outcomes do not add up: {s}"
+    );
+}
+
 fn corpus_file(name: &str) -> PathBuf {
     corpus_dir().join("zeek-http").join(name)
 }
@@ -125,6 +134,7 @@ fn every_corpus_file_agrees_with_tshark_or_has_a_named_difference() {
             found.len(),
             "{name}: summary and output disagree"
         );
+        assert_adds_up(name, &summary);
         if DIFFERENCES.contains(&name) {
             continue;
         }

@@ -82,7 +82,17 @@ fn run(frames: &[Vec<u8>]) -> (Vec<serde_json::Value>, InspectSummary) {
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
+    assert_adds_up(&summary);
     (lines, summary)
+}
+
+/// Every request seen ends in exactly one outcome.
+fn assert_adds_up(s: &InspectSummary) {
+    assert_eq!(
+        s.requests_seen,
+        s.complete + s.incomplete + s.too_large + s.unparseable + s.untrusted + s.not_copied,
+        "outcomes do not add up: {s}"
+    );
 }
 
 fn targets(lines: &[serde_json::Value]) -> Vec<String> {
@@ -238,6 +248,7 @@ fn a_flood_of_half_open_connections_is_bounded_and_real_requests_still_come_thro
     .expect("inspect");
     let text = String::from_utf8(out).expect("utf8");
     assert!(text.contains("\"/real\""), "{summary}\n{text}");
+    assert_adds_up(&summary);
     assert_eq!(summary.requests_seen, 1, "{summary}");
 }
 
@@ -343,6 +354,7 @@ fn an_upload_whose_connection_was_evicted_or_timed_out_never_yields_its_body_tex
     .expect("inspect");
     let text = String::from_utf8(out).expect("utf8");
     assert!(!text.contains("/users/1"), "{summary}\n{text}");
+    assert_adds_up(&summary);
     assert!(text.is_empty(), "{summary}\n{text}");
     // The upload was cut (incomplete); its continuation is a stream picked up mid-way.
     assert_eq!((summary.incomplete, summary.untrusted), (1, 1), "{summary}");
@@ -386,6 +398,7 @@ fn inspect_committed(name: &str) -> (Vec<serde_json::Value>, InspectSummary) {
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
+    assert_adds_up(&summary);
     (lines, summary)
 }
 

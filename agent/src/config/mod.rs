@@ -212,7 +212,8 @@ pub struct ShadowArgs {
     /// Copies waiting per target; past it they count as `queue_full`.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_QUEUE_LEN")]
     pub queue_len: u32,
-    /// Request bytes queued or in flight per target; past it copies count as `queue_full`.
+    /// Memory held by copies queued or in flight per target (buffers as allocated); past
+    /// it copies count as `queue_full`.
     #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_MAX_QUEUE_BYTES")]
     pub max_queue_bytes: u64,
     /// Extra CA certificates (PEM) for https targets.
