@@ -95,25 +95,73 @@ fn normalised_authority(authority: &[u8], scheme: &[u8]) -> Vec<u8> {
 /// A Host value or authority a server accepts: no userinfo, no white space or controls,
 /// nothing that ends the authority.
 fn valid_authority(authority: &[u8]) -> bool {
-    authority
-        .iter()
-        .all(|&b| b.is_ascii_graphic() && !matches!(b, b'@' | b'/' | b'?' | b'#' | b'\\'))
+    authority.iter().all(|&b| AUTHORITY_BYTE[usize::from(b)])
+}
+
+/// `valid_authority`'s bytes as a table: it runs on the Host of every request.
+static AUTHORITY_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_graphic() && !matches!(c, b'@' | b'/' | b'?' | b'#' | b'\\');
+        b += 1;
+    }
+    table
+};
+
+/// What a head's fields say beyond its body framing, gathered in one pass over them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct HeadFacts<'a> {
+    /// Host fields seen (2 means two or more) and the first one's value.
+    pub hosts: u8,
+    pub host: Option<&'a [u8]>,
+    /// `Connection` tokens.
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
+}
+
+impl<'a> HeadFacts<'a> {
+    pub(crate) fn of(headers: &'a [super::Header]) -> Self {
+        let mut facts = Self::default();
+        for h in headers {
+            let name = h.name.as_bytes();
+            // The length first: most fields are none of these three.
+            match name.len() {
+                4 if name.eq_ignore_ascii_case(b"host") => {
+                    if facts.hosts == 0 {
+                        facts.host = Some(&h.value);
+                    }
+                    facts.hosts = facts.hosts.saturating_add(1).min(2);
+                }
+                7 if name.eq_ignore_ascii_case(b"upgrade") => facts.upgrade = true,
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    let (close, keep_alive) = connection_tokens([h.value.as_slice()]);
+                    facts.close |= close;
+                    facts.keep_alive |= keep_alive;
+                }
+                _ => {}
+            }
+        }
+        facts
+    }
 }
 
 /// Judges a head the way RFC 9112 asks a server to. `Err` is why a server answers 400
 /// (it then closes the connection, so nothing after it is trusted either).
-pub(crate) fn judge<'a>(
+pub(crate) fn judge(
     method: &str,
     target: &[u8],
     version_minor: u8,
-    mut hosts: impl Iterator<Item = &'a [u8]>,
+    facts: &HeadFacts<'_>,
 ) -> Result<Verdict, &'static str> {
     // RFC 9112 §3.2: more than one Host, or none in HTTP/1.1, is answered with 400.
-    let host = match (hosts.next(), hosts.next()) {
-        (None, _) if version_minor >= 1 => return Err("HTTP/1.1 request without Host"),
-        (None, _) => None,
-        (Some(one), None) => Some(trim_ows(one)),
-        (Some(_), Some(_)) => return Err("more than one Host header"),
+    let host = match (facts.hosts, facts.host) {
+        (0, _) if version_minor >= 1 => return Err("HTTP/1.1 request without Host"),
+        (0, _) | (_, None) => None,
+        (1, Some(one)) => Some(trim_ows(one)),
+        _ => return Err("more than one Host header"),
     };
     if host.is_some_and(|h| !valid_authority(h)) {
         return Err("invalid Host value");
@@ -175,12 +223,14 @@ mod tests {
     use super::*;
 
     fn judged(method: &str, target: &str, v: u8, hosts: &[&str]) -> Result<Verdict, &'static str> {
-        judge(
-            method,
-            target.as_bytes(),
-            v,
-            hosts.iter().map(|h| h.as_bytes()),
-        )
+        let headers: Vec<crate::http::Header> = hosts
+            .iter()
+            .map(|v| crate::http::Header {
+                name: "Host".into(),
+                value: v.as_bytes().to_vec(),
+            })
+            .collect();
+        judge(method, target.as_bytes(), v, &HeadFacts::of(&headers))
     }
 
     /// Method, target, minor version, Host values, and the verdict.
@@ -322,6 +372,34 @@ mod tests {
         assert_eq!(absolute_form(b"/http://a"), None);
         assert_eq!(absolute_form(b"a:80"), None);
         assert_eq!(absolute_form(b"1x://a/"), None);
+    }
+
+    #[test]
+    fn head_facts_in_one_pass() {
+        let h = |n: &str, v: &str| crate::http::Header {
+            name: n.into(),
+            value: v.as_bytes().to_vec(),
+        };
+        let headers = [
+            h("HOST", "a"),
+            h("Connection", "Upgrade, close"),
+            h("upgrade", "websocket"),
+            h("host", "b"),
+            h("Host", "c"),
+            h("X-Connection", "keep-alive"),
+        ];
+        let facts = HeadFacts::of(&headers);
+        assert_eq!(
+            facts,
+            HeadFacts {
+                hosts: 2,
+                host: Some(&b"a"[..]),
+                close: true,
+                keep_alive: false,
+                upgrade: true,
+            }
+        );
+        assert_eq!(HeadFacts::of(&[]), HeadFacts::default());
     }
 
     #[test]

@@ -58,7 +58,7 @@
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 
-use super::checks::{connection_tokens, judge, persists, NotCopied, Verdict};
+use super::checks::{connection_tokens, judge, persists, HeadFacts, NotCopied, Verdict};
 use super::chunked::{framing_of, parse_chunk_size, trim_ows, Framing, MAX_CHUNK_LINE};
 use super::sync::{
     classify, is_broken_request_line, line_check, method_hint, Classified, LineCheck,
@@ -820,25 +820,27 @@ impl RequestFramer {
                         .iter()
                         .map(|h| (h.name.as_bytes(), h.value.as_slice())),
                 );
+                let facts = HeadFacts::of(&req.headers);
                 let verdict = match framing {
                     Err(why) => Err(why),
                     // Hunted heads are only counted; what a server would make of them
                     // does not matter.
                     Ok(_) if self.untrusted => Ok(Verdict::Copy),
-                    Ok(_) => judge(
-                        &req.method,
-                        &req.target,
-                        req.version_minor,
-                        req.headers
-                            .iter()
-                            .filter(|h| h.name.eq_ignore_ascii_case("host"))
-                            .map(|h| h.value.as_slice()),
-                    ),
+                    Ok(_) => judge(&req.method, &req.target, req.version_minor, &facts),
+                };
+                let after = if req.method == "CONNECT" {
+                    After::Tunnel
+                } else if facts.upgrade
+                    || !persists(req.version_minor, facts.close, facts.keep_alive)
+                {
+                    After::Untrusted
+                } else {
+                    After::Idle
                 };
                 match (framing, verdict) {
                     (Ok(framing), Ok(verdict)) => {
                         self.pos += n;
-                        self.start_body(req, framing, verdict, out)
+                        self.start_body(req, framing, verdict, after, out)
                     }
                     (Err(why), _) | (_, Err(why)) => {
                         super::recycle(req);
@@ -868,22 +870,9 @@ impl RequestFramer {
         mut req: HttpRequest,
         framing: Framing,
         verdict: Verdict,
+        after: After,
         out: &mut Vec<FramerEvent>,
     ) -> (State, bool) {
-        let (close, keep_alive) = connection_tokens(
-            req.headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-                .map(|h| h.value.as_slice()),
-        );
-        let after = if req.method == "CONNECT" {
-            After::Tunnel
-        } else if req.header("upgrade").is_some() || !persists(req.version_minor, close, keep_alive)
-        {
-            After::Untrusted
-        } else {
-            After::Idle
-        };
         let body = match framing {
             // A CONNECT's content has no defined meaning (RFC 9110 §9.3.6): what follows
             // the head is the tunnel.

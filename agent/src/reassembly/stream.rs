@@ -562,7 +562,10 @@ impl Direction {
         if bytes.is_empty() {
             return;
         }
-        self.check_start(ctx);
+        // Only the first delivery of a stream can be its start.
+        if !self.announced {
+            self.check_start(ctx);
+        }
         self.flush_gap(ctx);
         ctx.sink.data(ctx.key, ctx.ts, bytes);
         ctx.stats.bytes_delivered += bytes.len() as u64;
@@ -588,7 +591,7 @@ impl Direction {
     }
 
     fn flush_gap<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
-        if self.held.as_ref().is_some_and(|h| h.pending_gap > 0) {
+        if !self.announced && self.held.as_ref().is_some_and(|h| h.pending_gap > 0) {
             self.check_start(ctx);
         }
         let Some(h) = &mut self.held else {
@@ -605,6 +608,7 @@ impl Direction {
 
     /// Before a stream's first delivery: one whose SYN was not seen starts mid-way, so
     /// its sink must not take its first byte for the start of anything.
+    #[cold]
     fn check_start<S: StreamSink>(&mut self, ctx: &mut Ctx<'_, S>) {
         if !self.announced && self.isn.is_none() && !self.distrusted {
             ctx.stats.lost_starts += 1;
