@@ -95,7 +95,11 @@ fn normalised_authority(authority: &[u8], scheme: &[u8]) -> Vec<u8> {
 /// A Host value or authority a server accepts: no userinfo, no white space or controls,
 /// nothing that ends the authority.
 fn valid_authority(authority: &[u8]) -> bool {
-    authority.iter().all(|&b| AUTHORITY_BYTE[usize::from(b)])
+    // No early exit: a valid value (nearly all of them) is read whole anyway, and the
+    // loop without a branch per byte is a third of the cost.
+    authority
+        .iter()
+        .fold(true, |ok, &b| ok & AUTHORITY_BYTE[usize::from(b)])
 }
 
 /// `valid_authority`'s bytes as a table: it runs on the Host of every request.
@@ -160,7 +164,8 @@ pub(crate) fn judge(
     let host = match (facts.hosts, facts.host) {
         (0, _) if version_minor >= 1 => return Err("HTTP/1.1 request without Host"),
         (0, _) | (_, None) => None,
-        (1, Some(one)) => Some(trim_ows(one)),
+        // Field values come without their surrounding white space (`http::Header`).
+        (1, Some(one)) => Some(one),
         _ => return Err("more than one Host header"),
     };
     if host.is_some_and(|h| !valid_authority(h)) {

@@ -865,6 +865,9 @@ impl RequestFramer {
         }
     }
 
+    // Inlined into `head`: called once per request, and as a call it moved the request
+    // (five vectors) through memcpy (+3% instructions of `inspect`).
+    #[inline(always)]
     fn start_body(
         &mut self,
         mut req: HttpRequest,
