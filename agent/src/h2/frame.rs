@@ -599,7 +599,7 @@ impl FrameParser {
         match head.kind {
             kind::HEADERS => {
                 let prio_len = if head.has(flag::PRIORITY) { 5 } else { 0 };
-                let (body, _) = unpad(&head, &payload, prio_len)?;
+                let body = unpad(&head, &payload, prio_len)?;
                 let priority = (prio_len > 0).then(|| parse_priority(&body[..5]));
                 let start = BlockStart::Headers {
                     end_stream: head.has(flag::END_STREAM),
@@ -608,7 +608,7 @@ impl FrameParser {
                 self.block_fragment(&head, start, body[prio_len..].to_vec(), out);
             }
             kind::PUSH_PROMISE => {
-                let (body, _) = unpad(&head, &payload, 4)?;
+                let body = unpad(&head, &payload, 4)?;
                 let promised = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                 let start = BlockStart::PushPromise {
                     promised: promised & 0x7fff_ffff,
@@ -738,11 +738,7 @@ fn take(buf: &mut Vec<u8>, input: &mut &[u8], want: usize) -> bool {
 
 /// The payload of a HEADERS or PUSH_PROMISE without its padding; `fixed` bytes (priority
 /// fields, promised stream id) must fit before the padding.
-fn unpad<'p>(
-    head: &FrameHeader,
-    payload: &'p [u8],
-    fixed: usize,
-) -> Result<(&'p [u8], u8), FrameError> {
+fn unpad<'p>(head: &FrameHeader, payload: &'p [u8], fixed: usize) -> Result<&'p [u8], FrameError> {
     let (pad, body) = if head.has(flag::PADDED) {
         match payload.split_first() {
             Some((&pad, rest)) => (pad, rest),
@@ -769,7 +765,7 @@ fn unpad<'p>(
             len: head.len,
         });
     }
-    Ok((&body[..body.len() - usize::from(pad)], pad))
+    Ok(&body[..body.len() - usize::from(pad)])
 }
 
 /// Reads the 5 priority bytes (the caller checked the length).
