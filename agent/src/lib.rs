@@ -96,7 +96,7 @@ fn run_plan(args: config::RunArgs) -> anyhow::Result<live::RunPlan> {
         pipeline: args.limits.pipeline_config(&args.port),
         targets: args.shadow.target_configs()?,
         credentials_in_clear: args.shadow.credentials_in_clear(),
-        ports: args.port,
+        ports: config::port_list(&args.port),
         record: args.record,
         drain_timeout: args.drain_timeout,
         ring_bytes: args.ring_bytes,

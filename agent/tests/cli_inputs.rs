@@ -188,3 +188,160 @@ fn a_target_given_twice_is_refused_in_every_form() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(other.received().len(), 10);
 }
+
+// ---------------------------------------------------------------------------------------
+// Item 6: sizes, durations and ports as people type them.
+
+/// The number after `label ` in the inspect summary (`requests seen: 10 (complete 10, ...`).
+fn summary_count(stderr: &str, label: &str) -> u64 {
+    let at = stderr
+        .find(&format!("{label} "))
+        .unwrap_or_else(|| panic!("no {label:?} in {stderr}"))
+        + label.len()
+        + 1;
+    stderr[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count after {label:?} in {stderr}"))
+}
+
+#[test]
+fn sizes_durations_and_ports_take_units_ranges_and_listen_addresses() {
+    let cap = capture();
+    // Every size and duration option of `inspect` in the forms people write; the demo
+    // capture's ten requests go to port 8000.
+    for ports in [":8000", "7990-8010", "80,8000", "8000-8000"] {
+        let out = shadowtap(
+            &[
+                "inspect",
+                &cap,
+                "--port",
+                ports,
+                "--max-body",
+                "8MiB",
+                "--max-head",
+                "64k",
+                "--max-buffer",
+                "1G",
+                "--max-stream-buffer",
+                "512KB",
+                "--idle-timeout",
+                "120",
+                "--hole-timeout",
+                "500ms",
+            ],
+            &[],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "--port {ports}: {stderr}");
+        assert_eq!(
+            summary_count(&stderr, "complete"),
+            10,
+            "--port {ports}: {stderr}"
+        );
+    }
+    // A range that leaves the port out finds nothing: ranges are ranges.
+    let out = shadowtap(&["inspect", &cap, "--port", "7990-7999"], &[]);
+    assert_eq!(summary_count(&text(&out.stderr), "requests seen:"), 0);
+    // A size with a unit is that many bytes: the demo's heads are over 40 bytes.
+    let out = shadowtap(&["inspect", &cap, "--max-head", "0.04k"], &[]);
+    assert_eq!(summary_count(&text(&out.stderr), "too_large"), 10);
+    let out = shadowtap(&["inspect", &cap], &[("SHADOWTAP_MAX_HEAD", "40B")]);
+    assert_eq!(summary_count(&text(&out.stderr), "too_large"), 10);
+
+    // `replay`'s and `run`'s own, through a real replay and through `config check`.
+    let target = RecordingServer::start(Behaviour::Answer);
+    let out = shadowtap(
+        &[
+            "replay",
+            &cap,
+            "--speed",
+            "max",
+            "--target",
+            &target.url(),
+            "--port",
+            ":8000",
+            "--max-queue-bytes",
+            "64MiB",
+            "--connect-timeout",
+            "2s",
+            "--request-timeout",
+            "1m",
+            "--drain-timeout",
+            "1h",
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(target.received().len(), 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "units.toml",
+        "target = \"http://127.0.0.1:1\"\nport = [\":8080\", \"8000-8002\", 443]\n\
+         ring-bytes = \"8MiB\"\npcap-buffer = \"32M\"\nmax-body = 1048576\n\
+         duration = \"5m\"\nidle-timeout = 90\nmax-queue-bytes = \"1.5GiB\"\n\
+         redact-header = [\"authorization\", \"cookie\", \"proxy-authorization\"]\n",
+    );
+    let out = shadowtap(&["config", "check", file.to_str().expect("utf8")], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("ports 8080,8000,8001,8002,443,"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn zero_where_it_makes_no_sense_and_overflow_are_one_line_with_exit_2() {
+    let cap = capture();
+    let url = format!("http://127.0.0.1:{}", support::closed_port());
+    let cases: &[(&str, &str, &str)] = &[
+        ("--port", "0", "port 0"),
+        ("--port", ":0", "port 0"),
+        ("--port", "8010-8000", "backwards"),
+        ("--port", "70000", "1 to 65535"),
+        ("--max-buffer", "0", "0 would drop"),
+        ("--max-stream-buffer", "0B", "0 would drop"),
+        ("--max-head", "0k", "0 would drop"),
+        ("--max-queue-bytes", "0", "0 would drop"),
+        ("--connect-timeout", "0", "more than zero"),
+        ("--request-timeout", "0ms", "more than zero"),
+        ("--idle-timeout", "0s", "more than zero"),
+        ("--max-body", "99999999999999999999", "too large"),
+        ("--max-body", "16777216TiB", "too large"),
+        ("--max-buffer", "1e3", "not a size"),
+        ("--idle-timeout", "1e12h", "unit"),
+        ("--drain-timeout", "999999999h", "out of range"),
+        ("--max-head", "1.5", "whole"),
+    ];
+    for (flag, value, reason) in cases {
+        let out = shadowtap(&["replay", &cap, "--target", &url, flag, value], &[]);
+        assert_refused(&out, &format!("{flag} {value}"), &[flag, reason]);
+    }
+    // `run`'s own, refused before any capture is opened.
+    for (flag, value, reason) in [
+        ("--duration", "0s", "more than zero"),
+        ("--ring-bytes", "2GiB", "largest allowed"),
+        ("--ring-bytes", "0", "no room"),
+        ("--pcap-buffer", "4G", "largest allowed"),
+        ("--port", "0", "port 0"),
+    ] {
+        let out = shadowtap(
+            &[
+                "run",
+                "--port",
+                "8080",
+                "--admin-addr",
+                "off",
+                "--target",
+                &url,
+                flag,
+                value,
+            ],
+            &[],
+        );
+        assert_refused(&out, &format!("{flag} {value}"), &[flag, reason]);
+    }
+}

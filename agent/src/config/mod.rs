@@ -86,10 +86,10 @@ pub struct InspectArgs {
     /// pcap or pcapng files, read in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Server ports to look at (comma-separated); by default any port, requests are
-    /// found by content.
-    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_PORT")]
-    pub port: Vec<u16>,
+    /// Server ports to look at: `8080`, `80,443`, `8000-8010`; by default any port,
+    /// requests are found by content.
+    #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
+    pub port: Vec<PortRange>,
     /// Output format.
     #[arg(long, value_enum, default_value = "jsonl", env = "SHADOWTAP_FORMAT")]
     pub format: InspectFormat,
@@ -104,26 +104,28 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = 50_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
     pub max_flows: usize,
     /// Out-of-order bytes buffered per stream direction.
-    #[arg(long, default_value_t = 1 << 20, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = size_usize, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
     pub max_stream_buffer: usize,
     /// Out-of-order bytes buffered over all streams; the same cap again for the bytes
     /// of requests being framed (heads being read, bodies in progress).
-    #[arg(long, default_value_t = 16 << 20, env = "SHADOWTAP_MAX_BUFFER")]
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = size_usize, env = "SHADOWTAP_MAX_BUFFER")]
     pub max_buffer: usize,
-    /// Largest request head (request line and headers) in bytes.
-    #[arg(long, default_value_t = 64 << 10, value_parser = at_least_one(), env = "SHADOWTAP_MAX_HEAD")]
+    /// Largest request head (request line and headers).
+    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = size_usize, env = "SHADOWTAP_MAX_HEAD")]
     pub max_head: usize,
-    /// Largest request body in bytes; larger requests count as `too_large`.
-    #[arg(long, default_value_t = 8 << 20, env = "SHADOWTAP_MAX_BODY")]
+    /// Largest request body; larger requests count as `too_large` (0: only requests
+    /// without a body are copied).
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = size_usize_or_zero, env = "SHADOWTAP_MAX_BODY")]
     pub max_body: usize,
-    /// Seconds without a packet after which a connection is dropped.
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_IDLE_TIMEOUT")]
-    pub idle_timeout: u64,
+    /// Time without a packet after which a connection is dropped (a bare number is
+    /// seconds).
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_positive_duration, env = "SHADOWTAP_IDLE_TIMEOUT")]
+    pub idle_timeout: Duration,
     /// How long (packet time) a hole in a stream may stay open before it is given up
     /// and what follows it is delivered after a gap. Covers a retransmit after a real
     /// loss (RTO >= 200 ms); a capture that lost a packet for good (ring overflow)
     /// holds that stream's bytes this long.
-    #[arg(long, default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_HOLE_TIMEOUT")]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_HOLE_TIMEOUT")]
     pub hole_timeout: Duration,
 }
 
@@ -133,14 +135,15 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
 }
 
 impl LimitArgs {
-    pub fn pipeline_config(&self, ports: &[u16]) -> PipelineConfig {
+    pub fn pipeline_config(&self, ports: &[PortRange]) -> PipelineConfig {
         let mut config = PipelineConfig::default();
-        config.reassembly.ports = (!ports.is_empty()).then(|| ports.to_vec());
+        config.reassembly.ports = (!ports.is_empty()).then(|| port_list(ports));
         config.reassembly.max_flows = self.max_flows;
         config.reassembly.max_stream_buffer = self.max_stream_buffer;
         config.reassembly.max_total_buffer = self.max_buffer;
         config.max_framer_bytes = self.max_buffer;
-        config.reassembly.idle_timeout_nanos = self.idle_timeout.saturating_mul(1_000_000_000);
+        config.reassembly.idle_timeout_nanos =
+            u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         config.reassembly.hole_timeout_nanos =
             u64::try_from(self.hole_timeout.as_nanos()).unwrap_or(u64::MAX);
         config.framer.max_head = self.max_head;
@@ -201,10 +204,10 @@ pub struct ShadowArgs {
     #[arg(long, value_parser = check_max_rps, env = "SHADOWTAP_MAX_RPS")]
     pub max_rps: Option<f64>,
     /// Connect deadline (`2s`, `500ms`).
-    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "SHADOWTAP_CONNECT_TIMEOUT")]
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_CONNECT_TIMEOUT")]
     pub connect_timeout: Duration,
     /// Deadline for a whole response head after the request is sent.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_REQUEST_TIMEOUT")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration, env = "SHADOWTAP_REQUEST_TIMEOUT")]
     pub request_timeout: Duration,
     /// Copies in flight at once per target.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_MAX_IN_FLIGHT")]
@@ -214,7 +217,7 @@ pub struct ShadowArgs {
     pub queue_len: u32,
     /// Memory held by copies queued or in flight per target (buffers as allocated); past
     /// it copies count as `queue_full`.
-    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_MAX_QUEUE_BYTES")]
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = size_u64, env = "SHADOWTAP_MAX_QUEUE_BYTES")]
     pub max_queue_bytes: u64,
     /// Extra CA certificates (PEM) for https targets.
     #[arg(long, value_name = "FILE", value_parser = check_readable_file, env = "SHADOWTAP_TARGET_CA")]
@@ -515,7 +518,7 @@ pub fn one_line(message: &str) -> String {
 /// Headers that carry credentials; sent in clear to an `http://` target unless redacted.
 const CREDENTIAL_HEADERS: [&str; 3] = ["Authorization", "Cookie", "Proxy-Authorization"];
 
-/// `250ms`, `2s`, `1.5s`, `3m`; a bare number is seconds.
+/// `250ms`, `2s`, `1.5s`, `5m`, `1h`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
@@ -523,16 +526,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         None => (t, "s"),
     };
     let value: f64 = num
+        .trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 90s, 5m or 1h"))?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
     };
     if !(secs.is_finite() && (0.0..1e9).contains(&secs)) {
-        return Err(format!("{text:?} is out of range"));
+        return Err(format!("{text:?} is out of range (0 to 1e9 seconds)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -544,6 +549,145 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} must be more than zero"));
     }
     Ok(d)
+}
+
+/// A size as people write it: bytes (`65536`), or a number with a binary unit, any case:
+/// `k`/`KB`/`KiB` = 1024, `M`/`MB`/`MiB` = 1024², `G`/`GB`/`GiB` = 1024³, `T`/`TB`/`TiB`
+/// = 1024⁴ (memory sizes, as nginx and JVM flags read them); `1.5MiB` is allowed and
+/// rounds down to whole bytes. No exponents (`1e3`) or signs.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = (&t[..split], t[split..].trim());
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "ki" | "kib" => 10,
+        "m" | "mb" | "mi" | "mib" => 20,
+        "g" | "gb" | "gi" | "gib" => 30,
+        "t" | "tb" | "ti" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size like 65536, 64k, 8MiB or 1G (units k, M, G, T: \
+                 powers of 1024)"
+            ))
+        }
+    };
+    let (whole, fraction) = num.split_once('.').unwrap_or((num, ""));
+    let digits_ok = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits_ok(whole) || !digits_ok(fraction) || fraction.len() > 9 {
+        return Err(format!(
+            "{text:?} is not a size like 65536, 64k, 8MiB or 1G"
+        ));
+    }
+    if shift == 0 && !fraction.is_empty() {
+        return Err(format!("{text:?}: a number of bytes is whole"));
+    }
+    let too_big = || format!("{text:?} is too large");
+    // Whole part: at most 20 digits fit a u64; more is out of range, not a typo to parse.
+    let whole: u128 = whole.parse().map_err(|_| too_big())?;
+    let mut bytes = whole.checked_mul(1 << shift).ok_or_else(too_big)?;
+    if !fraction.is_empty() {
+        let scale = 10u128.pow(u32::try_from(fraction.len()).unwrap_or(9));
+        let part: u128 = fraction.parse().map_err(|_| too_big())?;
+        bytes += (part << shift) / scale;
+    }
+    u64::try_from(bytes).map_err(|_| too_big())
+}
+
+/// A size within `min..=max` (in the unit the option is given in), else a message
+/// naming the bound.
+fn size_within(text: &str, min: u64, max: u64, zero_means: &str) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if n < min {
+        return Err(format!("{text:?}: {zero_means}; give at least {min}"));
+    }
+    if n > max {
+        return Err(format!(
+            "{text:?} is more than the largest allowed, {max} bytes"
+        ));
+    }
+    Ok(n)
+}
+
+fn as_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// A buffer or size cap of which 0 would drop everything.
+fn size_usize(text: &str) -> Result<usize, String> {
+    let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
+    size_within(text, 1, max, "0 would drop every request").map(as_usize)
+}
+
+fn size_usize_or_zero(text: &str) -> Result<usize, String> {
+    let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
+    size_within(text, 0, max, "").map(as_usize)
+}
+
+fn size_u64(text: &str) -> Result<u64, String> {
+    size_within(text, 1, u64::MAX, "0 would drop every copy")
+}
+
+/// The eBPF ring: the loader rounds up to a power of two and caps it at 1 GiB.
+fn size_ring(text: &str) -> Result<usize, String> {
+    size_within(text, 1, 1 << 30, "0 would leave no room for a packet").map(as_usize)
+}
+
+/// libpcap takes its buffer size as a C int.
+fn size_i32(text: &str) -> Result<i32, String> {
+    let max = u64::try_from(i32::MAX).unwrap_or(u64::MAX);
+    size_within(text, 1, max, "0 would leave no room for a packet")
+        .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+}
+
+/// One `--port` value: a port (`8080`, or `:8080` as in a listen address) or an
+/// inclusive range (`8000-8010`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+pub fn parse_ports(text: &str) -> Result<PortRange, String> {
+    let t = text.trim();
+    let t = t.strip_prefix(':').unwrap_or(t);
+    let port = |p: &str| -> Result<u16, String> {
+        let p = p.trim();
+        match p.parse::<u16>() {
+            Ok(0) => Err(format!(
+                "{text:?}: port 0 is not a port a server listens on; 1 to 65535"
+            )),
+            Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(format!(
+                "{text:?} is not a port (1 to 65535), `:PORT` or a range like 8000-8010"
+            )),
+        }
+    };
+    let (first, last) = match t.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(t)?;
+            (p, p)
+        }
+    };
+    if first > last {
+        return Err(format!(
+            "{text:?}: the range runs backwards; write it {last}-{first}"
+        ));
+    }
+    Ok(PortRange { first, last })
+}
+
+/// The ports of `--port` values, each once, in the order given.
+pub fn port_list(ranges: &[PortRange]) -> Vec<u16> {
+    let mut seen = std::collections::BTreeSet::new();
+    ranges
+        .iter()
+        .flat_map(|r| r.first..=r.last)
+        .filter(|p| seen.insert(*p))
+        .collect()
 }
 
 /// `--speed`: `max` or a factor like `1x`, `2x`, `0.5x`.
@@ -588,9 +732,10 @@ pub struct ReplayArgs {
     /// pcap or pcapng files, replayed in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Server ports whose requests are replayed (comma-separated); default any port.
-    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_PORT")]
-    pub port: Vec<u16>,
+    /// Server ports whose requests are replayed: `8080`, `80,443`, `8000-8010`; default
+    /// any port.
+    #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
+    pub port: Vec<PortRange>,
     /// Pace: original inter-arrival times scaled (`1x`, `2x`, `0.5x`) or `max`.
     #[arg(long, default_value = "1x", env = "SHADOWTAP_SPEED")]
     pub speed: Speed,
@@ -598,7 +743,7 @@ pub struct ReplayArgs {
     #[arg(long = "loop", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_LOOP")]
     pub loops: u32,
     /// How long to wait for copies still in flight at the end.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
     #[command(flatten)]
     pub shadow: ShadowArgs,
@@ -608,9 +753,9 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Server ports to watch (comma-separated).
-    #[arg(long, required = true, value_delimiter = ',', env = "SHADOWTAP_PORT")]
-    pub port: Vec<u16>,
+    /// Server ports to watch: `8080`, `80,443`, `8000-8010`.
+    #[arg(long, value_name = "PORTS", required = true, value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
+    pub port: Vec<PortRange>,
     /// Interfaces: names, globs (`veth*`, `cali*`) or `any`; new ones that match are
     /// picked up while running.
     #[arg(
@@ -628,16 +773,16 @@ pub struct RunArgs {
     #[arg(long, env = "SHADOWTAP_RECORD")]
     pub record: Option<PathBuf>,
     /// How long to wait for copies in flight when stopping.
-    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
     /// Stop by itself after this long (default: run until SIGINT/SIGTERM).
-    #[arg(long, value_parser = parse_duration, env = "SHADOWTAP_DURATION")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, env = "SHADOWTAP_DURATION")]
     pub duration: Option<Duration>,
-    /// eBPF ring buffer size in bytes.
-    #[arg(long, default_value_t = 8 << 20, env = "SHADOWTAP_RING_BYTES")]
+    /// eBPF ring buffer size, up to 1GiB (rounded up to a power of two).
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = size_ring, env = "SHADOWTAP_RING_BYTES")]
     pub ring_bytes: usize,
-    /// libpcap kernel buffer size in bytes.
-    #[arg(long, default_value_t = 32 << 20, value_parser = clap::value_parser!(i32).range(1..), env = "SHADOWTAP_PCAP_BUFFER")]
+    /// libpcap kernel buffer size.
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = size_i32, env = "SHADOWTAP_PCAP_BUFFER")]
     pub pcap_buffer: i32,
     /// SO_MARK on the agent's own sockets, skipped by the classifier.
     #[arg(long, default_value_t = 0x5348_4144, env = "SHADOWTAP_OWN_MARK")]
@@ -683,6 +828,13 @@ mod tests {
             }
             if let Ok(d) = parse_positive_duration(&text) {
                 prop_assert!(!d.is_zero());
+            }
+            let _ = parse_size(&text);
+            if let Ok(n) = size_i32(&text) {
+                prop_assert!(n >= 1);
+            }
+            if let Ok(r) = parse_ports(&text) {
+                prop_assert!(r.first >= 1 && r.first <= r.last);
             }
             match text.parse::<Speed>() {
                 Ok(Speed::Factor(f)) => prop_assert!(Speed::FACTORS.contains(&f), "{f}"),
@@ -730,6 +882,91 @@ mod tests {
                 prop_assert!(!suffix.contains([':', '/', '@', ' ', '\r', '\n', '\0']));
             }
         }
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_plain_bytes() {
+        for (text, want) in [
+            ("65536", 65536),
+            ("0", 0),
+            ("64k", 64 << 10),
+            ("64K", 64 << 10),
+            ("64KB", 64 << 10),
+            ("64KiB", 64 << 10),
+            ("64 kib", 64 << 10),
+            ("8MiB", 8 << 20),
+            ("8m", 8 << 20),
+            ("256Mi", 256 << 20),
+            ("1G", 1 << 30),
+            ("1.5MiB", 3 << 19),
+            ("0.5k", 512),
+            ("2T", 2 << 40),
+            ("12B", 12),
+            ("16777216", 16 << 20),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "k",
+            "1e3",
+            "-1",
+            "+1",
+            "1.5",
+            "1..5k",
+            "1x",
+            "1 MiB B",
+            "0x10",
+            "1_000",
+            "18446744073709551616",
+            "16777216T",
+            "99999999999999999999999999999999999999999G",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+        assert!(size_usize("0").is_err());
+        assert_eq!(size_usize_or_zero("0"), Ok(0));
+        assert!(size_ring("2GiB").is_err());
+        assert_eq!(size_ring("1GiB"), Ok(1 << 30));
+        assert!(size_i32("2GiB").is_err());
+    }
+
+    #[test]
+    fn durations_take_units_and_bare_seconds() {
+        for (text, want) in [
+            ("500ms", Duration::from_millis(500)),
+            ("90s", Duration::from_secs(90)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("120", Duration::from_secs(120)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["1d", "h", "-1s", "1e400s", "NaN", "1 hour"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_positive_duration("0ms").is_err());
+    }
+
+    #[test]
+    fn ports_take_lists_ranges_and_listen_addresses() {
+        let r = |first, last| PortRange { first, last };
+        assert_eq!(parse_ports(":8080"), Ok(r(8080, 8080)));
+        assert_eq!(parse_ports(" 443 "), Ok(r(443, 443)));
+        assert_eq!(parse_ports("8000-8010"), Ok(r(8000, 8010)));
+        assert_eq!(parse_ports("1-65535"), Ok(r(1, 65535)));
+        for bad in [
+            "0", ":0", "0-10", "10-5", "65536", "http", "", "-", "8000-", "+80",
+        ] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            port_list(&[r(80, 80), r(8000, 8002), r(8001, 8001), r(443, 443)]),
+            [80, 8000, 8001, 8002, 443]
+        );
     }
 
     #[test]
