@@ -345,3 +345,198 @@ fn zero_where_it_makes_no_sense_and_overflow_are_one_line_with_exit_2() {
         assert_refused(&out, &format!("{flag} {value}"), &[flag, reason]);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Item 8: `config check --for`, its file from `--config`/`SHADOWTAP_CONFIG`, and
+// misspelt `SHADOWTAP_*` variables.
+
+#[test]
+fn config_check_validates_for_the_command_the_file_is_meant_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let replay_file = write(
+        dir.path(),
+        "replay.toml",
+        "target = \"https://127.0.0.1:1\"\nspeed = \"2x\"\nloop = 3\nengine = \"pcap\"\n",
+    );
+    let replay_file = replay_file.to_str().expect("utf8");
+    let out = shadowtap(&["config", "check", "--for", "replay", replay_file], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{replay_file}: ok for replay (1 target, ports any, speed 2x, loop 3); \
+             not used by replay: engine\n"
+        )
+    );
+    // The same file is not enough for `run` (no port), which is the default.
+    for args in [
+        &["config", "check", replay_file][..],
+        &["config", "check", "--for", "run", replay_file],
+    ] {
+        let out = shadowtap(args, &[]);
+        assert_refused(&out, "for run", &[replay_file, "run needs --port"]);
+    }
+    // `inspect` needs neither target nor port, and says what it does not use.
+    let out = shadowtap(&["config", "check", "--for", "inspect", replay_file], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        format!(
+            "{replay_file}: ok for inspect (ports any, format jsonl); not used by inspect: \
+             engine, loop, speed, target\n"
+        )
+    );
+    // A value wrong for `replay` is an error whatever the file is checked for.
+    let bad = write(dir.path(), "bad.toml", "speed = \"fast\"\n");
+    let bad = bad.to_str().expect("utf8");
+    for command in ["run", "replay", "inspect"] {
+        let out = shadowtap(&["config", "check", "--for", command, bad], &[]);
+        assert_refused(&out, command, &[bad, "key \"speed\""]);
+    }
+    let out = shadowtap(&["config", "check", "--for", "demo", replay_file], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // The file may be named by --config or SHADOWTAP_CONFIG instead.
+    let want = format!("{replay_file}: ok for replay (");
+    let out = shadowtap(
+        &[
+            "config",
+            "check",
+            "--for",
+            "replay",
+            "--config",
+            replay_file,
+        ],
+        &[],
+    );
+    assert!(
+        text(&out.stdout).starts_with(&want),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = shadowtap(
+        &[
+            "--config",
+            replay_file,
+            "config",
+            "check",
+            "--for",
+            "replay",
+        ],
+        &[],
+    );
+    assert!(
+        text(&out.stdout).starts_with(&want),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = shadowtap(
+        &["config", "check", "--for", "replay"],
+        &[("SHADOWTAP_CONFIG", replay_file)],
+    );
+    assert!(
+        text(&out.stdout).starts_with(&want),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = shadowtap(&["config", "check"], &[]);
+    assert_refused(
+        &out,
+        "no file",
+        &["config check needs a file", "SHADOWTAP_CONFIG"],
+    );
+}
+
+/// The warning lines of stderr that name `name`.
+fn warnings_about<'a>(stderr: &'a str, name: &str) -> Vec<&'a str> {
+    stderr
+        .lines()
+        .filter(|l| l.contains(name) && l.contains("WARN"))
+        .collect()
+}
+
+#[test]
+fn misspelt_variables_are_warned_about_with_the_closest_name() {
+    let cap = capture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "ok.toml",
+        "target = \"https://127.0.0.1:1\"\nport = [8000]\n",
+    );
+    let file = file.to_str().expect("utf8");
+
+    // `config check`: still ok (the variable is ignored), one warning naming both.
+    let out = shadowtap(
+        &["config", "check", file],
+        &[("SHADOWTAP_PRECENT", "5"), ("SHADOWTAP_PERCENT", "50")],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let w = warnings_about(&stderr, "SHADOWTAP_PRECENT");
+    assert_eq!(w.len(), 1, "{stderr}");
+    assert!(w[0].contains("did you mean SHADOWTAP_PERCENT?"), "{stderr}");
+    assert!(!stderr.contains("SHADOWTAP_PERCENT is"), "{stderr}");
+
+    // At the start of inspect and replay too; nothing for a correct environment.
+    let out = shadowtap(
+        &["inspect", &cap],
+        &[("SHADOWTAP_MAX_BODDY", "1k"), ("SHADOWTAP_FORMAT", "jsonl")],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let w = warnings_about(&stderr, "SHADOWTAP_MAX_BODDY");
+    assert_eq!(w.len(), 1, "{stderr}");
+    assert!(
+        w[0].contains("did you mean SHADOWTAP_MAX_BODY?"),
+        "{stderr}"
+    );
+    let out = shadowtap(&["inspect", &cap], &[("SHADOWTAP_FORMAT", "jsonl")]);
+    assert!(!text(&out.stderr).contains("WARN"), "{}", text(&out.stderr));
+
+    let target = RecordingServer::start(Behaviour::Answer);
+    let out = shadowtap(
+        &["--log-format", "json", "replay", &cap, "--speed", "max"],
+        &[
+            ("SHADOWTAP_TARGETS", "http://127.0.0.1:1"),
+            ("SHADOWTAP_TARGET", &target.url()),
+            (
+                "SHADOWTAP_REDACT_HEADER",
+                "authorization,cookie,proxy-authorization",
+            ),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("SHADOWTAP_TARGETS"))
+        .unwrap_or_else(|| panic!("no warning: {stderr}"));
+    let json: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+    assert_eq!(json["level"], "WARN", "{line}");
+    assert!(line.contains("did you mean SHADOWTAP_TARGET?"), "{line}");
+
+    // `run` warns before it opens anything (here it then fails: no such interface).
+    let out = shadowtap(
+        &[
+            "run",
+            "--port",
+            "8080",
+            "--target",
+            "http://127.0.0.1:1",
+            "--iface",
+            "nosuch0",
+            "--engine",
+            "pcap",
+            "--admin-addr",
+            "off",
+            "--duration",
+            "1s",
+        ],
+        &[("SHADOWTAP_PROT", "8080")],
+    );
+    let stderr = text(&out.stderr);
+    let w = warnings_about(&stderr, "SHADOWTAP_PROT");
+    assert_eq!(w.len(), 1, "{stderr}");
+    assert!(w[0].contains("did you mean SHADOWTAP_PORT?"), "{stderr}");
+}

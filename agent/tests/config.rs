@@ -448,7 +448,8 @@ fn config_check_reports_ok_on_one_line_and_warns_about_clear_credentials() {
     assert_eq!(
         text(&out.stdout),
         format!(
-            "{file}: ok (2 targets, ports 80,8080, interfaces veth*, engine pcap, admin off)\n"
+            "{file}: ok (2 targets, ports 80,8080, interfaces veth*, engine pcap, admin off); \
+             not used by run: speed\n"
         )
     );
     // Nothing redacted and an http:// target: one warning naming the three headers.

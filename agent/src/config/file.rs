@@ -176,7 +176,14 @@ where
     let origins = origins(&Cli::command(), sub, sub_matches, &from_file);
     let file = config.map_or_else(String::new, |p| format!("{}: ", p.display()));
     check_required(&file, sub, sub_matches)?;
-    let cli = Cli::from_arg_matches(&matches).map_err(|e| clap_error(e, &argv))?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| clap_error(e, &argv))?;
+    // `config check` takes its file as an argument or as the --config file, which is
+    // never read as options for it.
+    if let Sub::Config(super::ConfigCommand::Check(check)) = &mut cli.command {
+        if check.file.is_none() {
+            check.file.clone_from(&cli.config);
+        }
+    }
     let resolved = Resolved { cli, origins };
     check_combinations(&resolved)?;
     Ok(resolved)
@@ -304,8 +311,8 @@ fn unknown(path: &str, key: &str) -> LoadError {
     }
 }
 
-/// Levenshtein distance, for suggesting the key that was meant.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance, for suggesting the key (or variable) that was meant.
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -3,9 +3,11 @@
 //! merges them), and its value parser is the only validation of its value. The
 //! reference table in the README is generated from these definitions (`reference.rs`).
 
+mod check;
 mod file;
 mod reference;
 
+pub use check::{check, unknown_variables, warn_unknown_variables, CheckError, CheckFor};
 pub use file::{load, resolve, LoadError, Origin, Resolved};
 pub use reference::reference_markdown;
 
@@ -70,15 +72,37 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a TOML file as `run` would read it (with SHADOWTAP_* variables), without
-    /// capturing or connecting: one line, exit code 0 when it is usable, 2 when not.
-    Check {
-        /// The TOML file.
-        file: PathBuf,
-    },
+    /// Validate a TOML file as `run` (or `--for replay|inspect`) would read it, with the
+    /// SHADOWTAP_* variables, without capturing or connecting: one line, exit code 0 when
+    /// it is usable, 2 when not; misspelt SHADOWTAP_* variables are warned about.
+    Check(CheckArgs),
     /// Print the options of `run`, `replay` and `inspect` as a markdown table (flag,
     /// environment variable, TOML key, default).
     Reference,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The TOML file; default the --config file (or SHADOWTAP_CONFIG).
+    pub file: Option<PathBuf>,
+    /// The command the file is meant for: its required options must be there, and the
+    /// summary shows what that command would use.
+    #[arg(long = "for", value_enum, default_value = "run")]
+    pub command: CheckFor,
+}
+
+impl CheckArgs {
+    /// The line `config check` prints for a usable file.
+    pub fn run(&self) -> Result<String, CheckError> {
+        let file = self.file.as_deref().ok_or_else(|| {
+            LoadError::Flag(
+                "config check needs a file: `shadowtap config check FILE`, --config FILE or \
+                 SHADOWTAP_CONFIG"
+                    .into(),
+            )
+        })?;
+        check(file, self.command)
+    }
 }
 
 #[derive(Debug, Args)]
