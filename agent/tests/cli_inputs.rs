@@ -540,3 +540,216 @@ fn misspelt_variables_are_warned_about_with_the_closest_name() {
     assert_eq!(w.len(), 1, "{stderr}");
     assert!(w[0].contains("did you mean SHADOWTAP_PORT?"), "{stderr}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Item 13: `--help` grouped, `-h` short, examples that parse.
+
+fn help(args: &[&str]) -> String {
+    let out = shadowtap(args, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{args:?}: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+/// The examples at the end of a help text: the lines after `Examples:` (or `Example:`)
+/// indented by two, with `\` continuations joined.
+fn examples(help: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut continued = false;
+    let mut in_examples = false;
+    for line in help.lines() {
+        if line == "Examples:" || line == "Example:" {
+            in_examples = true;
+            continue;
+        }
+        if !in_examples {
+            continue;
+        }
+        if !line.starts_with("  ") {
+            in_examples = false;
+            continue;
+        }
+        let body = line.trim();
+        let (body, more) = match body.strip_suffix('\\') {
+            Some(b) => (b.trim_end(), true),
+            None => (body, false),
+        };
+        match out.last_mut() {
+            Some(last) if continued => {
+                last.push(' ');
+                last.push_str(body);
+            }
+            _ => out.push(body.to_string()),
+        }
+        continued = more;
+    }
+    out
+}
+
+/// A shell line split into words: whitespace separates, single quotes group; `sudo` and
+/// a trailing redirection are left out (the shell's, not shadowtap's).
+fn words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for c in line.chars() {
+        match c {
+            '\'' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(cur);
+    }
+    assert!(!quoted, "unclosed quote in {line:?}");
+    if words.first().map(String::as_str) == Some("sudo") {
+        words.remove(0);
+    }
+    if let Some(at) = words.iter().position(|w| w.starts_with('>')) {
+        words.truncate(at);
+    }
+    words
+}
+
+#[test]
+fn help_is_grouped_short_on_h_and_its_examples_parse() {
+    // `run -h` fits a 24x80-ish screen; every `-h` keeps to 80 columns.
+    let short = help(&["run", "-h"]);
+    let lines = short.lines().count();
+    assert!(lines <= 40, "run -h is {lines} lines:\n{short}");
+    for args in [
+        &["-h"][..],
+        &["run", "-h"],
+        &["replay", "-h"],
+        &["inspect", "-h"],
+        &["config", "-h"],
+        &["config", "check", "-h"],
+        &["run", "--help"],
+    ] {
+        let text = help(args);
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= 80,
+                "{args:?}: wider than 80: {line:?}"
+            );
+        }
+    }
+    for flag in [
+        "--port",
+        "--iface",
+        "--target",
+        "--percent",
+        "--redact-header",
+    ] {
+        assert!(short.contains(flag), "run -h lacks {flag}:\n{short}");
+    }
+    assert!(
+        !short.contains("--max-flows"),
+        "run -h is not short:\n{short}"
+    );
+    assert!(!short.contains("[env:"), "{short}");
+
+    // The long form has every option, under its heading.
+    let long = help(&["run", "--help"]);
+    assert!(long.lines().count() > 2 * lines, "{long}");
+    let cmd = <shadowtap::config::Cli as clap::CommandFactory>::command();
+    let run = cmd.find_subcommand("run").expect("run");
+    for long_flag in run.get_arguments().filter_map(clap::Arg::get_long) {
+        assert!(
+            long.contains(&format!("--{long_flag}")),
+            "run --help lacks --{long_flag}"
+        );
+    }
+    for (args, headings) in [
+        (
+            &["run", "--help"][..],
+            &["Capture:", "Target:", "Sampling:", "Limits:", "Output:"][..],
+        ),
+        (
+            &["replay", "--help"],
+            &["Input:", "Target:", "Sampling:", "Limits:", "Output:"],
+        ),
+        (&["inspect", "--help"], &["Input:", "Limits:", "Output:"]),
+    ] {
+        let text = help(args);
+        let mut at = 0;
+        for heading in headings {
+            let found = text
+                .lines()
+                .position(|l| l == *heading)
+                .unwrap_or_else(|| panic!("{args:?}: no heading {heading}:\n{text}"));
+            assert!(found >= at, "{args:?}: {heading} out of order");
+            at = found;
+        }
+    }
+    // The heading of an option is where a person looks for it.
+    let section = |text: &str, heading: &str| -> String {
+        text.lines()
+            .skip_while(|l| *l != heading)
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with(' '))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    for (heading, flag) in [
+        ("Capture:", "--iface"),
+        ("Target:", "--target "),
+        ("Sampling:", "--percent"),
+        ("Limits:", "--max-body"),
+        ("Output:", "--admin-addr"),
+    ] {
+        assert!(
+            section(&long, heading).contains(flag),
+            "{flag} not under {heading}"
+        );
+    }
+
+    // Every command ends with examples, 3 to 5 in the long form, and each one parses
+    // into a usable configuration (required options there, values valid).
+    for (args, range) in [
+        (&[][..], 3..=5),
+        (&["run"], 3..=5),
+        (&["replay"], 3..=5),
+        (&["inspect"], 3..=5),
+        (&["config"], 3..=5),
+        (&["config", "check"], 3..=5),
+        (&["demo"], 1..=1),
+    ] {
+        for form in ["-h", "--help"] {
+            let text = help(&[args, &[form]].concat());
+            let found = examples(&text);
+            assert!(!found.is_empty(), "{args:?} {form}: no examples:\n{text}");
+            if form == "--help" {
+                assert!(
+                    range.contains(&found.len()),
+                    "{args:?}: {} examples",
+                    found.len()
+                );
+            }
+            for example in &found {
+                let argv = words(example);
+                assert_eq!(argv[0], "shadowtap", "{example}");
+                if let Err(e) = shadowtap::config::resolve(&argv) {
+                    panic!("{args:?} {form}: example {example:?} does not parse: {e}");
+                }
+            }
+        }
+    }
+}

@@ -199,7 +199,7 @@ fn relaxed_command() -> Command {
             a
         }
     };
-    let mut cmd = Cli::command();
+    let mut cmd = super::help_command();
     for sub in FILE_SUBCOMMANDS {
         cmd = cmd.mut_subcommand(sub, |s| s.mut_args(relax));
     }
@@ -526,7 +526,7 @@ fn check_combinations(r: &Resolved) -> Result<(), LoadError> {
 fn clap_error(e: clap::Error, argv: &[OsString]) -> LoadError {
     if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         // Help from the strict command, which marks the required options.
-        return match Cli::command().try_get_matches_from(argv) {
+        return match super::help_command().try_get_matches_from(argv) {
             Err(strict) if strict.kind() == e.kind() => LoadError::Display(strict),
             _ => LoadError::Display(e),
         };

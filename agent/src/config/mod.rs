@@ -29,15 +29,30 @@ use crate::sample::{Percent, SampleBy};
 #[command(
     name = "shadowtap",
     version,
-    about = "Shadow live HTTP/1.1 traffic to a test target, off the live path"
+    about = "Shadow live HTTP/1.1 traffic to a test target, off the live path",
+    after_help = EXAMPLES_TOP,
+    after_long_help = concat!(
+        "Examples:\n",
+        "  shadowtap demo\n",
+        "  shadowtap inspect capture.pcapng --format table\n",
+        "  shadowtap replay capture.pcapng --target http://staging-gw:8080 --speed 2x\n",
+        "  sudo shadowtap run --port 8080 --target http://staging-gw:8080 --percent 5\n",
+        "  shadowtap config check --for replay replay.toml\n",
+        "\n",
+        "`shadowtap COMMAND --help` shows a command's options and examples.",
+    )
 )]
 pub struct Cli {
-    /// TOML file of options: each key is a long flag name (`percent = 10`); flags and
-    /// SHADOWTAP_* variables override it.
+    /// TOML file of options (keys are long flag names)
+    ///
+    /// Each key is a long flag name (`percent = 10`); flags and SHADOWTAP_* variables
+    /// override it.
     #[arg(long, global = true, value_name = "FILE", env = "SHADOWTAP_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format (level from RUST_LOG, default info).
     #[arg(
+        help_heading = "Output",
+        hide_short_help = true,
         long,
         global = true,
         value_enum,
@@ -58,26 +73,120 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the HTTP requests found in capture files (no network).
+    #[command(after_help = EXAMPLES_INSPECT, after_long_help = EXAMPLES_INSPECT_LONG)]
     Inspect(InspectArgs),
     /// Replay the requests of capture files to targets, with their original timing.
+    #[command(after_help = EXAMPLES_REPLAY, after_long_help = EXAMPLES_REPLAY_LONG)]
     Replay(Box<ReplayArgs>),
     /// Capture live traffic on this host and shadow it (eBPF or libpcap).
+    #[command(after_help = EXAMPLES_RUN, after_long_help = EXAMPLES_RUN_LONG)]
     Run(Box<RunArgs>),
     /// Replay the bundled capture into a local recording target and show what arrived.
+    #[command(after_help = "Example:\n  shadowtap demo")]
     Demo,
     /// Check a configuration file, or print the reference of every option.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = EXAMPLES_CONFIG)]
     Config(ConfigCommand),
+}
+
+// Each command's help ends with examples people can run as they are (a test parses
+// every one). `-h` shows the first three and points to `--help`; `--help` shows all,
+// and how every option is also a variable and a file key.
+
+const EXAMPLES_TOP: &str = "Examples:
+  shadowtap demo
+  shadowtap replay capture.pcapng --target http://staging-gw:8080 --speed 2x
+  sudo shadowtap run --port 8080 --target http://staging-gw:8080 --percent 5
+";
+
+const EXAMPLES_RUN: &str = "Examples:
+  sudo shadowtap run --port 8080 --target http://staging-gw:8080 --percent 5
+  sudo shadowtap run --port 80,443 --iface 'veth*' --target http://stage:80
+  sudo shadowtap run --port 8000-8010 --target http://stage:8000 --duration 5m
+More options and examples: --help";
+
+const EXAMPLES_RUN_LONG: &str = "Examples:
+  sudo shadowtap run --port 8080 --target http://staging-gw:8080 --percent 5
+  sudo shadowtap run --port 80,443 --iface 'veth*' --target http://stage:80
+  sudo shadowtap run --port 8000-8010 --target http://stage:8000 --duration 5m
+  sudo shadowtap run --port :8080 --target http://stage:8080 --engine pcap \\
+      --redact-header authorization,cookie --record /tmp/seen.pcapng
+  sudo shadowtap run --port 80 --target http://a:80@50 --target http://b:80@1
+
+Every option is also a SHADOWTAP_* variable (--max-body: SHADOWTAP_MAX_BODY) \
+and a key of the --config file (max-body = \"8MiB\"); flags beat variables, which \
+beat the file. Sizes take k, M, G (powers of 1024); durations ms, s, m, h (a bare \
+number is seconds).";
+
+const EXAMPLES_REPLAY: &str = "Examples:
+  shadowtap replay capture.pcapng --target http://staging-gw:8080
+  shadowtap replay dump.pcap --port 8080 --speed 2x --target http://stage@10
+  shadowtap replay a.pcap b.pcapng --speed max --loop 3 --target https://stage
+More options and examples: --help";
+
+const EXAMPLES_REPLAY_LONG: &str = "Examples:
+  shadowtap replay capture.pcapng --target http://staging-gw:8080
+  shadowtap replay dump.pcap --port 8080 --speed 2x --target http://stage@10
+  shadowtap replay a.pcap b.pcapng --speed max --loop 3 --target https://stage
+  shadowtap replay dump.pcap --target http://a:8000@50 --target http://b:8000@5
+
+Every option is also a SHADOWTAP_* variable (--max-body: SHADOWTAP_MAX_BODY) \
+and a key of the --config file (max-body = \"8MiB\"); flags beat variables, which \
+beat the file. Sizes take k, M, G (powers of 1024); durations ms, s, m, h (a bare \
+number is seconds).";
+
+const EXAMPLES_INSPECT: &str = "Examples:
+  shadowtap inspect capture.pcapng --format table
+  shadowtap inspect capture.pcap --port 8080 > requests.jsonl
+  shadowtap inspect capture.pcapng --port 8000-8010 --max-body 64MiB
+More options: --help";
+
+const EXAMPLES_INSPECT_LONG: &str = "Examples:
+  shadowtap inspect capture.pcapng --format table
+  shadowtap inspect capture.pcap --port 8080 > requests.jsonl
+  shadowtap inspect capture.pcapng --port 8000-8010 --max-body 64MiB
+
+Every option is also a SHADOWTAP_* variable (--max-body: SHADOWTAP_MAX_BODY) \
+and a key of the --config file (max-body = \"8MiB\"); flags beat variables, which \
+beat the file. Sizes take k, M, G (powers of 1024); durations ms, s, m, h (a bare \
+number is seconds).";
+
+const EXAMPLES_CONFIG: &str = "Examples:
+  shadowtap config check /etc/shadowtap/config.toml
+  shadowtap config check --for replay replay.toml
+  shadowtap --config /etc/shadowtap/config.toml config check --for run
+  shadowtap config reference > options.md";
+
+const EXAMPLES_CONFIG_CHECK: &str = "Examples:
+  shadowtap config check /etc/shadowtap/config.toml
+  shadowtap config check --for replay replay.toml
+  shadowtap config check --for inspect --config inspect.toml";
+
+/// The command as its help shows it: lines of at most 80 columns (a terminal's), and
+/// no `[env: ...]` after every option (the long help says once how variables are named;
+/// `config reference` lists them), so that `run -h` fits a screen.
+pub(crate) fn help_command() -> clap::Command {
+    fn adjust(cmd: clap::Command) -> clap::Command {
+        cmd.max_term_width(80)
+            .mut_args(|a| a.hide_env(true))
+            .mut_subcommands(adjust)
+    }
+    adjust(<Cli as clap::CommandFactory>::command())
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a TOML file as `run` (or `--for replay|inspect`) would read it, with the
-    /// SHADOWTAP_* variables, without capturing or connecting: one line, exit code 0 when
-    /// it is usable, 2 when not; misspelt SHADOWTAP_* variables are warned about.
+    /// Validate a TOML file for run, replay or inspect
+    ///
+    /// Reads the file as `run` (or `--for replay|inspect`) would, with the SHADOWTAP_*
+    /// variables, without capturing or connecting: one line, exit code 0 when it is
+    /// usable, 2 when not; misspelt SHADOWTAP_* variables are warned about.
+    #[command(after_help = EXAMPLES_CONFIG_CHECK)]
     Check(CheckArgs),
-    /// Print the options of `run`, `replay` and `inspect` as a markdown table (flag,
-    /// environment variable, TOML key, default).
+    /// Print every option as a markdown table
+    ///
+    /// The options of `run`, `replay` and `inspect`: flag, environment variable, TOML
+    /// key, default.
     Reference,
 }
 
@@ -110,46 +219,53 @@ pub struct InspectArgs {
     /// pcap or pcapng files, read in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Server ports to look at: `8080`, `80,443`, `8000-8010`; by default any port,
-    /// requests are found by content.
-    #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
+    /// Server ports: 8080, 80,443, 8000-8010 (default any)
+    ///
+    /// By default any port: requests are found by content. `:8080` also works.
+    #[arg(help_heading = "Input", long, value_name = "PORTS", value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
     pub port: Vec<PortRange>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "jsonl", env = "SHADOWTAP_FORMAT")]
-    pub format: InspectFormat,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Output format.
+    #[arg(
+        help_heading = "Output",
+        long,
+        value_enum,
+        default_value = "jsonl",
+        env = "SHADOWTAP_FORMAT"
+    )]
+    pub format: InspectFormat,
 }
 
 /// Memory caps of the capture side.
 #[derive(Clone, Debug, Args)]
 pub struct LimitArgs {
     /// Most TCP connections tracked at once; the least recently active is evicted past it.
-    #[arg(long, default_value_t = 50_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, default_value_t = 50_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
     pub max_flows: usize,
     /// Out-of-order bytes buffered per stream direction.
-    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = size_usize, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "1MiB", value_parser = size_usize, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
     pub max_stream_buffer: usize,
     /// Out-of-order bytes buffered over all streams; the same cap again for the bytes
     /// of requests being framed (heads being read, bodies in progress).
-    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = size_usize, env = "SHADOWTAP_MAX_BUFFER")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "16MiB", value_parser = size_usize, env = "SHADOWTAP_MAX_BUFFER")]
     pub max_buffer: usize,
     /// Largest request head (request line and headers).
-    #[arg(long, value_name = "SIZE", default_value = "64KiB", value_parser = size_usize, env = "SHADOWTAP_MAX_HEAD")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "64KiB", value_parser = size_usize, env = "SHADOWTAP_MAX_HEAD")]
     pub max_head: usize,
     /// Largest request body; larger requests count as `too_large` (0: only requests
     /// without a body are copied).
-    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = size_usize_or_zero, env = "SHADOWTAP_MAX_BODY")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "8MiB", value_parser = size_usize_or_zero, env = "SHADOWTAP_MAX_BODY")]
     pub max_body: usize,
     /// Time without a packet after which a connection is dropped (a bare number is
     /// seconds).
-    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_positive_duration, env = "SHADOWTAP_IDLE_TIMEOUT")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "DURATION", default_value = "120s", value_parser = parse_positive_duration, env = "SHADOWTAP_IDLE_TIMEOUT")]
     pub idle_timeout: Duration,
     /// How long (packet time) a hole in a stream may stay open before it is given up
     /// and what follows it is delivered after a gap. Covers a retransmit after a real
     /// loss (RTO >= 200 ms); a capture that lost a packet for good (ring overflow)
     /// holds that stream's bytes this long.
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_HOLE_TIMEOUT")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_HOLE_TIMEOUT")]
     pub hole_timeout: Duration,
 }
 
@@ -179,10 +295,13 @@ impl LimitArgs {
 /// Where shadow copies go and which ones: shared by `replay` and `run`.
 #[derive(Clone, Debug, Args)]
 pub struct ShadowArgs {
-    /// Target to send copies to, `http(s)://host[:port][@PERCENT]`; repeat for several
-    /// targets, each sampled on its own. Only says where to connect: Host is kept
-    /// (with the suffix) and so is the request's path (a URL with a path is refused).
+    /// Where copies go: http(s)://host[:port][@PERCENT]
+    ///
+    /// Repeat for several targets, each sampled on its own. Only says where to connect:
+    /// Host is kept (with the suffix) and so is the request's path (a URL with a path is
+    /// refused).
     #[arg(
+        help_heading = "Target",
         long = "target",
         value_name = "URL[@PERCENT]",
         required = true,
@@ -191,63 +310,84 @@ pub struct ShadowArgs {
         env = "SHADOWTAP_TARGET"
     )]
     pub targets: Vec<String>,
-    /// Share of requests each target gets unless its URL says `@PERCENT`: 0 to 100,
-    /// decimals allowed (0.0001 steps).
-    #[arg(long, default_value = "100", env = "SHADOWTAP_PERCENT")]
+    /// Share of requests copied: 0 to 100
+    ///
+    /// Each target gets this share unless its URL says `@PERCENT`; decimals allowed (0.0001
+    /// steps).
+    #[arg(
+        help_heading = "Sampling",
+        long,
+        default_value = "100",
+        env = "SHADOWTAP_PERCENT"
+    )]
     pub percent: Percent,
+    /// Keep or skip per request, connection or header:NAME
+    ///
     /// What a sampling decision is keyed on: `request` (independent draw), `connection`
     /// (whole connections) or `header:NAME` (whole keys, consistent hash).
-    #[arg(long, default_value = "request", env = "SHADOWTAP_SAMPLE_BY")]
+    #[arg(
+        help_heading = "Sampling",
+        long,
+        default_value = "request",
+        env = "SHADOWTAP_SAMPLE_BY"
+    )]
     pub sample_by: SampleBy,
     /// Appended to the Host value before its port; empty keeps Host as sent.
-    #[arg(long, default_value = "-shadow", value_parser = check_suffix, env = "SHADOWTAP_SHADOW_SUFFIX")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, default_value = "-shadow", value_parser = check_suffix, env = "SHADOWTAP_SHADOW_SUFFIX")]
     pub shadow_suffix: String,
     /// Only shadow these methods (repeatable); default all.
-    #[arg(long, value_delimiter = ',', value_parser = check_method, env = "SHADOWTAP_ALLOW_METHOD")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_delimiter = ',', value_parser = check_method, env = "SHADOWTAP_ALLOW_METHOD")]
     pub allow_method: Vec<String>,
     /// Only shadow requests whose path and query match one of these regexes.
-    #[arg(long, value_parser = check_regex, env = "SHADOWTAP_ALLOW_PATH")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_parser = check_regex, env = "SHADOWTAP_ALLOW_PATH")]
     pub allow_path: Vec<String>,
     /// Never shadow requests whose path and query match one of these regexes.
-    #[arg(long, value_parser = check_regex, env = "SHADOWTAP_DENY_PATH")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_parser = check_regex, env = "SHADOWTAP_DENY_PATH")]
     pub deny_path: Vec<String>,
     /// Only shadow requests with a header matching `NAME:REGEX` (all must hold).
-    #[arg(long, value_name = "NAME:REGEX", value_parser = check_header_rule, env = "SHADOWTAP_ALLOW_HEADER")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_name = "NAME:REGEX", value_parser = check_header_rule, env = "SHADOWTAP_ALLOW_HEADER")]
     pub allow_header: Vec<String>,
     /// Set a header on every copy, `NAME:VALUE` (replaces the client's).
-    #[arg(long, value_name = "NAME:VALUE", value_parser = check_set_header, env = "SHADOWTAP_SET_HEADER")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "NAME:VALUE", value_parser = check_set_header, env = "SHADOWTAP_SET_HEADER")]
     pub set_header: Vec<String>,
     /// Remove a header from every copy.
-    #[arg(long, value_delimiter = ',', value_parser = check_remove_header, env = "SHADOWTAP_REMOVE_HEADER")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "NAME", value_delimiter = ',', value_parser = check_remove_header, env = "SHADOWTAP_REMOVE_HEADER")]
     pub remove_header: Vec<String>,
-    /// Replace a header's value by `REDACTED` before the copy leaves the node (e.g.
+    /// Send this header as REDACTED (e.g. Cookie)
+    ///
+    /// Replaces the header's value by `REDACTED` before the copy leaves the node (e.g.
     /// Authorization, Cookie). Nothing is redacted unless listed here.
-    #[arg(long, value_delimiter = ',', value_parser = check_redact_header, env = "SHADOWTAP_REDACT_HEADER")]
+    #[arg(help_heading = "Target", long, value_name = "NAME", value_delimiter = ',', value_parser = check_redact_header, env = "SHADOWTAP_REDACT_HEADER")]
     pub redact_header: Vec<String>,
     /// Most copies per second per target; the rest count as `rate_limited`.
-    #[arg(long, value_parser = check_max_rps, env = "SHADOWTAP_MAX_RPS")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_parser = check_max_rps, env = "SHADOWTAP_MAX_RPS")]
     pub max_rps: Option<f64>,
     /// Connect deadline (`2s`, `500ms`).
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_CONNECT_TIMEOUT")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_CONNECT_TIMEOUT")]
     pub connect_timeout: Duration,
     /// Deadline for a whole response head after the request is sent.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration, env = "SHADOWTAP_REQUEST_TIMEOUT")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration, env = "SHADOWTAP_REQUEST_TIMEOUT")]
     pub request_timeout: Duration,
     /// Copies in flight at once per target.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_MAX_IN_FLIGHT")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_MAX_IN_FLIGHT")]
     pub max_in_flight: u32,
     /// Copies waiting per target; past it they count as `queue_full`.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_QUEUE_LEN")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_QUEUE_LEN")]
     pub queue_len: u32,
     /// Memory held by copies queued or in flight per target (buffers as allocated); past
     /// it copies count as `queue_full`.
-    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = size_u64, env = "SHADOWTAP_MAX_QUEUE_BYTES")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "64MiB", value_parser = size_u64, env = "SHADOWTAP_MAX_QUEUE_BYTES")]
     pub max_queue_bytes: u64,
     /// Extra CA certificates (PEM) for https targets.
-    #[arg(long, value_name = "FILE", value_parser = check_readable_file, env = "SHADOWTAP_TARGET_CA")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "FILE", value_parser = check_readable_file, env = "SHADOWTAP_TARGET_CA")]
     pub target_ca: Option<PathBuf>,
     /// Do not verify https targets' certificates.
-    #[arg(long, env = "SHADOWTAP_INSECURE")]
+    #[arg(
+        help_heading = "Target",
+        hide_short_help = true,
+        long,
+        env = "SHADOWTAP_INSECURE"
+    )]
     pub insecure: bool,
 }
 
@@ -756,18 +896,27 @@ pub struct ReplayArgs {
     /// pcap or pcapng files, replayed in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Server ports whose requests are replayed: `8080`, `80,443`, `8000-8010`; default
-    /// any port.
-    #[arg(long, value_name = "PORTS", value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
+    /// Server ports: 8080, 80,443, 8000-8010 (default any)
+    ///
+    /// Only requests to these ports are replayed; by default any port. `:8080` also works.
+    #[arg(help_heading = "Input", long, value_name = "PORTS", value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
     pub port: Vec<PortRange>,
-    /// Pace: original inter-arrival times scaled (`1x`, `2x`, `0.5x`) or `max`.
-    #[arg(long, default_value = "1x", env = "SHADOWTAP_SPEED")]
+    /// Pace: 1x, 2x, 0.5x (of the original) or max
+    ///
+    /// The capture's inter-arrival times scaled by this factor, or `max`: as fast as the
+    /// targets answer.
+    #[arg(
+        help_heading = "Input",
+        long,
+        default_value = "1x",
+        env = "SHADOWTAP_SPEED"
+    )]
     pub speed: Speed,
     /// Replay the files this many times.
-    #[arg(long = "loop", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_LOOP")]
+    #[arg(help_heading = "Input", long = "loop", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_LOOP")]
     pub loops: u32,
     /// How long to wait for copies still in flight at the end.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
     #[command(flatten)]
     pub shadow: ShadowArgs,
@@ -777,12 +926,17 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Server ports to watch: `8080`, `80,443`, `8000-8010`.
-    #[arg(long, value_name = "PORTS", required = true, value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
+    /// Server ports: 8080, 80,443 or 8000-8010
+    ///
+    /// `:8080` also works.
+    #[arg(help_heading = "Capture", long, value_name = "PORTS", required = true, value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
     pub port: Vec<PortRange>,
-    /// Interfaces: names, globs (`veth*`, `cali*`) or `any`; new ones that match are
-    /// picked up while running.
+    /// Interfaces: names, globs (veth*) or any
+    ///
+    /// Names, globs (`veth*`, `cali*`) or `any`; new ones that match are picked up while
+    /// running.
     #[arg(
+        help_heading = "Capture",
         long,
         default_value = "any",
         value_delimiter = ',',
@@ -791,30 +945,55 @@ pub struct RunArgs {
     )]
     pub iface: Vec<String>,
     /// Capture engine.
-    #[arg(long, value_enum, default_value = "auto", env = "SHADOWTAP_ENGINE")]
+    #[arg(
+        help_heading = "Capture",
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "SHADOWTAP_ENGINE"
+    )]
     pub engine: crate::live::Engine,
-    /// Also write what is captured to this pcapng file.
-    #[arg(long, env = "SHADOWTAP_RECORD")]
-    pub record: Option<PathBuf>,
-    /// How long to wait for copies in flight when stopping.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
-    pub drain_timeout: Duration,
-    /// Stop by itself after this long (default: run until SIGINT/SIGTERM).
-    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration, env = "SHADOWTAP_DURATION")]
+    /// Stop after this long (default: at SIGINT/SIGTERM)
+    #[arg(help_heading = "Capture", long, value_name = "DURATION", value_parser = parse_positive_duration, env = "SHADOWTAP_DURATION")]
     pub duration: Option<Duration>,
     /// eBPF ring buffer size, up to 1GiB (rounded up to a power of two).
-    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = size_ring, env = "SHADOWTAP_RING_BYTES")]
+    #[arg(help_heading = "Capture", hide_short_help = true, long, value_name = "SIZE", default_value = "8MiB", value_parser = size_ring, env = "SHADOWTAP_RING_BYTES")]
     pub ring_bytes: usize,
     /// libpcap kernel buffer size.
-    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = size_i32, env = "SHADOWTAP_PCAP_BUFFER")]
+    #[arg(help_heading = "Capture", hide_short_help = true, long, value_name = "SIZE", default_value = "32MiB", value_parser = size_i32, env = "SHADOWTAP_PCAP_BUFFER")]
     pub pcap_buffer: i32,
     /// SO_MARK on the agent's own sockets, skipped by the classifier.
-    #[arg(long, default_value_t = 0x5348_4144, env = "SHADOWTAP_OWN_MARK")]
+    #[arg(
+        help_heading = "Capture",
+        hide_short_help = true,
+        long,
+        default_value_t = 0x5348_4144,
+        env = "SHADOWTAP_OWN_MARK"
+    )]
     pub own_mark: u32,
-    /// Admin HTTP server (/metrics, /healthz, /readyz): `IP:PORT`, or `off`.
+    #[command(flatten)]
+    pub shadow: ShadowArgs,
+    /// How long to wait for copies in flight when stopping.
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Also write what is captured to this pcapng file.
+    #[arg(
+        help_heading = "Output",
+        hide_short_help = true,
+        long,
+        value_name = "FILE",
+        env = "SHADOWTAP_RECORD"
+    )]
+    pub record: Option<PathBuf>,
+    /// Admin server (/metrics, /healthz): IP:PORT or off
+    ///
+    /// Serves /metrics, /healthz and /readyz: `IP:PORT`, or `off` for none.
     // Fully qualified so that clap takes the whole `Option` from the value parser
     // (`off` is `None`) instead of treating the option as optional.
     #[arg(
+        help_heading = "Output",
         long,
         value_name = "ADDR|off",
         default_value = "127.0.0.1:9477",
@@ -822,10 +1001,6 @@ pub struct RunArgs {
         env = "SHADOWTAP_ADMIN_ADDR"
     )]
     pub admin_addr: ::std::option::Option<SocketAddr>,
-    #[command(flatten)]
-    pub shadow: ShadowArgs,
-    #[command(flatten)]
-    pub limits: LimitArgs,
 }
 
 #[cfg(test)]
