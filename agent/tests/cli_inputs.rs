@@ -516,6 +516,20 @@ fn misspelt_variables_are_warned_about_with_the_closest_name() {
     assert_eq!(json["level"], "WARN", "{line}");
     assert!(line.contains("did you mean SHADOWTAP_TARGET?"), "{line}");
 
+    // A misspelt required option is named in the error that it is missing.
+    let out = shadowtap(
+        &["replay", &cap, "--speed", "max"],
+        &[("SHADOWTAP_TARGETS", &target.url())],
+    );
+    assert_refused(
+        &out,
+        "typo of a required option",
+        &[
+            "replay needs --target",
+            "SHADOWTAP_TARGETS is set: a misspelling of SHADOWTAP_TARGET?",
+        ],
+    );
+
     // `run` warns before it opens anything (here it then fails: no such interface).
     let out = shadowtap(
         &[

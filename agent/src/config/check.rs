@@ -216,6 +216,19 @@ where
         .collect()
 }
 
+/// A variable of the environment that nothing reads and whose name is within two edits
+/// of `wanted`: the reason a required option looks missing.
+pub(super) fn misspelling_of(wanted: &str) -> Option<String> {
+    if wanted.is_empty() {
+        return None;
+    }
+    let known = known_variables();
+    std::env::vars_os()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("SHADOWTAP_") && !known.contains(name))
+        .find(|name| edit_distance(name, wanted) <= 2)
+}
+
 /// Logs [`unknown_variables`] of the process environment, for the commands that read
 /// options (`run`, `replay`, `inspect`, `config check`); once logging is set up.
 pub fn warn_unknown_variables(command: &Command) {

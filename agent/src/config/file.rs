@@ -63,13 +63,15 @@ pub enum LoadError {
         value: String,
         reason: String,
     },
-    #[error("{file}{subcommand} needs --{key}: give the flag, {env}, or `{key} = ...` in the --config file")]
+    #[error("{file}{subcommand} needs --{key}: give the flag, {env}, or `{key} = ...` in the --config file{typo}")]
     Missing {
         /// `FILE: ` when a config file was read.
         file: String,
         subcommand: String,
         key: String,
         env: String,
+        /// A set variable whose name is a misspelling of `env`, named.
+        typo: String,
     },
     #[error("{0}")]
     Combination(String),
@@ -473,14 +475,19 @@ fn check_required(file: &str, sub: &str, matches: &ArgMatches) -> Result<(), Loa
     for arg in strict.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
         if arg.is_required_set() && matches.value_source(arg.get_id().as_str()).is_none() {
+            let env = arg
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let typo = super::check::misspelling_of(&env)
+                .map(|set| format!(" ({set} is set: a misspelling of {env}?)"))
+                .unwrap_or_default();
             return Err(LoadError::Missing {
                 file: file.to_string(),
                 subcommand: sub.to_string(),
                 key: long.to_string(),
-                env: arg
-                    .get_env()
-                    .map(|e| e.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                env,
+                typo,
             });
         }
     }
