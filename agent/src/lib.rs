@@ -64,8 +64,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo => demo::run_demo(),
-        Command::Config(ConfigCommand::Check { file }) => {
-            println!("{}", check_config(&file)?);
+        Command::Config(ConfigCommand::Check(check)) => {
+            println!("{}", check.run()?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Config(ConfigCommand::Reference) => {
@@ -97,7 +97,7 @@ fn run_plan(args: config::RunArgs) -> anyhow::Result<live::RunPlan> {
         pipeline: args.limits.pipeline_config(&args.port),
         targets: args.shadow.target_configs()?,
         credentials_in_clear: args.shadow.credentials_in_clear(),
-        ports: args.port,
+        ports: config::port_list(&args.port),
         record: args.record,
         drain_timeout: args.drain_timeout,
         ring_bytes: args.ring_bytes,
@@ -122,33 +122,4 @@ pub(crate) fn warn_credentials_in_clear(headers: &[&str]) {
              --redact-header (or redact-header in the config file) for each"
         );
     }
-}
-
-/// `config check FILE`: the file read as `run` would read it (with the environment),
-/// and the whole run configuration built from it, without capturing or connecting.
-fn check_config(file: &std::path::Path) -> anyhow::Result<String> {
-    let argv = [
-        std::ffi::OsStr::new("shadowtap"),
-        std::ffi::OsStr::new("--config"),
-        file.as_os_str(),
-        std::ffi::OsStr::new("run"),
-    ];
-    let Command::Run(args) = config::load(argv)?.command else {
-        anyhow::bail!("{}: not read as `run` options", file.display());
-    };
-    let admin = args.admin_addr;
-    let plan = run_plan(*args)?;
-    warn_credentials_in_clear(&plan.credentials_in_clear);
-    let ports: Vec<String> = plan.ports.iter().map(u16::to_string).collect();
-    Ok(format!(
-        "{}: ok ({} target{}, ports {}, interfaces {}, engine {}, admin {})",
-        file.display(),
-        plan.targets.len(),
-        if plan.targets.len() == 1 { "" } else { "s" },
-        ports.join(","),
-        plan.ifaces.join(","),
-        clap::ValueEnum::to_possible_value(&plan.engine)
-            .map_or_else(String::new, |v| v.get_name().to_string()),
-        admin.map_or_else(|| "off".to_string(), |a| a.to_string()),
-    ))
 }

@@ -9,6 +9,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(e),
     };
     shadowtap::logging::init(cli.log_format);
+    config::warn_unknown_variables(&cli.command);
     match shadowtap::run(cli.command) {
         Ok(code) => code,
         Err(e) => fail(e),

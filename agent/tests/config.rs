@@ -257,7 +257,10 @@ fn one_file_serves_run_replay_and_inspect() {
     let Sub::Inspect(a) = &r.cli.command else {
         panic!("not inspect");
     };
-    assert_eq!((a.limits.max_flows, a.port.as_slice()), (500, &[80u16][..]));
+    assert_eq!(
+        (a.limits.max_flows, config::port_list(&a.port)),
+        (500, vec![80u16])
+    );
     // `target`, `engine` and `speed` are not inspect options: checked, not applied.
     assert_eq!(r.origin("target"), None);
     let r = resolve(&["--config", file, "replay", "a.pcap"]).expect("replay");
@@ -445,7 +448,8 @@ fn config_check_reports_ok_on_one_line_and_warns_about_clear_credentials() {
     assert_eq!(
         text(&out.stdout),
         format!(
-            "{file}: ok (2 targets, ports 80,8080, interfaces veth*, engine pcap, admin off)\n"
+            "{file}: ok (2 targets, ports 80,8080, interfaces veth*, engine pcap, admin off); \
+             not used by run: speed\n"
         )
     );
     // Nothing redacted and an http:// target: one warning naming the three headers.

@@ -18,7 +18,7 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
 
 use super::{one_line, Cli, Command as Sub};
-use crate::replay::target::redact_userinfo;
+use crate::replay::target::{duplicate_target, redact_userinfo};
 
 /// Subcommands whose options the file sets; it is not read for the others.
 const FILE_SUBCOMMANDS: [&str; 3] = ["run", "replay", "inspect"];
@@ -63,13 +63,15 @@ pub enum LoadError {
         value: String,
         reason: String,
     },
-    #[error("{file}{subcommand} needs --{key}: give the flag, {env}, or `{key} = ...` in the --config file")]
+    #[error("{file}{subcommand} needs --{key}: give the flag, {env}, or `{key} = ...` in the --config file{typo}")]
     Missing {
         /// `FILE: ` when a config file was read.
         file: String,
         subcommand: String,
         key: String,
         env: String,
+        /// A set variable whose name is a misspelling of `env`, named.
+        typo: String,
     },
     #[error("{0}")]
     Combination(String),
@@ -176,7 +178,14 @@ where
     let origins = origins(&Cli::command(), sub, sub_matches, &from_file);
     let file = config.map_or_else(String::new, |p| format!("{}: ", p.display()));
     check_required(&file, sub, sub_matches)?;
-    let cli = Cli::from_arg_matches(&matches).map_err(|e| clap_error(e, &argv))?;
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| clap_error(e, &argv))?;
+    // `config check` takes its file as an argument or as the --config file, which is
+    // never read as options for it.
+    if let Sub::Config(super::ConfigCommand::Check(check)) = &mut cli.command {
+        if check.file.is_none() {
+            check.file.clone_from(&cli.config);
+        }
+    }
     let resolved = Resolved { cli, origins };
     check_combinations(&resolved)?;
     Ok(resolved)
@@ -192,7 +201,7 @@ fn relaxed_command() -> Command {
             a
         }
     };
-    let mut cmd = Cli::command();
+    let mut cmd = super::help_command();
     for sub in FILE_SUBCOMMANDS {
         cmd = cmd.mut_subcommand(sub, |s| s.mut_args(relax));
     }
@@ -304,8 +313,8 @@ fn unknown(path: &str, key: &str) -> LoadError {
     }
 }
 
-/// Levenshtein distance, for suggesting the key that was meant.
-fn edit_distance(a: &str, b: &str) -> usize {
+/// Levenshtein distance, for suggesting the key (or variable) that was meant.
+pub(super) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
@@ -466,14 +475,19 @@ fn check_required(file: &str, sub: &str, matches: &ArgMatches) -> Result<(), Loa
     for arg in strict.get_arguments() {
         let Some(long) = arg.get_long() else { continue };
         if arg.is_required_set() && matches.value_source(arg.get_id().as_str()).is_none() {
+            let env = arg
+                .get_env()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let typo = super::check::misspelling_of(&env)
+                .map(|set| format!(" ({set} is set: a misspelling of {env}?)"))
+                .unwrap_or_default();
             return Err(LoadError::Missing {
                 file: file.to_string(),
                 subcommand: sub.to_string(),
                 key: long.to_string(),
-                env: arg
-                    .get_env()
-                    .map(|e| e.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
+                env,
+                typo,
             });
         }
     }
@@ -481,6 +495,20 @@ fn check_required(file: &str, sub: &str, matches: &ArgMatches) -> Result<(), Loa
 }
 
 fn check_combinations(r: &Resolved) -> Result<(), LoadError> {
+    let targets = match &r.cli.command {
+        Sub::Replay(a) => Some(&a.shadow.targets),
+        Sub::Run(a) => Some(&a.shadow.targets),
+        Sub::Inspect(_) | Sub::Demo | Sub::Config(_) => None,
+    };
+    // Precedence picks one source for the whole list, so a duplicate is always within
+    // the one that was used: name it.
+    if let Some((earlier, later)) = targets.and_then(|t| duplicate_target(t)) {
+        return Err(LoadError::Combination(super::duplicate_target_message(
+            earlier,
+            later,
+            &r.describe("target"),
+        )));
+    }
     let limits = match &r.cli.command {
         Sub::Inspect(a) => &a.limits,
         Sub::Replay(a) => &a.limits,
@@ -505,7 +533,7 @@ fn check_combinations(r: &Resolved) -> Result<(), LoadError> {
 fn clap_error(e: clap::Error, argv: &[OsString]) -> LoadError {
     if !e.use_stderr() || e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
         // Help from the strict command, which marks the required options.
-        return match Cli::command().try_get_matches_from(argv) {
+        return match super::help_command().try_get_matches_from(argv) {
             Err(strict) if strict.kind() == e.kind() => LoadError::Display(strict),
             _ => LoadError::Display(e),
         };

@@ -3,9 +3,11 @@
 //! merges them), and its value parser is the only validation of its value. The
 //! reference table in the README is generated from these definitions (`reference.rs`).
 
+mod check;
 mod file;
 mod reference;
 
+pub use check::{check, unknown_variables, warn_unknown_variables, CheckError, CheckFor};
 pub use file::{load, resolve, LoadError, Origin, Resolved};
 pub use reference::reference_markdown;
 
@@ -27,15 +29,30 @@ use crate::sample::{Percent, SampleBy};
 #[command(
     name = "shadowtap",
     version,
-    about = "Shadow live HTTP/1.1 traffic to a test target, off the live path"
+    about = "Shadow live HTTP/1.1 traffic to a test target, off the live path",
+    after_help = EXAMPLES_TOP,
+    after_long_help = concat!(
+        "Examples:\n",
+        "  shadowtap demo\n",
+        "  shadowtap inspect capture.pcapng --format table\n",
+        "  shadowtap replay capture.pcapng --target http://staging-gw:8080 --speed 2x\n",
+        "  sudo shadowtap run --port 8080 --target http://staging-gw:8080 --percent 5\n",
+        "  shadowtap config check --for replay replay.toml\n",
+        "\n",
+        "`shadowtap COMMAND --help` shows a command's options and examples.",
+    )
 )]
 pub struct Cli {
-    /// TOML file of options: each key is a long flag name (`percent = 10`); flags and
-    /// SHADOWTAP_* variables override it.
+    /// TOML file of options (keys are long flag names)
+    ///
+    /// Each key is a long flag name (`percent = 10`); flags and SHADOWTAP_* variables
+    /// override it.
     #[arg(long, global = true, value_name = "FILE", env = "SHADOWTAP_CONFIG")]
     pub config: Option<PathBuf>,
     /// Log format (level from RUST_LOG, default info).
     #[arg(
+        help_heading = "Output",
+        hide_short_help = true,
         long,
         global = true,
         value_enum,
@@ -56,29 +73,145 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the HTTP requests found in capture files (no network).
+    #[command(after_help = EXAMPLES_INSPECT, after_long_help = EXAMPLES_INSPECT_LONG)]
     Inspect(InspectArgs),
     /// Replay the requests of capture files to targets, with their original timing.
+    #[command(after_help = EXAMPLES_REPLAY, after_long_help = EXAMPLES_REPLAY_LONG)]
     Replay(Box<ReplayArgs>),
     /// Capture live traffic on this host and shadow it (eBPF or libpcap).
+    #[command(after_help = EXAMPLES_RUN, after_long_help = EXAMPLES_RUN_LONG)]
     Run(Box<RunArgs>),
     /// Replay the bundled capture into a local recording target and show what arrived.
+    #[command(after_help = "Example:\n  shadowtap demo")]
     Demo,
     /// Check a configuration file, or print the reference of every option.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = EXAMPLES_CONFIG)]
     Config(ConfigCommand),
+}
+
+// Each command's help ends with examples people can run as they are (a test parses
+// every one). `-h` shows the first three and points to `--help`; `--help` shows all,
+// and how every option is also a variable and a file key.
+
+const EXAMPLES_TOP: &str = "Examples:
+  shadowtap demo
+  shadowtap replay capture.pcapng --target http://staging-gw:8080 --speed 2x
+  sudo shadowtap run --port 8080 --target http://staging-gw:8080 --percent 5
+";
+
+const EXAMPLES_RUN: &str = "Examples:
+  sudo shadowtap run --port 8080 --target http://staging-gw:8080 --percent 5
+  sudo shadowtap run --port 80,443 --iface 'veth*' --target http://stage:80
+  sudo shadowtap run --port 8000-8010 --target http://stage:8000 --duration 5m
+More options and examples: --help";
+
+const EXAMPLES_RUN_LONG: &str = "Examples:
+  sudo shadowtap run --port 8080 --target http://staging-gw:8080 --percent 5
+  sudo shadowtap run --port 80,443 --iface 'veth*' --target http://stage:80
+  sudo shadowtap run --port 8000-8010 --target http://stage:8000 --duration 5m
+  sudo shadowtap run --port :8080 --target http://stage:8080 --engine pcap \\
+      --redact-header authorization,cookie --record /tmp/seen.pcapng
+  sudo shadowtap run --port 80 --target http://a:80@50 --target http://b:80@1
+
+Every option is also a SHADOWTAP_* variable (--max-body: SHADOWTAP_MAX_BODY) \
+and a key of the --config file (max-body = \"8MiB\"); flags beat variables, which \
+beat the file. Sizes take k, M, G (powers of 1024); durations ms, s, m, h (a bare \
+number is seconds).";
+
+const EXAMPLES_REPLAY: &str = "Examples:
+  shadowtap replay capture.pcapng --target http://staging-gw:8080
+  shadowtap replay dump.pcap --port 8080 --speed 2x --target http://stage@10
+  shadowtap replay a.pcap b.pcapng --speed max --loop 3 --target https://stage
+More options and examples: --help";
+
+const EXAMPLES_REPLAY_LONG: &str = "Examples:
+  shadowtap replay capture.pcapng --target http://staging-gw:8080
+  shadowtap replay dump.pcap --port 8080 --speed 2x --target http://stage@10
+  shadowtap replay a.pcap b.pcapng --speed max --loop 3 --target https://stage
+  shadowtap replay dump.pcap --target http://a:8000@50 --target http://b:8000@5
+
+Every option is also a SHADOWTAP_* variable (--max-body: SHADOWTAP_MAX_BODY) \
+and a key of the --config file (max-body = \"8MiB\"); flags beat variables, which \
+beat the file. Sizes take k, M, G (powers of 1024); durations ms, s, m, h (a bare \
+number is seconds).";
+
+const EXAMPLES_INSPECT: &str = "Examples:
+  shadowtap inspect capture.pcapng --format table
+  shadowtap inspect capture.pcap --port 8080 > requests.jsonl
+  shadowtap inspect capture.pcapng --port 8000-8010 --max-body 64MiB
+More options: --help";
+
+const EXAMPLES_INSPECT_LONG: &str = "Examples:
+  shadowtap inspect capture.pcapng --format table
+  shadowtap inspect capture.pcap --port 8080 > requests.jsonl
+  shadowtap inspect capture.pcapng --port 8000-8010 --max-body 64MiB
+
+Every option is also a SHADOWTAP_* variable (--max-body: SHADOWTAP_MAX_BODY) \
+and a key of the --config file (max-body = \"8MiB\"); flags beat variables, which \
+beat the file. Sizes take k, M, G (powers of 1024); durations ms, s, m, h (a bare \
+number is seconds).";
+
+const EXAMPLES_CONFIG: &str = "Examples:
+  shadowtap config check /etc/shadowtap/config.toml
+  shadowtap config check --for replay replay.toml
+  shadowtap --config /etc/shadowtap/config.toml config check --for run
+  shadowtap config reference > options.md";
+
+const EXAMPLES_CONFIG_CHECK: &str = "Examples:
+  shadowtap config check /etc/shadowtap/config.toml
+  shadowtap config check --for replay replay.toml
+  shadowtap config check --for inspect --config inspect.toml";
+
+/// The command as its help shows it: lines of at most 80 columns (a terminal's), and
+/// no `[env: ...]` after every option (the long help says once how variables are named;
+/// `config reference` lists them), so that `run -h` fits a screen.
+pub(crate) fn help_command() -> clap::Command {
+    fn adjust(cmd: clap::Command) -> clap::Command {
+        cmd.max_term_width(80)
+            .mut_args(|a| a.hide_env(true))
+            .mut_subcommands(adjust)
+    }
+    adjust(<Cli as clap::CommandFactory>::command())
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a TOML file as `run` would read it (with SHADOWTAP_* variables), without
-    /// capturing or connecting: one line, exit code 0 when it is usable, 2 when not.
-    Check {
-        /// The TOML file.
-        file: PathBuf,
-    },
-    /// Print the options of `run`, `replay` and `inspect` as a markdown table (flag,
-    /// environment variable, TOML key, default).
+    /// Validate a TOML file for run, replay or inspect
+    ///
+    /// Reads the file as `run` (or `--for replay|inspect`) would, with the SHADOWTAP_*
+    /// variables, without capturing or connecting: one line, exit code 0 when it is
+    /// usable, 2 when not; misspelt SHADOWTAP_* variables are warned about.
+    #[command(after_help = EXAMPLES_CONFIG_CHECK)]
+    Check(CheckArgs),
+    /// Print every option as a markdown table
+    ///
+    /// The options of `run`, `replay` and `inspect`: flag, environment variable, TOML
+    /// key, default.
     Reference,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The TOML file; default the --config file (or SHADOWTAP_CONFIG).
+    pub file: Option<PathBuf>,
+    /// The command the file is meant for: its required options must be there, and the
+    /// summary shows what that command would use.
+    #[arg(long = "for", value_enum, default_value = "run")]
+    pub command: CheckFor,
+}
+
+impl CheckArgs {
+    /// The line `config check` prints for a usable file.
+    pub fn run(&self) -> Result<String, CheckError> {
+        let file = self.file.as_deref().ok_or_else(|| {
+            LoadError::Flag(
+                "config check needs a file: `shadowtap config check FILE`, --config FILE or \
+                 SHADOWTAP_CONFIG"
+                    .into(),
+            )
+        })?;
+        check(file, self.command)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -86,44 +219,53 @@ pub struct InspectArgs {
     /// pcap or pcapng files, read in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Server ports to look at (comma-separated); by default any port, requests are
-    /// found by content.
-    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_PORT")]
-    pub port: Vec<u16>,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "jsonl", env = "SHADOWTAP_FORMAT")]
-    pub format: InspectFormat,
+    /// Server ports: 8080, 80,443, 8000-8010 (default any)
+    ///
+    /// By default any port: requests are found by content. `:8080` also works.
+    #[arg(help_heading = "Input", long, value_name = "PORTS", value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
+    pub port: Vec<PortRange>,
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Output format.
+    #[arg(
+        help_heading = "Output",
+        long,
+        value_enum,
+        default_value = "jsonl",
+        env = "SHADOWTAP_FORMAT"
+    )]
+    pub format: InspectFormat,
 }
 
 /// Memory caps of the capture side.
 #[derive(Clone, Debug, Args)]
 pub struct LimitArgs {
     /// Most TCP connections tracked at once; the least recently active is evicted past it.
-    #[arg(long, default_value_t = 50_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, default_value_t = 50_000, value_parser = at_least_one(), env = "SHADOWTAP_MAX_FLOWS")]
     pub max_flows: usize,
     /// Out-of-order bytes buffered per stream direction.
-    #[arg(long, default_value_t = 1 << 20, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "1MiB", value_parser = size_usize, env = "SHADOWTAP_MAX_STREAM_BUFFER")]
     pub max_stream_buffer: usize,
     /// Out-of-order bytes buffered over all streams; the same cap again for the bytes
     /// of requests being framed (heads being read, bodies in progress).
-    #[arg(long, default_value_t = 16 << 20, env = "SHADOWTAP_MAX_BUFFER")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "16MiB", value_parser = size_usize, env = "SHADOWTAP_MAX_BUFFER")]
     pub max_buffer: usize,
-    /// Largest request head (request line and headers) in bytes.
-    #[arg(long, default_value_t = 64 << 10, value_parser = at_least_one(), env = "SHADOWTAP_MAX_HEAD")]
+    /// Largest request head (request line and headers).
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "64KiB", value_parser = size_usize, env = "SHADOWTAP_MAX_HEAD")]
     pub max_head: usize,
-    /// Largest request body in bytes; larger requests count as `too_large`.
-    #[arg(long, default_value_t = 8 << 20, env = "SHADOWTAP_MAX_BODY")]
+    /// Largest request body; larger requests count as `too_large` (0: only requests
+    /// without a body are copied).
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "8MiB", value_parser = size_usize_or_zero, env = "SHADOWTAP_MAX_BODY")]
     pub max_body: usize,
-    /// Seconds without a packet after which a connection is dropped.
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_IDLE_TIMEOUT")]
-    pub idle_timeout: u64,
+    /// Time without a packet after which a connection is dropped (a bare number is
+    /// seconds).
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "DURATION", default_value = "120s", value_parser = parse_positive_duration, env = "SHADOWTAP_IDLE_TIMEOUT")]
+    pub idle_timeout: Duration,
     /// How long (packet time) a hole in a stream may stay open before it is given up
     /// and what follows it is delivered after a gap. Covers a retransmit after a real
     /// loss (RTO >= 200 ms); a capture that lost a packet for good (ring overflow)
     /// holds that stream's bytes this long.
-    #[arg(long, default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_HOLE_TIMEOUT")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_HOLE_TIMEOUT")]
     pub hole_timeout: Duration,
 }
 
@@ -133,14 +275,15 @@ fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
 }
 
 impl LimitArgs {
-    pub fn pipeline_config(&self, ports: &[u16]) -> PipelineConfig {
+    pub fn pipeline_config(&self, ports: &[PortRange]) -> PipelineConfig {
         let mut config = PipelineConfig::default();
-        config.reassembly.ports = (!ports.is_empty()).then(|| ports.to_vec());
+        config.reassembly.ports = (!ports.is_empty()).then(|| port_list(ports));
         config.reassembly.max_flows = self.max_flows;
         config.reassembly.max_stream_buffer = self.max_stream_buffer;
         config.reassembly.max_total_buffer = self.max_buffer;
         config.max_framer_bytes = self.max_buffer;
-        config.reassembly.idle_timeout_nanos = self.idle_timeout.saturating_mul(1_000_000_000);
+        config.reassembly.idle_timeout_nanos =
+            u64::try_from(self.idle_timeout.as_nanos()).unwrap_or(u64::MAX);
         config.reassembly.hole_timeout_nanos =
             u64::try_from(self.hole_timeout.as_nanos()).unwrap_or(u64::MAX);
         config.framer.max_head = self.max_head;
@@ -152,10 +295,13 @@ impl LimitArgs {
 /// Where shadow copies go and which ones: shared by `replay` and `run`.
 #[derive(Clone, Debug, Args)]
 pub struct ShadowArgs {
-    /// Target to send copies to, `http(s)://host[:port][@PERCENT]`; repeat for several
-    /// targets, each sampled on its own. Only says where to connect: Host is kept
-    /// (with the suffix).
+    /// Where copies go: http(s)://host[:port][@PERCENT]
+    ///
+    /// Repeat for several targets, each sampled on its own. Only says where to connect:
+    /// Host is kept (with the suffix) and so is the request's path (a URL with a path is
+    /// refused).
     #[arg(
+        help_heading = "Target",
         long = "target",
         value_name = "URL[@PERCENT]",
         required = true,
@@ -164,63 +310,84 @@ pub struct ShadowArgs {
         env = "SHADOWTAP_TARGET"
     )]
     pub targets: Vec<String>,
-    /// Share of requests each target gets unless its URL says `@PERCENT`: 0 to 100,
-    /// decimals allowed (0.0001 steps).
-    #[arg(long, default_value = "100", env = "SHADOWTAP_PERCENT")]
+    /// Share of requests copied: 0 to 100
+    ///
+    /// Each target gets this share unless its URL says `@PERCENT`; decimals allowed (0.0001
+    /// steps).
+    #[arg(
+        help_heading = "Sampling",
+        long,
+        default_value = "100",
+        env = "SHADOWTAP_PERCENT"
+    )]
     pub percent: Percent,
+    /// Keep or skip per request, connection or header:NAME
+    ///
     /// What a sampling decision is keyed on: `request` (independent draw), `connection`
     /// (whole connections) or `header:NAME` (whole keys, consistent hash).
-    #[arg(long, default_value = "request", env = "SHADOWTAP_SAMPLE_BY")]
+    #[arg(
+        help_heading = "Sampling",
+        long,
+        default_value = "request",
+        env = "SHADOWTAP_SAMPLE_BY"
+    )]
     pub sample_by: SampleBy,
     /// Appended to the Host value before its port; empty keeps Host as sent.
-    #[arg(long, default_value = "-shadow", value_parser = check_suffix, env = "SHADOWTAP_SHADOW_SUFFIX")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, default_value = "-shadow", value_parser = check_suffix, env = "SHADOWTAP_SHADOW_SUFFIX")]
     pub shadow_suffix: String,
     /// Only shadow these methods (repeatable); default all.
-    #[arg(long, value_delimiter = ',', value_parser = check_method, env = "SHADOWTAP_ALLOW_METHOD")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_delimiter = ',', value_parser = check_method, env = "SHADOWTAP_ALLOW_METHOD")]
     pub allow_method: Vec<String>,
     /// Only shadow requests whose path and query match one of these regexes.
-    #[arg(long, value_parser = check_regex, env = "SHADOWTAP_ALLOW_PATH")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_parser = check_regex, env = "SHADOWTAP_ALLOW_PATH")]
     pub allow_path: Vec<String>,
     /// Never shadow requests whose path and query match one of these regexes.
-    #[arg(long, value_parser = check_regex, env = "SHADOWTAP_DENY_PATH")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_parser = check_regex, env = "SHADOWTAP_DENY_PATH")]
     pub deny_path: Vec<String>,
     /// Only shadow requests with a header matching `NAME:REGEX` (all must hold).
-    #[arg(long, value_name = "NAME:REGEX", value_parser = check_header_rule, env = "SHADOWTAP_ALLOW_HEADER")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_name = "NAME:REGEX", value_parser = check_header_rule, env = "SHADOWTAP_ALLOW_HEADER")]
     pub allow_header: Vec<String>,
     /// Set a header on every copy, `NAME:VALUE` (replaces the client's).
-    #[arg(long, value_name = "NAME:VALUE", value_parser = check_set_header, env = "SHADOWTAP_SET_HEADER")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "NAME:VALUE", value_parser = check_set_header, env = "SHADOWTAP_SET_HEADER")]
     pub set_header: Vec<String>,
     /// Remove a header from every copy.
-    #[arg(long, value_delimiter = ',', value_parser = check_remove_header, env = "SHADOWTAP_REMOVE_HEADER")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "NAME", value_delimiter = ',', value_parser = check_remove_header, env = "SHADOWTAP_REMOVE_HEADER")]
     pub remove_header: Vec<String>,
-    /// Replace a header's value by `REDACTED` before the copy leaves the node (e.g.
+    /// Send this header as REDACTED (e.g. Cookie)
+    ///
+    /// Replaces the header's value by `REDACTED` before the copy leaves the node (e.g.
     /// Authorization, Cookie). Nothing is redacted unless listed here.
-    #[arg(long, value_delimiter = ',', value_parser = check_redact_header, env = "SHADOWTAP_REDACT_HEADER")]
+    #[arg(help_heading = "Target", long, value_name = "NAME", value_delimiter = ',', value_parser = check_redact_header, env = "SHADOWTAP_REDACT_HEADER")]
     pub redact_header: Vec<String>,
     /// Most copies per second per target; the rest count as `rate_limited`.
-    #[arg(long, value_parser = check_max_rps, env = "SHADOWTAP_MAX_RPS")]
+    #[arg(help_heading = "Sampling", hide_short_help = true, long, value_parser = check_max_rps, env = "SHADOWTAP_MAX_RPS")]
     pub max_rps: Option<f64>,
     /// Connect deadline (`2s`, `500ms`).
-    #[arg(long, default_value = "2s", value_parser = parse_duration, env = "SHADOWTAP_CONNECT_TIMEOUT")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "DURATION", default_value = "2s", value_parser = parse_positive_duration, env = "SHADOWTAP_CONNECT_TIMEOUT")]
     pub connect_timeout: Duration,
     /// Deadline for a whole response head after the request is sent.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_REQUEST_TIMEOUT")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration, env = "SHADOWTAP_REQUEST_TIMEOUT")]
     pub request_timeout: Duration,
     /// Copies in flight at once per target.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_MAX_IN_FLIGHT")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_MAX_IN_FLIGHT")]
     pub max_in_flight: u32,
     /// Copies waiting per target; past it they count as `queue_full`.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_QUEUE_LEN")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_QUEUE_LEN")]
     pub queue_len: u32,
     /// Memory held by copies queued or in flight per target (buffers as allocated); past
     /// it copies count as `queue_full`.
-    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..), env = "SHADOWTAP_MAX_QUEUE_BYTES")]
+    #[arg(help_heading = "Limits", hide_short_help = true, long, value_name = "SIZE", default_value = "64MiB", value_parser = size_u64, env = "SHADOWTAP_MAX_QUEUE_BYTES")]
     pub max_queue_bytes: u64,
     /// Extra CA certificates (PEM) for https targets.
-    #[arg(long, value_name = "FILE", value_parser = check_readable_file, env = "SHADOWTAP_TARGET_CA")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "FILE", value_parser = check_readable_file, env = "SHADOWTAP_TARGET_CA")]
     pub target_ca: Option<PathBuf>,
     /// Do not verify https targets' certificates.
-    #[arg(long, env = "SHADOWTAP_INSECURE")]
+    #[arg(
+        help_heading = "Target",
+        hide_short_help = true,
+        long,
+        env = "SHADOWTAP_INSECURE"
+    )]
     pub insecure: bool,
 }
 
@@ -240,6 +407,25 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{}", duplicate_target_message(.0, .1, "--target"))]
+    DuplicateTarget(String, String),
+}
+
+/// Why a target given twice is refused, naming where the list came from.
+pub(crate) fn duplicate_target_message(earlier: &str, later: &str, source: &str) -> String {
+    let (earlier, later) = (
+        crate::replay::target::redact_userinfo(earlier),
+        crate::replay::target::redact_userinfo(later),
+    );
+    let both = if earlier == later {
+        format!("{earlier:?} is given twice")
+    } else {
+        format!("{earlier:?} and {later:?} are the same scheme, host and port")
+    };
+    format!(
+        "{source}: {both}: each target samples and sends on its own, so it would get two \
+         copies of every request; give it once (with @PERCENT for its share)"
+    )
 }
 
 impl ShadowArgs {
@@ -262,6 +448,12 @@ impl ShadowArgs {
             if !(rps.is_finite() && rps > 0.0) {
                 return Err(ConfigError::MaxRps(rps));
             }
+        }
+        if let Some((earlier, later)) = crate::replay::target::duplicate_target(&self.targets) {
+            return Err(ConfigError::DuplicateTarget(
+                earlier.to_string(),
+                later.to_string(),
+            ));
         }
         if let Some(path) = &self.target_ca {
             std::fs::metadata(path).map_err(|source| ConfigError::TargetCa {
@@ -490,7 +682,7 @@ pub fn one_line(message: &str) -> String {
 /// Headers that carry credentials; sent in clear to an `http://` target unless redacted.
 const CREDENTIAL_HEADERS: [&str; 3] = ["Authorization", "Cookie", "Proxy-Authorization"];
 
-/// `250ms`, `2s`, `1.5s`, `3m`; a bare number is seconds.
+/// `250ms`, `2s`, `1.5s`, `5m`, `1h`; a bare number is seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (num, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
@@ -498,16 +690,18 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         None => (t, "s"),
     };
     let value: f64 = num
+        .trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 2s or 1m"))?;
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 90s, 5m or 1h"))?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unit must be ms, s or m")),
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: the unit must be ms, s, m or h")),
     };
     if !(secs.is_finite() && (0.0..1e9).contains(&secs)) {
-        return Err(format!("{text:?} is out of range"));
+        return Err(format!("{text:?} is out of range (0 to 1e9 seconds)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -519,6 +713,145 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} must be more than zero"));
     }
     Ok(d)
+}
+
+/// A size as people write it: bytes (`65536`), or a number with a binary unit, any case:
+/// `k`/`KB`/`KiB` = 1024, `M`/`MB`/`MiB` = 1024², `G`/`GB`/`GiB` = 1024³, `T`/`TB`/`TiB`
+/// = 1024⁴ (memory sizes, as nginx and JVM flags read them); `1.5MiB` is allowed and
+/// rounds down to whole bytes. No exponents (`1e3`) or signs.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = (&t[..split], t[split..].trim());
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "ki" | "kib" => 10,
+        "m" | "mb" | "mi" | "mib" => 20,
+        "g" | "gb" | "gi" | "gib" => 30,
+        "t" | "tb" | "ti" | "tib" => 40,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size like 65536, 64k, 8MiB or 1G (units k, M, G, T: \
+                 powers of 1024)"
+            ))
+        }
+    };
+    let (whole, fraction) = num.split_once('.').unwrap_or((num, ""));
+    let digits_ok = |d: &str| d.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits_ok(whole) || !digits_ok(fraction) || fraction.len() > 9 {
+        return Err(format!(
+            "{text:?} is not a size like 65536, 64k, 8MiB or 1G"
+        ));
+    }
+    if shift == 0 && !fraction.is_empty() {
+        return Err(format!("{text:?}: a number of bytes is whole"));
+    }
+    let too_big = || format!("{text:?} is too large");
+    // Whole part: at most 20 digits fit a u64; more is out of range, not a typo to parse.
+    let whole: u128 = whole.parse().map_err(|_| too_big())?;
+    let mut bytes = whole.checked_mul(1 << shift).ok_or_else(too_big)?;
+    if !fraction.is_empty() {
+        let scale = 10u128.pow(u32::try_from(fraction.len()).unwrap_or(9));
+        let part: u128 = fraction.parse().map_err(|_| too_big())?;
+        bytes += (part << shift) / scale;
+    }
+    u64::try_from(bytes).map_err(|_| too_big())
+}
+
+/// A size within `min..=max` (in the unit the option is given in), else a message
+/// naming the bound.
+fn size_within(text: &str, min: u64, max: u64, zero_means: &str) -> Result<u64, String> {
+    let n = parse_size(text)?;
+    if n < min {
+        return Err(format!("{text:?}: {zero_means}; give at least {min}"));
+    }
+    if n > max {
+        return Err(format!(
+            "{text:?} is more than the largest allowed, {max} bytes"
+        ));
+    }
+    Ok(n)
+}
+
+fn as_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// A buffer or size cap of which 0 would drop everything.
+fn size_usize(text: &str) -> Result<usize, String> {
+    let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
+    size_within(text, 1, max, "0 would drop every request").map(as_usize)
+}
+
+fn size_usize_or_zero(text: &str) -> Result<usize, String> {
+    let max = u64::try_from(usize::MAX).unwrap_or(u64::MAX);
+    size_within(text, 0, max, "").map(as_usize)
+}
+
+fn size_u64(text: &str) -> Result<u64, String> {
+    size_within(text, 1, u64::MAX, "0 would drop every copy")
+}
+
+/// The eBPF ring: the loader rounds up to a power of two and caps it at 1 GiB.
+fn size_ring(text: &str) -> Result<usize, String> {
+    size_within(text, 1, 1 << 30, "0 would leave no room for a packet").map(as_usize)
+}
+
+/// libpcap takes its buffer size as a C int.
+fn size_i32(text: &str) -> Result<i32, String> {
+    let max = u64::try_from(i32::MAX).unwrap_or(u64::MAX);
+    size_within(text, 1, max, "0 would leave no room for a packet")
+        .map(|n| i32::try_from(n).unwrap_or(i32::MAX))
+}
+
+/// One `--port` value: a port (`8080`, or `:8080` as in a listen address) or an
+/// inclusive range (`8000-8010`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+pub fn parse_ports(text: &str) -> Result<PortRange, String> {
+    let t = text.trim();
+    let t = t.strip_prefix(':').unwrap_or(t);
+    let port = |p: &str| -> Result<u16, String> {
+        let p = p.trim();
+        match p.parse::<u16>() {
+            Ok(0) => Err(format!(
+                "{text:?}: port 0 is not a port a server listens on; 1 to 65535"
+            )),
+            Ok(n) if p.bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(format!(
+                "{text:?} is not a port (1 to 65535), `:PORT` or a range like 8000-8010"
+            )),
+        }
+    };
+    let (first, last) = match t.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => {
+            let p = port(t)?;
+            (p, p)
+        }
+    };
+    if first > last {
+        return Err(format!(
+            "{text:?}: the range runs backwards; write it {last}-{first}"
+        ));
+    }
+    Ok(PortRange { first, last })
+}
+
+/// The ports of `--port` values, each once, in the order given.
+pub fn port_list(ranges: &[PortRange]) -> Vec<u16> {
+    let mut seen = std::collections::BTreeSet::new();
+    ranges
+        .iter()
+        .flat_map(|r| r.first..=r.last)
+        .filter(|p| seen.insert(*p))
+        .collect()
 }
 
 /// `--speed`: `max` or a factor like `1x`, `2x`, `0.5x`.
@@ -563,17 +896,27 @@ pub struct ReplayArgs {
     /// pcap or pcapng files, replayed in order.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
-    /// Server ports whose requests are replayed (comma-separated); default any port.
-    #[arg(long, value_delimiter = ',', env = "SHADOWTAP_PORT")]
-    pub port: Vec<u16>,
-    /// Pace: original inter-arrival times scaled (`1x`, `2x`, `0.5x`) or `max`.
-    #[arg(long, default_value = "1x", env = "SHADOWTAP_SPEED")]
+    /// Server ports: 8080, 80,443, 8000-8010 (default any)
+    ///
+    /// Only requests to these ports are replayed; by default any port. `:8080` also works.
+    #[arg(help_heading = "Input", long, value_name = "PORTS", value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
+    pub port: Vec<PortRange>,
+    /// Pace: 1x, 2x, 0.5x (of the original) or max
+    ///
+    /// The capture's inter-arrival times scaled by this factor, or `max`: as fast as the
+    /// targets answer.
+    #[arg(
+        help_heading = "Input",
+        long,
+        default_value = "1x",
+        env = "SHADOWTAP_SPEED"
+    )]
     pub speed: Speed,
     /// Replay the files this many times.
-    #[arg(long = "loop", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_LOOP")]
+    #[arg(help_heading = "Input", long = "loop", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_LOOP")]
     pub loops: u32,
     /// How long to wait for copies still in flight at the end.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
     pub drain_timeout: Duration,
     #[command(flatten)]
     pub shadow: ShadowArgs,
@@ -583,12 +926,17 @@ pub struct ReplayArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Server ports to watch (comma-separated).
-    #[arg(long, required = true, value_delimiter = ',', env = "SHADOWTAP_PORT")]
-    pub port: Vec<u16>,
-    /// Interfaces: names, globs (`veth*`, `cali*`) or `any`; new ones that match are
-    /// picked up while running.
+    /// Server ports: 8080, 80,443 or 8000-8010
+    ///
+    /// `:8080` also works.
+    #[arg(help_heading = "Capture", long, value_name = "PORTS", required = true, value_delimiter = ',', value_parser = parse_ports, env = "SHADOWTAP_PORT")]
+    pub port: Vec<PortRange>,
+    /// Interfaces: names, globs (veth*) or any
+    ///
+    /// Names, globs (`veth*`, `cali*`) or `any`; new ones that match are picked up while
+    /// running.
     #[arg(
+        help_heading = "Capture",
         long,
         default_value = "any",
         value_delimiter = ',',
@@ -597,30 +945,55 @@ pub struct RunArgs {
     )]
     pub iface: Vec<String>,
     /// Capture engine.
-    #[arg(long, value_enum, default_value = "auto", env = "SHADOWTAP_ENGINE")]
+    #[arg(
+        help_heading = "Capture",
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "SHADOWTAP_ENGINE"
+    )]
     pub engine: crate::live::Engine,
-    /// Also write what is captured to this pcapng file.
-    #[arg(long, env = "SHADOWTAP_RECORD")]
-    pub record: Option<PathBuf>,
-    /// How long to wait for copies in flight when stopping.
-    #[arg(long, default_value = "5s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
-    pub drain_timeout: Duration,
-    /// Stop by itself after this long (default: run until SIGINT/SIGTERM).
-    #[arg(long, value_parser = parse_duration, env = "SHADOWTAP_DURATION")]
+    /// Stop after this long (default: at SIGINT/SIGTERM)
+    #[arg(help_heading = "Capture", long, value_name = "DURATION", value_parser = parse_positive_duration, env = "SHADOWTAP_DURATION")]
     pub duration: Option<Duration>,
-    /// eBPF ring buffer size in bytes.
-    #[arg(long, default_value_t = 8 << 20, env = "SHADOWTAP_RING_BYTES")]
+    /// eBPF ring buffer size, up to 1GiB (rounded up to a power of two).
+    #[arg(help_heading = "Capture", hide_short_help = true, long, value_name = "SIZE", default_value = "8MiB", value_parser = size_ring, env = "SHADOWTAP_RING_BYTES")]
     pub ring_bytes: usize,
-    /// libpcap kernel buffer size in bytes.
-    #[arg(long, default_value_t = 32 << 20, value_parser = clap::value_parser!(i32).range(1..), env = "SHADOWTAP_PCAP_BUFFER")]
+    /// libpcap kernel buffer size.
+    #[arg(help_heading = "Capture", hide_short_help = true, long, value_name = "SIZE", default_value = "32MiB", value_parser = size_i32, env = "SHADOWTAP_PCAP_BUFFER")]
     pub pcap_buffer: i32,
     /// SO_MARK on the agent's own sockets, skipped by the classifier.
-    #[arg(long, default_value_t = 0x5348_4144, env = "SHADOWTAP_OWN_MARK")]
+    #[arg(
+        help_heading = "Capture",
+        hide_short_help = true,
+        long,
+        default_value_t = 0x5348_4144,
+        env = "SHADOWTAP_OWN_MARK"
+    )]
     pub own_mark: u32,
-    /// Admin HTTP server (/metrics, /healthz, /readyz): `IP:PORT`, or `off`.
+    #[command(flatten)]
+    pub shadow: ShadowArgs,
+    /// How long to wait for copies in flight when stopping.
+    #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration, env = "SHADOWTAP_DRAIN_TIMEOUT")]
+    pub drain_timeout: Duration,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Also write what is captured to this pcapng file.
+    #[arg(
+        help_heading = "Output",
+        hide_short_help = true,
+        long,
+        value_name = "FILE",
+        env = "SHADOWTAP_RECORD"
+    )]
+    pub record: Option<PathBuf>,
+    /// Admin server (/metrics, /healthz): IP:PORT or off
+    ///
+    /// Serves /metrics, /healthz and /readyz: `IP:PORT`, or `off` for none.
     // Fully qualified so that clap takes the whole `Option` from the value parser
     // (`off` is `None`) instead of treating the option as optional.
     #[arg(
+        help_heading = "Output",
         long,
         value_name = "ADDR|off",
         default_value = "127.0.0.1:9477",
@@ -628,10 +1001,6 @@ pub struct RunArgs {
         env = "SHADOWTAP_ADMIN_ADDR"
     )]
     pub admin_addr: ::std::option::Option<SocketAddr>,
-    #[command(flatten)]
-    pub shadow: ShadowArgs,
-    #[command(flatten)]
-    pub limits: LimitArgs,
 }
 
 #[cfg(test)]
@@ -658,6 +1027,13 @@ mod tests {
             }
             if let Ok(d) = parse_positive_duration(&text) {
                 prop_assert!(!d.is_zero());
+            }
+            let _ = parse_size(&text);
+            if let Ok(n) = size_i32(&text) {
+                prop_assert!(n >= 1);
+            }
+            if let Ok(r) = parse_ports(&text) {
+                prop_assert!(r.first >= 1 && r.first <= r.last);
             }
             match text.parse::<Speed>() {
                 Ok(Speed::Factor(f)) => prop_assert!(Speed::FACTORS.contains(&f), "{f}"),
@@ -705,6 +1081,91 @@ mod tests {
                 prop_assert!(!suffix.contains([':', '/', '@', ' ', '\r', '\n', '\0']));
             }
         }
+    }
+
+    #[test]
+    fn sizes_take_binary_units_and_plain_bytes() {
+        for (text, want) in [
+            ("65536", 65536),
+            ("0", 0),
+            ("64k", 64 << 10),
+            ("64K", 64 << 10),
+            ("64KB", 64 << 10),
+            ("64KiB", 64 << 10),
+            ("64 kib", 64 << 10),
+            ("8MiB", 8 << 20),
+            ("8m", 8 << 20),
+            ("256Mi", 256 << 20),
+            ("1G", 1 << 30),
+            ("1.5MiB", 3 << 19),
+            ("0.5k", 512),
+            ("2T", 2 << 40),
+            ("12B", 12),
+            ("16777216", 16 << 20),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        for bad in [
+            "",
+            "k",
+            "1e3",
+            "-1",
+            "+1",
+            "1.5",
+            "1..5k",
+            "1x",
+            "1 MiB B",
+            "0x10",
+            "1_000",
+            "18446744073709551616",
+            "16777216T",
+            "99999999999999999999999999999999999999999G",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+        assert!(size_usize("0").is_err());
+        assert_eq!(size_usize_or_zero("0"), Ok(0));
+        assert!(size_ring("2GiB").is_err());
+        assert_eq!(size_ring("1GiB"), Ok(1 << 30));
+        assert!(size_i32("2GiB").is_err());
+    }
+
+    #[test]
+    fn durations_take_units_and_bare_seconds() {
+        for (text, want) in [
+            ("500ms", Duration::from_millis(500)),
+            ("90s", Duration::from_secs(90)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("120", Duration::from_secs(120)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["1d", "h", "-1s", "1e400s", "NaN", "1 hour"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(parse_positive_duration("0ms").is_err());
+    }
+
+    #[test]
+    fn ports_take_lists_ranges_and_listen_addresses() {
+        let r = |first, last| PortRange { first, last };
+        assert_eq!(parse_ports(":8080"), Ok(r(8080, 8080)));
+        assert_eq!(parse_ports(" 443 "), Ok(r(443, 443)));
+        assert_eq!(parse_ports("8000-8010"), Ok(r(8000, 8010)));
+        assert_eq!(parse_ports("1-65535"), Ok(r(1, 65535)));
+        for bad in [
+            "0", ":0", "0-10", "10-5", "65536", "http", "", "-", "8000-", "+80",
+        ] {
+            assert!(parse_ports(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            port_list(&[r(80, 80), r(8000, 8002), r(8001, 8001), r(443, 443)]),
+            [80, 8000, 8001, 8002, 443]
+        );
     }
 
     #[test]

@@ -104,14 +104,20 @@ fn default_of(arg: &Arg) -> String {
 }
 
 fn description(arg: &Arg) -> String {
-    let mut text = arg
-        .get_help()
-        .or_else(|| arg.get_long_help())
-        .map(|h| one_line(&h.to_string()))
+    // The whole help: the short one that `-h` shows leaves out the details.
+    // Its first paragraph is a summary without a full stop; each one ends a sentence.
+    let text = arg
+        .get_long_help()
+        .or_else(|| arg.get_help())
+        .map(|h| h.to_string())
         .unwrap_or_default();
-    if !text.is_empty() && !text.ends_with('.') {
-        text.push('.');
-    }
+    let mut text = text
+        .split("\n\n")
+        .map(one_line)
+        .filter(|p| !p.is_empty())
+        .map(|p| if p.ends_with('.') { p } else { p + "." })
+        .collect::<Vec<_>>()
+        .join(" ");
     let values: Vec<String> = arg
         .get_possible_values()
         .iter()

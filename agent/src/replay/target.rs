@@ -1,6 +1,7 @@
-//! A target's URL (`http(s)://host[:port][/ignored][@PERCENT]`) and its TLS client
-//! configuration. The URL only says where to connect: the path is ignored (the copy
-//! keeps the captured request-target) and Host comes from the captured request.
+//! A target's URL (`http(s)://host[:port][/][@PERCENT]`) and its TLS client
+//! configuration. The URL only says where to connect: the copy keeps the captured
+//! request-target byte for byte and Host comes from the captured request, so a URL with
+//! a path, query or fragment is refused rather than have that part silently dropped.
 
 use std::fmt;
 use std::path::Path;
@@ -27,6 +28,33 @@ pub struct TargetUrl {
     /// Host name or IP literal, without brackets.
     pub host: String,
     pub port: u16,
+}
+
+impl TargetUrl {
+    /// Two URLs with the same key name the same destination: scheme, host (ASCII case
+    /// folded, as DNS does) and port (`http://stage` and `http://STAGE:80` are one).
+    pub fn destination_key(&self) -> (Scheme, String, u16) {
+        (self.scheme, self.host.to_ascii_lowercase(), self.port)
+    }
+}
+
+/// The first `--target` value that names the same destination as an earlier one, with
+/// that earlier one: `(earlier, later)`. Each target samples and sends on its own, so one
+/// listed twice would get two copies of every request it keeps. Unparsable values are
+/// skipped (their own parser reports them).
+pub fn duplicate_target(values: &[String]) -> Option<(&str, &str)> {
+    let mut seen: Vec<((Scheme, String, u16), &str)> = Vec::new();
+    for value in values {
+        let Ok((url, _)) = parse_target(value) else {
+            continue;
+        };
+        let key = url.destination_key();
+        if let Some((_, earlier)) = seen.iter().find(|(k, _)| *k == key) {
+            return Some((earlier, value));
+        }
+        seen.push((key, value));
+    }
+    None
 }
 
 impl fmt::Display for TargetUrl {
@@ -61,6 +89,8 @@ pub enum TargetUrlError {
     Ipv6(String),
     #[error("target {url:?}: bad percent after `@`: {source}")]
     Percent { url: String, source: PercentError },
+    #[error("target {url:?}: a path ({path:?}) is not supported: the URL only says where to connect, and each copy keeps the captured request's path and query byte for byte; give scheme, host and port only (like http://stage:8080), and route copies at the target by their -shadow Host")]
+    Path { url: String, path: String },
 }
 
 /// What may follow the last `@` of a target as its sampling percent; anything else there
@@ -102,7 +132,7 @@ pub fn redact_userinfo(text: &str) -> std::borrow::Cow<'_, str> {
     format!("{}{shown}{}", &text[..start], &rest[at..]).into()
 }
 
-/// Parses `http(s)://host[:port][/path]` with an optional `@PERCENT` at the end.
+/// Parses `http(s)://host[:port][/]` with an optional `@PERCENT` at the end.
 pub fn parse_target(text: &str) -> Result<(TargetUrl, Option<Percent>), TargetUrlError> {
     let shown = redact_userinfo(text).into_owned();
     // The host ends up in logs, summaries and metric labels, and in the TLS server name.
@@ -129,6 +159,15 @@ pub fn parse_target(text: &str) -> Result<(TargetUrl, Option<Percent>), TargetUr
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
         return Err(TargetUrlError::UserInfo(shown));
+    }
+    // A lone `/` is how many people write a bare origin; anything more would have to be
+    // dropped or spliced into the request-target, and the copy is the captured request.
+    let path = &rest[authority.len()..];
+    if !path.is_empty() && path != "/" {
+        return Err(TargetUrlError::Path {
+            path: path.to_string(),
+            url: shown,
+        });
     }
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6
@@ -325,7 +364,7 @@ mod tests {
                 Some(125_000),
             ),
             (
-                "http://stage:8000/ignored/path?q@50",
+                "http://stage:8000/@50",
                 url(Scheme::Http, "stage", 8000),
                 Some(500_000),
             ),
@@ -401,12 +440,46 @@ mod tests {
             parse_target("http://[::1]x"),
             Err(TargetUrlError::Port { .. })
         ));
+        for (bad, path) in [
+            ("http://gw:8080/prefix", "/prefix"),
+            ("http://gw:8080/prefix/@50", "/prefix/"),
+            ("http://gw/?q=1", "/?q=1"),
+            ("http://gw?q", "?q"),
+            ("http://gw#frag", "#frag"),
+            ("https://[::1]:8443//", "//"),
+        ] {
+            match parse_target(bad) {
+                Err(TargetUrlError::Path { path: p, .. }) => assert_eq!(p, path, "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
         let e = parse_target("http://h@120").unwrap_err();
         assert!(e.to_string().contains("above 100"), "{e}");
         assert_eq!(
             url(Scheme::Https, "::1", 8443).to_string(),
             "https://[::1]:8443"
         );
+    }
+
+    #[test]
+    fn duplicates_are_the_same_scheme_host_and_port() {
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            duplicate_target(&list(&["http://stage", "http://STAGE:80/@10"])),
+            Some(("http://stage", "http://STAGE:80/@10"))
+        );
+        assert_eq!(
+            duplicate_target(&list(&["http://a:1", "http://b:1", "http://a:1@5"])),
+            Some(("http://a:1", "http://a:1@5"))
+        );
+        for distinct in [
+            &["http://stage", "https://stage"][..],
+            &["http://stage:80", "http://stage:8080"],
+            &["http://[::1]:80", "http://127.0.0.1:80"],
+            &["http://stage", "ftp://stage", "ftp://stage"],
+        ] {
+            assert_eq!(duplicate_target(&list(distinct)), None, "{distinct:?}");
+        }
     }
 
     #[test]
