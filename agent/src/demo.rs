@@ -115,6 +115,7 @@ pub fn run_demo() -> anyhow::Result<std::process::ExitCode> {
         drain_timeout: std::time::Duration::from_secs(5),
         progress: false,
         credentials_in_clear: Vec::new(),
+        dry_run: false,
     };
     println!("demo: replaying the bundled capture into a local recording target at {url}");
     let report = crate::replay_files::replay(&plan)?;
@@ -128,6 +129,6 @@ pub fn run_demo() -> anyhow::Result<std::process::ExitCode> {
         );
     }
     println!();
-    print!("{}", report.summary());
+    report.print();
     Ok(std::process::ExitCode::SUCCESS)
 }

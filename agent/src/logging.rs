@@ -9,7 +9,7 @@
 //! adds `suppressed = N` (events dropped since the last one let through) to it.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,36 @@ use crate::config::LogFormat;
 /// How often one rate-limited call site may log.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// `--log-format json` was chosen: every line shadowtap writes (logs, summaries,
+/// progress, errors) is then one JSON object.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether lines are written as JSON objects (`--log-format json`).
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// `1 request`, `2 requests`, `0 requests`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A line for a person that is not a log event (an error that ends the run, a note):
+/// on stderr, as text or as one JSON object with the level and message.
+pub fn line_to_stderr(level: &str, text: &str) {
+    if json() {
+        eprintln!(
+            "{}",
+            serde_json::json!({ "level": level, "fields": { "message": text }, "target": "shadowtap" })
+        );
+    } else {
+        eprintln!("shadowtap: {text}");
+    }
+}
+
 /// Installs the global subscriber (once; later calls do nothing).
 pub fn init(format: LogFormat) {
+    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour codes only for a person at a terminal, not in a pod's log stream.
