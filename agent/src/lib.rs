@@ -86,9 +86,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             };
             report.print();
-            // Stopped by a signal, `run` is a service told to stop: no request is no news.
             let bounded = plan.duration.is_some() && signals::received().is_none();
-            Ok(exit_code(&report, &plan.targets, bounded))
+            let code = exit_code(&report, &plan.targets, bounded);
+            // Stopped by a signal, `run` is a service told to stop, and that is a success;
+            // the lines above still name a target that answered nothing. Ended by
+            // `--duration`, its code says whether anything was delivered.
+            Ok(if signals::received().is_some() {
+                ExitCode::SUCCESS
+            } else {
+                code
+            })
         }
         Command::Demo => demo::run_demo(),
         Command::Config(ConfigCommand::Check { file }) => {
@@ -120,7 +127,8 @@ fn damaged_files(damaged: &[String]) -> ExitCode {
 }
 
 /// The exit code of a `replay` or `run` that got to its summary, after a line for each
-/// thing that went wrong. In order of precedence: 130/143 stopped by SIGINT/SIGTERM,
+/// thing that went wrong. In order of precedence: 130/143 stopped by SIGINT/SIGTERM
+/// (`run` turns that into 0),
 /// 1 a capture damaged part-way, 3 copies were sent and none was answered (by any
 /// target), 4 no request found (when `expect_requests`), 0 otherwise.
 fn exit_code(report: &ReplayReport, targets: &[TargetConfig], expect_requests: bool) -> ExitCode {

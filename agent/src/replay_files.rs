@@ -561,12 +561,15 @@ impl ReplayReport {
     }
 
     /// Prints the summary on stdout, as text or (`--log-format json`) one JSON line.
+    /// A closed stdout (piped into `head`) loses the summary, not the exit code.
     pub fn print(&self) {
-        if crate::logging::json() {
-            println!("{}", self.summary_json());
+        let text = if crate::logging::json() {
+            format!("{}\n", self.summary_json())
         } else {
-            print!("{}", self.summary());
-        }
+            self.summary()
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
     }
 }
 

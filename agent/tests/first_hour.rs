@@ -592,3 +592,72 @@ fn run_dry_run_prints_the_copy_and_a_quiet_run_exits_4_in_json() {
     assert!(err.iter().any(|e| e.get("capture").is_some()), "{stderr}");
     assert!(stderr.contains("no HTTP request found"), "{stderr}");
 }
+
+/// `run` is a service: SIGINT is how it is told to stop, so it exits 0 after its
+/// summary (and, no `--duration` having bounded it, a quiet port is no error).
+#[test]
+fn run_stopped_by_sigint_exits_0_with_its_summary() {
+    if !require_tools("run_stopped_by_sigint_exits_0", &[]) {
+        return;
+    }
+    let stage = RecordingServer::start(Behaviour::Answer);
+    let port = free_port().to_string();
+    let mut child = spawn(&[
+        "run",
+        "--engine",
+        "pcap",
+        "--iface",
+        "lo",
+        "--port",
+        &port,
+        "--admin-addr",
+        "off",
+        "--target",
+        &stage.url(),
+    ]);
+    std::thread::sleep(Duration::from_millis(1000));
+    signal(&child, libc::SIGINT);
+    assert!(
+        exits_within(&mut child, Duration::from_secs(10)),
+        "run still going 10s after SIGINT"
+    );
+    let out = child.wait_with_output().expect("run");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.starts_with("0 requests seen in "), "{stdout}");
+    assert!(!stderr.contains("no HTTP request found"), "{stderr}");
+}
+
+/// `demo` under `--log-format json` writes JSON lines only, and a reader that leaves
+/// early (`| head -1`) does not make it panic.
+#[test]
+fn demo_in_json_and_into_a_closed_pipe() {
+    let out = Command::new(shadowtap_bin())
+        .args(["--log-format", "json", "demo"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("demo");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let lines = assert_all_json("demo stdout", &stdout);
+    assert_all_json("demo stderr", &stderr);
+    assert_eq!(
+        lines[0]["demo"]["received"].as_array().map(Vec::len),
+        Some(10)
+    );
+    assert_eq!(lines[1]["summary"]["requests_seen"], 10);
+
+    let mut child = Command::new(shadowtap_bin())
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("demo");
+    // Read nothing, close the pipe: every write after this fails with EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("demo");
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
