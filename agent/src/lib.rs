@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod own_traffic;
 pub mod pipeline;
 pub mod privilege;
+pub mod progress;
 pub mod reassembly;
 pub mod replay;
 pub mod replay_files;

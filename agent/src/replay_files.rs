@@ -2,7 +2,7 @@
 //! capture timestamps, with every request accounted for in the end summary.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Read, Write as _};
+use std::io::{Read, Write as _};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -423,37 +423,19 @@ impl Pacer {
     }
 }
 
-/// The progress bar on stderr (indicatif): only for a person at a terminal, never in
-/// a pipe, a log file or JSON logs.
+/// The progress bar, with the requests seen so far as its message.
 struct Progress {
-    bar: indicatif::ProgressBar,
+    bar: crate::progress::Progress,
     done: u64,
-    seen: u64,
+    seen: Option<u64>,
 }
 
 impl Progress {
     fn new(wanted: bool, total: u64) -> Self {
-        let show = wanted && std::io::stderr().is_terminal() && !crate::logging::json();
-        let bar = if show {
-            let bar = indicatif::ProgressBar::with_draw_target(
-                Some(total),
-                indicatif::ProgressDrawTarget::stderr_with_hz(10),
-            );
-            let style = indicatif::ProgressStyle::with_template(
-                "[{bar:30}] {percent:>3}%  {binary_bytes}/{binary_total_bytes}  {msg}  eta {eta}",
-            )
-            .map(|s| s.progress_chars("#>-"))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-            bar.set_style(style);
-            bar.set_message("0 requests");
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
         Self {
-            bar,
+            bar: crate::progress::Progress::new(wanted, total),
             done: 0,
-            seen: 0,
+            seen: None,
         }
     }
 
@@ -462,16 +444,16 @@ impl Progress {
         if self.bar.is_hidden() {
             return;
         }
-        self.bar.set_position(done);
+        self.bar.set(done);
         let seen = accounting.requests_seen();
-        if seen != self.seen {
-            self.seen = seen;
-            self.bar.set_message(count(seen, "request", "requests"));
+        if self.seen != Some(seen) {
+            self.seen = Some(seen);
+            self.bar.message(count(seen, "request", "requests"));
         }
     }
 
     fn finish(&mut self) {
-        self.bar.finish_and_clear();
+        self.bar.finish();
     }
 }
 

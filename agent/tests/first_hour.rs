@@ -661,3 +661,45 @@ fn demo_in_json_and_into_a_closed_pipe() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// `inspect` on a terminal draws the bar too (over the bytes read, naming the file);
+/// piped, its stderr is the summary alone.
+#[test]
+fn inspect_draws_a_progress_bar_on_a_terminal_only() {
+    if !require_tools("inspect_draws_a_progress_bar", &["script"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = posts(dir.path(), "many.pcapng", 3000, "");
+    let typescript = dir.path().join("typescript");
+    let cmd = format!(
+        "{} inspect {} 2>&1 >/dev/null",
+        shadowtap_bin(),
+        path.display()
+    );
+    let status = Command::new("script")
+        .args(["-q", "-e", "-c", &cmd, typescript.to_str().expect("utf8")])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .expect("script");
+    assert!(status.success(), "{status}");
+    let shown =
+        String::from_utf8_lossy(&std::fs::read(&typescript).expect("typescript")).into_owned();
+    assert!(shown.contains("B/"), "{shown:?}");
+    assert!(shown.contains("many.pcapng"), "{shown:?}");
+    assert!(shown.contains(" eta "), "{shown:?}");
+
+    let out = Command::new(shadowtap_bin())
+        .args(["inspect", path.to_str().expect("utf8")])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("inspect");
+    let (_, stderr) = text(&out);
+    assert!(
+        !stderr.contains('\r') && !stderr.contains(" eta "),
+        "{stderr:?}"
+    );
+    assert!(stderr.starts_with("requests seen: 3000"), "{stderr:?}");
+}
