@@ -403,6 +403,7 @@ fn log_format_json_makes_every_line_json() {
     assert!(run.stderr.contains("unredacted"), "{}", run.stderr);
     assert!(
         err.iter().any(|e| e["level"] == "ERROR"
+            && e["timestamp"].is_string()
             && e["fields"]["message"]
                 .as_str()
                 .is_some_and(|m| m.contains("connection refused"))),
