@@ -141,6 +141,8 @@ pub struct ReplayReport {
 /// SIGINT/SIGTERM stop the reading; the copies in flight are drained as at the end (a
 /// second signal ends the drain) and the report is the run's up to there.
 pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
+    // First: a Ctrl-C during the checks below still ends in a summary (of nothing).
+    crate::signals::install();
     for source in &plan.sources {
         source.open()?;
     }
@@ -151,7 +153,6 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
     let (accounting, replayer) = start_replayer(plan.targets.clone())?;
     let credentials = CredentialWatch::new(plan.credentials_in_clear.clone());
     let dry = plan.dry_run.then(|| DryRun::new(&plan.targets));
-    crate::signals::install();
     tracing::debug!(
         files = plan.sources.len(),
         targets = plan.targets.len(),
