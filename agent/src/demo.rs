@@ -115,19 +115,50 @@ pub fn run_demo() -> anyhow::Result<std::process::ExitCode> {
         drain_timeout: std::time::Duration::from_secs(5),
         progress: false,
         credentials_in_clear: Vec::new(),
+        dry_run: false,
     };
-    println!("demo: replaying the bundled capture into a local recording target at {url}");
+    // A closed stdout (piped into `head`) ends the output, not the demo with a panic.
+    macro_rules! say {
+        ($($arg:tt)*) => {{
+            let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        }};
+    }
+    let json = crate::logging::json();
+    if !json {
+        say!("demo: replaying the bundled capture into a local recording target at {url}");
+    }
     let report = crate::replay_files::replay(&plan)?;
     let received = target.received();
-    println!("\nthe target received {} requests:", received.len());
-    println!("  {:<7} {:<22} {:>6}  TARGET", "METHOD", "HOST", "BODY");
-    for r in &received {
-        println!(
-            "  {:<7} {:<22} {:>6}  {}",
-            r.method, r.host, r.body_len, r.target
+    if json {
+        let list: Vec<serde_json::Value> = received
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "method": r.method, "host": r.host, "body_bytes": r.body_len, "target": r.target,
+                })
+            })
+            .collect();
+        say!(
+            "{}",
+            serde_json::json!({ "demo": { "target": url, "received": list } })
         );
+    } else {
+        say!(
+            "\nthe target received {}:",
+            crate::logging::count(received.len() as u64, "request", "requests")
+        );
+        say!("  {:<7} {:<22} {:>6}  TARGET", "METHOD", "HOST", "BODY");
+        for r in &received {
+            say!(
+                "  {:<7} {:<22} {:>6}  {}",
+                r.method,
+                r.host,
+                r.body_len,
+                r.target
+            );
+        }
+        say!();
     }
-    println!();
-    print!("{}", report.summary());
+    report.print();
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -188,7 +188,20 @@ pub fn inspect(
             "TS", "CLIENT", "SERVER", "METHOD", "BODY", "HOST"
         )?;
     }
-    let result = inspect_files(files, format, config, &mut summary, &mut bufs, out);
+    let progress = crate::progress::Progress::new(
+        true,
+        crate::progress::total_bytes(files.iter().map(PathBuf::as_path)),
+    );
+    let result = inspect_files(
+        files,
+        format,
+        config,
+        &mut summary,
+        &mut bufs,
+        out,
+        &progress,
+    );
+    progress.finish();
     // Lines of the requests found before an error are still printed.
     let written = bufs.write_out(out).and_then(|()| out.flush());
     result?;
@@ -277,6 +290,7 @@ fn inspect_files(
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
     out: &mut (dyn Write + Send),
+    progress: &crate::progress::Progress,
 ) -> Result<(), InspectError> {
     let (batch_tx, batch_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT);
     let (spare_tx, spare_rx) = crossbeam_channel::bounded(BATCHES_IN_FLIGHT + 2);
@@ -286,7 +300,7 @@ fn inspect_files(
         let reader = std::thread::Builder::new()
             .name("inspect-read".into())
             .spawn_scoped(scope, move || {
-                read_files(files, config, &batch_tx, &spare_rx)
+                read_files(files, config, &batch_tx, &spare_rx, progress)
             })
             .map_err(InspectError::Output)?;
         let writer = std::thread::Builder::new()
@@ -318,9 +332,12 @@ fn read_files(
     config: &PipelineConfig,
     batches: &Sender<FromReader>,
     spares: &Receiver<SinkBatch>,
+    progress: &crate::progress::Progress,
 ) -> Result<(), InspectError> {
     let fresh = || spares.try_recv().unwrap_or_default();
+    let mut read_before = 0;
     for path in files {
+        progress.message(path.display().to_string());
         let capture_err = |source| InspectError::Capture {
             path: path.clone(),
             source,
@@ -344,6 +361,7 @@ fn read_files(
             // A frame that does not decode is counted in the front's stats.
             let _ = front.push_frame(&frame, &mut batch);
             if batch.is_full() {
+                progress.set(read_before + reader.stats().bytes);
                 let full = std::mem::replace(&mut batch, fresh());
                 if batches.send(FromReader::Batch(full)).is_err() {
                     return Ok(());
@@ -351,6 +369,8 @@ fn read_files(
             }
         }
         front.flush(&mut batch);
+        read_before += reader.stats().bytes;
+        progress.set(read_before);
         let counts = FileCounts {
             frames: front.stats().frames,
             decode_errors: front.stats().decode_errors,

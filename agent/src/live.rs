@@ -21,11 +21,14 @@ use crate::capture::pcap_live::{
 };
 use crate::capture::{Frame, LinkType};
 use crate::dedup::SegmentDedup;
+use crate::logging::count;
 use crate::metrics::{CaptureEngine, DropReason, Registry};
 use crate::own_traffic::OwnConnections;
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
 use crate::replay::{Handoff, Outbox, TargetConfig};
-use crate::replay_files::{check_targets_resolve, dispatch, start_replayer, ReplayReport};
+use crate::replay_files::{
+    check_targets_resolve, dispatch, drain, start_replayer, CredentialWatch, DryRun, ReplayReport,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
@@ -54,9 +57,11 @@ pub struct RunPlan {
     pub duration: Option<Duration>,
     /// Where the admin server (/metrics, /healthz, /readyz) listens; None: no server.
     pub admin_addr: Option<SocketAddr>,
-    /// Credential headers that reach an `http://` target unredacted; warned about once
-    /// everything is set up and capture is about to start.
+    /// Credential headers that reach an `http://` target unredacted; warned about once,
+    /// when a captured request carrying one of them is first handed on to be copied.
     pub credentials_in_clear: Vec<&'static str>,
+    /// `--dry-run`: print each copy as it would be sent, send nothing.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,22 +83,6 @@ pub enum LiveError {
     Replayer(#[from] crate::replay::ReplayerError),
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),
-}
-
-/// Set by SIGINT/SIGTERM.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
-fn install_signal_handlers() {
-    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(libc::SIGINT, handler);
-        libc::signal(libc::SIGTERM, handler);
-    }
 }
 
 /// Counters of what the segment gate left out.
@@ -316,7 +305,9 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         t.socket_mark = plan.own_mark;
         t.own = Some(Arc::clone(&own));
     }
-    check_targets_resolve(&targets)?;
+    if !plan.dry_run {
+        check_targets_resolve(&targets)?;
+    }
     // A glob may match only interfaces created later (pods starting): the rescan picks
     // them up, so only plain names that match nothing are a mistake.
     let may_appear = plan
@@ -362,10 +353,15 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         Arc::clone(&gate_counts),
         Arc::clone(&dedup_on),
     ));
-    crate::warn_credentials_in_clear(&plan.credentials_in_clear);
+    let credentials = CredentialWatch::new(plan.credentials_in_clear.clone());
+    let dry = plan.dry_run.then(|| DryRun::new(&plan.targets));
+    // Copies leave through here: printed (`--dry-run`) or handed to the replay thread.
+    let send = |outbox: &mut Outbox| match &dry {
+        Some(dry) => dry.print(&replayer, outbox, &accounting),
+        None => replayer.send(outbox),
+    };
 
-    STOP.store(false, Ordering::SeqCst);
-    install_signal_handlers();
+    crate::signals::install();
     let started = Instant::now();
     let mut report = ReplayReport::new(Arc::clone(&accounting));
     let mut last_scan = Instant::now();
@@ -376,7 +372,13 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     // one in the buffers of those not kept.
     let mut outbox = Outbox::default();
     let hand_on = |ev: PipelineEvent, outbox: &mut Outbox, report: &mut ReplayReport| {
-        if dispatch(ev, &accounting, &replayer, Handoff::Later(outbox)) {
+        if dispatch(
+            ev,
+            &accounting,
+            &replayer,
+            Handoff::Later(outbox),
+            &credentials,
+        ) {
             report.not_http_streams += 1;
         }
     };
@@ -393,7 +395,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
             }
         }
     };
-    while !STOP.load(Ordering::SeqCst) && plan.duration.is_none_or(|d| started.elapsed() < d) {
+    while !crate::signals::stop_requested() && plan.duration.is_none_or(|d| started.elapsed() < d) {
         let rescan = last_scan.elapsed() >= RESCAN_EVERY;
         if rescan {
             last_scan = Instant::now();
@@ -450,7 +452,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
                 }
             }
         }
-        replayer.send(&mut outbox);
+        send(&mut outbox);
     }
     registry.begin_shutdown();
     tracing::info!("stopping: capture detached, draining copies in flight");
@@ -460,11 +462,11 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     for ev in pipeline.flush() {
         hand_on(ev, &mut outbox, &mut report);
     }
-    replayer.send(&mut outbox);
+    send(&mut outbox);
     if let Some(r) = recorder.take() {
         r.finish();
     }
-    replayer.shutdown(plan.drain_timeout);
+    drain(replayer, plan.drain_timeout);
     report.frames = pipeline.stats().frames;
     report.undecodable = pipeline.stats().decode_errors;
     report.ip = pipeline.decoder().stats().clone();
@@ -623,22 +625,59 @@ fn keep_frame(
 fn capture_summary(source: &mut Source, gate: &GateCounts) {
     let own = gate.own.load(Ordering::Relaxed);
     let dups = gate.duplicates.load(Ordering::Relaxed);
-    match source {
+    let (text, json) = match source {
         #[cfg(feature = "ebpf")]
         Source::Ebpf(capture) => match capture.stats() {
-            Ok(s) => eprintln!(
-                "capture (ebpf): {} packets matched ({} IP fragments and {} long IPv6 extension chains copied without a port check), {} ring-buffer drops, {} own packets skipped in kernel, {} own segments and {} second sightings left out",
-                s.matched, s.fragments, s.long_chains, s.ring_drops, s.own_mark_skipped, own, dups
+            Ok(s) => (
+                format!(
+                    "capture (ebpf): {} matched ({} and {} copied without a port check), {}, {} skipped in kernel, {} and {} left out",
+                    count(s.matched, "packet", "packets"),
+                    count(s.fragments, "IP fragment", "IP fragments"),
+                    count(s.long_chains, "long IPv6 extension chain", "long IPv6 extension chains"),
+                    count(s.ring_drops, "ring-buffer drop", "ring-buffer drops"),
+                    count(s.own_mark_skipped, "own packet", "own packets"),
+                    count(own, "own segment", "own segments"),
+                    count(dups, "second sighting", "second sightings"),
+                ),
+                serde_json::json!({ "capture": {
+                    "engine": "ebpf", "packets_matched": s.matched, "ip_fragments": s.fragments,
+                    "long_ipv6_chains": s.long_chains, "ring_drops": s.ring_drops,
+                    "own_packets_skipped": s.own_mark_skipped, "own_segments": own,
+                    "second_sightings": dups,
+                }}),
             ),
-            Err(e) => eprintln!("capture (ebpf): stats unavailable: {e}"),
+            Err(e) => (
+                format!("capture (ebpf): stats unavailable: {e}"),
+                serde_json::json!({ "capture": { "engine": "ebpf", "error": e.to_string() }}),
+            ),
         },
         Source::Pcap { capture, .. } => match capture.stats() {
-            Ok(s) => eprintln!(
-                "capture (pcap): {} frames, {} kernel drops, {} interface drops, {} own segments and {} second sightings left out, interface gone {} times",
-                s.frames, s.dropped, s.if_dropped, own, dups, s.interface_gone
+            Ok(s) => (
+                format!(
+                    "capture (pcap): {}, {}, {}, {} and {} left out, interface gone {}",
+                    count(s.frames, "frame", "frames"),
+                    count(s.dropped, "kernel drop", "kernel drops"),
+                    count(s.if_dropped, "interface drop", "interface drops"),
+                    count(own, "own segment", "own segments"),
+                    count(dups, "second sighting", "second sightings"),
+                    count(s.interface_gone, "time", "times"),
+                ),
+                serde_json::json!({ "capture": {
+                    "engine": "pcap", "frames": s.frames, "kernel_drops": s.dropped,
+                    "interface_drops": s.if_dropped, "own_segments": own,
+                    "second_sightings": dups, "interface_gone": s.interface_gone,
+                }}),
             ),
-            Err(e) => eprintln!("capture (pcap): stats unavailable: {e}"),
+            Err(e) => (
+                format!("capture (pcap): stats unavailable: {e}"),
+                serde_json::json!({ "capture": { "engine": "pcap", "error": e.to_string() }}),
+            ),
         },
+    };
+    if crate::logging::json() {
+        eprintln!("{json}");
+    } else {
+        eprintln!("{text}");
     }
 }
 

@@ -9,7 +9,7 @@
 //! adds `suppressed = N` (events dropped since the last one let through) to it.
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,68 @@ use crate::config::LogFormat;
 /// How often one rate-limited call site may log.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// `--log-format json` was chosen: every line shadowtap writes (logs, summaries,
+/// progress, errors) is then one JSON object.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// Whether lines are written as JSON objects (`--log-format json`).
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// `1 request`, `2 requests`, `0 requests`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// A line for a person that is not a log event (an error that ends the run, a note):
+/// on stderr, as text or as one JSON object with the level and message.
+pub fn line_to_stderr(level: &str, text: &str) {
+    if json() {
+        // The shape of the subscriber's own JSON lines, so one parser reads them all.
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": utc_now(),
+                "level": level,
+                "fields": { "message": text },
+                "target": "shadowtap",
+            })
+        );
+    } else {
+        eprintln!("shadowtap: {text}");
+    }
+}
+
+/// The time now as the subscriber writes it: `2026-12-04T18:01:49.152891Z`.
+fn utc_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60,
+        now.subsec_micros()
+    )
+}
+
 /// Installs the global subscriber (once; later calls do nothing).
 pub fn init(format: LogFormat) {
+    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colour codes only for a person at a terminal, not in a pod's log stream.
@@ -117,6 +177,16 @@ mod tests {
     use super::*;
 
     const SEC: u64 = 1_000_000_000;
+
+    #[test]
+    fn utc_now_is_shaped_like_the_subscribers_timestamps() {
+        let t = utc_now();
+        assert_eq!(t.len(), "2026-12-04T18:01:49.152891Z".len(), "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[10] == b'T',
+            "{t}"
+        );
+    }
 
     #[test]
     fn one_event_per_interval_with_the_count_of_the_others() {

@@ -30,6 +30,8 @@ pub enum Outcome {
     /// Served by production, but never copied (CONNECT, `OPTIONS *`).
     NotCopied(NotCopied),
     ReplayError(ReplayErrorKind),
+    /// `--dry-run`: kept for the target and printed, not sent.
+    DryRun,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,7 +96,7 @@ pub enum ReplayErrorKind {
 
 impl Outcome {
     /// Every outcome, in the order summaries list them.
-    pub const ALL: [Outcome; 20] = [
+    pub const ALL: [Outcome; 21] = [
         Outcome::Replayed(StatusClass::Informational),
         Outcome::Replayed(StatusClass::Success),
         Outcome::Replayed(StatusClass::Redirection),
@@ -115,6 +117,7 @@ impl Outcome {
         Outcome::ReplayError(ReplayErrorKind::Reset),
         Outcome::ReplayError(ReplayErrorKind::Tls),
         Outcome::ReplayError(ReplayErrorKind::Protocol),
+        Outcome::DryRun,
     ];
 
     fn index(self) -> usize {
@@ -138,6 +141,7 @@ impl Outcome {
             Outcome::Unparseable => ("unparseable", ""),
             Outcome::Untrusted => ("untrusted", ""),
             Outcome::NotCopied(why) => ("not_copied", why.label()),
+            Outcome::DryRun => ("dry_run", ""),
             Outcome::ReplayError(k) => (
                 "replay_error",
                 match k {

@@ -2,18 +2,21 @@
 //! capture timestamps, with every request accounted for in the end summary.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Read};
+use std::io::{Read, Write as _};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::capture::pcap_file::{CaptureFileError, CaptureReader};
 use crate::config::Speed;
 use crate::decode::DecodeStats;
-use crate::http::NotHttpKind;
+use crate::http::{HttpRequest, NotHttpKind};
+use crate::logging::count;
 use crate::metrics::{Accounting, Outcome};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
-use crate::replay::{CapturedRequest, Handoff, Replayer, ReplayerError, TargetConfig};
+use crate::replay::rewrite::build_shadow_request;
+use crate::replay::{CapturedRequest, Handoff, Outbox, Replayer, ReplayerError, TargetConfig};
 
 /// A capture to replay: a file, or bytes built into the binary (the demo).
 #[derive(Clone, Debug)]
@@ -111,9 +114,11 @@ pub struct ReplayPlan {
     pub drain_timeout: Duration,
     /// Show a progress bar (only when stderr is a terminal).
     pub progress: bool,
-    /// Credential headers that reach an `http://` target unredacted; warned about once
-    /// the replay is set up and about to start.
+    /// Credential headers that reach an `http://` target unredacted; warned about once,
+    /// when a request carrying one of them is first handed on to be copied.
     pub credentials_in_clear: Vec<&'static str>,
+    /// `--dry-run`: print each copy as it would be sent, send nothing.
+    pub dry_run: bool,
 }
 
 /// What a replay did: the accounting per target, and capture-side counts.
@@ -133,33 +138,59 @@ pub struct ReplayReport {
 /// flight. Every source is opened once first, so a bad file fails before anything is sent.
 /// A file damaged part-way is replayed up to the damage (its connections then end as at
 /// the end of a file), the damage goes into `damaged`, and the other files still play.
+/// SIGINT/SIGTERM stop the reading; the copies in flight are drained as at the end (a
+/// second signal ends the drain) and the report is the run's up to there.
 pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
+    // First: a Ctrl-C during the checks below still ends in a summary (of nothing).
+    crate::signals::install();
     for source in &plan.sources {
         source.open()?;
     }
-    check_targets_resolve(&plan.targets)?;
+    // A dry run looks nothing up and connects nowhere.
+    if !plan.dry_run {
+        check_targets_resolve(&plan.targets)?;
+    }
     let (accounting, replayer) = start_replayer(plan.targets.clone())?;
-    crate::warn_credentials_in_clear(&plan.credentials_in_clear);
+    let credentials = CredentialWatch::new(plan.credentials_in_clear.clone());
+    let dry = plan.dry_run.then(|| DryRun::new(&plan.targets));
+    tracing::debug!(
+        files = plan.sources.len(),
+        targets = plan.targets.len(),
+        loops = plan.loops,
+        dry_run = plan.dry_run,
+        "replay starting"
+    );
     let started = Instant::now();
     let mut report = ReplayReport::new(Arc::clone(&accounting));
     let total_bytes: u64 =
         plan.sources.iter().map(CaptureSource::size).sum::<u64>() * u64::from(plan.loops);
-    let mut progress = Progress::new(
-        plan.progress && std::io::stderr().is_terminal(),
-        total_bytes,
-    );
-    let handle = |ev: PipelineEvent, report: &mut ReplayReport| {
-        if dispatch(ev, &accounting, &replayer, Handoff::Now { wait: true }) {
+    let mut progress = Progress::new(plan.progress, total_bytes);
+    let mut outbox = Outbox::default();
+    let mut handle = |ev: PipelineEvent, report: &mut ReplayReport| {
+        let how = match dry {
+            Some(_) => Handoff::Later(&mut outbox),
+            None => Handoff::Now { wait: true },
+        };
+        if dispatch(ev, &accounting, &replayer, how, &credentials) {
             report.not_http_streams += 1;
         }
+        if let Some(dry) = &dry {
+            dry.print(&replayer, &mut outbox, &accounting);
+        }
     };
-    for _ in 0..plan.loops {
+    'sources: for _ in 0..plan.loops {
         for source in &plan.sources {
+            if crate::signals::stop_requested() {
+                break 'sources;
+            }
             let mut reader = source.open()?;
             let mut pipeline = Pipeline::new(plan.pipeline.clone());
             let mut pace = Pacer::new(plan.speed);
             let base = progress.done;
             loop {
+                if crate::signals::stop_requested() {
+                    break;
+                }
                 let frame = match reader.next_frame() {
                     Ok(Some(frame)) => frame,
                     Ok(None) => break,
@@ -183,6 +214,8 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
                 }
                 progress.set(base + reader.stats().bytes, &accounting);
             }
+            // Requests still open when the reading stopped end as at the end of a file,
+            // so that every request seen has its outcome.
             for ev in pipeline.flush() {
                 handle(ev, &mut report);
             }
@@ -192,9 +225,131 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
         }
     }
     progress.finish();
-    replayer.shutdown(plan.drain_timeout);
+    tracing::debug!(
+        pending = replayer.pending(),
+        signalled = crate::signals::stop_requested(),
+        "reading done; draining copies in flight"
+    );
+    drain(replayer, plan.drain_timeout);
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Waits up to `timeout` for the copies queued or in flight (a second SIGINT/SIGTERM
+/// ends the wait at once), then stops the replayer: those still unsettled count as
+/// `replay_error timeout`.
+pub fn drain(replayer: Replayer, timeout: Duration) {
+    let end = Instant::now() + timeout;
+    while replayer.pending() > 0 && Instant::now() < end && !crate::signals::forced() {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    replayer.shutdown(Duration::ZERO);
+}
+
+/// The warning about credentials sent in clear to an `http://` target, given once and
+/// only when a request handed on to be copied really carries one of those headers.
+pub struct CredentialWatch {
+    headers: Vec<&'static str>,
+    warned: AtomicBool,
+}
+
+impl CredentialWatch {
+    pub fn new(headers: Vec<&'static str>) -> Self {
+        Self {
+            warned: AtomicBool::new(headers.is_empty()),
+            headers,
+        }
+    }
+
+    fn check(&self, request: &HttpRequest) {
+        if self.warned.load(Ordering::Relaxed) {
+            return;
+        }
+        let found: Vec<&str> = self
+            .headers
+            .iter()
+            .copied()
+            .filter(|h| request.header(h).is_some())
+            .collect();
+        if !found.is_empty() && !self.warned.swap(true, Ordering::Relaxed) {
+            crate::warn_credentials_in_clear(&found);
+        }
+    }
+}
+
+/// `--dry-run`: the copies that sampling, filters and rate caps keep are printed on
+/// stdout as they would be sent (request line, headers as rewritten, body length) and
+/// counted as `dry_run`; nothing is sent.
+pub struct DryRun {
+    targets: Vec<TargetConfig>,
+}
+
+impl DryRun {
+    pub fn new(targets: &[TargetConfig]) -> Self {
+        Self {
+            targets: targets.to_vec(),
+        }
+    }
+
+    /// Prints and settles the copies `outbox` holds.
+    pub fn print(&self, replayer: &Replayer, outbox: &mut Outbox, accounting: &Accounting) {
+        let held = replayer.take_held(outbox);
+        if held.is_empty() {
+            return;
+        }
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        for (index, captured) in held {
+            let Some(t) = self.targets.get(index) else {
+                continue;
+            };
+            let bytes = build_shadow_request(
+                &captured.request,
+                captured.client,
+                captured.server,
+                &t.rules,
+                &t.shadow_suffix,
+            );
+            let head_len = memchr::memmem::find(&bytes, b"\r\n\r\n").map_or(bytes.len(), |i| i + 4);
+            let head = String::from_utf8_lossy(&bytes[..head_len]);
+            let body = bytes.len() - head_len;
+            let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+            let request_line = lines.next().unwrap_or_default();
+            // stdout closed (a pipe into `head`): nothing more to show, the run goes on.
+            let _ = if crate::logging::json() {
+                let headers: Vec<[&str; 2]> = lines
+                    .map(|l| {
+                        let (n, v) = l.split_once(':').unwrap_or((l, ""));
+                        [n, v.trim_start()]
+                    })
+                    .collect();
+                let line = serde_json::json!({
+                    "dry_run": {
+                        "target": t.url.to_string(),
+                        "client": captured.client.to_string(),
+                        "server": captured.server.to_string(),
+                        "request_line": request_line,
+                        "headers": headers,
+                        "body_bytes": body,
+                    }
+                });
+                writeln!(out, "{line}")
+            } else {
+                let mut text = format!(
+                    "--- copy to {} ({} -> {}), not sent (--dry-run)\n{request_line}\n",
+                    t.url, captured.client, captured.server
+                );
+                for l in lines {
+                    text.push_str(l);
+                    text.push('\n');
+                }
+                let _ = writeln!(text, "[body: {}]", count(body as u64, "byte", "bytes"));
+                out.write_all(text.as_bytes())
+            };
+            accounting.target(index).record(Outcome::DryRun);
+        }
+        let _ = out.flush();
+    }
 }
 
 /// The accounting (one entry per target, in order) and the replayer that records into it.
@@ -215,10 +370,12 @@ pub fn dispatch(
     accounting: &Accounting,
     replayer: &Replayer,
     how: Handoff<'_>,
+    credentials: &CredentialWatch,
 ) -> bool {
     match ev {
         PipelineEvent::Request(seen) => {
             accounting.seen();
+            credentials.check(&seen.request);
             let captured = CapturedRequest {
                 conn: seen.conn,
                 client: seen.client,
@@ -261,59 +418,43 @@ impl Pacer {
         let due = t0 + offset;
         let now = Instant::now();
         if due > now {
-            std::thread::sleep(due - now);
+            // A signal must not wait for the next request of a slow capture.
+            crate::signals::sleep(due - now);
         }
     }
 }
 
-/// A one-line progress display on stderr, redrawn at most every 100 ms.
+/// The progress bar, with the requests seen so far as its message.
 struct Progress {
-    enabled: bool,
-    total: u64,
+    bar: crate::progress::Progress,
     done: u64,
-    last_draw: Option<Instant>,
+    seen: Option<u64>,
 }
 
 impl Progress {
-    fn new(enabled: bool, total: u64) -> Self {
+    fn new(wanted: bool, total: u64) -> Self {
         Self {
-            enabled,
-            total,
+            bar: crate::progress::Progress::new(wanted, total),
             done: 0,
-            last_draw: None,
+            seen: None,
         }
     }
 
     fn set(&mut self, done: u64, accounting: &Accounting) {
         self.done = done;
-        if !self.enabled
-            || self
-                .last_draw
-                .is_some_and(|t| t.elapsed() < Duration::from_millis(100))
-        {
+        if self.bar.is_hidden() {
             return;
         }
-        self.last_draw = Some(Instant::now());
-        let pct = if self.total == 0 {
-            100.0
-        } else {
-            self.done as f64 * 100.0 / self.total as f64
-        };
-        let width = 30;
-        let filled = ((pct / 100.0) * width as f64) as usize;
-        eprint!(
-            "\r[{}{}] {:5.1}%  {} requests",
-            "#".repeat(filled.min(width)),
-            " ".repeat(width - filled.min(width)),
-            pct,
-            accounting.requests_seen()
-        );
+        self.bar.set(done);
+        let seen = accounting.requests_seen();
+        if self.seen != Some(seen) {
+            self.seen = Some(seen);
+            self.bar.message(count(seen, "request", "requests"));
+        }
     }
 
     fn finish(&mut self) {
-        if self.enabled && self.last_draw.is_some() {
-            eprintln!();
-        }
+        self.bar.finish();
     }
 }
 
@@ -337,12 +478,12 @@ impl ReplayReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "replayed {} frames in {:.2}s: {} requests seen, {} non-HTTP streams, {} undecodable frames",
-            self.frames,
+            "{} seen in {:.2}s ({}, {}, {})",
+            count(seen, "request", "requests"),
             self.elapsed.as_secs_f64(),
-            seen,
-            self.not_http_streams,
-            self.undecodable
+            count(self.frames, "frame", "frames"),
+            count(self.not_http_streams, "non-HTTP stream", "non-HTTP streams"),
+            count(self.undecodable, "undecodable frame", "undecodable frames"),
         );
         let _ = writeln!(s, "{}", self.ip);
         for damage in &self.damaged {
@@ -350,17 +491,8 @@ impl ReplayReport {
         }
         for (name, counters) in self.accounting.iter() {
             let _ = writeln!(s, "target {name}");
-            for outcome in Outcome::ALL {
-                let n = counters.get(outcome);
-                if n > 0 {
-                    let (label, detail) = outcome.labels();
-                    let label = if detail.is_empty() {
-                        label.to_string()
-                    } else {
-                        format!("{label} {detail}")
-                    };
-                    let _ = writeln!(s, "  {label:<24} {n:>10}");
-                }
+            for (label, n) in outcome_rows(counters) {
+                let _ = writeln!(s, "  {label:<24} {n:>10}");
             }
             let total = counters.total();
             let _ = writeln!(
@@ -377,4 +509,67 @@ impl ReplayReport {
         }
         s
     }
+
+    /// The summary as one JSON object (`--log-format json`), the same figures.
+    pub fn summary_json(&self) -> serde_json::Value {
+        let seen = self.accounting.requests_seen();
+        let targets: Vec<serde_json::Value> = self
+            .accounting
+            .iter()
+            .map(|(name, counters)| {
+                let outcomes: serde_json::Map<String, serde_json::Value> = outcome_rows(counters)
+                    .into_iter()
+                    .map(|(label, n)| (label, n.into()))
+                    .collect();
+                serde_json::json!({
+                    "target": name,
+                    "outcomes": outcomes,
+                    "total": counters.total(),
+                    "adds_up": counters.total() == seen,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "summary": {
+                "requests_seen": seen,
+                "elapsed_secs": self.elapsed.as_secs_f64(),
+                "frames": self.frames,
+                "not_http_streams": self.not_http_streams,
+                "undecodable_frames": self.undecodable,
+                "ip": self.ip.to_string(),
+                "damaged": self.damaged,
+                "targets": targets,
+            }
+        })
+    }
+
+    /// Prints the summary on stdout, as text or (`--log-format json`) one JSON line.
+    /// A closed stdout (piped into `head`) loses the summary, not the exit code.
+    pub fn print(&self) {
+        let text = if crate::logging::json() {
+            format!("{}\n", self.summary_json())
+        } else {
+            self.summary()
+        };
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+    }
+}
+
+/// A target's outcomes that happened, in summary order: `replayed 2xx`, `not_sampled`.
+fn outcome_rows(counters: &crate::metrics::TargetCounters) -> Vec<(String, u64)> {
+    Outcome::ALL
+        .iter()
+        .filter_map(|&outcome| {
+            let n = counters.get(outcome);
+            (n > 0).then(|| {
+                let (label, detail) = outcome.labels();
+                if detail.is_empty() {
+                    (label.to_string(), n)
+                } else {
+                    (format!("{label} {detail}"), n)
+                }
+            })
+        })
+        .collect()
 }

@@ -84,6 +84,7 @@ fn sample_value(long: &str, dir: &Path) -> Option<String> {
         "max-rps" => "12.5".into(),
         "target-ca" => format!("{:?}", ca.display().to_string()),
         "insecure" => "true".into(),
+        "dry-run" => "true".into(),
         "record" => "\"/tmp/shadowtap-test.pcapng\"".into(),
         "duration" => "\"3s\"".into(),
         _ => return None,

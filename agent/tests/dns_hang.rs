@@ -122,7 +122,8 @@ fn a_hanging_resolver_keeps_threads_flat_and_the_drain_deadline() {
     let status = status.unwrap_or_else(|| {
         panic!("still running after {limit:?} ({most_threads} threads): {stdout}{stderr}")
     });
-    assert!(status.success(), "{stdout}{stderr}");
+    // No copy delivered (refused, then not resolved): exit 3.
+    assert_eq!(status.code(), Some(3), "{stdout}{stderr}");
     // 3.2 s of capture, the drain, and a margin for a slow CI machine.
     assert!(
         took < Duration::from_secs(3) + Duration::from_millis(200) + drain + Duration::from_secs(3),

@@ -389,6 +389,11 @@ pub struct ShadowArgs {
         env = "SHADOWTAP_INSECURE"
     )]
     pub insecure: bool,
+    /// Print each copy on stdout as it would be sent (request line, headers, body
+    /// length) and send nothing: no lookup of, no connection to any target. Copies count
+    /// as `dry_run`.
+    #[arg(long, env = "SHADOWTAP_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 /// A flag value that does not make sense, named.

@@ -493,6 +493,19 @@ impl Replayer {
         }
     }
 
+    /// Takes the copies `outbox` holds without sending them (`--dry-run`): their bytes
+    /// go back to their targets' budgets and the caller records their outcomes.
+    pub fn take_held(&self, outbox: &mut Outbox) -> Vec<(usize, Arc<CapturedRequest>)> {
+        outbox
+            .held
+            .drain(..)
+            .map(|(index, shared, size)| {
+                self.targets[index].bytes.give_back(size);
+                (index, shared)
+            })
+            .collect()
+    }
+
     /// Decides on a request for every target and counts what is decided here (filtered,
     /// not sampled, rate limited, queue full); the copies kept go on as `how` says. Call
     /// `Accounting::seen` first.

@@ -162,11 +162,17 @@ impl Summary {
         let mut s = Summary::default();
         let mut seen = None;
         for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("replayed ") {
-                if let Some((_, after)) = rest.split_once(": ") {
-                    let n = after.split_whitespace().next().ok_or("no seen count")?;
-                    seen = Some(n.parse::<u64>().map_err(|e| format!("{line:?}: {e}"))?);
-                }
+            // `12 requests seen in 0.50s (...)`, `1 request seen in ...`.
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if seen.is_none()
+                && matches!(words.get(1), Some(&"request" | &"requests"))
+                && words.get(2) == Some(&"seen")
+            {
+                seen = Some(
+                    words[0]
+                        .parse::<u64>()
+                        .map_err(|e| format!("{line:?}: {e}"))?,
+                );
             } else if let Some(url) = line.strip_prefix("target ") {
                 s.targets.push(TargetSummary {
                     url: url.trim().to_string(),
@@ -189,7 +195,7 @@ impl Summary {
                 }
             }
         }
-        s.seen = seen.ok_or("no `replayed ... requests seen` line")?;
+        s.seen = seen.ok_or("no `N requests seen in ...` line")?;
         if s.targets.is_empty() {
             return Err("no target section".into());
         }
@@ -605,6 +611,11 @@ impl CaptureBuilder {
         self.frame(client, server, seq, s_isn + 1, FIN | ACK, &[]);
         self.frame(server, client, s_isn + 1, seq + 1, FIN | ACK, &[]);
         self.frame(client, server, seq + 1, s_isn + 2, ACK, &[]);
+    }
+
+    /// Moves the capture clock on: the next frame is `d` later (a quiet spell).
+    pub fn pause(&mut self, d: Duration) {
+        self.ts += u64::try_from(d.as_nanos()).expect("pause fits");
     }
 
     pub fn write_to(self, path: &Path) {
