@@ -119,7 +119,7 @@ load() {
 # outcomes FILE -> sets seen, total: requests seen by the agent and the sum of every
 # outcome row of the summary (one target).
 outcomes() {
-  seen=$(awk '/requests seen/ { for (i = 1; i <= NF; i++) if ($(i + 1) == "requests" && $(i + 2) == "seen,") print $i }' "$1")
+  seen=$(awk '/requests seen/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^requests?$/ && $(i + 2) == "seen") print $i }' "$1")
   total=$(awk 'substr($0, 1, 2) == "  " && $1 != "total" { for (i = 1; i <= NF; i++)
     if ($i ~ /^[0-9]+$/) { s += $i; break } } END { print s + 0 }' "$1")
 }

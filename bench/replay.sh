@@ -59,7 +59,7 @@ replay() {
     >"$out/$name.stdout" 2>"$out/$name.stderr"
   read -r wall user sys rss <"$out/$name.time"
   local seen replayed qfull
-  seen=$(awk '/requests seen/ { for (i = 2; i <= NF; i++) if ($i == "requests" && $(i+1) == "seen,") print $(i-1) }' "$out/$name.stdout")
+  seen=$(awk '/requests seen/ { for (i = 2; i <= NF; i++) if ($i ~ /^requests?$/ && $(i+1) == "seen") print $(i-1) }' "$out/$name.stdout")
   replayed=$(awk '$1 == "replayed" && $2 ~ /xx$/ { s += $3 } END { print s + 0 }' "$out/$name.stdout")
   qfull=$(awk '$1 == "queue_full" { print $2 } END { }' "$out/$name.stdout")
   echo "$wall $user $sys $rss $seen $replayed ${qfull:-0}"

@@ -102,7 +102,7 @@ first, last = max(rss[:third]), max(rss[-third:])
 step = max([rss[j] - rss[i] for i in range(len(rss)) for j in range(i + 1, min(i + 4, len(rss)))] or [0])
 limit = first * 1.10 + 8 * 1024 + max(step, 0)
 summary = open(sys.argv[2]).read()
-seen = int(re.search(r": (\d+) requests seen", summary).group(1))
+seen = int(re.search(r"(\d+) requests? seen", summary).group(1))
 rows_out = {}
 total = None
 for line in summary.splitlines():

@@ -13,7 +13,7 @@ echo "== tests"; cargo test --workspace -- --test-threads=2
 echo "== deploy"; bash scripts/check-deploy.sh
 
 # The soak on the debug binary the tests just built (no release build here); the
-# 10-minute run on a quiet machine is `scripts/soak.sh 10m` (README, Proofs under stress).
+# 10-minute run on a quiet machine is `scripts/soak.sh 10m` (docs/proofs.md, Soak).
 soak=${SOAK_DURATION:-90s}
 echo "== soak (${soak}, debug build)"
 SHADOWTAP_BIN="$PWD/target/debug/shadowtap" bash scripts/soak.sh "$soak" 10 2 10 | tail -n 4

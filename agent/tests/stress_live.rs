@@ -103,20 +103,9 @@ fn a_running_agent_keeps_only_the_capabilities_it_uses() {
         for (tid, mask) in threads {
             assert_eq!(mask, want, "{case}: thread {tid} CapEff");
         }
-        // The warning about credentials to an http:// target comes once, after set-up.
-        let lines: Vec<&str> = err.lines().collect();
-        let at = |needle: &str| {
-            lines
-                .iter()
-                .position(|l| l.contains(needle))
-                .unwrap_or_else(|| panic!("{case}: no {needle:?} in:\n{err}"))
-        };
-        assert_eq!(err.matches("unredacted").count(), 1, "{case}: {err}");
-        assert!(
-            at("unredacted") > at("dropped capabilities")
-                && at("unredacted") > at("admin server listening"),
-            "{case}: warning before set-up ended:\n{err}"
-        );
+        // The warning about credentials to an http:// target comes only once a copied
+        // request carries them (first_hour.rs tests that); this traffic carries none.
+        assert_eq!(err.matches("unredacted").count(), 0, "{case}: {err}");
     }
 }
 
@@ -410,7 +399,10 @@ fn an_interface_deleted_and_created_again_is_captured_again_by_both_engines() {
         if engine == "pcap" {
             // The closed capture is logged and counted once, however many reads failed.
             assert_eq!(err.matches("interface gone:").count(), 1, "{err}");
-            assert!(err.contains("interface gone 1 times"), "{err}");
+            assert!(
+                err.lines().any(|l| l.ends_with("interface gone 1 time")),
+                "{err}"
+            );
         } else {
             assert_eq!(err.matches("interface gone").count(), 1, "{err}");
         }

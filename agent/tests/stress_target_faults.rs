@@ -55,7 +55,15 @@ fn replay(path: &Path, target: &str, extra: &[&str]) -> Finished {
     }
     args.extend_from_slice(extra);
     let run = run_shadowtap(&args, LIMIT);
-    run.assert_success();
+    // Exit 3 says no copy reached any target (README, exit codes): only then.
+    let delivered = run.stdout.contains("  replayed ");
+    if run.code == 3 {
+        assert!(!delivered, "exit 3 with copies delivered:\n{}", run.stdout);
+        assert!(run.stderr.contains("no copy delivered"), "{}", run.stderr);
+    } else {
+        run.assert_success();
+        assert!(delivered, "exit 0 with no copy delivered:\n{}", run.stdout);
+    }
     eprintln!(
         "replay {extra:?}: {:.1}s, peak RSS {} KiB\n{}",
         run.elapsed.as_secs_f64(),
