@@ -166,6 +166,8 @@ pub enum InspectError {
         path: PathBuf,
         source: crate::capture::pcap_file::CaptureFileError,
     },
+    #[error("`-` (standard input) can be read only once: name it once")]
+    StdinOnce,
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
 }
@@ -179,6 +181,13 @@ pub fn inspect(
     config: &PipelineConfig,
     out: &mut (dyn Write + Send),
 ) -> Result<InspectSummary, InspectError> {
+    let stdin_uses = files
+        .iter()
+        .filter(|p| crate::capture::pcap_file::is_stdin(p))
+        .count();
+    if stdin_uses > 1 {
+        return Err(InspectError::StdinOnce);
+    }
     let mut summary = InspectSummary::default();
     let mut bufs = LineBuffers::default();
     if format == InspectFormat::Table {

@@ -83,7 +83,8 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// pcap or pcapng files, read in order.
+    /// pcap or pcapng files, read in order; gzip or zstd compressed too; `-` reads
+    /// standard input.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Server ports to look at (comma-separated); by default any port, requests are
@@ -560,7 +561,8 @@ impl std::str::FromStr for Speed {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// pcap or pcapng files, replayed in order.
+    /// pcap or pcapng files, replayed in order; gzip or zstd compressed too; `-` reads
+    /// standard input (once, without --loop).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Server ports whose requests are replayed (comma-separated); default any port.
