@@ -94,6 +94,16 @@ pub struct InspectArgs {
     /// Output format.
     #[arg(long, value_enum, default_value = "jsonl", env = "SHADOWTAP_FORMAT")]
     pub format: InspectFormat,
+    /// Also print each complete request's header block.
+    #[arg(long)]
+    pub headers: bool,
+    /// Also print the first N body bytes of each complete request (non-printable bytes
+    /// escaped as \xNN).
+    #[arg(long, value_name = "N")]
+    pub body: Option<usize>,
+    /// Table times in UTC instead of local time.
+    #[arg(long)]
+    pub utc: bool,
     #[command(flatten)]
     pub limits: LimitArgs,
 }
