@@ -19,6 +19,16 @@ use super::{Frame, LinkType};
 /// The pseudo-interface that captures on every interface at once.
 pub const ANY_IFACE: &str = "any";
 
+/// Whether `iface` names a netfilter log group (`nflog` is group 0, `nflog:N` group N),
+/// which libpcap reads as a device of link type NFLOG: packets an iptables or nftables
+/// rule logs with `-j NFLOG --nflog-group N` / `log group N`.
+pub fn is_nflog(iface: &str) -> bool {
+    iface == "nflog"
+        || iface
+            .strip_prefix("nflog:")
+            .is_some_and(|group| group.parse::<u16>().is_ok())
+}
+
 /// How a live capture is opened. The defaults suit an agent that must see each request
 /// promptly without losing bursts.
 #[derive(Clone, Debug, PartialEq, Eq)]
