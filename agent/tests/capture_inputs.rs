@@ -57,6 +57,11 @@ fn inspect_reads_stdin_and_gzip_and_zstd_streams() {
             "two gzip members",
             "{ head -c 1000 \"$F\" | gzip -c; tail -c +1001 \"$F\" | gzip -c; } | \"$B\" inspect -",
         ),
+        // Two zstd frames (as `zstd -c a; zstd -c b` or a multi-threaded zstd makes).
+        (
+            "two zstd frames",
+            "{ head -c 3000 \"$F\" | zstd -q -c; tail -c +3001 \"$F\" | zstd -q -c; } | \"$B\" inspect -",
+        ),
         (
             "zstd at level 19 with a long window",
             "zstd -q -19 --long=24 -c \"$F\" | \"$B\" inspect -",
@@ -125,6 +130,14 @@ fn a_damaged_compressed_stream_is_named_not_misread() {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("-: read failed"), "{stderr}");
+    // A zstd frame asking for a 1 GiB window: refused before any of it is allocated.
+    let out = shell(
+        "printf '\\050\\265\\057\\375\\000\\240\\001\\000\\000' | \"$B\" inspect -",
+        &file,
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("1073741824-byte window"), "{stderr}");
     // Neither pcap nor a compression we know: the message names what is accepted.
     let out = shell("echo 'GET / HTTP/1.1' | \"$B\" inspect -", &file);
     let stderr = text(&out.stderr);

@@ -11,7 +11,7 @@
 //! read.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::ops::Range;
 use std::path::Path;
 
@@ -314,7 +314,7 @@ fn decompressed<R: Read + 'static>(mut inner: R) -> Result<Box<dyn Read>, Captur
         // Multi-member: `gzip -c a b > c` and appended rotations are one stream.
         Box::new(flate2::read::MultiGzDecoder::new(whole))
     } else if got == 4 && magic == ZSTD_MAGIC {
-        Box::new(ZstdFrames::new(BufReader::with_capacity(READ_CHUNK, whole)))
+        Box::new(ZstdFrames::new(PeekReader::new(whole)))
     } else {
         Box::new(whole)
     })
@@ -322,15 +322,15 @@ fn decompressed<R: Read + 'static>(mut inner: R) -> Result<Box<dyn Read>, Captur
 
 /// Decodes every zstd frame of a stream in turn (ruzstd's `StreamingDecoder` stops after
 /// the first), skipping skippable frames, refusing windows over `MAX_ZSTD_WINDOW`.
-struct ZstdFrames<R: BufRead> {
-    source: R,
+struct ZstdFrames<R: Read> {
+    source: PeekReader<R>,
     decoder: ruzstd::decoding::FrameDecoder,
     /// A frame is being decoded (its header was read).
     in_frame: bool,
 }
 
-impl<R: BufRead> ZstdFrames<R> {
-    fn new(source: R) -> Self {
+impl<R: Read> ZstdFrames<R> {
+    fn new(source: PeekReader<R>) -> Self {
         Self {
             source,
             decoder: ruzstd::decoding::FrameDecoder::new(),
@@ -341,7 +341,9 @@ impl<R: BufRead> ZstdFrames<R> {
     /// Starts the next frame; false at the end of the stream.
     fn next_frame(&mut self) -> io::Result<bool> {
         loop {
-            let head = self.source.fill_buf()?;
+            // The longest frame header: magic, descriptor, window, dictionary id (4) and
+            // content size (8).
+            let head = self.source.peek(18)?;
             if head.is_empty() {
                 return Ok(false);
             }
@@ -383,6 +385,77 @@ impl<R: BufRead> ZstdFrames<R> {
     }
 }
 
+/// A buffered reader that can look a few bytes ahead however its reads fall: a zstd
+/// frame's header may straddle two reads of the input.
+struct PeekReader<R: Read> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl<R: Read> PeekReader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Up to `n` (at most `READ_CHUNK`) unread bytes, fewer only at the end of the input.
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.end - self.start < n {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            while self.end < n {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Ok(0) => break,
+                    Ok(got) => self.end += got,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(&self.buf[self.start..self.end.min(self.start + n)])
+    }
+}
+
+impl<R: Read> Read for PeekReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let got = {
+            let available = self.fill_buf()?;
+            let got = available.len().min(out.len());
+            out[..got].copy_from_slice(&available[..got]);
+            got
+        };
+        self.consume(got);
+        Ok(got)
+    }
+}
+
+impl<R: Read> BufRead for PeekReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(got) => break got,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+}
+
 /// The memory a zstd frame's decoder holds, from its header (`head` starts at the frame's
 /// magic number): the window, or the whole content for a single-segment frame. None when
 /// `head` is too short to say (the decoder then reports the damage).
@@ -405,7 +478,7 @@ fn zstd_window(head: &[u8]) -> Option<u64> {
     })
 }
 
-impl<R: BufRead> Read for ZstdFrames<R> {
+impl<R: Read> Read for ZstdFrames<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if buf.is_empty() {
             return Ok(0);
