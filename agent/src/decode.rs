@@ -1322,6 +1322,157 @@ mod tests {
         build::tcp(40000, 80, 1000, PSH_ACK, &[], b"GET / HTTP/1.1\r\n\r\n")
     }
 
+    /// UDP to `dport` carrying `payload` (checksum zero, as offloads leave it).
+    fn udp(dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = 50000u16.to_be_bytes().to_vec();
+        out.extend_from_slice(&dport.to_be_bytes());
+        out.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// `inner` (an Ethernet frame) in VXLAN over IPv4 over Ethernet.
+    fn vxlan(flags: u8, inner: &[u8]) -> Vec<u8> {
+        let mut header = vec![flags, 0, 0, 0, 0, 0, 7, 0];
+        header.extend_from_slice(inner);
+        build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(17, 1, 0x4000, &[], None, &udp(VXLAN_PORT, &header)),
+        )
+    }
+
+    fn decode_tunnelled(data: &[u8]) -> (Result<Option<FlowKey>, DecodeError>, DecodeStats) {
+        let mut d = Decoder::default();
+        let got = d
+            .decode(&frame(LinkType::Ethernet, data))
+            .map(|seg| seg.map(|s| s.flow));
+        (got, d.stats().clone())
+    }
+
+    #[test]
+    fn tunnels_open_to_the_inner_flow_and_refuse_what_is_not_theirs() {
+        let inner = build::ethernet(&[], 0x0800, &build::ipv4(&request()));
+        let (got, stats) = decode_tunnelled(&vxlan(0x08, &inner));
+        assert_eq!(got, Ok(Some(v4_flow())));
+        assert_eq!((stats.tunnelled, stats.tcp_segments), (1, 1));
+        // No I flag: not a VXLAN header we can trust.
+        let (got, _) = decode_tunnelled(&vxlan(0x00, &inner));
+        assert!(
+            matches!(
+                got,
+                Err(DecodeError::Malformed {
+                    layer: Layer::Tunnel,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        // Cut inside the VXLAN header.
+        let cut = build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(17, 1, 0x4000, &[], None, &udp(VXLAN_PORT, &[0x08, 0, 0])),
+        );
+        let (got, _) = decode_tunnelled(&cut);
+        assert_eq!(
+            got,
+            Err(DecodeError::Truncated {
+                layer: Layer::Tunnel
+            })
+        );
+        // Other UDP is just not TCP.
+        let dns = build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(17, 1, 0x4000, &[], None, &udp(53, &[0; 12])),
+        );
+        let (got, stats) = decode_tunnelled(&dns);
+        assert_eq!((got, stats.not_tcp), (Ok(None), 1));
+        // GRE version 1 (PPTP) carries PPP, not IP.
+        let pptp = build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(
+                47,
+                1,
+                0x4000,
+                &[],
+                None,
+                &[0x30, 0x01, 0x88, 0x0B, 0, 0, 0, 0],
+            ),
+        );
+        let (got, stats) = decode_tunnelled(&pptp);
+        assert_eq!((got, stats.not_ip), (Ok(None), 1));
+        // A fragment of a tunnel packet is not held.
+        let fragment = build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(17, 1, 0x2000, &[], None, &udp(VXLAN_PORT, &[0x08; 8])),
+        );
+        let (got, stats) = decode_tunnelled(&fragment);
+        assert_eq!((got, stats.not_tcp, stats.tunnelled), (Ok(None), 1, 0));
+    }
+
+    #[test]
+    fn tunnels_nest_at_most_max_tunnel_depth() {
+        let mut frame = build::ethernet(&[], 0x0800, &build::ipv4(&request()));
+        for depth in 1..=MAX_TUNNEL_DEPTH + 1 {
+            frame = vxlan(0x08, &frame);
+            let (got, stats) = decode_tunnelled(&frame);
+            if depth <= MAX_TUNNEL_DEPTH {
+                assert_eq!(got, Ok(Some(v4_flow())), "depth {depth}");
+            } else {
+                assert_eq!(
+                    (got, stats.tunnels_too_deep),
+                    (Ok(None), 1),
+                    "depth {depth}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nflog_without_a_payload_or_with_a_bad_tlv_is_counted() {
+        let tlv = |len: u16, kind: u16, value: &[u8]| {
+            let mut out = len.to_le_bytes().to_vec();
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(value);
+            out
+        };
+        let mut logged = vec![2, 0, 0, 5];
+        logged.extend(tlv(8, 1, &[8, 0, 3, 0]));
+        let packet = build::ipv4(&request());
+        logged.extend(tlv(4 + packet.len() as u16, 9, &packet));
+        let mut d = Decoder::default();
+        let got = d
+            .decode(&frame(LinkType::Nflog, &logged))
+            .map(|s| s.map(|s| s.flow));
+        assert_eq!(got, Ok(Some(v4_flow())));
+        // Logged without the packet.
+        let mut header_only = vec![2, 0, 0, 5];
+        header_only.extend(tlv(8, 1, &[8, 0, 3, 0]));
+        let got = d
+            .decode(&frame(LinkType::Nflog, &header_only))
+            .map(|s| s.is_some());
+        assert_eq!(got, Ok(false));
+        // A TLV shorter than its own header.
+        let mut bad = vec![2, 0, 0, 5];
+        bad.extend(tlv(0, 1, &[0, 0]));
+        let got = d.decode(&frame(LinkType::Nflog, &bad)).map(|s| s.is_some());
+        assert!(
+            matches!(
+                got,
+                Err(DecodeError::Malformed {
+                    layer: Layer::Nflog,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+    }
+
     fn v4_flow() -> FlowKey {
         FlowKey {
             src: "10.0.0.1:40000".parse().unwrap(),
