@@ -30,17 +30,25 @@ fn main() -> Result<(), String> {
     // Kept apart from OUT_DIR's artifacts, as aya-build does (cargo would flock itself).
     let target_dir = out_dir.join("ebpf-target");
     let mut cmd = Command::new("rustup");
-    cmd.args(["run", "nightly", "cargo", "build", "--package", PACKAGE, "--bins"])
-        .args(["--release", "--target", target, "-Z", "build-std=core"])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env(
-            "CARGO_ENCODED_RUSTFLAGS",
-            format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
-        )
-        // The outer build's compiler settings are for the host, not for the BPF target.
-        .env_remove("RUSTC")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    cmd.args([
+        "run",
+        "nightly",
+        "cargo",
+        "build",
+        "--package",
+        PACKAGE,
+        "--bins",
+    ])
+    .args(["--release", "--target", target, "-Z", "build-std=core"])
+    .arg("--target-dir")
+    .arg(&target_dir)
+    .env(
+        "CARGO_ENCODED_RUSTFLAGS",
+        format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
+    )
+    // The outer build's compiler settings are for the host, not for the BPF target.
+    .env_remove("RUSTC")
+    .env_remove("RUSTC_WORKSPACE_WRAPPER");
     let out = cmd
         .output()
         .map_err(|e| format!("could not run {cmd:?} (is rustup installed?): {e}"))?;

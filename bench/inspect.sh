@@ -71,7 +71,8 @@ read -r t_st rss_st user_st sys_st <"$out/shadowtap.time"
 read -r t_st_half rss_st_half _ _ <"$out/shadowtap-half.time"
 read -r t_ts rss_ts _ _ <"$out/tshark.time"
 read -r t_td rss_td _ _ <"$out/tcpdump.time"
-found=$(wc -l <"$out/shadowtap.stdout")
+# Complete requests: inspect prints a line for the others too, with their outcome.
+found=$(grep -c '"outcome":"complete"' "$out/shadowtap.stdout" || true)
 found_ts=$(wc -l <"$out/tshark.stdout")
 
 python3 - "$served" "$found" "$found_ts" "$bytes" "$total_pkts" "$t_st" "$rss_st" "$t_st_half" \

@@ -1,5 +1,7 @@
-//! Frame -> TCP `Segment`: link layers (Ethernet, 802.1Q/QinQ, SLL, SLL2, null/loop, raw),
-//! IPv4 (fragments) and IPv6 (extension headers), TCP. Tolerant of truncated frames.
+//! Frame -> TCP `Segment`: link layers (Ethernet, 802.1Q/QinQ, SLL, SLL2, null/loop, raw,
+//! NFLOG), IPv4 (fragments) and IPv6 (extension headers), overlay tunnels (VXLAN, Geneve,
+//! GRE and ERSPAN, at most `MAX_TUNNEL_DEPTH` deep), TCP. Tolerant of truncated frames.
+//! The segment of a tunnelled packet is the inner one: reassembly sees the inner flow.
 //! Pure: no I/O, no clock; the fragment timeout runs on frame timestamps.
 //! Checksums are not verified: on a capturing host, offloads leave them unfilled.
 
@@ -78,6 +80,10 @@ pub enum Layer {
     Ipv4,
     Ipv6,
     Ipv6Extension,
+    /// VXLAN, Geneve or GRE header around an inner packet.
+    Tunnel,
+    /// NFLOG header or one of its TLVs.
+    Nflog,
     Tcp,
 }
 
@@ -93,6 +99,8 @@ impl fmt::Display for Layer {
             Self::Ipv4 => "IPv4",
             Self::Ipv6 => "IPv6",
             Self::Ipv6Extension => "IPv6 extension header",
+            Self::Tunnel => "tunnel (VXLAN, Geneve, GRE)",
+            Self::Nflog => "NFLOG",
             Self::Tcp => "TCP",
         })
     }
@@ -135,9 +143,18 @@ impl Default for DecoderLimits {
 /// chain is counted (`ext_chain_too_long`) rather than walked without end.
 pub const MAX_EXTENSION_HEADERS: usize = 8;
 
+/// Tunnels opened one inside the other. An overlay packet is one (VXLAN between nodes),
+/// an overlay carried over a GRE or ERSPAN mirror two; deeper nesting is not a network
+/// anyone runs, and refusing it (counted `tunnels_too_deep`) bounds the walk.
+pub const MAX_TUNNEL_DEPTH: u8 = 2;
+/// IANA ports of the UDP tunnels decapsulated.
+pub const VXLAN_PORT: u16 = 4789;
+pub const GENEVE_PORT: u16 = 6081;
+
 /// What the decoder has seen. Every frame counts in exactly one of `tcp_segments`,
 /// `not_ip`, `not_tcp`, `truncated`, `malformed`, `unknown_link`, `ext_chain_too_long`,
-/// `ipv4_fragments` and `ipv6_fragments`; a completed datagram (`fragments_reassembled`)
+/// `tunnels_too_deep`, `ipv4_fragments` and `ipv6_fragments` (`tunnelled` counts again
+/// those whose TCP segment or fragment was found inside a tunnel); a completed datagram (`fragments_reassembled`)
 /// then counts once more, as a TCP segment, `not_tcp`, `ext_chain_too_long` or an error.
 /// So `frames + fragments_reassembled` is their sum.
 ///
@@ -156,6 +173,10 @@ pub struct DecodeStats {
     pub unknown_link: u64,
     /// IPv6 packets whose extension header chain is longer than `MAX_EXTENSION_HEADERS`.
     pub ext_chain_too_long: u64,
+    /// Frames whose TCP segment (or fragment) came out of a VXLAN, Geneve or GRE tunnel.
+    pub tunnelled: u64,
+    /// Frames with tunnels nested deeper than `MAX_TUNNEL_DEPTH`.
+    pub tunnels_too_deep: u64,
     /// IPv4 fragments of TCP datagrams.
     pub ipv4_fragments: u64,
     /// IPv6 fragments that may carry TCP.
@@ -187,6 +208,8 @@ impl DecodeStats {
         self.malformed += other.malformed;
         self.unknown_link += other.unknown_link;
         self.ext_chain_too_long += other.ext_chain_too_long;
+        self.tunnelled += other.tunnelled;
+        self.tunnels_too_deep += other.tunnels_too_deep;
         self.ipv4_fragments += other.ipv4_fragments;
         self.ipv6_fragments += other.ipv6_fragments;
         self.fragments_reassembled += other.fragments_reassembled;
@@ -210,7 +233,8 @@ impl fmt::Display for DecodeStats {
             f,
             "ip: {} IPv4 and {} IPv6 fragments, {} datagrams reassembled, {} fragments \
              timed out, {} overlapping (datagram dropped), {} dropped (caps or invalid), \
-             {} duplicates ignored; {} IPv6 extension chains too long",
+             {} duplicates ignored; {} IPv6 extension chains too long; {} frames \
+             decapsulated (VXLAN, Geneve, GRE), {} tunnels nested too deep",
             self.ipv4_fragments,
             self.ipv6_fragments,
             self.fragments_reassembled,
@@ -219,6 +243,8 @@ impl fmt::Display for DecodeStats {
             self.fragments_dropped,
             self.fragment_duplicates,
             self.ext_chain_too_long,
+            self.tunnelled,
+            self.tunnels_too_deep,
         )
     }
 }
@@ -253,6 +279,8 @@ struct IpPacket<'a> {
     /// Payload bytes the IP header declares beyond those captured.
     missing: u32,
     fragment: Option<FragmentInfo>,
+    /// Found inside a tunnel.
+    tunnelled: bool,
 }
 
 /// Why a frame yields no TCP packet, without being an error.
@@ -261,6 +289,7 @@ enum Skip {
     NotTcp,
     UnknownLink,
     ExtChainTooLong,
+    TunnelTooDeep,
 }
 
 struct TcpHeader {
@@ -315,6 +344,9 @@ impl Decoder {
             }
             Err(e) => return Err(self.count_error(e)),
         };
+        if packet.tunnelled {
+            self.stats.tunnelled += 1;
+        }
         let flow_of = |tcp: &TcpHeader| FlowKey {
             src: SocketAddr::new(packet.src, tcp.src_port),
             dst: SocketAddr::new(packet.dst, tcp.dst_port),
@@ -353,6 +385,12 @@ impl Decoder {
             // IPv6: the fragmentable part may start with more extension headers.
             let at = match ipv6_chain(&self.fragments.done, next, 0, 0, true) {
                 Ok(Ok(Chain::Tcp(at))) => at,
+                // A tunnel's outer datagram is not held (only TCP's fragments are), so
+                // a rebuilt one leading to UDP or GRE carries no TCP of a watched flow.
+                Ok(Ok(Chain::Tunnel { .. })) => {
+                    self.count_skip(Skip::NotTcp);
+                    return Ok(None);
+                }
                 // `reassembled` refuses another fragment header; kept apart for the type.
                 Ok(Ok(Chain::Fragment { .. })) => {
                     let e = DecodeError::Malformed {
@@ -411,6 +449,7 @@ impl Decoder {
             Skip::NotTcp => &mut self.stats.not_tcp,
             Skip::UnknownLink => &mut self.stats.unknown_link,
             Skip::ExtChainTooLong => &mut self.stats.ext_chain_too_long,
+            Skip::TunnelTooDeep => &mut self.stats.tunnels_too_deep,
         };
         *counter += 1;
     }
@@ -434,7 +473,13 @@ fn be32(b: &[u8], at: usize) -> u32 {
 
 const ETHERTYPE_IPV4: u16 = 0x0800;
 const ETHERTYPE_IPV6: u16 = 0x86DD;
+/// Transparent Ethernet bridging: the tunnel carries a whole Ethernet frame.
+const ETHERTYPE_TEB: u16 = 0x6558;
+const ETHERTYPE_ERSPAN_II: u16 = 0x88BE;
+const ETHERTYPE_ERSPAN_III: u16 = 0x22EB;
 const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+const PROTO_GRE: u8 = 47;
 
 type Decoded<'a> = Result<Result<IpPacket<'a>, Skip>, DecodeError>;
 
@@ -455,19 +500,19 @@ fn ip_packet<'a>(frame: &Frame<'a>) -> Decoded<'a> {
             if data.len() < 14 {
                 return truncated(Layer::Ethernet);
             }
-            by_ethertype(be16(data, 12), &data[14..], cut)
+            by_ethertype(be16(data, 12), &data[14..], cut, 0)
         }
         LinkType::LinuxSll => {
             if data.len() < 16 {
                 return truncated(Layer::LinuxSll);
             }
-            by_ethertype(be16(data, 14), &data[16..], cut)
+            by_ethertype(be16(data, 14), &data[16..], cut, 0)
         }
         LinkType::LinuxSll2 => {
             if data.len() < 20 {
                 return truncated(Layer::LinuxSll2);
             }
-            by_ethertype(be16(data, 0), &data[20..], cut)
+            by_ethertype(be16(data, 0), &data[20..], cut, 0)
         }
         LinkType::Null | LinkType::Loop => {
             if data.len() < 4 {
@@ -487,26 +532,28 @@ fn ip_packet<'a>(frame: &Frame<'a>) -> Decoded<'a> {
                 }
             };
             match family {
-                2 => ipv4(&data[4..], cut),
+                2 => ipv4(&data[4..], cut, 0),
                 // AF_INET6 differs by OS: Linux 10, BSDs 24, FreeBSD 28, macOS 30.
-                10 | 24 | 28 | 30 => ipv6(&data[4..], cut),
+                10 | 24 | 28 | 30 => ipv6(&data[4..], cut, 0),
                 _ => Ok(Err(Skip::NotIp)),
             }
         }
         LinkType::Raw => match data.first().map(|b| b >> 4) {
             None => truncated(Layer::RawIp),
-            Some(4) => ipv4(data, cut),
-            Some(6) => ipv6(data, cut),
+            Some(4) => ipv4(data, cut, 0),
+            Some(6) => ipv6(data, cut, 0),
             Some(_) => malformed(Layer::RawIp, "IP version is neither 4 nor 6"),
         },
-        LinkType::Ipv4 => ipv4(data, cut),
-        LinkType::Ipv6 => ipv6(data, cut),
+        LinkType::Ipv4 => ipv4(data, cut, 0),
+        LinkType::Ipv6 => ipv6(data, cut, 0),
+        LinkType::Nflog => nflog(data, cut),
         LinkType::Other(_) => Ok(Err(Skip::UnknownLink)),
     }
 }
 
-/// Follows VLAN tags (802.1Q, 802.1ad and the older QinQ types, stacked) to IP.
-fn by_ethertype(mut ethertype: u16, mut rest: &[u8], cut: bool) -> Decoded<'_> {
+/// Follows VLAN tags (802.1Q, 802.1ad and the older QinQ types, stacked) to IP; `depth`
+/// tunnels were opened to get here.
+fn by_ethertype(mut ethertype: u16, mut rest: &[u8], cut: bool, depth: u8) -> Decoded<'_> {
     while matches!(ethertype, 0x8100 | 0x88A8 | 0x9100 | 0x9200) {
         if rest.len() < 4 {
             return truncated(Layer::Vlan);
@@ -515,9 +562,169 @@ fn by_ethertype(mut ethertype: u16, mut rest: &[u8], cut: bool) -> Decoded<'_> {
         rest = &rest[4..];
     }
     match ethertype {
-        ETHERTYPE_IPV4 => ipv4(rest, cut),
-        ETHERTYPE_IPV6 => ipv6(rest, cut),
+        ETHERTYPE_IPV4 => ipv4(rest, cut, depth),
+        ETHERTYPE_IPV6 => ipv6(rest, cut, depth),
         _ => Ok(Err(Skip::NotIp)),
+    }
+}
+
+/// An Ethernet frame inside a tunnel.
+fn inner_ethernet(frame: &[u8], cut: bool, depth: u8) -> Decoded<'_> {
+    if frame.len() < 14 {
+        return truncated(Layer::Ethernet);
+    }
+    by_ethertype(be16(frame, 12), &frame[14..], cut, depth)
+}
+
+/// The packet inside a UDP or GRE tunnel (`proto`), whose header starts `payload`;
+/// `depth` tunnels were opened around it. Other UDP is not TCP.
+fn tunnel(proto: u8, payload: &[u8], cut: bool, depth: u8) -> Decoded<'_> {
+    if depth >= MAX_TUNNEL_DEPTH {
+        return Ok(Err(Skip::TunnelTooDeep));
+    }
+    let depth = depth + 1;
+    if proto == PROTO_UDP {
+        if payload.len() < 8 {
+            // Too short to be a tunnel we know: some other UDP, cut.
+            return Ok(Err(Skip::NotTcp));
+        }
+        let inner = &payload[8..];
+        return match be16(payload, 2) {
+            // VXLAN (RFC 7348): flags with the I bit (a VNI follows), 3 reserved bytes,
+            // VNI, reserved; then the Ethernet frame.
+            VXLAN_PORT => {
+                if inner.len() < 8 {
+                    return truncated(Layer::Tunnel);
+                }
+                if inner[0] & 0x08 == 0 {
+                    return malformed(Layer::Tunnel, "VXLAN header without the I flag");
+                }
+                inner_ethernet(&inner[8..], cut, depth)
+            }
+            // Geneve (RFC 8926): version 0, options length in 4-byte words, protocol.
+            GENEVE_PORT => {
+                if inner.len() < 8 {
+                    return truncated(Layer::Tunnel);
+                }
+                if inner[0] >> 6 != 0 {
+                    return malformed(Layer::Tunnel, "Geneve version is not 0");
+                }
+                let header = 8 + usize::from(inner[0] & 0x3F) * 4;
+                if inner.len() < header {
+                    return truncated(Layer::Tunnel);
+                }
+                match be16(inner, 2) {
+                    ETHERTYPE_TEB => inner_ethernet(&inner[header..], cut, depth),
+                    ethertype => by_ethertype(ethertype, &inner[header..], cut, depth),
+                }
+            }
+            _ => Ok(Err(Skip::NotTcp)),
+        };
+    }
+    gre(payload, cut, depth)
+}
+
+/// GRE (RFC 2784/2890): version 0 with optional checksum, key and sequence number.
+/// Carries IP, an Ethernet frame (bridging, as NVGRE and OVS do), or an ERSPAN mirror.
+fn gre(payload: &[u8], cut: bool, depth: u8) -> Decoded<'_> {
+    if payload.len() < 4 {
+        return truncated(Layer::Tunnel);
+    }
+    let flags = be16(payload, 0);
+    // Version 1 is PPTP's enhanced GRE, which carries PPP; routing (R) is obsolete.
+    if flags & 0x0007 != 0 || flags & 0x4000 != 0 {
+        return Ok(Err(Skip::NotIp));
+    }
+    let optional = [0x8000, 0x2000, 0x1000]
+        .iter()
+        .filter(|&&bit| flags & bit != 0)
+        .count();
+    let header = 4 + 4 * optional;
+    if payload.len() < header {
+        return truncated(Layer::Tunnel);
+    }
+    let inner = &payload[header..];
+    match be16(payload, 2) {
+        ETHERTYPE_TEB => inner_ethernet(inner, cut, depth),
+        // ERSPAN type II: an 8-byte header before the mirrored frame.
+        ETHERTYPE_ERSPAN_II => {
+            if inner.len() < 8 {
+                return truncated(Layer::Tunnel);
+            }
+            inner_ethernet(&inner[8..], cut, depth)
+        }
+        // ERSPAN type III: 12 bytes, 8 more when the O flag says a platform
+        // sub-header follows.
+        ETHERTYPE_ERSPAN_III => {
+            if inner.len() < 12 {
+                return truncated(Layer::Tunnel);
+            }
+            let len = if inner[11] & 0x01 != 0 { 20 } else { 12 };
+            if inner.len() < len {
+                return truncated(Layer::Tunnel);
+            }
+            inner_ethernet(&inner[len..], cut, depth)
+        }
+        ethertype => by_ethertype(ethertype, inner, cut, depth),
+    }
+}
+
+/// NFLOG TLV types (linux/netfilter/nfnetlink_log.h).
+const NFULA_PAYLOAD: u16 = 9;
+
+/// LINKTYPE_NFLOG: a 4-byte header (address family, version, resource id), then TLVs
+/// (length including the 4-byte TLV header, type; padded to 4 bytes). The packet is the
+/// payload TLV: an IP packet from its header on. Length and type are in the capturing
+/// host's byte order, which the file does not say; the order whose first length fits
+/// the frame is taken.
+fn nflog(data: &[u8], cut: bool) -> Decoded<'_> {
+    if data.len() < 4 {
+        return truncated(Layer::Nflog);
+    }
+    let family = data[0];
+    let mut rest = &data[4..];
+    let little = rest.len() >= 4 && {
+        let le = usize::from(u16::from_le_bytes([rest[0], rest[1]]));
+        (4..=rest.len()).contains(&le)
+    };
+    let read16 = |b: &[u8], at: usize| {
+        let bytes = [b[at], b[at + 1]];
+        if little {
+            u16::from_le_bytes(bytes)
+        } else {
+            u16::from_be_bytes(bytes)
+        }
+    };
+    while rest.len() >= 4 {
+        let len = usize::from(read16(rest, 0));
+        let kind = read16(rest, 2) & 0x7FFF;
+        if len < 4 {
+            return malformed(Layer::Nflog, "TLV length below 4");
+        }
+        if kind == NFULA_PAYLOAD {
+            // The payload is the last TLV; a snaplen may have cut it.
+            let packet = &rest[4..len.min(rest.len())];
+            return match family {
+                2 => ipv4(packet, cut, 0),
+                10 => ipv6(packet, cut, 0),
+                _ => match packet.first().map(|b| b >> 4) {
+                    Some(4) => ipv4(packet, cut, 0),
+                    Some(6) => ipv6(packet, cut, 0),
+                    _ => Ok(Err(Skip::NotIp)),
+                },
+            };
+        }
+        let padded = (len + 3) & !3;
+        if padded > rest.len() {
+            return truncated(Layer::Nflog);
+        }
+        rest = &rest[padded..];
+    }
+    // No payload TLV: logged without the packet (`--nflog-size 0`, or a cut frame).
+    if cut {
+        truncated(Layer::Nflog)
+    } else {
+        Ok(Err(Skip::NotIp))
     }
 }
 
@@ -539,7 +746,7 @@ fn clip(
     Ok((data, (declared - data.len()) as u32))
 }
 
-fn ipv4(data: &[u8], cut: bool) -> Decoded<'_> {
+fn ipv4(data: &[u8], cut: bool, depth: u8) -> Decoded<'_> {
     if data.len() < 20 {
         return truncated(Layer::Ipv4);
     }
@@ -564,10 +771,14 @@ fn ipv4(data: &[u8], cut: bool) -> Decoded<'_> {
         return malformed(Layer::Ipv4, "total length shorter than the header");
     }
     let (packet, missing) = clip(data, total_len, cut, Layer::Ipv4)?;
+    let flags_offset = be16(data, 6);
     if data[9] != PROTO_TCP {
+        // Tunnels are opened in whole packets only: their fragments are not held.
+        if matches!(data[9], PROTO_UDP | PROTO_GRE) && flags_offset & 0x3FFF == 0 {
+            return tunnel(data[9], &packet[header_len..], cut, depth);
+        }
         return Ok(Err(Skip::NotTcp));
     }
-    let flags_offset = be16(data, 6);
     let more = flags_offset & 0x2000 != 0;
     let offset = u32::from(flags_offset & 0x1FFF) * 8;
     let fragment = (more || offset != 0).then_some(FragmentInfo {
@@ -584,10 +795,11 @@ fn ipv4(data: &[u8], cut: bool) -> Decoded<'_> {
         payload: &packet[header_len..],
         missing,
         fragment,
+        tunnelled: depth > 0,
     }))
 }
 
-fn ipv6(data: &[u8], cut: bool) -> Decoded<'_> {
+fn ipv6(data: &[u8], cut: bool, depth: u8) -> Decoded<'_> {
     if data.len() < 40 {
         return truncated(Layer::Ipv6);
     }
@@ -605,6 +817,7 @@ fn ipv6(data: &[u8], cut: bool) -> Decoded<'_> {
     let (payload, fragment) = match ipv6_chain(packet, data[6], 40, missing, false)? {
         Ok(Chain::Tcp(at)) => (&packet[at..], None),
         Ok(Chain::Fragment { data_at, info }) => (&packet[data_at..], Some(info)),
+        Ok(Chain::Tunnel { at, proto }) => return tunnel(proto, &packet[at..], cut, depth),
         Err(skip) => return Ok(Err(skip)),
     };
     let mut src = [0u8; 16];
@@ -617,6 +830,7 @@ fn ipv6(data: &[u8], cut: bool) -> Decoded<'_> {
         payload,
         missing,
         fragment,
+        tunnelled: depth > 0,
     }))
 }
 
@@ -626,6 +840,8 @@ enum Chain {
     Tcp(usize),
     /// A fragment of a larger datagram; its part of the datagram starts at `data_at`.
     Fragment { data_at: usize, info: FragmentInfo },
+    /// A UDP or GRE header (`proto`) starts here: maybe a tunnel.
+    Tunnel { at: usize, proto: u8 },
 }
 
 const EXT_HOP_BY_HOP: u8 = 0;
@@ -696,6 +912,7 @@ fn ipv6_chain(
                 }
                 (usize::from(packet[at + 1]) + 2) * 4
             }
+            PROTO_UDP | PROTO_GRE => return Ok(Ok(Chain::Tunnel { at, proto: next })),
             // ESP hides what follows; 59 is "no next header"; the rest is not TCP.
             _ => return Ok(Err(Skip::NotTcp)),
         };
@@ -1103,6 +1320,157 @@ mod tests {
 
     fn request() -> Vec<u8> {
         build::tcp(40000, 80, 1000, PSH_ACK, &[], b"GET / HTTP/1.1\r\n\r\n")
+    }
+
+    /// UDP to `dport` carrying `payload` (checksum zero, as offloads leave it).
+    fn udp(dport: u16, payload: &[u8]) -> Vec<u8> {
+        let mut out = 50000u16.to_be_bytes().to_vec();
+        out.extend_from_slice(&dport.to_be_bytes());
+        out.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// `inner` (an Ethernet frame) in VXLAN over IPv4 over Ethernet.
+    fn vxlan(flags: u8, inner: &[u8]) -> Vec<u8> {
+        let mut header = vec![flags, 0, 0, 0, 0, 0, 7, 0];
+        header.extend_from_slice(inner);
+        build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(17, 1, 0x4000, &[], None, &udp(VXLAN_PORT, &header)),
+        )
+    }
+
+    fn decode_tunnelled(data: &[u8]) -> (Result<Option<FlowKey>, DecodeError>, DecodeStats) {
+        let mut d = Decoder::default();
+        let got = d
+            .decode(&frame(LinkType::Ethernet, data))
+            .map(|seg| seg.map(|s| s.flow));
+        (got, d.stats().clone())
+    }
+
+    #[test]
+    fn tunnels_open_to_the_inner_flow_and_refuse_what_is_not_theirs() {
+        let inner = build::ethernet(&[], 0x0800, &build::ipv4(&request()));
+        let (got, stats) = decode_tunnelled(&vxlan(0x08, &inner));
+        assert_eq!(got, Ok(Some(v4_flow())));
+        assert_eq!((stats.tunnelled, stats.tcp_segments), (1, 1));
+        // No I flag: not a VXLAN header we can trust.
+        let (got, _) = decode_tunnelled(&vxlan(0x00, &inner));
+        assert!(
+            matches!(
+                got,
+                Err(DecodeError::Malformed {
+                    layer: Layer::Tunnel,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
+        // Cut inside the VXLAN header.
+        let cut = build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(17, 1, 0x4000, &[], None, &udp(VXLAN_PORT, &[0x08, 0, 0])),
+        );
+        let (got, _) = decode_tunnelled(&cut);
+        assert_eq!(
+            got,
+            Err(DecodeError::Truncated {
+                layer: Layer::Tunnel
+            })
+        );
+        // Other UDP is just not TCP.
+        let dns = build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(17, 1, 0x4000, &[], None, &udp(53, &[0; 12])),
+        );
+        let (got, stats) = decode_tunnelled(&dns);
+        assert_eq!((got, stats.not_tcp), (Ok(None), 1));
+        // GRE version 1 (PPTP) carries PPP, not IP.
+        let pptp = build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(
+                47,
+                1,
+                0x4000,
+                &[],
+                None,
+                &[0x30, 0x01, 0x88, 0x0B, 0, 0, 0, 0],
+            ),
+        );
+        let (got, stats) = decode_tunnelled(&pptp);
+        assert_eq!((got, stats.not_ip), (Ok(None), 1));
+        // A fragment of a tunnel packet is not held.
+        let fragment = build::ethernet(
+            &[],
+            0x0800,
+            &build::ipv4_with(17, 1, 0x2000, &[], None, &udp(VXLAN_PORT, &[0x08; 8])),
+        );
+        let (got, stats) = decode_tunnelled(&fragment);
+        assert_eq!((got, stats.not_tcp, stats.tunnelled), (Ok(None), 1, 0));
+    }
+
+    #[test]
+    fn tunnels_nest_at_most_max_tunnel_depth() {
+        let mut frame = build::ethernet(&[], 0x0800, &build::ipv4(&request()));
+        for depth in 1..=MAX_TUNNEL_DEPTH + 1 {
+            frame = vxlan(0x08, &frame);
+            let (got, stats) = decode_tunnelled(&frame);
+            if depth <= MAX_TUNNEL_DEPTH {
+                assert_eq!(got, Ok(Some(v4_flow())), "depth {depth}");
+            } else {
+                assert_eq!(
+                    (got, stats.tunnels_too_deep),
+                    (Ok(None), 1),
+                    "depth {depth}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nflog_without_a_payload_or_with_a_bad_tlv_is_counted() {
+        let tlv = |len: u16, kind: u16, value: &[u8]| {
+            let mut out = len.to_le_bytes().to_vec();
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(value);
+            out
+        };
+        let mut logged = vec![2, 0, 0, 5];
+        logged.extend(tlv(8, 1, &[8, 0, 3, 0]));
+        let packet = build::ipv4(&request());
+        logged.extend(tlv(4 + packet.len() as u16, 9, &packet));
+        let mut d = Decoder::default();
+        let got = d
+            .decode(&frame(LinkType::Nflog, &logged))
+            .map(|s| s.map(|s| s.flow));
+        assert_eq!(got, Ok(Some(v4_flow())));
+        // Logged without the packet.
+        let mut header_only = vec![2, 0, 0, 5];
+        header_only.extend(tlv(8, 1, &[8, 0, 3, 0]));
+        let got = d
+            .decode(&frame(LinkType::Nflog, &header_only))
+            .map(|s| s.is_some());
+        assert_eq!(got, Ok(false));
+        // A TLV shorter than its own header.
+        let mut bad = vec![2, 0, 0, 5];
+        bad.extend(tlv(0, 1, &[0, 0]));
+        let got = d.decode(&frame(LinkType::Nflog, &bad)).map(|s| s.is_some());
+        assert!(
+            matches!(
+                got,
+                Err(DecodeError::Malformed {
+                    layer: Layer::Nflog,
+                    ..
+                })
+            ),
+            "{got:?}"
+        );
     }
 
     fn v4_flow() -> FlowKey {

@@ -1,4 +1,6 @@
 //! `shadowtap inspect`: read capture files, print the requests found, no network.
+//! Every request seen gets a line with its outcome (`complete`, or why it would not be
+//! copied), so that the counts of the summary can be found line by line.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -20,6 +22,34 @@ use crate::reassembly::ReassemblyStats;
 pub enum InspectFormat {
     Jsonl,
     Table,
+}
+
+/// What `inspect` prints, beyond the format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InspectOptions {
+    pub format: InspectFormat,
+    /// A line for each request not framed whole too (`incomplete`, `unparseable`, ...),
+    /// with what is known of it; off, only complete requests are printed.
+    pub all_outcomes: bool,
+    /// Print the header block of each complete request.
+    pub headers: bool,
+    /// Print the first this many body bytes (escaped) of each complete request.
+    pub body: Option<usize>,
+    /// Table times in UTC rather than local time.
+    pub utc: bool,
+}
+
+impl InspectOptions {
+    /// Complete requests only, nothing more: what `inspect` printed before outcomes.
+    pub fn complete_only(format: InspectFormat) -> Self {
+        Self {
+            format,
+            all_outcomes: false,
+            headers: false,
+            body: None,
+            utc: false,
+        }
+    }
 }
 
 /// Tally of what `inspect` found, printed on stderr at the end.
@@ -166,41 +196,54 @@ pub enum InspectError {
         path: PathBuf,
         source: crate::capture::pcap_file::CaptureFileError,
     },
+    #[error("`-` (standard input) can be read only once: name it once")]
+    StdinOnce,
     #[error("writing output: {0}")]
     Output(#[from] io::Error),
 }
 
-/// Reads every file in order through one pipeline per file and writes the requests to
-/// `out`. Returns the summary; the first file that cannot be opened or is not a capture
-/// stops the run, a file damaged part-way is read up to the damage (`damaged`).
+/// Reads every file in order through one pipeline per file and writes the complete
+/// requests to `out` (see `inspect_with`).
 pub fn inspect(
     files: &[PathBuf],
     format: InspectFormat,
     config: &PipelineConfig,
     out: &mut (dyn Write + Send),
 ) -> Result<InspectSummary, InspectError> {
+    inspect_with(files, &InspectOptions::complete_only(format), config, out)
+}
+
+/// Reads every file in order through one pipeline per file and writes the requests to
+/// `out` as `opts` says. Returns the summary; the first file that cannot be opened or is
+/// not a capture stops the run, a file damaged part-way is read up to the damage
+/// (`damaged`).
+pub fn inspect_with(
+    files: &[PathBuf],
+    opts: &InspectOptions,
+    config: &PipelineConfig,
+    out: &mut (dyn Write + Send),
+) -> Result<InspectSummary, InspectError> {
+    let stdin_uses = files
+        .iter()
+        .filter(|p| crate::capture::pcap_file::is_stdin(p))
+        .count();
+    if stdin_uses > 1 {
+        return Err(InspectError::StdinOnce);
+    }
     let mut summary = InspectSummary::default();
     let mut bufs = LineBuffers::default();
-    if format == InspectFormat::Table {
+    if opts.format == InspectFormat::Table {
         writeln!(
             out,
-            "{:<17} {:<45} {:<45} {:<8} {:>8} {:<30} TARGET",
-            "TS", "CLIENT", "SERVER", "METHOD", "BODY", "HOST"
+            "{:<TIME_W$} {:<OUTCOME_W$} {:<ADDR_W$} {:<ADDR_W$} {:<8} {:<7} {:>8} {:<HOST_W$} TARGET",
+            "TIME", "OUTCOME", "CLIENT", "SERVER", "VERSION", "METHOD", "BODY", "HOST"
         )?;
     }
     let progress = crate::progress::Progress::new(
         true,
         crate::progress::total_bytes(files.iter().map(PathBuf::as_path)),
     );
-    let result = inspect_files(
-        files,
-        format,
-        config,
-        &mut summary,
-        &mut bufs,
-        out,
-        &progress,
-    );
+    let result = inspect_files(files, opts, config, &mut summary, &mut bufs, out, &progress);
     progress.finish();
     // Lines of the requests found before an error are still printed.
     let written = bufs.write_out(out).and_then(|()| out.flush());
@@ -285,7 +328,7 @@ fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
 /// `Pipeline` per file.
 fn inspect_files(
     files: &[PathBuf],
-    format: InspectFormat,
+    opts: &InspectOptions,
     config: &PipelineConfig,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
@@ -311,7 +354,7 @@ fn inspect_files(
             full: full_tx,
             empty: empty_rx,
         };
-        let printed = print_batches(batch_rx, &spare_tx, format, config, summary, bufs, &handoff);
+        let printed = print_batches(batch_rx, &spare_tx, opts, config, summary, bufs, &handoff);
         // The writer ends once it wrote what it was sent; the reader stops at its next
         // batch once the receiver is gone.
         drop(handoff);
@@ -394,7 +437,7 @@ fn read_files(
 fn print_batches(
     batches: Receiver<FromReader>,
     spares: &Sender<SinkBatch>,
-    format: InspectFormat,
+    opts: &InspectOptions,
     config: &PipelineConfig,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
@@ -404,13 +447,13 @@ fn print_batches(
     for msg in batches {
         match msg {
             FromReader::Batch(mut batch) => {
-                back.replay(&batch, |ev| print(ev, format, summary, bufs, out))?;
+                back.replay(&batch, |ev| print(ev, opts, summary, bufs, out))?;
                 batch.clear();
                 // Full when the reader is behind on taking them back: then it is dropped.
                 let _ = spares.try_send(batch);
             }
             FromReader::FileEnd(counts) => {
-                back.finish(counts.latest_ts, |ev| print(ev, format, summary, bufs, out))?;
+                back.finish(counts.latest_ts, |ev| print(ev, opts, summary, bufs, out))?;
                 summary.frames += counts.frames;
                 summary.decode_errors += counts.decode_errors;
                 summary.ip.add(&counts.ip);
@@ -439,12 +482,12 @@ fn print_batches(
 /// `http::recycle`).
 fn print(
     ev: PipelineEvent,
-    format: InspectFormat,
+    opts: &InspectOptions,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
     out: &Handoff,
 ) -> io::Result<()> {
-    emit(&ev, format, summary, bufs, out)?;
+    emit(&ev, opts, summary, bufs, out)?;
     if let PipelineEvent::Request(seen) = ev {
         crate::http::recycle(seen.request);
     }
@@ -453,7 +496,7 @@ fn print(
 
 fn emit(
     ev: &PipelineEvent,
-    format: InspectFormat,
+    opts: &InspectOptions,
     summary: &mut InspectSummary,
     bufs: &mut LineBuffers,
     out: &Handoff,
@@ -464,30 +507,85 @@ fn emit(
             summary.complete += 1;
             let r = &seen.request;
             let (client, server) = bufs.addrs.get(seen.conn, seen.client, seen.server);
-            match format {
-                InspectFormat::Jsonl => push_json_line(&mut bufs.lines, seen, client, server),
-                InspectFormat::Table => writeln!(
-                    bufs.lines,
-                    "{:<17.6} {:<45} {:<45} {:<8} {:>8} {:<30} {}",
-                    ts_secs(r.ts_nanos),
-                    client,
-                    server,
-                    r.method,
-                    r.body.len(),
-                    r.header("host")
-                        .map(String::from_utf8_lossy)
-                        .as_deref()
-                        .unwrap_or("-"),
-                    String::from_utf8_lossy(&r.target)
-                )?,
+            match opts.format {
+                InspectFormat::Jsonl => {
+                    push_json_line(&mut bufs.lines, seen, client, server);
+                    if opts.headers || opts.body.is_some() {
+                        push_json_extras(&mut bufs.lines, r, opts);
+                    }
+                }
+                InspectFormat::Table => {
+                    let host = r.header("host").map(String::from_utf8_lossy);
+                    push_table_line(
+                        &mut bufs.lines,
+                        opts,
+                        TableLine {
+                            ts_nanos: r.ts_nanos,
+                            outcome: "complete",
+                            client,
+                            server,
+                            version: version_text(r.version_minor),
+                            method: &r.method,
+                            body: Some(r.body.len()),
+                            host: host.as_deref().unwrap_or("-"),
+                            target: &String::from_utf8_lossy(&r.target),
+                        },
+                    )?;
+                    push_table_extras(&mut bufs.lines, r, opts)?;
+                }
             }
             if bufs.lines.len() >= WRITE_AT {
                 out.send(&mut bufs.lines)?;
             }
             Ok(())
         }
-        PipelineEvent::Dropped { reason, .. } => {
+        PipelineEvent::Dropped {
+            ts_nanos,
+            client,
+            server,
+            reason,
+            method,
+        } => {
             summary.count_drop(reason);
+            if opts.all_outcomes {
+                let (outcome, why) = outcome_of(reason);
+                let mut client_text = String::new();
+                push_socket_addr(&mut client_text, *client);
+                let mut server_text = String::new();
+                push_socket_addr(&mut server_text, *server);
+                match opts.format {
+                    InspectFormat::Jsonl => push_json_drop(
+                        &mut bufs.lines,
+                        *ts_nanos,
+                        &client_text,
+                        &server_text,
+                        method.as_deref(),
+                        outcome,
+                        why,
+                    ),
+                    InspectFormat::Table => {
+                        let target = why.map(|w| format!("- ({w})"));
+                        push_table_line(
+                            &mut bufs.lines,
+                            opts,
+                            TableLine {
+                                ts_nanos: *ts_nanos,
+                                outcome,
+                                client: &client_text,
+                                server: &server_text,
+                                version: "-",
+                                method: method.as_deref().unwrap_or("-"),
+                                body: None,
+                                host: "-",
+                                target: target.as_deref().unwrap_or("-"),
+                            },
+                        )?;
+                    }
+                }
+                if bufs.lines.len() >= WRITE_AT {
+                    out.send(&mut bufs.lines)?;
+                }
+            }
             Ok(())
         }
         PipelineEvent::NotHttp { kind, .. } => {
@@ -502,6 +600,214 @@ fn emit(
 /// Capture time in seconds, as printed.
 fn ts_secs(ts_nanos: u64) -> f64 {
     ts_nanos as f64 / 1e9
+}
+
+fn version_text(minor: u8) -> &'static str {
+    if minor == 0 {
+        "HTTP/1.0"
+    } else {
+        "HTTP/1.1"
+    }
+}
+
+/// The outcome name of a request not framed whole (as in the summary and `/metrics`),
+/// and what more is known of why.
+fn outcome_of(reason: &DropReason) -> (&'static str, Option<&'static str>) {
+    match reason {
+        DropReason::Incomplete => ("incomplete", None),
+        DropReason::TooLarge => ("too_large", None),
+        DropReason::Unparseable(why) => ("unparseable", Some(why)),
+        DropReason::Untrusted => ("untrusted", None),
+        DropReason::NotCopied(what) => ("not_copied", Some(what.label())),
+    }
+}
+
+/// Column widths of the table: an ISO 8601 time to the millisecond with its offset, the
+/// longest outcome, an IPv4 address with its port (IPv6 ones run over), a short host.
+const TIME_W: usize = 29;
+const OUTCOME_W: usize = 11;
+const ADDR_W: usize = 21;
+const HOST_W: usize = 24;
+
+/// One table row.
+struct TableLine<'a> {
+    ts_nanos: u64,
+    outcome: &'a str,
+    client: &'a str,
+    server: &'a str,
+    version: &'a str,
+    method: &'a str,
+    body: Option<usize>,
+    host: &'a str,
+    target: &'a str,
+}
+
+fn push_table_line(
+    out: &mut Vec<u8>,
+    opts: &InspectOptions,
+    line: TableLine<'_>,
+) -> io::Result<()> {
+    let body = line.body.map_or_else(|| "-".to_string(), |n| n.to_string());
+    writeln!(
+        out,
+        "{:<TIME_W$} {:<OUTCOME_W$} {:<ADDR_W$} {:<ADDR_W$} {:<8} {:<7} {:>8} {:<HOST_W$} {}",
+        iso_time(line.ts_nanos, opts.utc),
+        line.outcome,
+        line.client,
+        line.server,
+        line.version,
+        printable(line.method.as_bytes()),
+        body,
+        printable(line.host.as_bytes()),
+        printable(line.target.as_bytes()),
+    )
+}
+
+/// The header block and body start under a table row, indented.
+fn push_table_extras(
+    out: &mut Vec<u8>,
+    r: &crate::http::HttpRequest,
+    opts: &InspectOptions,
+) -> io::Result<()> {
+    if opts.headers {
+        for h in &r.headers {
+            writeln!(
+                out,
+                "    {}: {}",
+                printable(h.name.as_bytes()),
+                printable(&h.value)
+            )?;
+        }
+    }
+    if let Some(n) = opts.body {
+        if !r.body.is_empty() {
+            let shown = &r.body[..n.min(r.body.len())];
+            let more = if shown.len() < r.body.len() {
+                "..."
+            } else {
+                ""
+            };
+            writeln!(out, "    body: {}{more}", escape_bytes(shown))?;
+        }
+    }
+    Ok(())
+}
+
+/// `header_block` (the header lines as sent, lossy UTF-8) and `body_start` (the first
+/// bytes, escaped), added to a JSON line before its closing brace.
+fn push_json_extras(out: &mut Vec<u8>, r: &crate::http::HttpRequest, opts: &InspectOptions) {
+    // The line ends with `}\n`; the fields go in before it.
+    out.truncate(out.len() - 2);
+    if opts.headers {
+        let mut block = Vec::new();
+        for h in &r.headers {
+            block.extend_from_slice(h.name.as_bytes());
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(&h.value);
+            block.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b",\"header_block\":");
+        push_json_lossy(out, &block);
+    }
+    if let Some(n) = opts.body {
+        out.extend_from_slice(b",\"body_start\":");
+        push_json_str(out, &escape_bytes(&r.body[..n.min(r.body.len())]));
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// A JSON line for a request seen but not framed whole: what is known of it.
+fn push_json_drop(
+    out: &mut Vec<u8>,
+    ts_nanos: u64,
+    client: &str,
+    server: &str,
+    method: Option<&str>,
+    outcome: &str,
+    why: Option<&str>,
+) {
+    out.extend_from_slice(b"{\"ts\":");
+    out.extend_from_slice(
+        zmij::Buffer::new()
+            .format_finite(ts_secs(ts_nanos))
+            .as_bytes(),
+    );
+    out.extend_from_slice(b",\"client\":\"");
+    out.extend_from_slice(client.as_bytes());
+    out.extend_from_slice(b"\",\"server\":\"");
+    out.extend_from_slice(server.as_bytes());
+    out.extend_from_slice(b"\",\"method\":");
+    match method {
+        Some(m) => push_json_str(out, m),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"outcome\":");
+    push_json_str(out, outcome);
+    if let Some(why) = why {
+        out.extend_from_slice(b",\"reason\":");
+        push_json_str(out, why);
+    }
+    out.extend_from_slice(b"}\n");
+}
+
+/// Bytes as printable ASCII: `\xNN` for anything else and for `\` itself, so binary
+/// bodies and odd header bytes cannot garble a terminal.
+fn escape_bytes(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len());
+    for &b in bytes {
+        if (0x20..0x7F).contains(&b) && b != b'\\' {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+/// Text for a table cell: as is when printable, escaped otherwise.
+fn printable(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(char::is_control) => std::borrow::Cow::Borrowed(s),
+        _ => std::borrow::Cow::Owned(escape_bytes(bytes)),
+    }
+}
+
+/// ISO 8601 to the millisecond: local time with its offset, or UTC with `Z`.
+fn iso_time(ts_nanos: u64, utc: bool) -> String {
+    let secs = i64::try_from(ts_nanos / 1_000_000_000).unwrap_or(i64::MAX);
+    let millis = ts_nanos / 1_000_000 % 1000;
+    let time: libc::time_t = secs;
+    // SAFETY: `tm` is plain data, valid all zero; both calls only write into it and are
+    // the thread-safe variants.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe {
+        if utc {
+            !libc::gmtime_r(&time, &mut tm).is_null()
+        } else {
+            !libc::localtime_r(&time, &mut tm).is_null()
+        }
+    };
+    if !ok {
+        return format!("{:.3}", ts_secs(ts_nanos));
+    }
+    let date = format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{millis:03}",
+        i64::from(tm.tm_year) + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    );
+    if utc {
+        return format!("{date}Z");
+    }
+    let offset = tm.tm_gmtoff;
+    let sign = if offset < 0 { '-' } else { '+' };
+    let offset = offset.unsigned_abs();
+    format!("{date}{sign}{:02}:{:02}", offset / 3600, offset % 3600 / 60)
 }
 
 /// Appends one `jsonl` line. Written by hand: serde_json's serializer was a fifth of
@@ -539,10 +845,11 @@ fn push_json_line(out: &mut Vec<u8>, seen: &SeenRequest, client: &str, server: &
     out.extend_from_slice(int.format(r.headers.len()).as_bytes());
     out.extend_from_slice(b",\"body_len\":");
     out.extend_from_slice(int.format(r.body.len()).as_bytes());
+    // `outcome` after the fields older versions printed: readers of those still work.
     out.extend_from_slice(if r.chunked {
-        b",\"chunked\":true}\n"
+        b",\"chunked\":true,\"outcome\":\"complete\"}\n"
     } else {
-        b",\"chunked\":false}\n"
+        b",\"chunked\":false,\"outcome\":\"complete\"}\n"
     });
 }
 
@@ -704,6 +1011,7 @@ mod tests {
         headers: usize,
         body_len: usize,
         chunked: bool,
+        outcome: &'static str,
     }
 
     fn serde_line(seen: &SeenRequest, client: &str, server: &str) -> Vec<u8> {
@@ -723,6 +1031,7 @@ mod tests {
             headers: r.headers.len(),
             body_len: r.body.len(),
             chunked: r.chunked,
+            outcome: "complete",
         };
         let mut out = serde_json::to_vec(&line).expect("serialising to memory");
         out.push(b'\n');

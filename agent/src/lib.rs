@@ -49,7 +49,14 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let stdout = std::io::stdout();
             // Not locked: the lock cannot move to the thread that writes.
             let mut out = std::io::BufWriter::new(stdout);
-            let summary = inspect::inspect(&args.files, args.format, &config, &mut out)?;
+            let opts = inspect::InspectOptions {
+                format: args.format,
+                all_outcomes: true,
+                headers: args.headers,
+                body: args.body,
+                utc: args.utc,
+            };
+            let summary = inspect::inspect_with(&args.files, &opts, &config, &mut out)?;
             if logging::json() {
                 eprintln!("{}", serde_json::json!({ "summary": summary }));
             } else {

@@ -17,7 +17,7 @@ use shadowtap_common::{port_bit, PORT_WORDS};
 use crate::admin::AdminListener;
 use crate::capture::pcap_file::PcapngWriter;
 use crate::capture::pcap_live::{
-    iface_matches, ifindex_of, list_interfaces, FollowingCapture, PcapOptions, ANY_IFACE,
+    iface_matches, ifindex_of, is_nflog, list_interfaces, FollowingCapture, PcapOptions, ANY_IFACE,
 };
 use crate::capture::{Frame, LinkType};
 use crate::dedup::SegmentDedup;
@@ -75,6 +75,11 @@ pub enum LiveError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "nflog:GROUP is read by libpcap only, and as the only --iface: use \
+         --engine pcap --iface nflog:GROUP"
+    )]
+    Nflog,
     #[error("no interface matches {0:?} (see /sys/class/net)")]
     NoInterface(Vec<String>),
     #[error(transparent)]
@@ -314,12 +319,20 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
         .ifaces
         .iter()
         .any(|i| i == ANY_IFACE || i.contains(['*', '?']));
-    if matching_interfaces(&plan.ifaces).is_empty() && !may_appear {
+    // `nflog:GROUP` is libpcap's reader of a netfilter log group, not an interface:
+    // only the pcap engine reads it, and alone (`any`, which several names open, has
+    // no NFLOG packets).
+    let nflog = plan.ifaces.iter().any(|i| is_nflog(i));
+    if nflog && (plan.ifaces.len() > 1 || plan.engine == Engine::Ebpf) {
+        return Err(LiveError::Nflog);
+    }
+    if matching_interfaces(&plan.ifaces).is_empty() && !may_appear && !nflog {
         return Err(LiveError::NoInterface(plan.ifaces.clone()));
     }
     let mut source = match plan.engine {
         Engine::Ebpf => open_ebpf(plan).map_err(LiveError::Ebpf)?,
         Engine::Pcap => open_pcap(plan)?,
+        Engine::Auto if nflog => open_pcap(plan)?,
         Engine::Auto => match open_ebpf(plan) {
             Ok(source) => source,
             Err(why) => {

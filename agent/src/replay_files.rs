@@ -36,6 +36,10 @@ impl CaptureSource {
         }
     }
 
+    fn is_stdin(&self) -> bool {
+        matches!(self, CaptureSource::File(p) if crate::capture::pcap_file::is_stdin(p))
+    }
+
     fn size(&self) -> u64 {
         match self {
             CaptureSource::File(p) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
@@ -49,13 +53,16 @@ impl CaptureSource {
             source,
         };
         let reader: Box<dyn Read> = match self {
-            CaptureSource::File(p) => Box::new(std::io::BufReader::with_capacity(
-                1 << 20,
-                std::fs::File::open(p).map_err(|e| ReplayFilesError::Open {
-                    name: self.name(),
-                    source: e,
-                })?,
-            )),
+            // `-` (standard input) and compressed files too.
+            CaptureSource::File(p) => {
+                crate::capture::pcap_file::open_input(p).map_err(|e| match e {
+                    CaptureFileError::Io { source, .. } => ReplayFilesError::Open {
+                        name: self.name(),
+                        source,
+                    },
+                    other => at(other),
+                })?
+            }
             CaptureSource::Embedded { bytes, .. } => Box::new(*bytes),
         };
         CaptureReader::new(reader).map_err(at)
@@ -74,6 +81,11 @@ pub enum ReplayFilesError {
         name: String,
         source: CaptureFileError,
     },
+    #[error(
+        "`-` (standard input) can be read only once: name it once, and without --loop \
+         (save the capture to a file to replay it several times)"
+    )]
+    StdinOnce,
     #[error(transparent)]
     Replayer(#[from] ReplayerError),
     #[error("target {target}: cannot resolve {host:?}: {source}")]
@@ -143,8 +155,17 @@ pub struct ReplayReport {
 pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
     // First: a Ctrl-C during the checks below still ends in a summary (of nothing).
     crate::signals::install();
+    let stdin_uses = plan.sources.iter().filter(|s| s.is_stdin()).count();
+    if stdin_uses > 1 || (stdin_uses == 1 && plan.loops > 1) {
+        return Err(ReplayFilesError::StdinOnce);
+    }
+    // Standard input can be read once: its reader, opened for the check, is the one read.
+    let mut stdin_reader = None;
     for source in &plan.sources {
-        source.open()?;
+        let reader = source.open()?;
+        if source.is_stdin() {
+            stdin_reader = Some(reader);
+        }
     }
     // A dry run looks nothing up and connects nowhere.
     if !plan.dry_run {
@@ -183,7 +204,10 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
             if crate::signals::stop_requested() {
                 break 'sources;
             }
-            let mut reader = source.open()?;
+            let mut reader = match source.is_stdin().then(|| stdin_reader.take()).flatten() {
+                Some(reader) => reader,
+                None => source.open()?,
+            };
             let mut pipeline = Pipeline::new(plan.pipeline.clone());
             let mut pace = Pacer::new(plan.speed);
             let base = progress.done;

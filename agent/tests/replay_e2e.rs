@@ -166,8 +166,10 @@ fn inspect_lines(path: &Path) -> Vec<(String, Vec<u8>, String, usize)> {
     assert!(out.status.success(), "inspect {}", path.display());
     String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).expect("jsonl line");
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).expect("jsonl line"))
+        // Requests not framed whole have lines too; only complete ones are replayed.
+        .filter(|v| v["outcome"] == "complete")
+        .map(|v| {
             let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
             (
                 s("method"),

@@ -13,7 +13,7 @@ use shadowtap::capture::pcap_file::CaptureReader;
 use shadowtap::capture::{Frame, LinkType};
 use shadowtap::decode::Decoder;
 
-const LINKS: [LinkType; 9] = [
+const LINKS: [LinkType; 10] = [
     LinkType::Ethernet,
     LinkType::Null,
     LinkType::Loop,
@@ -22,6 +22,7 @@ const LINKS: [LinkType; 9] = [
     LinkType::Ipv6,
     LinkType::LinuxSll,
     LinkType::LinuxSll2,
+    LinkType::Nflog,
     LinkType::Other(147),
 ];
 

@@ -25,6 +25,8 @@ pub enum LinkType {
     LinuxSll,
     /// LINKTYPE_LINUX_SLL2 (276): Linux cooked capture v2 (what `any` gives).
     LinuxSll2,
+    /// LINKTYPE_NFLOG (239): packets logged by netfilter's NFLOG target (`nflog:GROUP`).
+    Nflog,
     /// Anything else; frames of this type are counted and skipped.
     Other(u32),
 }
@@ -39,6 +41,7 @@ impl LinkType {
             113 => Self::LinuxSll,
             228 => Self::Ipv4,
             229 => Self::Ipv6,
+            239 => Self::Nflog,
             276 => Self::LinuxSll2,
             other => Self::Other(other),
         }
@@ -53,6 +56,7 @@ impl LinkType {
             Self::LinuxSll => 113,
             Self::Ipv4 => 228,
             Self::Ipv6 => 229,
+            Self::Nflog => 239,
             Self::LinuxSll2 => 276,
             Self::Other(v) => v,
         }

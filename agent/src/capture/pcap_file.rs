@@ -5,9 +5,13 @@
 //! as slices of it: memory stays bounded by the largest record it accepts, whatever the
 //! file's size. A file cut short in the middle of a record is a
 //! normal end (captures killed mid-write are common), reported in `CaptureFileStats`.
+//!
+//! `open_input` also reads standard input (`-`) and gzip or zstd compressed captures
+//! (tcpdump's `-z` rotations), told apart by their first bytes, decompressed as they are
+//! read.
 
 use std::fs::File;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, BufRead, ErrorKind, Read, Write};
 use std::ops::Range;
 use std::path::Path;
 
@@ -254,10 +258,255 @@ pub struct CaptureReader<R: Read> {
     done: bool,
 }
 
-impl CaptureReader<File> {
+impl CaptureReader<Box<dyn Read>> {
+    /// Opens a capture file, standard input for `-`, decompressing as `open_input` does.
     pub fn open(path: &Path) -> Result<Self, CaptureFileError> {
-        let file = File::open(path).map_err(|source| CaptureFileError::Io { offset: 0, source })?;
-        Self::new(file)
+        Self::new(open_input(path)?)
+    }
+}
+
+/// The name that stands for standard input where a capture file is named.
+pub const STDIN_PATH: &str = "-";
+
+/// Whether `path` names standard input.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == STDIN_PATH
+}
+
+const GZIP_MAGIC: [u8; 2] = [0x1F, 0x8B];
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+/// zstd skippable frames: magic 0x184D2A50 to 0x184D2A5F, little-endian.
+const ZSTD_SKIPPABLE: u32 = 0x184D_2A50;
+/// Largest zstd window accepted: what the `zstd` tool itself decompresses without
+/// `--memory` (128 MiB). The window is what the decoder holds, so this bounds memory
+/// whatever the frame header claims.
+const MAX_ZSTD_WINDOW: u64 = 128 << 20;
+
+/// The bytes of the capture at `path` (`-`: standard input), decompressed when they
+/// are gzip or zstd. The format is told by the first bytes, not the file name: rotated
+/// and piped captures rarely keep a telling name. Nothing is read ahead beyond what
+/// decompression needs, so memory stays bounded however large the input.
+pub fn open_input(path: &Path) -> Result<Box<dyn Read>, CaptureFileError> {
+    let io_err = |source| CaptureFileError::Io { offset: 0, source };
+    if is_stdin(path) {
+        // `Stdin` buffers internally, and reads as large as `Input`'s go around it.
+        decompressed(io::stdin())
+    } else {
+        decompressed(File::open(path).map_err(io_err)?)
+    }
+}
+
+/// Peeks at the first four bytes of `inner` and puts the decompressor they call for in
+/// front of it. Plain captures get no extra buffer: the reader reads large pieces itself.
+fn decompressed<R: Read + 'static>(mut inner: R) -> Result<Box<dyn Read>, CaptureFileError> {
+    let mut magic = [0u8; 4];
+    let mut got = 0;
+    while got < magic.len() {
+        match inner.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(source) => return Err(CaptureFileError::Io { offset: 0, source }),
+        }
+    }
+    let whole = io::Cursor::new(magic).take(got as u64).chain(inner);
+    Ok(if got >= 2 && magic[..2] == GZIP_MAGIC {
+        // Multi-member: `gzip -c a b > c` and appended rotations are one stream.
+        Box::new(flate2::read::MultiGzDecoder::new(whole))
+    } else if got == 4 && magic == ZSTD_MAGIC {
+        Box::new(ZstdFrames::new(PeekReader::new(whole)))
+    } else {
+        Box::new(whole)
+    })
+}
+
+/// Decodes every zstd frame of a stream in turn (ruzstd's `StreamingDecoder` stops after
+/// the first), skipping skippable frames, refusing windows over `MAX_ZSTD_WINDOW`.
+struct ZstdFrames<R: Read> {
+    source: PeekReader<R>,
+    decoder: ruzstd::decoding::FrameDecoder,
+    /// A frame is being decoded (its header was read).
+    in_frame: bool,
+}
+
+impl<R: Read> ZstdFrames<R> {
+    fn new(source: PeekReader<R>) -> Self {
+        Self {
+            source,
+            decoder: ruzstd::decoding::FrameDecoder::new(),
+            in_frame: false,
+        }
+    }
+
+    /// Starts the next frame; false at the end of the stream.
+    fn next_frame(&mut self) -> io::Result<bool> {
+        loop {
+            // The longest frame header: magic, descriptor, window, dictionary id (4) and
+            // content size (8).
+            let head = self.source.peek(18)?;
+            if head.is_empty() {
+                return Ok(false);
+            }
+            if head.len() >= 4 {
+                let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+                if magic & !0xF == ZSTD_SKIPPABLE {
+                    let mut header = [0u8; 8];
+                    self.source.read_exact(&mut header)?;
+                    let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+                    let skipped = io::copy(
+                        &mut (&mut self.source).take(u64::from(len)),
+                        &mut io::sink(),
+                    )?;
+                    if skipped < u64::from(len) {
+                        return Err(io::Error::new(
+                            ErrorKind::UnexpectedEof,
+                            "zstd: the input ends inside a skippable frame",
+                        ));
+                    }
+                    continue;
+                }
+            }
+            if let Some(window) = zstd_window(head) {
+                if window > MAX_ZSTD_WINDOW {
+                    return Err(io::Error::new(
+                        ErrorKind::InvalidData,
+                        format!(
+                            "zstd frame needs a {window}-byte window, more than the {MAX_ZSTD_WINDOW} \
+                             accepted; decompress it with `zstd -d --memory=...` first"
+                        ),
+                    ));
+                }
+            }
+            self.decoder
+                .reset(&mut self.source)
+                .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("zstd: {e}")))?;
+            return Ok(true);
+        }
+    }
+}
+
+/// A buffered reader that can look a few bytes ahead however its reads fall: a zstd
+/// frame's header may straddle two reads of the input.
+struct PeekReader<R: Read> {
+    inner: R,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl<R: Read> PeekReader<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            buf: vec![0; READ_CHUNK],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// Up to `n` (at most `READ_CHUNK`) unread bytes, fewer only at the end of the input.
+    fn peek(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.end - self.start < n {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            while self.end < n {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Ok(0) => break,
+                    Ok(got) => self.end += got,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(&self.buf[self.start..self.end.min(self.start + n)])
+    }
+}
+
+impl<R: Read> Read for PeekReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let got = {
+            let available = self.fill_buf()?;
+            let got = available.len().min(out.len());
+            out[..got].copy_from_slice(&available[..got]);
+            got
+        };
+        self.consume(got);
+        Ok(got)
+    }
+}
+
+impl<R: Read> BufRead for PeekReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = loop {
+                match self.inner.read(&mut self.buf) {
+                    Ok(got) => break got,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            };
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+    }
+}
+
+/// The memory a zstd frame's decoder holds, from its header (`head` starts at the frame's
+/// magic number): the window, or the whole content for a single-segment frame. None when
+/// `head` is too short to say (the decoder then reports the damage).
+fn zstd_window(head: &[u8]) -> Option<u64> {
+    let descriptor = *head.get(4)?;
+    let single_segment = descriptor & 0x20 != 0;
+    if !single_segment {
+        let window = *head.get(5)?;
+        let log = 10 + u64::from(window >> 3);
+        let base = 1u64 << log;
+        return Some(base + (base / 8) * u64::from(window & 7));
+    }
+    let dict_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+    let at = 5 + dict_len;
+    Some(match descriptor >> 6 {
+        0 => u64::from(*head.get(at)?),
+        1 => u64::from(u16::from_le_bytes([*head.get(at)?, *head.get(at + 1)?])) + 256,
+        2 => u64::from(u32::from_le_bytes(head.get(at..at + 4)?.try_into().ok()?)),
+        _ => u64::from_le_bytes(head.get(at..at + 8)?.try_into().ok()?),
+    })
+}
+
+impl<R: Read> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if !self.in_frame {
+                if !self.next_frame()? {
+                    return Ok(0);
+                }
+                self.in_frame = true;
+            }
+            while self.decoder.can_collect() < buf.len() && !self.decoder.is_finished() {
+                let wanted = buf.len() - self.decoder.can_collect();
+                self.decoder
+                    .decode_blocks(
+                        &mut self.source,
+                        ruzstd::decoding::BlockDecodingStrategy::UptoBytes(wanted),
+                    )
+                    .map_err(|e| io::Error::new(ErrorKind::InvalidData, format!("zstd: {e}")))?;
+            }
+            let got = self.decoder.read(buf)?;
+            if got > 0 {
+                return Ok(got);
+            }
+            if self.decoder.is_finished() {
+                self.in_frame = false;
+            }
+        }
     }
 }
 
@@ -298,7 +547,7 @@ impl<R: Read> CaptureReader<R> {
             }
             other => {
                 return Err(not_a_capture(&format!(
-                    "unknown magic number {:02x}{:02x}{:02x}{:02x} (expected pcap a1b2c3d4/a1b23c4d or pcapng 0a0d0d0a)",
+                    "unknown magic number {:02x}{:02x}{:02x}{:02x} (expected pcap a1b2c3d4/a1b23c4d or pcapng 0a0d0d0a, possibly gzip or zstd compressed)",
                     other[0], other[1], other[2], other[3]
                 )))
             }

@@ -19,6 +19,16 @@ use super::{Frame, LinkType};
 /// The pseudo-interface that captures on every interface at once.
 pub const ANY_IFACE: &str = "any";
 
+/// Whether `iface` names a netfilter log group (`nflog` is group 0, `nflog:N` group N),
+/// which libpcap reads as a device of link type NFLOG: packets an iptables or nftables
+/// rule logs with `-j NFLOG --nflog-group N` / `log group N`.
+pub fn is_nflog(iface: &str) -> bool {
+    iface == "nflog"
+        || iface
+            .strip_prefix("nflog:")
+            .is_some_and(|group| group.parse::<u16>().is_ok())
+}
+
 /// How a live capture is opened. The defaults suit an agent that must see each request
 /// promptly without losing bursts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,8 +162,13 @@ pub fn capture_filter_for(link: LinkType, ports: &[u16], exclude: &[SocketAddr])
 /// the fixed header (or one fragment header), so a hop-by-hop, routing, destination
 /// options or AH header in front of TCP hides it. IPv4 fragments of other protocols are
 /// left out; IPv6 cannot tell without walking, and such packets are rare.
+///
+/// Overlay tunnels (VXLAN, Geneve, GRE) are kept whole too: the decoder opens them and
+/// reassembly keeps the inner flows to the watched ports. On a pod's veth (the usual
+/// place) there are none; on a node's uplink this passes all overlay traffic up.
 pub const UNCHECKED: &str = "(ip[9] == 6 and ip[6:2] & 0x3fff != 0) or (ip6 and (ip6[6] == 0 \
-     or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60))";
+     or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60)) \
+     or (udp dst port 4789) or (udp dst port 6081) or (ip proto 47) or (ip6 proto 47)";
 
 fn tcp_filter(ports: &[u16], exclude: &[SocketAddr]) -> String {
     format!("({}) or {UNCHECKED}", checked_filter(ports, exclude))
@@ -439,6 +454,13 @@ impl PcapCapture {
             .iter()
             .map(|addr| (wire_address(addr.ip()), addr.port()))
             .collect();
+        if self.link == LinkType::Nflog {
+            // libpcap compiles no filter for NFLOG ("filtering not implemented"): the
+            // netfilter rule that logs to the group is the filter, and the agent's own
+            // connections are left out here.
+            self.user_excluded = (!pairs.is_empty()).then_some(pairs);
+            return Ok(());
+        }
         if pairs.len() <= MAX_KERNEL_EXCLUDES {
             let full = capture_filter_for(self.link, &self.ports, exclude);
             let size = self
@@ -686,6 +708,7 @@ fn tcp_endpoints(link: LinkType, frame: &[u8]) -> Option<((IpAddr, u16), (IpAddr
         LinkType::LinuxSll2 => (be16(frame, 0)?, frame.get(20..)?),
         LinkType::Null | LinkType::Loop => ip_ethertype(frame.get(4..)?)?,
         LinkType::Raw | LinkType::Ipv4 | LinkType::Ipv6 => ip_ethertype(frame)?,
+        LinkType::Nflog => ip_ethertype(nflog_payload(frame)?)?,
         LinkType::Other(_) => return None,
     };
     // 802.1Q, 802.1ad and the old QinQ tag, as many as are stacked.
@@ -735,6 +758,34 @@ fn ipv6_tcp_payload(mut next: u8, mut rest: &[u8]) -> Option<&[u8]> {
         };
         next = *rest.first()?;
         rest = rest.get(len..)?;
+    }
+    None
+}
+
+/// The packet of an NFLOG frame: its payload TLV (type 9), lengths in either byte order
+/// (see `decode`).
+fn nflog_payload(frame: &[u8]) -> Option<&[u8]> {
+    let mut rest = frame.get(4..)?;
+    let first = usize::from(u16::from_le_bytes([*rest.first()?, *rest.get(1)?]));
+    let little = (4..=rest.len()).contains(&first);
+    let read = |b: &[u8], at: usize| -> Option<usize> {
+        let bytes = [*b.get(at)?, *b.get(at + 1)?];
+        Some(usize::from(if little {
+            u16::from_le_bytes(bytes)
+        } else {
+            u16::from_be_bytes(bytes)
+        }))
+    };
+    // A bound on the walk: a logged packet carries a dozen TLVs at most.
+    for _ in 0..32 {
+        let len = read(rest, 0)?;
+        if len < 4 {
+            return None;
+        }
+        if read(rest, 2)? & 0x7fff == 9 {
+            return rest.get(4..len.min(rest.len()));
+        }
+        rest = rest.get((len + 3) & !3..)?;
     }
     None
 }

@@ -216,7 +216,8 @@ impl CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// pcap or pcapng files, read in order.
+    /// pcap or pcapng files, read in order; gzip or zstd compressed too; `-` reads
+    /// standard input.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Server ports: 8080, 80,443, 8000-8010 (default any)
@@ -235,6 +236,16 @@ pub struct InspectArgs {
         env = "SHADOWTAP_FORMAT"
     )]
     pub format: InspectFormat,
+    /// Also print each complete request's header block.
+    #[arg(help_heading = "Output", long)]
+    pub headers: bool,
+    /// Also print the first N body bytes of each complete request (non-printable bytes
+    /// escaped as \xNN).
+    #[arg(help_heading = "Output", long, value_name = "N")]
+    pub body: Option<usize>,
+    /// Table times in UTC instead of local time.
+    #[arg(help_heading = "Output", long)]
+    pub utc: bool,
 }
 
 /// Memory caps of the capture side.
@@ -898,7 +909,8 @@ impl std::str::FromStr for Speed {
 
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
-    /// pcap or pcapng files, replayed in order.
+    /// pcap or pcapng files, replayed in order; gzip or zstd compressed too; `-` reads
+    /// standard input (once, without --loop).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     /// Server ports: 8080, 80,443, 8000-8010 (default any)
