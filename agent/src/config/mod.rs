@@ -400,10 +400,12 @@ pub struct ShadowArgs {
         env = "SHADOWTAP_INSECURE"
     )]
     pub insecure: bool,
-    /// Print each copy on stdout as it would be sent (request line, headers, body
-    /// length) and send nothing: no lookup of, no connection to any target. Copies count
+    /// Print each copy as it would be sent and send nothing
+    ///
+    /// Each copy goes to stdout as it would be sent (request line, headers with the
+    /// `-shadow` Host, body length); no target is looked up or connected to. Copies count
     /// as `dry_run`.
-    #[arg(long, env = "SHADOWTAP_DRY_RUN")]
+    #[arg(help_heading = "Output", long, env = "SHADOWTAP_DRY_RUN")]
     pub dry_run: bool,
 }
 
