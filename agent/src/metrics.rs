@@ -224,6 +224,9 @@ pub struct TargetCounters {
     responses: [AtomicU64; StatusClass::ALL.len()],
     latency: Histogram,
     queued: AtomicU64,
+    /// Times the replay window was cut because the target fell behind (timeouts, resets,
+    /// refused connects, or answers far slower than its usual).
+    backoffs: AtomicU64,
 }
 
 impl TargetCounters {
@@ -271,6 +274,27 @@ impl TargetCounters {
     /// Copies waiting in the target's queue.
     pub fn queue_depth(&self) -> u64 {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The replayer cut the target's window of copies in flight: it fell behind.
+    pub fn record_backoff(&self) {
+        self.backoffs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times the window of copies in flight was cut (see `record_backoff`).
+    pub fn backoffs(&self) -> u64 {
+        self.backoffs.load(Ordering::Relaxed)
+    }
+
+    /// The target answered some copies and timed out on others while shadowtap had to
+    /// cut its window: the timeouts are most likely the target being overloaded (too few
+    /// workers, a full accept queue), not a target that is down or a network problem.
+    /// For the summary: `--max-in-flight` lower or `--max-rps` helps, not retries.
+    pub fn timeouts_look_like_overload(&self) -> bool {
+        let answered: u64 = StatusClass::ALL.iter().map(|&c| self.responses(c)).sum();
+        self.get(Outcome::ReplayError(ReplayErrorKind::Timeout)) > 0
+            && answered > 0
+            && self.backoffs() > 0
     }
 }
 
