@@ -1,5 +1,5 @@
-//! The admin HTTP server: `/metrics` (Prometheus text format 0.0.4), `/healthz` and
-//! `/readyz`. It runs on a thread and a tokio runtime of its own, so it answers however
+//! The admin HTTP server: `/metrics` (Prometheus text format 0.0.4, or OpenMetrics 1.0
+//! for `Accept: application/openmetrics-text`), `/healthz` and `/readyz`. It runs on a thread and a tokio runtime of its own, so it answers however
 //! busy the capture thread and the replay runtime are, and it stops when its
 //! `AdminServer` is dropped. Idle and slow clients cannot starve a probe: each gets
 //! `HEAD_TIMEOUT` for its whole request head, and once `MAX_CONNECTIONS` are open a new
@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::metrics::{Readiness, Registry};
+use crate::metrics::{Format, Readiness, Registry};
 
 /// Connections open at once. Past it, a new connection takes the place of the one that
 /// has waited longest for its request head, so idle or slow clients holding every place
@@ -41,7 +41,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// the backlog a SYN is dropped and retried a second later: a probe's whole timeout.
 const LISTEN_BACKLOG: libc::c_int = 1024;
 
-/// `Content-Type` of `/metrics`.
+/// `Content-Type` of `/metrics` in the text format (the default).
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
@@ -265,7 +265,11 @@ async fn handle(
         Err(_) => return Ok(()),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(None)) => return Ok(()),
-        Ok(Ok(Some(Request::Parsed { method, path }))) => route(&method, &path, registry),
+        Ok(Ok(Some(Request::Parsed {
+            method,
+            path,
+            accept,
+        }))) => route_accepting(&method, &path, accept.as_deref(), registry),
         Ok(Ok(Some(Request::Bad(status)))) => Response::text(status, "bad request\n"),
     };
     registered.answering();
@@ -284,6 +288,8 @@ enum Request {
     Parsed {
         method: String,
         path: String,
+        /// The `Accept` header: `/metrics` negotiates its format on it.
+        accept: Option<String>,
     },
     /// A status for a request that cannot be served: 400 or 431.
     Bad(u16),
@@ -306,10 +312,16 @@ async fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
+                let accept = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("accept"))
+                    .map(|h| String::from_utf8_lossy(h.value).into_owned());
                 return Ok(Some(Request::Parsed {
                     method: req.method.unwrap_or_default().to_string(),
                     path: req.path.unwrap_or_default().to_string(),
-                }))
+                    accept,
+                }));
             }
             Ok(httparse::Status::Partial) if buf.len() == MAX_REQUEST_HEAD => {
                 return Ok(Some(Request::Bad(431)))
@@ -370,8 +382,18 @@ impl Response {
     }
 }
 
-/// What a request gets; the query string is ignored.
+/// What a request without an `Accept` header gets; the query string is ignored.
 pub fn route(method: &str, target: &str, registry: &Registry) -> Response {
+    route_accepting(method, target, None, registry)
+}
+
+/// What a request gets; `/metrics` answers in the format `accept` asks for.
+pub fn route_accepting(
+    method: &str,
+    target: &str,
+    accept: Option<&str>,
+    registry: &Registry,
+) -> Response {
     let path = target.split(['?', '#']).next().unwrap_or_default();
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
     if !known {
@@ -383,12 +405,15 @@ pub fn route(method: &str, target: &str, registry: &Registry) -> Response {
         _ => return Response::text(405, "only GET and HEAD\n"),
     };
     let mut response = match path {
-        "/metrics" => Response {
-            status: 200,
-            content_type: METRICS_CONTENT_TYPE,
-            body: registry.render(),
-            head_only: false,
-        },
+        "/metrics" => {
+            let format = Format::from_accept(accept);
+            Response {
+                status: 200,
+                content_type: format.content_type(),
+                body: registry.render_as(format),
+                head_only: false,
+            }
+        }
         "/healthz" => Response::text(200, "ok\n"),
         _ => match registry.readiness() {
             Readiness::Ready => Response::text(200, "ready\n"),
@@ -411,6 +436,31 @@ mod tests {
         Arc::new(Registry::new(Arc::new(Accounting::new(vec![
             "http://stage:8080".into(),
         ]))))
+    }
+
+    #[test]
+    fn metrics_negotiate_openmetrics_on_accept() {
+        let reg = registry();
+        let om = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        for accept in [
+            "application/openmetrics-text",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            "text/plain;q=0.5, Application/OpenMetrics-Text",
+        ] {
+            let r = route_accepting("GET", "/metrics", Some(accept), &reg);
+            assert_eq!(r.content_type, om, "{accept}");
+            assert!(r.body.ends_with("# EOF\n"), "{accept}");
+        }
+        for accept in [
+            None,
+            Some("text/plain"),
+            Some("*/*"),
+            Some("application/openmetrics-text;q=0"),
+        ] {
+            let r = route_accepting("GET", "/metrics", accept, &reg);
+            assert_eq!(r.content_type, METRICS_CONTENT_TYPE, "{accept:?}");
+            assert!(!r.body.contains("# EOF"), "{accept:?}");
+        }
     }
 
     #[test]
