@@ -321,6 +321,9 @@ enum Signal {
     Answered(u64),
     /// Timed out, reset or refused: the target is not keeping up (or down).
     Congested,
+    /// Could not connect (refused, no route, name not resolved): quickly told, so not
+    /// overload when the target never answered; a cut once it has answered.
+    Refused,
     /// Says nothing about load (TLS or protocol errors).
     Neutral,
 }
@@ -375,20 +378,33 @@ impl Window {
                 // a target that already queues them only lengthen its queue.
                 let steady = base.saturating_mul(2).max(base.saturating_add(1_000_000));
                 let none_stuck = oldest.is_none_or(|age| age <= 2 * steady);
-                if nanos <= steady && none_stuck && self.limit < self.max {
-                    self.credit += 1;
-                    if self.credit >= self.limit {
-                        self.credit = 0;
-                        self.limit += 1;
-                    }
+                if nanos <= steady && none_stuck {
+                    self.step_up();
                 }
                 false
             }
             // A target that never answered is not overloaded but broken (or silent): a
             // smaller window would only line its timeouts up one after another.
             Signal::Congested if self.base_nanos == u64::MAX => false,
-            Signal::Congested => self.cut(epoch),
+            // A target that is down or does not resolve: the window is no reason for
+            // its copies to wait in the queue, and they fail as they did without it.
+            Signal::Refused if self.base_nanos == u64::MAX => {
+                self.step_up();
+                false
+            }
+            Signal::Congested | Signal::Refused => self.cut(epoch),
             Signal::Neutral => false,
+        }
+    }
+
+    /// One more copy may be in flight once a window's worth went well.
+    fn step_up(&mut self) {
+        if self.limit < self.max {
+            self.credit += 1;
+            if self.credit >= self.limit {
+                self.credit = 0;
+                self.limit += 1;
+            }
         }
     }
 
@@ -458,9 +474,10 @@ async fn replay_loop(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
             Outcome::Replayed(_) => {
                 Signal::Answered(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))
             }
-            Outcome::ReplayError(
-                ReplayErrorKind::Timeout | ReplayErrorKind::Reset | ReplayErrorKind::Connect,
-            ) => Signal::Congested,
+            Outcome::ReplayError(ReplayErrorKind::Timeout | ReplayErrorKind::Reset) => {
+                Signal::Congested
+            }
+            Outcome::ReplayError(ReplayErrorKind::Connect) => Signal::Refused,
             _ => Signal::Neutral,
         };
         if pool.window().update(seq, signal, Instant::now()) {
@@ -843,6 +860,29 @@ mod tests {
             w.update(seq, Signal::Answered(10_000_000), now);
         }
         assert_eq!(w.limit, before);
+    }
+
+    /// A target that never answered is not overloaded: its timeouts leave the window as
+    /// it is, and quick refusals (down, not resolved) let it grow as answers would.
+    #[test]
+    fn a_target_that_never_answered_is_not_cut() {
+        let now = Instant::now();
+        let mut w = Window::new(64);
+        for _ in 0..10 {
+            let seq = w.begin(now);
+            assert!(!w.update(seq, Signal::Congested, now));
+        }
+        assert_eq!(w.limit, INITIAL_WINDOW);
+        for _ in 0..200 {
+            let seq = w.begin(now);
+            assert!(!w.update(seq, Signal::Refused, now));
+        }
+        assert!(w.limit > 10, "{}", w.limit);
+        // Once it has answered, a refusal is a cut.
+        let seq = w.begin(now);
+        w.update(seq, Signal::Answered(1_000_000), now);
+        let seq = w.begin(now);
+        assert!(w.update(seq, Signal::Refused, now));
     }
 
     #[test]
