@@ -11,6 +11,9 @@ echo "== clippy"; cargo clippy --workspace --all-targets -- -D warnings
 echo "== clippy (no eBPF)"; cargo clippy -p shadowtap --no-default-features --all-targets -- -D warnings
 echo "== tests"; cargo test --workspace -- --test-threads=2
 echo "== deploy"; bash scripts/check-deploy.sh
+# The image built here (buildah, FROM scratch) and run under podman with only the
+# capabilities the README lists; on the debug binary the tests just built.
+echo "== image"; bash scripts/test-image.sh "$PWD/target/debug/shadowtap"
 
 # The soak on the debug binary the tests just built (no release build here); the
 # 10-minute run on a quiet machine is `scripts/soak.sh 10m` (docs/proofs.md, Soak).

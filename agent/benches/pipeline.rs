@@ -359,6 +359,26 @@ fn bench_pipeline(c: &mut Criterion) {
     group.finish();
 }
 
+/// The metrics' hot path (one outcome and one response recorded per copy, from the
+/// replay tasks) and a scrape of `/metrics` with four targets.
+fn bench_metrics(c: &mut Criterion) {
+    use shadowtap::metrics::{Accounting, Outcome, Registry, StatusClass};
+    use std::sync::Arc;
+    let targets: Vec<String> = (0..4).map(|i| format!("http://stage-{i}:8080")).collect();
+    let accounting = Arc::new(Accounting::new(targets));
+    let mut group = c.benchmark_group("metrics");
+    group.bench_function("record_outcome", |b| {
+        let counters = accounting.target(1);
+        b.iter(|| {
+            counters.record(black_box(Outcome::Replayed(StatusClass::Success)));
+            counters.record_response(StatusClass::Success, black_box(1_500_000));
+        })
+    });
+    let registry = Registry::new(accounting.clone());
+    group.bench_function("scrape", |b| b.iter(|| black_box(registry.render())));
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     // The machine is shared: short runs, enough samples for a stable median.
@@ -366,6 +386,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3));
-    targets = bench_framer, bench_reassembly, bench_decode, bench_pipeline
+    targets = bench_framer, bench_reassembly, bench_decode, bench_pipeline, bench_metrics
 }
 criterion_main!(benches);

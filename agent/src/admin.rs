@@ -1,28 +1,27 @@
-//! The admin HTTP server: `/metrics` (Prometheus text format 0.0.4), `/healthz` and
-//! `/readyz`. It runs on a thread and a tokio runtime of its own, so it answers however
-//! busy the capture thread and the replay runtime are, and it stops when its
-//! `AdminServer` is dropped. Idle and slow clients cannot starve a probe: each gets
+//! The admin HTTP server: `/metrics` (Prometheus text format 0.0.4, or OpenMetrics 1.0
+//! for `Accept: application/openmetrics-text`), `/healthz` and `/readyz`. It runs on a
+//! thread and a tokio runtime of its own, so it answers however busy the capture thread
+//! and the replay runtime are, and it stops when its `AdminServer` is dropped. Idle and slow clients cannot starve a probe: each gets
 //! `HEAD_TIMEOUT` for its whole request head, and once `MAX_CONNECTIONS` are open a new
 //! connection evicts the one that has waited longest for its head.
 //!
-//! Written by hand on tokio and httparse rather than on hyper 1: the routes are three GETs
-//! without bodies, and each bound it needs (connections, request head size, deadlines) is
-//! one line here. hyper 1's server needs hyper-util and http-body besides, and brings
-//! keep-alive, HTTP/2 and body streaming that these routes do not use.
+//! HTTP on hyper 1 (one request per connection, head size and head deadline bounded);
+//! the accept loop, the connection table and eviction are this module's, as hyper's
+//! server has no connection limit.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::metrics::{Readiness, Registry};
+use crate::metrics::{Format, Readiness, Registry};
 
 /// Connections open at once. Past it, a new connection takes the place of the one that
 /// has waited longest for its request head, so idle or slow clients holding every place
@@ -31,7 +30,6 @@ use crate::metrics::{Readiness, Registry};
 pub const MAX_CONNECTIONS: usize = 256;
 /// Largest request head read; a longer one gets 431.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
-const MAX_HEADERS: usize = 32;
 /// Deadline for the whole request head, from accept: a client sending a byte at a time
 /// gets no longer than one that sends nothing. Probes and scrapers send theirs at once.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,7 +39,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// the backlog a SYN is dropped and retried a second later: a probe's whole timeout.
 const LISTEN_BACKLOG: libc::c_int = 1024;
 
-/// `Content-Type` of `/metrics`.
+/// `Content-Type` of `/metrics` in the text format (the default).
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, thiserror::Error)]
@@ -240,10 +238,9 @@ async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stopped: ones
         };
         let registry = registry.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &registry, evicted, &registered).await {
+            if let Err(e) = handle(stream, registry, evicted, Arc::new(registered)).await {
                 tracing::debug!(error = %e, "admin connection ended");
             }
-            drop(registered);
         });
     }
 }
@@ -251,72 +248,58 @@ async fn serve(listener: TcpListener, registry: Arc<Registry>, mut stopped: ones
 /// One request, one response, then the connection is closed. Ends early, without an
 /// answer, when `evicted` fires or the head is not in within `HEAD_TIMEOUT`.
 async fn handle(
-    mut stream: TcpStream,
-    registry: &Registry,
-    evicted: oneshot::Receiver<()>,
-    registered: &Registered,
-) -> io::Result<()> {
-    let head = tokio::select! {
-        // Fired, or its sender dropped with the table: either way, stop.
-        _ = evicted => return Ok(()),
-        head = tokio::time::timeout(HEAD_TIMEOUT, read_request(&mut stream)) => head,
+    stream: TcpStream,
+    registry: Arc<Registry>,
+    mut evicted: oneshot::Receiver<()>,
+    registered: Arc<Registered>,
+) -> Result<(), hyper::Error> {
+    let answering = Arc::new(AtomicBool::new(false));
+    let service = {
+        let answering = answering.clone();
+        let registered = registered.clone();
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            // The head is in: from here the connection is no longer evicted.
+            answering.store(true, Ordering::Release);
+            registered.answering();
+            let accept = request
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            let response = route_accepting(request.method().as_str(), target, accept, &registry);
+            std::future::ready(Ok::<_, std::convert::Infallible>(response.into_http()))
+        })
     };
-    let response = match head {
-        Err(_) => return Ok(()),
-        Ok(Err(e)) => return Err(e),
-        Ok(Ok(None)) => return Ok(()),
-        Ok(Ok(Some(Request::Parsed { method, path }))) => route(&method, &path, registry),
-        Ok(Ok(Some(Request::Bad(status)))) => Response::text(status, "bad request\n"),
-    };
-    registered.answering();
-    let bytes = response.encode();
-    let written = async {
-        stream.write_all(&bytes).await?;
-        stream.shutdown().await
-    };
-    match tokio::time::timeout(WRITE_TIMEOUT, written).await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
-    }
-}
-
-enum Request {
-    Parsed {
-        method: String,
-        path: String,
-    },
-    /// A status for a request that cannot be served: 400 or 431.
-    Bad(u16),
-}
-
-/// Reads a request head (at most `MAX_REQUEST_HEAD` bytes); None when the peer closed
-/// before sending one.
-async fn read_request(stream: &mut TcpStream) -> io::Result<Option<Request>> {
-    // Grown as bytes come: an idle connection holds no buffer, only the read's chunk.
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEAD_TIMEOUT)
+        .keep_alive(false)
+        // `Content-Type`, as the hand-written server wrote it (and curl -i shows).
+        .title_case_headers(true)
+        // hyper answers 431 past it (its least is 8 KiB).
+        .max_buf_size(MAX_REQUEST_HEAD);
+    let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    // hyper's header timer starts with the first byte; a client that sends nothing is
+    // held to the same deadline from accept.
+    let head_deadline = tokio::time::sleep(HEAD_TIMEOUT);
+    tokio::pin!(head_deadline);
+    let write_deadline = tokio::time::sleep(HEAD_TIMEOUT + WRITE_TIMEOUT);
+    tokio::pin!(write_deadline);
+    let mut eviction_seen = false;
     loop {
-        let room = (MAX_REQUEST_HEAD - buf.len()).min(chunk.len());
-        let n = stream.read(&mut chunk[..room]).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(_)) => {
-                return Ok(Some(Request::Parsed {
-                    method: req.method.unwrap_or_default().to_string(),
-                    path: req.path.unwrap_or_default().to_string(),
-                }))
+        tokio::select! {
+            served = &mut connection => return served,
+            // Fired, or its sender dropped once the head was in: only the first stops.
+            _ = &mut evicted, if !eviction_seen => {
+                eviction_seen = true;
+                if !answering.load(Ordering::Acquire) {
+                    return Ok(());
+                }
             }
-            Ok(httparse::Status::Partial) if buf.len() == MAX_REQUEST_HEAD => {
-                return Ok(Some(Request::Bad(431)))
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Ok(Some(Request::Bad(431))),
-            Err(_) => return Ok(Some(Request::Bad(400))),
+            () = &mut head_deadline, if !answering.load(Ordering::Acquire) => return Ok(()),
+            () = &mut write_deadline => return Ok(()),
         }
     }
 }
@@ -341,6 +324,38 @@ impl Response {
         }
     }
 
+    fn into_http(self) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+        let body = if self.head_only {
+            bytes::Bytes::new()
+        } else {
+            bytes::Bytes::from(self.body.clone())
+        };
+        let mut response = hyper::Response::new(http_body_util::Full::new(body));
+        *response.status_mut() = hyper::StatusCode::from_u16(self.status)
+            .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        let headers = response.headers_mut();
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static(self.content_type),
+        );
+        headers.insert(
+            hyper::header::CACHE_CONTROL,
+            hyper::header::HeaderValue::from_static("no-store"),
+        );
+        if self.status == 405 {
+            headers.insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static("GET, HEAD"),
+            );
+        }
+        if self.head_only {
+            // The length of the GET's body, as HEAD promises.
+            headers.insert(hyper::header::CONTENT_LENGTH, self.body.len().into());
+        }
+        response
+    }
+
+    #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
         let reason = match self.status {
             200 => "OK",
@@ -370,8 +385,18 @@ impl Response {
     }
 }
 
-/// What a request gets; the query string is ignored.
+/// What a request without an `Accept` header gets; the query string is ignored.
 pub fn route(method: &str, target: &str, registry: &Registry) -> Response {
+    route_accepting(method, target, None, registry)
+}
+
+/// What a request gets; `/metrics` answers in the format `accept` asks for.
+pub fn route_accepting(
+    method: &str,
+    target: &str,
+    accept: Option<&str>,
+    registry: &Registry,
+) -> Response {
     let path = target.split(['?', '#']).next().unwrap_or_default();
     let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
     if !known {
@@ -383,12 +408,15 @@ pub fn route(method: &str, target: &str, registry: &Registry) -> Response {
         _ => return Response::text(405, "only GET and HEAD\n"),
     };
     let mut response = match path {
-        "/metrics" => Response {
-            status: 200,
-            content_type: METRICS_CONTENT_TYPE,
-            body: registry.render(),
-            head_only: false,
-        },
+        "/metrics" => {
+            let format = Format::from_accept(accept);
+            Response {
+                status: 200,
+                content_type: format.content_type(),
+                body: registry.render_as(format),
+                head_only: false,
+            }
+        }
         "/healthz" => Response::text(200, "ok\n"),
         _ => match registry.readiness() {
             Readiness::Ready => Response::text(200, "ready\n"),
@@ -411,6 +439,31 @@ mod tests {
         Arc::new(Registry::new(Arc::new(Accounting::new(vec![
             "http://stage:8080".into(),
         ]))))
+    }
+
+    #[test]
+    fn metrics_negotiate_openmetrics_on_accept() {
+        let reg = registry();
+        let om = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        for accept in [
+            "application/openmetrics-text",
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            "text/plain;q=0.5, Application/OpenMetrics-Text",
+        ] {
+            let r = route_accepting("GET", "/metrics", Some(accept), &reg);
+            assert_eq!(r.content_type, om, "{accept}");
+            assert!(r.body.ends_with("# EOF\n"), "{accept}");
+        }
+        for accept in [
+            None,
+            Some("text/plain"),
+            Some("*/*"),
+            Some("application/openmetrics-text;q=0"),
+        ] {
+            let r = route_accepting("GET", "/metrics", accept, &reg);
+            assert_eq!(r.content_type, METRICS_CONTENT_TYPE, "{accept:?}");
+            assert!(!r.body.contains("# EOF"), "{accept:?}");
+        }
     }
 
     #[test]

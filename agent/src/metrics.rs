@@ -4,7 +4,6 @@
 //! by `Registry::render` from these counters. Writers touch only relaxed atomics: no lock
 //! is taken per packet or per request.
 
-use std::fmt::{Display, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -228,6 +227,9 @@ pub struct TargetCounters {
     responses: [AtomicU64; StatusClass::ALL.len()],
     latency: Histogram,
     queued: AtomicU64,
+    /// Times the replay window was cut because the target fell behind (timeouts, resets,
+    /// refused connects, or answers far slower than its usual).
+    backoffs: AtomicU64,
 }
 
 impl TargetCounters {
@@ -275,6 +277,27 @@ impl TargetCounters {
     /// Copies waiting in the target's queue.
     pub fn queue_depth(&self) -> u64 {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The replayer cut the target's window of copies in flight: it fell behind.
+    pub fn record_backoff(&self) {
+        self.backoffs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times the window of copies in flight was cut (see `record_backoff`).
+    pub fn backoffs(&self) -> u64 {
+        self.backoffs.load(Ordering::Relaxed)
+    }
+
+    /// The target answered some copies and timed out on others while shadowtap had to
+    /// cut its window: the timeouts are most likely the target being overloaded (too few
+    /// workers, a full accept queue), not a target that is down or a network problem.
+    /// For the summary: `--max-in-flight` lower or `--max-rps` helps, not retries.
+    pub fn timeouts_look_like_overload(&self) -> bool {
+        let answered: u64 = StatusClass::ALL.iter().map(|&c| self.responses(c)).sum();
+        self.get(Outcome::ReplayError(ReplayErrorKind::Timeout)) > 0
+            && answered > 0
+            && self.backoffs() > 0
     }
 }
 
@@ -725,8 +748,31 @@ impl Registry {
     }
 
     /// The Prometheus text format (0.0.4) of every metric in `METRICS`.
+    /// The exposition in the Prometheus text format (0.0.4).
     pub fn render(&self) -> String {
-        let mut out = Exposition::default();
+        self.render_as(Format::Text)
+    }
+
+    /// The exposition in `format`. The values are read from the counters now (they are
+    /// plain atomics, which the hot path bumps without a lookup or a lock) and encoded by
+    /// prometheus-client, which writes both formats from the same families.
+    pub fn render_as(&self, format: Format) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(self.scrape()));
+        let mut out = String::new();
+        // Writing to a String cannot fail, and the collector's values are all encodable.
+        let _ = match format {
+            Format::Text => {
+                prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+            }
+            Format::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &registry),
+        };
+        out
+    }
+
+    /// Every family's samples as they are now.
+    fn scrape(&self) -> Scrape {
+        let mut out = Scrape::default();
         let targets = || {
             self.target_labels
                 .iter()
@@ -735,60 +781,47 @@ impl Registry {
         };
 
         out.family(&REQUESTS_SEEN);
-        out.sample(&REQUESTS_SEEN, "", &[], self.accounting.requests_seen());
+        out.sample(&[], self.accounting.requests_seen());
 
         out.family(&REQUESTS);
         for (target, counters) in targets() {
             for outcome in Outcome::ALL {
                 let (label, detail) = outcome.labels();
-                out.sample(
-                    &REQUESTS,
-                    "",
-                    &[target, label, detail],
-                    counters.get(outcome),
-                );
+                out.sample(&[target, label, detail], counters.get(outcome));
             }
         }
 
         out.family(&TARGET_RESPONSES);
         for (target, counters) in targets() {
             for class in StatusClass::ALL {
-                out.sample(
-                    &TARGET_RESPONSES,
-                    "",
-                    &[target, class.label()],
-                    counters.responses(class),
-                );
+                out.sample(&[target, class.label()], counters.responses(class));
             }
         }
 
         out.family(&REPLAY_DURATION);
         for (target, counters) in targets() {
-            out.histogram(&REPLAY_DURATION, &[target], &counters.latency().snapshot());
+            out.histogram(&[target], &counters.latency().snapshot());
         }
 
         out.family(&QUEUE_DEPTH);
         for (target, counters) in targets() {
-            out.sample(&QUEUE_DEPTH, "", &[target], counters.queue_depth());
+            out.sample(&[target], counters.queue_depth());
         }
 
         // Before an engine is chosen the capture families have no samples.
         let engine = self.capture.engine();
         out.family(&CAPTURE_PACKETS);
+        if let Some(engine) = engine {
+            out.sample(&[engine.label()], self.capture.packets());
+        }
         out.family(&CAPTURE_BYTES);
+        if let Some(engine) = engine {
+            out.sample(&[engine.label()], self.capture.bytes());
+        }
         out.family(&CAPTURE_DROPS);
         if let Some(engine) = engine {
-            out.sample(
-                &CAPTURE_PACKETS,
-                "",
-                &[engine.label()],
-                self.capture.packets(),
-            );
-            out.sample(&CAPTURE_BYTES, "", &[engine.label()], self.capture.bytes());
             for reason in engine.drop_reasons() {
                 out.sample(
-                    &CAPTURE_DROPS,
-                    "",
                     &[engine.label(), reason.label()],
                     self.capture.drops(*reason),
                 );
@@ -796,126 +829,178 @@ impl Registry {
         }
 
         out.family(&FLOWS_ACTIVE);
-        out.sample(
-            &FLOWS_ACTIVE,
-            "",
-            &[],
-            self.flows_active.load(Ordering::Relaxed),
-        );
+        out.sample(&[], self.flows_active.load(Ordering::Relaxed));
         out.family(&BUFFERED_BYTES);
-        out.sample(
-            &BUFFERED_BYTES,
-            "",
-            &[],
-            self.buffered_bytes.load(Ordering::Relaxed),
-        );
+        out.sample(&[], self.buffered_bytes.load(Ordering::Relaxed));
         out.family(&STREAMS_DISTRUSTED);
         for (reason, n) in ["lost_start", "conflicting_retransmit"]
             .into_iter()
             .zip(&self.distrusted)
         {
-            out.sample(
-                &STREAMS_DISTRUSTED,
-                "",
-                &[reason],
-                n.load(Ordering::Relaxed),
-            );
+            out.sample(&[reason], n.load(Ordering::Relaxed));
         }
         out.family(&FLOWS_EVICTED);
         for (state, n) in ["idle", "mid_message"].into_iter().zip(&self.evicted) {
-            out.sample(&FLOWS_EVICTED, "", &[state], n.load(Ordering::Relaxed));
+            out.sample(&[state], n.load(Ordering::Relaxed));
         }
         out.family(&INTERFACES_ATTACHED);
-        out.sample(&INTERFACES_ATTACHED, "", &[], self.interfaces_attached());
+        out.sample(&[], self.interfaces_attached());
         out.family(&READY);
-        out.sample(
-            &READY,
-            "",
-            &[],
-            u8::from(self.readiness() == Readiness::Ready),
-        );
+        out.sample(&[], u64::from(self.readiness() == Readiness::Ready));
         out.family(&BUILD_INFO);
-        out.sample(&BUILD_INFO, "", &[env!("CARGO_PKG_VERSION")], 1);
-        out.text
+        out.sample(&[env!("CARGO_PKG_VERSION")], 1);
+        out
     }
 }
 
-/// Writes the text format; every line comes from a `MetricDef`, so names, types and
-/// label names cannot drift from the definitions.
-#[derive(Default)]
-struct Exposition {
-    text: String,
+/// The two expositions `/metrics` offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4 (what Prometheus asks for by default).
+    Text,
+    /// OpenMetrics 1.0 text (`Accept: application/openmetrics-text`).
+    OpenMetrics,
 }
 
-impl Exposition {
-    fn family(&mut self, def: &MetricDef) {
-        let _ = writeln!(self.text, "# HELP {} {}", def.name, escape_help(def.help));
-        let _ = writeln!(self.text, "# TYPE {} {}", def.name, def.kind.name());
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when it names it (with a
+    /// non-zero q), else the text format.
+    pub fn from_accept(accept: Option<&str>) -> Self {
+        let wants_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut params = range.split(';').map(str::trim);
+                let media = params.next().unwrap_or_default();
+                let refused = params.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f64>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Text
+        }
     }
 
-    /// One sample of `def` (`suffix`: `_bucket`, `_sum`, `_count` of a histogram).
-    fn sample(&mut self, def: &MetricDef, suffix: &str, values: &[&str], value: impl Display) {
-        self.sample_le(def, suffix, values, None, value);
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// One scrape: each family's samples, in the order of `Registry::scrape`. Every sample
+/// comes from a `MetricDef`, so names, types and label names cannot drift from them.
+#[derive(Debug, Default)]
+struct Scrape {
+    families: Vec<(&'static MetricDef, Vec<Sample>)>,
+}
+
+#[derive(Debug)]
+struct Sample {
+    labels: Vec<(&'static str, String)>,
+    value: SampleValue,
+}
+
+#[derive(Debug)]
+enum SampleValue {
+    Int(u64),
+    /// Sum, count and the count of each bucket (not cumulative), `+Inf` last.
+    Histogram {
+        sum: f64,
+        count: u64,
+        buckets: Vec<(f64, u64)>,
+    },
+}
+
+impl Scrape {
+    fn family(&mut self, def: &'static MetricDef) {
+        self.families.push((def, Vec::new()));
     }
 
-    fn sample_le(
-        &mut self,
-        def: &MetricDef,
-        suffix: &str,
-        values: &[&str],
-        le: Option<&str>,
-        value: impl Display,
-    ) {
+    fn push(&mut self, values: &[&str], value: SampleValue) {
+        let Some((def, samples)) = self.families.last_mut() else {
+            return;
+        };
         debug_assert_eq!(values.len(), def.labels.len(), "{}", def.name);
-        self.text.push_str(def.name);
-        self.text.push_str(suffix);
-        let mut labels = def
+        let labels = def
             .labels
             .iter()
             .copied()
-            .zip(values.iter().copied())
-            .chain(le.map(|le| ("le", le)));
-        if let Some((name, value)) = labels.next() {
-            let _ = write!(self.text, "{{{name}=\"{}\"", escape_label(value));
-            for (name, value) in labels {
-                let _ = write!(self.text, ",{name}=\"{}\"", escape_label(value));
+            .zip(values.iter().map(|v| (*v).to_owned()))
+            .collect();
+        samples.push(Sample { labels, value });
+    }
+
+    fn sample(&mut self, values: &[&str], value: u64) {
+        self.push(values, SampleValue::Int(value));
+    }
+
+    fn histogram(&mut self, values: &[&str], h: &HistogramSnapshot) {
+        let mut below = 0;
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_NANOS
+            .iter()
+            .zip(h.cumulative)
+            .map(|(bound, cumulative)| {
+                let in_bucket = cumulative.saturating_sub(below);
+                below = cumulative;
+                (*bound as f64 / 1e9, in_bucket)
+            })
+            .collect();
+        buckets.push((f64::INFINITY, h.count.saturating_sub(below)));
+        self.push(
+            values,
+            SampleValue::Histogram {
+                sum: h.sum_seconds,
+                count: h.count,
+                buckets,
+            },
+        );
+    }
+}
+
+impl prometheus_client::collector::Collector for Scrape {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::NoLabelSet;
+        use prometheus_client::metrics::MetricType;
+        for (def, samples) in &self.families {
+            // prometheus-client adds `_total` to counters itself (both formats).
+            let (name, kind) = match def.kind {
+                MetricKind::Counter => (
+                    def.name.strip_suffix("_total").unwrap_or(def.name),
+                    MetricType::Counter,
+                ),
+                MetricKind::Gauge => (def.name, MetricType::Gauge),
+                MetricKind::Histogram => (def.name, MetricType::Histogram),
+            };
+            let mut metric = encoder.encode_descriptor(name, def.help, None, kind)?;
+            for sample in samples {
+                let mut family = metric.encode_family(&sample.labels)?;
+                match (&sample.value, def.kind) {
+                    (SampleValue::Int(v), MetricKind::Counter) => {
+                        family.encode_counter::<NoLabelSet, u64, f64>(v, None)?
+                    }
+                    (SampleValue::Int(v), _) => family.encode_gauge(v)?,
+                    (
+                        SampleValue::Histogram {
+                            sum,
+                            count,
+                            buckets,
+                        },
+                        _,
+                    ) => family.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?,
+                }
             }
-            self.text.push('}');
         }
-        let _ = writeln!(self.text, " {value}");
+        Ok(())
     }
-
-    fn histogram(&mut self, def: &MetricDef, values: &[&str], h: &HistogramSnapshot) {
-        for (bound, count) in LATENCY_BOUNDS_NANOS.iter().zip(h.cumulative) {
-            let le = (*bound as f64 / 1e9).to_string();
-            self.sample_le(def, "_bucket", values, Some(&le), count);
-        }
-        self.sample_le(def, "_bucket", values, Some("+Inf"), h.count);
-        self.sample(def, "_sum", values, h.sum_seconds);
-        self.sample(def, "_count", values, h.count);
-    }
-}
-
-/// Label values escape backslash, double quote and newline (text format 0.0.4).
-fn escape_label(value: &str) -> std::borrow::Cow<'_, str> {
-    if !value.contains(['\\', '"', '\n']) {
-        return value.into();
-    }
-    let mut out = String::with_capacity(value.len() + 4);
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.into()
-}
-
-/// HELP text escapes backslash and newline.
-fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -1114,10 +1199,6 @@ mod render_tests {
 
     #[test]
     fn label_values_and_help_are_escaped() {
-        assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
-        assert_eq!(escape_label("x\ny"), r"x\ny");
-        assert_eq!(escape_label("plain:80"), "plain:80");
-        assert_eq!(escape_help("a\\b\nc"), r"a\\b\nc");
         let acc = Arc::new(Accounting::new(vec!["http://we\"ird\\host\n:80".into()]));
         let text = Registry::new(acc).render();
         assert!(text.contains(r#"target="we\"ird\\host\n:80""#), "{text}");

@@ -851,3 +851,106 @@ fn probes_answer_within_a_second_while_hundreds_of_clients_hold_the_admin_port()
     agent.signal("-TERM");
     assert!(agent.wait(Duration::from_secs(15)).success());
 }
+
+/// Fetches `/metrics` twice, with and without `Accept: application/openmetrics-text`,
+/// parses each with prometheus_client's parser for its format (the OpenMetrics one is
+/// strict: `# EOF`, counter families without `_total`), prints JSON.
+const NEGOTIATE: &str = r##"
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families as text_families
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_families
+def fetch(accept):
+    req = urllib.request.Request(sys.argv[1], headers={"Accept": accept} if accept else {})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return r.headers.get("Content-Type"), r.read().decode("utf-8")
+out = {}
+for key, accept, parse in (
+    ("text", None, text_families),
+    ("openmetrics", "application/openmetrics-text; version=1.0.0,text/plain;q=0.5", om_families),
+):
+    content_type, body = fetch(accept)
+    families = list(parse(body))
+    out[key] = {
+        "content_type": content_type,
+        "eof": body.endswith("# EOF\n"),
+        "families": sorted((f.name, f.type) for f in families),
+        # `le` as a number: OpenMetrics writes 1.0 where the text format writes 1.
+        "samples": sorted(
+            [s.name, sorted((k, repr(float(v)) if k == "le" else v) for k, v in s.labels.items()),
+             float(s.value)]
+            for f in families for s in f.samples
+        ),
+    }
+print(json.dumps(out))
+"##;
+
+#[test]
+fn metrics_answer_openmetrics_when_asked_and_text_otherwise() {
+    if !ready_to_run("metrics_answer_openmetrics_when_asked_and_text_otherwise") {
+        return;
+    }
+    let _serial = lock();
+    let ns = Netns::new(format!("st-{}-om", std::process::id()));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _agent = ns.spawn(
+        &[
+            BIN,
+            "run",
+            "--port",
+            "8000",
+            "--engine",
+            "ebpf",
+            "--iface",
+            "om*",
+            "--target",
+            "http://127.0.0.1:9",
+        ],
+        &dir.path().join("a.out"),
+        &dir.path().join("a.err"),
+    );
+    wait_until(Duration::from_secs(20), "/healthz 200", || {
+        ns.admin_status(ADMIN, "/healthz") == 200
+    });
+    let out = ns.exec_ok(&[
+        "python3",
+        "-c",
+        NEGOTIATE,
+        &format!("http://{ADMIN}/metrics"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (text, om) = (&v["text"], &v["openmetrics"]);
+    assert_eq!(
+        text["content_type"],
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    assert_eq!(text["eof"], false);
+    assert_eq!(
+        om["content_type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(om["eof"], true);
+    // The same families with the same samples in both (an idle agent: nothing moves).
+    assert_eq!(text["samples"], om["samples"]);
+    let families = |f: &serde_json::Value| -> Vec<String> {
+        f["families"]
+            .as_array()
+            .expect("families")
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} {}",
+                    f[0].as_str().unwrap_or(""),
+                    f[1].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    for want in [
+        "shadowtap_requests counter",
+        "shadowtap_replay_duration_seconds histogram",
+        "shadowtap_ready gauge",
+    ] {
+        assert!(families(om).iter().any(|f| f == want), "{want}: {v:#}");
+        assert!(families(text).iter().any(|f| f == want), "{want}: {v:#}");
+    }
+}

@@ -571,8 +571,23 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, EbpfE
 }
 
 fn program_error(program: &'static str, source: ProgramError) -> EbpfError {
-    permission_error(&format!("loading eBPF program {program}"), &source)
-        .unwrap_or(EbpfError::Program { program, source })
+    let action = format!("loading eBPF program {program}");
+    if let Some(refused) = permission_error(&action, &source) {
+        return refused;
+    }
+    // Without CAP_PERFMON the verifier checks as for an unprivileged program and gives up
+    // on the classifier's loops (E2BIG, "too complex") instead of saying EPERM: a verifier
+    // log of megabytes where the cause is one capability missing.
+    if matches!(source, ProgramError::LoadError { .. })
+        && missing_capabilities().contains("CAP_PERFMON")
+    {
+        return EbpfError::Permission {
+            action: format!("{action} (the verifier's privileged checks)"),
+            missing: missing_capabilities(),
+            source: source.to_string().into(),
+        };
+    }
+    EbpfError::Program { program, source }
 }
 
 fn map_error(map: &'static str, source: aya::maps::MapError) -> EbpfError {

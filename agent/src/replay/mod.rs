@@ -15,6 +15,7 @@ pub mod resolve;
 pub mod rewrite;
 pub mod target;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -274,20 +275,172 @@ impl TargetWorker {
 /// tasks rather than a task per request: spawning allocates (and frees) the whole task
 /// with its future each time, which was a tenth of the replay thread's time. The pool
 /// starts with one task and keeps one waiting for the next request while it grows, up
-/// to `max_in_flight`, so an idle or fast target costs few tasks.
+/// to the window (`Window`), so an idle or fast target costs few tasks, and a small one
+/// is not sent more copies at once than it keeps up with.
 struct ReplayPool {
     queue: queue::Receiver<Arc<CapturedRequest>>,
-    max_tasks: usize,
     tasks: AtomicUsize,
     waiting: AtomicUsize,
+    window: Mutex<Window>,
+}
+
+/// Copies a target gets at once before it has shown it keeps up: a one-worker server
+/// and a listen backlog of 1 holds this many connections without dropping a SYN.
+const INITIAL_WINDOW: usize = 2;
+
+/// How many copies of a target are in flight at once: AIMD, as TCP does with its
+/// congestion window. It starts at `INITIAL_WINDOW` and grows by one per window of
+/// copies answered about as fast as the target's best (a target that gets slower as more
+/// copies are in flight is queueing them, and more would only queue longer), up to
+/// `--max-in-flight`; a timeout, a reset, a refused connect or an answer that took far
+/// longer than usual (a dropped SYN costs a second) halves it, once per window. Sending
+/// `--max-in-flight` copies at once into a small target overflowed its accept queue and
+/// came back as a wall of connect timeouts.
+#[derive(Debug)]
+struct Window {
+    limit: usize,
+    max: usize,
+    /// Copies answered in time since the last step up.
+    credit: usize,
+    /// The target's usual latency (connect included): the least seen, drifting up slowly
+    /// so that a target that became slower for good becomes the new usual.
+    base_nanos: u64,
+    /// Counts cuts; a copy started before the last cut cannot cause another one.
+    epoch: u64,
+    /// When each copy in flight started (by a sequence number), with its epoch: a SYN
+    /// dropped by a full accept queue is resent only after a second, and growing the
+    /// window all that second (the other copies are answered fast) is what overflowed
+    /// the queue. The oldest copy in flight tells of it long before its answer does.
+    in_flight: BTreeMap<u64, (Instant, u64)>,
+    next_seq: u64,
+}
+
+/// What one copy tells the window.
+enum Signal {
+    /// Answered after this many nanoseconds (connect included).
+    Answered(u64),
+    /// Timed out, reset or refused: the target is not keeping up (or down).
+    Congested,
+    /// Could not connect (refused, no route, name not resolved): quickly told, so not
+    /// overload when the target never answered; a cut once it has answered.
+    Refused,
+    /// Says nothing about load (TLS or protocol errors).
+    Neutral,
+}
+
+impl Window {
+    fn new(max: usize) -> Self {
+        Self {
+            limit: INITIAL_WINDOW.min(max),
+            max,
+            credit: 0,
+            base_nanos: u64::MAX,
+            epoch: 0,
+            in_flight: BTreeMap::new(),
+            next_seq: 0,
+        }
+    }
+
+    /// A copy goes out; pass the number to `update` when it is settled.
+    fn begin(&mut self, now: Instant) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.in_flight.insert(seq, (now, self.epoch));
+        seq
+    }
+
+    /// Past this, a copy waited in a queue somewhere (or for a SYN resent).
+    fn slow_nanos(&self) -> u64 {
+        let base = self.base_nanos;
+        base.saturating_mul(8).max(base.saturating_add(100_000_000))
+    }
+
+    /// Applies `signal` from copy `seq` (see `begin`); true when the window was cut.
+    fn update(&mut self, seq: u64, signal: Signal, now: Instant) -> bool {
+        let epoch = self.in_flight.remove(&seq).map_or(self.epoch, |(_, e)| e);
+        // While the oldest copy in flight is taking long, the window does not grow.
+        let oldest = self.in_flight.first_key_value().map(|(_, &(start, _))| {
+            u64::try_from(now.duration_since(start).as_nanos()).unwrap_or(u64::MAX)
+        });
+        match signal {
+            Signal::Answered(nanos) => {
+                if self.base_nanos != u64::MAX && nanos > self.slow_nanos() {
+                    // Not the target's usual: it does not move the baseline.
+                    return self.cut(epoch);
+                }
+                if nanos < self.base_nanos {
+                    self.base_nanos = nanos;
+                } else {
+                    self.base_nanos += (nanos - self.base_nanos) / 1024;
+                }
+                let base = self.base_nanos;
+                // Growing only while answers stay near the best: more copies at once into
+                // a target that already queues them only lengthen its queue.
+                let steady = base.saturating_mul(2).max(base.saturating_add(1_000_000));
+                let none_stuck = oldest.is_none_or(|age| age <= 2 * steady);
+                if nanos <= steady && none_stuck {
+                    self.step_up();
+                }
+                false
+            }
+            // A target that never answered is not overloaded but broken (or silent): a
+            // smaller window would only line its timeouts up one after another.
+            Signal::Congested if self.base_nanos == u64::MAX => false,
+            // A target that is down or does not resolve: the window is no reason for
+            // its copies to wait in the queue, and they fail as they did without it.
+            Signal::Refused if self.base_nanos == u64::MAX => {
+                self.step_up();
+                false
+            }
+            Signal::Congested | Signal::Refused => self.cut(epoch),
+            Signal::Neutral => false,
+        }
+    }
+
+    /// One more copy may be in flight once a window's worth went well.
+    fn step_up(&mut self) {
+        if self.limit < self.max {
+            self.credit += 1;
+            if self.credit >= self.limit {
+                self.credit = 0;
+                self.limit += 1;
+            }
+        }
+    }
+
+    fn cut(&mut self, epoch: u64) -> bool {
+        if epoch != self.epoch {
+            return false;
+        }
+        self.epoch += 1;
+        self.credit = 0;
+        self.limit = (self.limit / 2).max(1);
+        true
+    }
 }
 
 impl ReplayPool {
-    /// Counts one more task if the pool may grow.
+    fn window(&self) -> std::sync::MutexGuard<'_, Window> {
+        self.window.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one more task if the window has room for it.
     fn grow(&self) -> bool {
+        let limit = self.window().limit;
         self.tasks
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_tasks).then_some(n + 1)
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Counts one task less if there are more than the window allows (and more than
+    /// one): the caller ends.
+    fn shrink(&self) -> bool {
+        let limit = self.window().limit;
+        self.tasks
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > limit && n > 1).then_some(n - 1)
             })
             .is_ok()
     }
@@ -300,7 +453,7 @@ fn spawn_replay_task(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
 }
 
 /// One replay task: takes the next queued request, sends it, settles it, and so on until
-/// the queue is closed and empty.
+/// the queue is closed and empty, or the window shrank below the tasks there are.
 async fn replay_loop(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
     loop {
         pool.waiting.fetch_add(1, Ordering::AcqRel);
@@ -314,9 +467,32 @@ async fn replay_loop(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
         if still_waiting == 0 && pool.grow() {
             spawn_replay_task(worker.clone(), pool.clone());
         }
+        let started = Instant::now();
+        let seq = pool.window().begin(started);
         let outcome = worker.replay(&captured).await;
+        let signal = match outcome {
+            Outcome::Replayed(_) => {
+                Signal::Answered(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+            }
+            Outcome::ReplayError(ReplayErrorKind::Timeout | ReplayErrorKind::Reset) => {
+                Signal::Congested
+            }
+            Outcome::ReplayError(ReplayErrorKind::Connect) => Signal::Refused,
+            _ => Signal::Neutral,
+        };
+        if pool.window().update(seq, signal, Instant::now()) {
+            worker.counters().record_backoff();
+            tracing::debug!(
+                target_index = worker.index,
+                window = pool.window().limit,
+                "target fell behind: fewer copies in flight"
+            );
+        }
         worker.settle(outcome);
         worker.bytes.give_back(request_bytes(&captured.request));
+        if pool.shrink() {
+            break;
+        }
     }
 }
 
@@ -425,9 +601,9 @@ impl Replayer {
             });
             let pool = Arc::new(ReplayPool {
                 queue: rx,
-                max_tasks: cfg.max_in_flight,
                 tasks: AtomicUsize::new(1),
                 waiting: AtomicUsize::new(0),
+                window: Mutex::new(Window::new(cfg.max_in_flight)),
             });
             runtime.spawn(replay_loop(worker, pool));
             let bucket = cfg.max_rps.map(|rate| {
@@ -664,6 +840,79 @@ mod tests {
             chunked: false,
             trailers: Vec::new(),
         }
+    }
+
+    /// Answers as fast as the best grow the window by one per window of them; a timeout
+    /// halves it, and the other copies of the same window that time out do not cut again.
+    #[test]
+    fn window_grows_while_answers_are_fast_and_halves_once_per_window_on_timeouts() {
+        let now = Instant::now();
+        let mut w = Window::new(64);
+        assert_eq!(w.limit, INITIAL_WINDOW);
+        for _ in 0..200 {
+            let seq = w.begin(now);
+            assert!(!w.update(seq, Signal::Answered(1_000_000), now));
+        }
+        let grown = w.limit;
+        assert!(grown > 10, "{grown}");
+        let started: Vec<u64> = (0..5).map(|_| w.begin(now)).collect();
+        let cuts = started
+            .iter()
+            .filter(|&&seq| w.update(seq, Signal::Congested, now))
+            .count();
+        assert_eq!(cuts, 1);
+        assert_eq!(w.limit, grown / 2);
+        // A copy answered a second late (a SYN resent) is a cut too.
+        let seq = w.begin(now);
+        assert!(w.update(seq, Signal::Answered(1_000_000_000), now));
+        assert_eq!(w.limit, grown / 4);
+        // Answers that queue (ten times the best) do not grow it.
+        let before = w.limit;
+        for _ in 0..100 {
+            let seq = w.begin(now);
+            w.update(seq, Signal::Answered(10_000_000), now);
+        }
+        assert_eq!(w.limit, before);
+    }
+
+    /// A target that never answered is not overloaded: its timeouts leave the window as
+    /// it is, and quick refusals (down, not resolved) let it grow as answers would.
+    #[test]
+    fn a_target_that_never_answered_is_not_cut() {
+        let now = Instant::now();
+        let mut w = Window::new(64);
+        for _ in 0..10 {
+            let seq = w.begin(now);
+            assert!(!w.update(seq, Signal::Congested, now));
+        }
+        assert_eq!(w.limit, INITIAL_WINDOW);
+        for _ in 0..200 {
+            let seq = w.begin(now);
+            assert!(!w.update(seq, Signal::Refused, now));
+        }
+        assert!(w.limit > 10, "{}", w.limit);
+        // Once it has answered, a refusal is a cut.
+        let seq = w.begin(now);
+        w.update(seq, Signal::Answered(1_000_000), now);
+        let seq = w.begin(now);
+        assert!(w.update(seq, Signal::Refused, now));
+    }
+
+    #[test]
+    fn window_never_passes_max_in_flight_nor_drops_below_one() {
+        let now = Instant::now();
+        let mut w = Window::new(3);
+        for _ in 0..100 {
+            let seq = w.begin(now);
+            w.update(seq, Signal::Answered(1_000_000), now);
+        }
+        assert_eq!(w.limit, 3);
+        for _ in 0..10 {
+            let seq = w.begin(now);
+            w.update(seq, Signal::Congested, now);
+        }
+        assert_eq!(w.limit, 1);
+        assert_eq!(Window::new(1).limit, 1);
     }
 
     #[test]
