@@ -379,7 +379,8 @@ pub struct ShadowArgs {
     /// Deadline for a whole response head after the request is sent.
     #[arg(help_heading = "Target", hide_short_help = true, long, value_name = "DURATION", default_value = "10s", value_parser = parse_positive_duration, env = "SHADOWTAP_REQUEST_TIMEOUT")]
     pub request_timeout: Duration,
-    /// Copies in flight at once per target.
+    /// Most copies in flight at once per target: a ceiling; each target starts at 2 and
+    /// gets more while it keeps up.
     #[arg(help_heading = "Target", hide_short_help = true, long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..), env = "SHADOWTAP_MAX_IN_FLIGHT")]
     pub max_in_flight: u32,
     /// Copies waiting per target; past it they count as `queue_full`.
