@@ -482,6 +482,20 @@ impl Progress {
     }
 }
 
+/// Why a target's timeouts are most likely its own overload, and what helps.
+fn overload_note(name: &str, counters: &crate::metrics::TargetCounters) -> String {
+    let timeouts = counters.get(Outcome::ReplayError(
+        crate::metrics::ReplayErrorKind::Timeout,
+    ));
+    format!(
+        "note: {name} answered some copies and timed out on {} while shadowtap cut its \
+         copies in flight {}: it looks overloaded, not down; lower --max-in-flight or set \
+         --max-rps",
+        count(timeouts, "copy", "copies"),
+        count(counters.backoffs(), "time", "times"),
+    )
+}
+
 impl ReplayReport {
     /// An empty report over `accounting`; the counts fill in as the run goes.
     pub fn new(accounting: Arc<Accounting>) -> Self {
@@ -531,6 +545,13 @@ impl ReplayReport {
                 }
             );
         }
+        // After the tables, unindented and not starting with `target `: readers of the
+        // outcome rows pass over it.
+        for (name, counters) in self.accounting.iter() {
+            if counters.timeouts_look_like_overload() {
+                let _ = writeln!(s, "{}", overload_note(name, counters));
+            }
+        }
         s
     }
 
@@ -550,6 +571,7 @@ impl ReplayReport {
                     "outcomes": outcomes,
                     "total": counters.total(),
                     "adds_up": counters.total() == seen,
+                    "timeouts_look_like_overload": counters.timeouts_look_like_overload(),
                 })
             })
             .collect();
@@ -596,4 +618,58 @@ fn outcome_rows(counters: &crate::metrics::TargetCounters) -> Vec<(String, u64)>
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod overload_tests {
+    use super::*;
+    use crate::metrics::{Accounting, Outcome, ReplayErrorKind, StatusClass};
+
+    /// Timeouts beside answers and a cut window read as overload; timeouts alone (a
+    /// target that is down) or answers alone do not.
+    #[test]
+    fn the_summary_says_when_timeouts_look_like_overload() {
+        let accounting = Arc::new(Accounting::new(vec![
+            "http://busy:80".into(),
+            "http://down:80".into(),
+        ]));
+        let (busy, down) = (accounting.target(0), accounting.target(1));
+        for _ in 0..3 {
+            accounting.seen();
+            busy.record_response(StatusClass::Success, 1_000);
+            busy.record(Outcome::Replayed(StatusClass::Success));
+            down.record(Outcome::ReplayError(ReplayErrorKind::Timeout));
+        }
+        accounting.seen();
+        busy.record(Outcome::ReplayError(ReplayErrorKind::Timeout));
+        down.record(Outcome::ReplayError(ReplayErrorKind::Timeout));
+        down.record_backoff();
+        let report = ReplayReport::new(Arc::clone(&accounting));
+        assert!(
+            !report.summary().contains("looks overloaded"),
+            "{}",
+            report.summary()
+        );
+        busy.record_backoff();
+        let summary = report.summary();
+        let notes: Vec<&str> = summary.lines().filter(|l| l.starts_with("note:")).collect();
+        assert_eq!(
+            notes,
+            [
+                "note: http://busy:80 answered some copies and timed out on 1 copy while \
+              shadowtap cut its copies in flight 1 time: it looks overloaded, not down; \
+              lower --max-in-flight or set --max-rps"
+            ],
+            "{summary}"
+        );
+        let json = report.summary_json();
+        assert_eq!(
+            json["summary"]["targets"][0]["timeouts_look_like_overload"],
+            true
+        );
+        assert_eq!(
+            json["summary"]["targets"][1]["timeouts_look_like_overload"],
+            false
+        );
+    }
 }
