@@ -78,9 +78,18 @@ fn run_with(
     config: &PipelineConfig,
 ) -> (Vec<serde_json::Value>, InspectSummary) {
     let file = write_capture(frames);
+    inspect_file(file.path(), config)
+}
+
+/// `inspect` of one capture file with `config`: the JSON lines and the summary, whose
+/// outcomes are checked to add up.
+fn inspect_file(
+    path: &std::path::Path,
+    config: &PipelineConfig,
+) -> (Vec<serde_json::Value>, InspectSummary) {
     let mut out = Vec::new();
     let summary = inspect(
-        &[file.path().to_path_buf()],
+        &[path.to_path_buf()],
         InspectFormat::Jsonl,
         config,
         &mut out,
@@ -383,21 +392,7 @@ fn inspect_committed(name: &str) -> (Vec<serde_json::Value>, InspectSummary) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/captures")
         .join(name);
-    let mut out = Vec::new();
-    let summary = inspect(
-        &[path],
-        InspectFormat::Jsonl,
-        &PipelineConfig::default(),
-        &mut out,
-    )
-    .expect("inspect");
-    let lines = String::from_utf8(out)
-        .expect("utf8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
-    assert_adds_up(&summary);
-    (lines, summary)
+    inspect_file(&path, &PipelineConfig::default())
 }
 
 #[test]
