@@ -13,9 +13,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use shadowtap::capture::pcap_file::{CaptureReader, PcapngWriter};
 use shadowtap::capture::{Frame, LinkType};
 use shadowtap::decode::{Decoder, DecoderLimits, FlowKey, Segment, TcpFlags};
-use shadowtap::http::{FramerEvent, FramerLimits, RequestFramer};
+use shadowtap::http::{FramerLimits, RequestFramer};
 use shadowtap::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
 use shadowtap::reassembly::{FlowTable, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
+use shadowtap::request::{Protocol, RequestEvent};
 
 /// Payload bytes per segment, as on an Ethernet path with TCP timestamps.
 const MSS: usize = 1448;
@@ -230,7 +231,7 @@ fn bench_framer(c: &mut Criterion) {
                 framer.push(i as u64, push, &mut out);
                 requests += out
                     .drain(..)
-                    .filter(|e| matches!(e, FramerEvent::Request(_)))
+                    .filter(|e| matches!(e, RequestEvent::Request(_)))
                     .count();
             }
             framer.finish(0, &mut out);
@@ -370,7 +371,10 @@ fn bench_metrics(c: &mut Criterion) {
     group.bench_function("record_outcome", |b| {
         let counters = accounting.target(1);
         b.iter(|| {
-            counters.record(black_box(Outcome::Replayed(StatusClass::Success)));
+            counters.record(
+                Protocol::Http1,
+                black_box(Outcome::Replayed(StatusClass::Success)),
+            );
             counters.record_response(StatusClass::Success, black_box(1_500_000));
         })
     });

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use crate::config::Speed;
-use crate::http::{FramerEvent, FramerLimits, HttpRequest, RequestFramer};
+use crate::http::{FramerLimits, RequestFramer};
 use crate::pipeline::PipelineConfig;
 use crate::replay::TargetConfig;
 use crate::replay_files::{CaptureSource, ReplayPlan};
+use crate::request::{Request, RequestEvent};
 use crate::sample::Percent;
 
 /// The capture `demo` replays: curl against httpbin, recorded on loopback by dumpcap
@@ -75,7 +76,7 @@ fn serve(mut stream: TcpStream, sink: &Mutex<Vec<Received>>) {
         };
         framer.push(0, &buf[..n], &mut events);
         for ev in events.drain(..) {
-            if let FramerEvent::Request(req) = ev {
+            if let RequestEvent::Request(req) = ev {
                 record(&req, sink);
                 let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
                 if stream.write_all(reply).is_err() {
@@ -86,7 +87,7 @@ fn serve(mut stream: TcpStream, sink: &Mutex<Vec<Received>>) {
     }
 }
 
-fn record(req: &HttpRequest, sink: &Mutex<Vec<Received>>) {
+fn record(req: &Request, sink: &Mutex<Vec<Received>>) {
     let seen = Received {
         method: req.method.clone(),
         target: String::from_utf8_lossy(&req.target).into_owned(),

@@ -12,11 +12,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::capture::pcap_file::CaptureReader;
 use crate::decode::DecodeStats;
-use crate::http::{DropReason, NotHttpKind};
-use crate::pipeline::{
-    PipelineBack, PipelineConfig, PipelineEvent, PipelineFront, SeenRequest, SinkBatch,
-};
+use crate::pipeline::{PipelineBack, PipelineConfig, PipelineEvent, PipelineFront, SinkBatch};
 use crate::reassembly::ReassemblyStats;
+use crate::request::{Captured, DropReason, NotHttpKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum InspectFormat {
@@ -541,6 +539,7 @@ fn emit(
         }
         PipelineEvent::Dropped {
             ts_nanos,
+            protocol: _,
             client,
             server,
             reason,
@@ -666,7 +665,7 @@ fn push_table_line(
 /// The header block and body start under a table row, indented.
 fn push_table_extras(
     out: &mut Vec<u8>,
-    r: &crate::http::HttpRequest,
+    r: &crate::request::Request,
     opts: &InspectOptions,
 ) -> io::Result<()> {
     if opts.headers {
@@ -695,7 +694,7 @@ fn push_table_extras(
 
 /// `header_block` (the header lines as sent, lossy UTF-8) and `body_start` (the first
 /// bytes, escaped), added to a JSON line before its closing brace.
-fn push_json_extras(out: &mut Vec<u8>, r: &crate::http::HttpRequest, opts: &InspectOptions) {
+fn push_json_extras(out: &mut Vec<u8>, r: &crate::request::Request, opts: &InspectOptions) {
     // The line ends with `}\n`; the fields go in before it.
     out.truncate(out.len() - 2);
     if opts.headers {
@@ -813,7 +812,7 @@ fn iso_time(ts_nanos: u64, utc: bool) -> String {
 /// Appends one `jsonl` line. Written by hand: serde_json's serializer was a fifth of
 /// `inspect`. Numbers use the formatters serde_json uses (zmij, itoa), strings the same
 /// escapes, so lines are byte for byte what `serde_json::to_writer` printed.
-fn push_json_line(out: &mut Vec<u8>, seen: &SeenRequest, client: &str, server: &str) {
+fn push_json_line(out: &mut Vec<u8>, seen: &Captured, client: &str, server: &str) {
     let r = &seen.request;
     let mut int = itoa::Buffer::new();
     out.extend_from_slice(b"{\"ts\":");
@@ -995,7 +994,7 @@ impl std::fmt::Display for InspectSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::{Header, HttpRequest};
+    use crate::request::{Header, Request};
     use proptest::prelude::*;
 
     /// The line as serde_json wrote it before `push_json_line`: the reference.
@@ -1014,7 +1013,7 @@ mod tests {
         outcome: &'static str,
     }
 
-    fn serde_line(seen: &SeenRequest, client: &str, server: &str) -> Vec<u8> {
+    fn serde_line(seen: &Captured, client: &str, server: &str) -> Vec<u8> {
         let r = &seen.request;
         let line = SerdeLine {
             ts: r.ts_nanos as f64 / 1e9,
@@ -1054,7 +1053,7 @@ mod tests {
         ]
     }
 
-    fn request() -> impl Strategy<Value = SeenRequest> {
+    fn request() -> impl Strategy<Value = Captured> {
         (
             any::<u64>(),
             any::<String>(),
@@ -1082,11 +1081,11 @@ mod tests {
                             },
                         );
                     }
-                    SeenRequest {
+                    Captured {
                         conn: 0,
                         client: "10.0.0.1:40000".parse().expect("test address"),
                         server: "[fe80::1%3]:8080".parse().expect("test address"),
-                        request: HttpRequest {
+                        request: Request {
                             ts_nanos,
                             method,
                             target,
@@ -1095,6 +1094,7 @@ mod tests {
                             body: vec![b'b'; body],
                             chunked,
                             trailers: Vec::new(),
+                            ..Request::default()
                         },
                     }
                 },

@@ -22,6 +22,7 @@ pub mod progress;
 pub mod reassembly;
 pub mod replay;
 pub mod replay_files;
+pub mod request;
 pub mod sample;
 pub mod signals;
 
@@ -29,7 +30,7 @@ use std::process::ExitCode;
 
 use config::{Command, ConfigCommand};
 use logging::{count, line_to_stderr};
-use metrics::{Outcome, ReplayErrorKind, StatusClass};
+use metrics::{Outcome, ReplayErrorKind};
 use replay::TargetConfig;
 use replay_files::{CaptureSource, ReplayFilesError, ReplayPlan, ReplayReport};
 
@@ -148,9 +149,10 @@ fn exit_code(report: &ReplayReport, targets: &[TargetConfig], expect_requests: b
     let mut delivered = false;
     let mut failed_targets = false;
     for (index, (name, counters)) in report.accounting.iter().enumerate() {
-        let answered: u64 = StatusClass::ALL
+        let answered: u64 = Outcome::ALL
             .iter()
-            .map(|&c| counters.get(Outcome::Replayed(c)))
+            .filter(|o| matches!(o, Outcome::Replayed(_) | Outcome::Grpc(_)))
+            .map(|&o| counters.get(o))
             .sum();
         let failed: Vec<(ReplayErrorKind, u64)> = [
             ReplayErrorKind::Connect,

@@ -19,6 +19,7 @@ use crate::capture::pcap_file::PcapngWriter;
 use crate::capture::pcap_live::{
     iface_matches, ifindex_of, is_nflog, list_interfaces, FollowingCapture, PcapOptions, ANY_IFACE,
 };
+use crate::capture::Engine;
 use crate::capture::{Frame, LinkType};
 use crate::dedup::SegmentDedup;
 use crate::logging::count;
@@ -29,14 +30,6 @@ use crate::replay::{Handoff, Outbox, TargetConfig};
 use crate::replay_files::{
     check_targets_resolve, dispatch, drain, start_replayer, CredentialWatch, DryRun, ReplayReport,
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Engine {
-    /// eBPF where the kernel and privileges allow it, libpcap otherwise.
-    Auto,
-    Ebpf,
-    Pcap,
-}
 
 /// How a live run is set up.
 #[derive(Clone, Debug)]

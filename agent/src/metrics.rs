@@ -7,8 +7,8 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
-use crate::http::NotCopied;
 use crate::reassembly::ReassemblyStats;
+use crate::request::{NotCopied, Protocol};
 
 /// The fate of one request, per SPEC.md "Every request is accounted for".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -28,6 +28,16 @@ pub enum Outcome {
     Untrusted,
     /// Served by production, but never copied (CONNECT, `OPTIONS *`).
     NotCopied(NotCopied),
+    /// HTTP/2: the header block named a table entry the agent never saw (joined the
+    /// connection late) or the connection's header state was lost (gap): counted, never
+    /// guessed.
+    Undecodable,
+    /// HTTP/2: the client reset the stream (RST_STREAM) before it ended: production did
+    /// not get it whole, so it is not copied.
+    Reset,
+    /// Sent and answered as a gRPC call: the `grpc-status` of the answer (a 200 with
+    /// `grpc-status` 14 is `unavailable`, not a success).
+    Grpc(GrpcStatus),
     ReplayError(ReplayErrorKind),
     /// `--dry-run`: kept for the target and printed, not sent.
     DryRun,
@@ -95,12 +105,31 @@ pub enum ReplayErrorKind {
 
 impl Outcome {
     /// Every outcome, in the order summaries list them.
-    pub const ALL: [Outcome; 21] = [
+    pub const ALL: [Outcome; 42] = [
         Outcome::Replayed(StatusClass::Informational),
         Outcome::Replayed(StatusClass::Success),
         Outcome::Replayed(StatusClass::Redirection),
         Outcome::Replayed(StatusClass::ClientError),
         Outcome::Replayed(StatusClass::ServerError),
+        Outcome::Grpc(GrpcStatus(0)),
+        Outcome::Grpc(GrpcStatus(1)),
+        Outcome::Grpc(GrpcStatus(2)),
+        Outcome::Grpc(GrpcStatus(3)),
+        Outcome::Grpc(GrpcStatus(4)),
+        Outcome::Grpc(GrpcStatus(5)),
+        Outcome::Grpc(GrpcStatus(6)),
+        Outcome::Grpc(GrpcStatus(7)),
+        Outcome::Grpc(GrpcStatus(8)),
+        Outcome::Grpc(GrpcStatus(9)),
+        Outcome::Grpc(GrpcStatus(10)),
+        Outcome::Grpc(GrpcStatus(11)),
+        Outcome::Grpc(GrpcStatus(12)),
+        Outcome::Grpc(GrpcStatus(13)),
+        Outcome::Grpc(GrpcStatus(14)),
+        Outcome::Grpc(GrpcStatus(15)),
+        Outcome::Grpc(GrpcStatus(16)),
+        Outcome::Grpc(GrpcStatus::MISSING),
+        Outcome::Grpc(GrpcStatus::OTHER),
         Outcome::NotSampled,
         Outcome::Filtered,
         Outcome::RateLimited,
@@ -109,6 +138,8 @@ impl Outcome {
         Outcome::TooLarge,
         Outcome::Unparseable,
         Outcome::Untrusted,
+        Outcome::Undecodable,
+        Outcome::Reset,
         Outcome::NotCopied(NotCopied::Connect),
         Outcome::NotCopied(NotCopied::OptionsAsterisk),
         Outcome::ReplayError(ReplayErrorKind::Connect),
@@ -139,6 +170,9 @@ impl Outcome {
             Outcome::TooLarge => ("too_large", ""),
             Outcome::Unparseable => ("unparseable", ""),
             Outcome::Untrusted => ("untrusted", ""),
+            Outcome::Undecodable => ("undecodable", ""),
+            Outcome::Reset => ("reset", ""),
+            Outcome::Grpc(code) => ("grpc", code.label()),
             Outcome::NotCopied(why) => ("not_copied", why.label()),
             Outcome::DryRun => ("dry_run", ""),
             Outcome::ReplayError(k) => (
@@ -152,6 +186,65 @@ impl Outcome {
                 },
             ),
         }
+    }
+}
+
+/// The `grpc-status` of a gRPC answer: 0..=16 are the codes gRPC defines, then
+/// `MISSING` (no `grpc-status` at all: the call failed, whatever the HTTP status said)
+/// and `OTHER` (a value outside 0..=16).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GrpcStatus(u8);
+
+impl GrpcStatus {
+    pub const OK: GrpcStatus = GrpcStatus(0);
+    pub const MISSING: GrpcStatus = GrpcStatus(17);
+    pub const OTHER: GrpcStatus = GrpcStatus(18);
+
+    const NAMES: [&'static str; 19] = [
+        "ok",
+        "cancelled",
+        "unknown",
+        "invalid_argument",
+        "deadline_exceeded",
+        "not_found",
+        "already_exists",
+        "permission_denied",
+        "resource_exhausted",
+        "failed_precondition",
+        "aborted",
+        "out_of_range",
+        "unimplemented",
+        "internal",
+        "unavailable",
+        "data_loss",
+        "unauthenticated",
+        "missing",
+        "other",
+    ];
+
+    /// From a `grpc-status` value: `None` gives `MISSING`, anything but a code 0..=16
+    /// gives `OTHER`.
+    pub fn parse(value: Option<&[u8]>) -> Self {
+        let Some(value) = value else {
+            return Self::MISSING;
+        };
+        match std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+        {
+            Some(code) if code <= 16 => GrpcStatus(code),
+            _ => Self::OTHER,
+        }
+    }
+
+    /// The code as a number, for 0..=16.
+    pub fn code(self) -> Option<u8> {
+        (self.0 <= 16).then_some(self.0)
+    }
+
+    /// Metric `detail` label: the code's name in snake case (`unavailable`).
+    pub fn label(self) -> &'static str {
+        Self::NAMES[usize::from(self.0.min(18))]
     }
 }
 
@@ -221,9 +314,10 @@ impl Histogram {
 
 /// Counters of one target: outcomes, responses, latency and queue depth. Lock-free;
 /// shared between the parse thread and the replay tasks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TargetCounters {
-    counts: [AtomicU64; Outcome::ALL.len()],
+    /// Per protocol (`Protocol::index`), per outcome (`Outcome::index`).
+    counts: [[AtomicU64; Outcome::ALL.len()]; Protocol::ALL.len()],
     responses: [AtomicU64; StatusClass::ALL.len()],
     latency: Histogram,
     queued: AtomicU64,
@@ -232,18 +326,44 @@ pub struct TargetCounters {
     backoffs: AtomicU64,
 }
 
+impl Default for TargetCounters {
+    fn default() -> Self {
+        Self {
+            counts: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            responses: Default::default(),
+            latency: Histogram::default(),
+            queued: AtomicU64::new(0),
+            backoffs: AtomicU64::new(0),
+        }
+    }
+}
+
 impl TargetCounters {
-    pub fn record(&self, outcome: Outcome) {
-        self.counts[outcome.index()].fetch_add(1, Ordering::Relaxed);
+    pub fn record(&self, protocol: Protocol, outcome: Outcome) {
+        self.counts[protocol.index()][outcome.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Requests of both protocols with this outcome.
     pub fn get(&self, outcome: Outcome) -> u64 {
-        self.counts[outcome.index()].load(Ordering::Relaxed)
+        Protocol::ALL.iter().map(|p| self.get_in(*p, outcome)).sum()
     }
 
-    /// Sum over every outcome: equals the requests seen once all are settled.
+    pub fn get_in(&self, protocol: Protocol, outcome: Outcome) -> u64 {
+        self.counts[protocol.index()][outcome.index()].load(Ordering::Relaxed)
+    }
+
+    /// Sum over every outcome of both protocols: equals the requests seen once all are
+    /// settled.
     pub fn total(&self) -> u64 {
-        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        Protocol::ALL.iter().map(|p| self.total_in(*p)).sum()
+    }
+
+    /// Sum over every outcome of one protocol.
+    pub fn total_in(&self, protocol: Protocol) -> u64 {
+        self.counts[protocol.index()]
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// A response head arrived `head_after_nanos` after the copy's first byte was sent.
@@ -308,7 +428,7 @@ impl TargetCounters {
 pub struct Accounting {
     names: Vec<String>,
     targets: Vec<TargetCounters>,
-    seen: AtomicU64,
+    seen: [AtomicU64; Protocol::ALL.len()],
 }
 
 impl Accounting {
@@ -324,23 +444,28 @@ impl Accounting {
         Self {
             names,
             targets,
-            seen: AtomicU64::new(0),
+            seen: Default::default(),
         }
     }
 
     /// A request was seen (complete or not). Call once per request, before its outcome.
-    pub fn seen(&self) {
-        self.seen.fetch_add(1, Ordering::Relaxed);
+    pub fn seen(&self, protocol: Protocol) {
+        self.seen[protocol.index()].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Requests seen, both protocols.
     pub fn requests_seen(&self) -> u64 {
-        self.seen.load(Ordering::Relaxed)
+        self.seen.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+
+    pub fn requests_seen_in(&self, protocol: Protocol) -> u64 {
+        self.seen[protocol.index()].load(Ordering::Relaxed)
     }
 
     /// An outcome reached before targets are chosen: counted for every target.
-    pub fn record_all(&self, outcome: Outcome) {
+    pub fn record_all(&self, protocol: Protocol, outcome: Outcome) {
         for t in &self.targets {
-            t.record(outcome);
+            t.record(protocol, outcome);
         }
     }
 
@@ -399,7 +524,7 @@ pub const REQUESTS: MetricDef = MetricDef {
     name: "shadowtap_requests_total",
     kind: MetricKind::Counter,
     help: "Requests by outcome per target; for each target they add up to shadowtap_requests_seen_total.",
-    labels: &["target", "outcome", "detail"],
+    labels: &["target", "protocol", "outcome", "detail"],
 };
 pub const TARGET_RESPONSES: MetricDef = MetricDef {
     name: "shadowtap_target_responses_total",
@@ -785,9 +910,12 @@ impl Registry {
 
         out.family(&REQUESTS);
         for (target, counters) in targets() {
-            for outcome in Outcome::ALL {
-                let (label, detail) = outcome.labels();
-                out.sample(&[target, label, detail], counters.get(outcome));
+            for protocol in Protocol::ALL {
+                for outcome in Outcome::ALL {
+                    let (label, detail) = outcome.labels();
+                    let n = counters.get_in(protocol, outcome);
+                    out.sample(&[target, protocol.label(), label, detail], n);
+                }
             }
         }
 
@@ -1011,15 +1139,17 @@ mod tests {
     fn outcomes_add_up_per_target() {
         let acc = Accounting::new(vec!["a".into(), "b".into()]);
         for _ in 0..3 {
-            acc.seen();
+            acc.seen(Protocol::Http1);
         }
-        acc.record_all(Outcome::Unparseable);
+        acc.record_all(Protocol::Http1, Outcome::Unparseable);
         acc.target(0)
-            .record(Outcome::Replayed(StatusClass::Success));
-        acc.target(0).record(Outcome::NotSampled);
-        acc.target(1).record(Outcome::QueueFull);
-        acc.target(1)
-            .record(Outcome::ReplayError(ReplayErrorKind::Reset));
+            .record(Protocol::Http1, Outcome::Replayed(StatusClass::Success));
+        acc.target(0).record(Protocol::Http1, Outcome::NotSampled);
+        acc.target(1).record(Protocol::Http1, Outcome::QueueFull);
+        acc.target(1).record(
+            Protocol::Http1,
+            Outcome::ReplayError(ReplayErrorKind::Reset),
+        );
         for (_, t) in acc.iter() {
             assert_eq!(t.total(), acc.requests_seen());
         }
@@ -1103,19 +1233,22 @@ mod render_tests {
             "https://[::1]:8443".into(),
         ]));
         for _ in 0..4 {
-            acc.seen();
+            acc.seen(Protocol::Http1);
         }
-        acc.record_all(Outcome::Incomplete);
+        acc.record_all(Protocol::Http1, Outcome::Incomplete);
         let t0 = acc.target(0);
-        t0.record(Outcome::Replayed(StatusClass::Success));
-        t0.record(Outcome::Replayed(StatusClass::ServerError));
-        t0.record(Outcome::ReplayError(ReplayErrorKind::Timeout));
+        t0.record(Protocol::Http1, Outcome::Replayed(StatusClass::Success));
+        t0.record(Protocol::Http1, Outcome::Replayed(StatusClass::ServerError));
+        t0.record(
+            Protocol::Http1,
+            Outcome::ReplayError(ReplayErrorKind::Timeout),
+        );
         t0.record_response(StatusClass::Success, 1_000_000);
         t0.record_response(StatusClass::ServerError, 30_000_000_000);
         let t1 = acc.target(1);
-        t1.record(Outcome::NotSampled);
-        t1.record(Outcome::QueueFull);
-        t1.record(Outcome::Filtered);
+        t1.record(Protocol::Http1, Outcome::NotSampled);
+        t1.record(Protocol::Http1, Outcome::QueueFull);
+        t1.record(Protocol::Http1, Outcome::Filtered);
         t1.enqueued();
         let reg = Registry::new(acc);
         reg.capture.set_engine(CaptureEngine::Pcap);
@@ -1170,11 +1303,16 @@ mod render_tests {
         }
         let replayed_5xx = [
             ("target", "stage:8080"),
+            ("protocol", "http1"),
             ("outcome", "replayed"),
             ("detail", "5xx"),
         ];
         assert_eq!(value(&text, "shadowtap_requests_total", &replayed_5xx), 1.0);
-        let timeout = [("target", "stage:8080"), ("detail", "timeout")];
+        let timeout = [
+            ("target", "stage:8080"),
+            ("protocol", "http1"),
+            ("detail", "timeout"),
+        ];
         assert_eq!(value(&text, "shadowtap_requests_total", &timeout), 1.0);
         let ok = [("target", "stage:8080"), ("class", "2xx")];
         assert_eq!(value(&text, "shadowtap_target_responses_total", &ok), 1.0);
@@ -1266,12 +1404,12 @@ mod render_tests {
         let reg = busy_registry();
         let before = samples(&reg.render());
         let acc = reg.accounting();
-        acc.seen();
+        acc.seen(Protocol::Http1);
         acc.target(0)
-            .record(Outcome::Replayed(StatusClass::Success));
+            .record(Protocol::Http1, Outcome::Replayed(StatusClass::Success));
         acc.target(0)
             .record_response(StatusClass::Success, 5_000_000);
-        acc.target(1).record(Outcome::NotSampled);
+        acc.target(1).record(Protocol::Http1, Outcome::NotSampled);
         reg.capture.set_totals(20, 3000);
         // A smaller reading (a counter read out of order) does not move a total back.
         reg.capture.set_totals(5, 5);

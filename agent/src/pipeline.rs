@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 
 use crate::capture::Frame;
 use crate::decode::{DecodeError, Decoder, DecoderLimits, Segment};
-use crate::http::{DropReason, FramerEvent, FramerLimits, HttpRequest, NotHttpKind, RequestFramer};
+use crate::http::{FramerLimits, RequestFramer};
 use crate::reassembly::{FlowTable, LruSlab, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
+use crate::request::{Captured, DropReason, NotHttpKind, Protocol, RequestEvent};
 
 /// Caps of every pure stage, in one place so flags and config fill one struct.
 #[derive(Clone, Debug)]
@@ -35,22 +36,14 @@ impl Default for PipelineConfig {
     }
 }
 
-/// A request the framer finished, with the connection it came from.
-#[derive(Clone, Debug)]
-pub struct SeenRequest {
-    pub conn: u64,
-    pub client: SocketAddr,
-    pub server: SocketAddr,
-    pub request: HttpRequest,
-}
-
 /// What the pipeline reports, in capture order.
 #[derive(Clone, Debug)]
 pub enum PipelineEvent {
-    Request(SeenRequest),
+    Request(Captured),
     /// A request that was seen but could not be framed whole.
     Dropped {
         ts_nanos: u64,
+        protocol: Protocol,
         client: SocketAddr,
         server: SocketAddr,
         reason: DropReason,
@@ -83,7 +76,7 @@ struct Framers {
     /// were 500 bytes per stream under a flood; a slab slot is its size. Always `Some`
     /// while in the slab.
     by_stream: LruSlab<StreamKey, Option<RequestFramer>>,
-    scratch: Vec<FramerEvent>,
+    scratch: Vec<RequestEvent>,
     events: Vec<PipelineEvent>,
     /// Sum of `RequestFramer::buffered` over `by_stream`, kept by the deltas of each call.
     held: usize,
@@ -114,7 +107,7 @@ impl Framers {
         &mut self,
         stream: StreamKey,
         ts_nanos: u64,
-        f: impl FnOnce(&mut RequestFramer, &mut Vec<FramerEvent>),
+        f: impl FnOnce(&mut RequestFramer, &mut Vec<RequestEvent>),
     ) {
         let limits = self.limits;
         let mut out = std::mem::take(&mut self.scratch);
@@ -144,24 +137,25 @@ impl Framers {
         let (client, server) = (stream.flow.src, stream.flow.dst);
         for ev in self.scratch.drain(..) {
             self.events.push(match ev {
-                FramerEvent::Request(request) => PipelineEvent::Request(SeenRequest {
+                RequestEvent::Request(request) => PipelineEvent::Request(Captured {
                     conn: stream.conn,
                     client,
                     server,
                     request,
                 }),
-                FramerEvent::Dropped {
+                RequestEvent::Dropped {
                     ts_nanos,
                     reason,
                     method,
                 } => PipelineEvent::Dropped {
                     ts_nanos,
+                    protocol: Protocol::Http1,
                     client,
                     server,
                     reason,
                     method,
                 },
-                FramerEvent::NotHttp { kind, bytes } => PipelineEvent::NotHttp {
+                RequestEvent::NotHttp { kind, bytes } => PipelineEvent::NotHttp {
                     client,
                     server,
                     kind,

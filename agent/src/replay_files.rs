@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use crate::capture::pcap_file::{CaptureFileError, CaptureReader};
 use crate::config::Speed;
 use crate::decode::DecodeStats;
-use crate::http::{HttpRequest, NotHttpKind};
 use crate::logging::count;
 use crate::metrics::{Accounting, Outcome};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
 use crate::replay::rewrite::build_shadow_request;
-use crate::replay::{CapturedRequest, Handoff, Outbox, Replayer, ReplayerError, TargetConfig};
+use crate::replay::{Handoff, Outbox, Replayer, ReplayerError, TargetConfig};
+use crate::request::{NotHttpKind, Request};
 
 /// A capture to replay: a file, or bytes built into the binary (the demo).
 #[derive(Clone, Debug)]
@@ -285,7 +285,7 @@ impl CredentialWatch {
         }
     }
 
-    fn check(&self, request: &HttpRequest) {
+    fn check(&self, request: &Request) {
         if self.warned.load(Ordering::Relaxed) {
             return;
         }
@@ -370,7 +370,9 @@ impl DryRun {
                 let _ = writeln!(text, "[body: {}]", count(body as u64, "byte", "bytes"));
                 out.write_all(text.as_bytes())
             };
-            accounting.target(index).record(Outcome::DryRun);
+            accounting
+                .target(index)
+                .record(captured.request.protocol, Outcome::DryRun);
         }
         let _ = out.flush();
     }
@@ -397,21 +399,17 @@ pub fn dispatch(
     credentials: &CredentialWatch,
 ) -> bool {
     match ev {
-        PipelineEvent::Request(seen) => {
-            accounting.seen();
-            credentials.check(&seen.request);
-            let captured = CapturedRequest {
-                conn: seen.conn,
-                client: seen.client,
-                server: seen.server,
-                request: seen.request,
-            };
+        PipelineEvent::Request(captured) => {
+            accounting.seen(captured.request.protocol);
+            credentials.check(&captured.request);
             replayer.hand_off(captured, how);
             false
         }
-        PipelineEvent::Dropped { reason, .. } => {
-            accounting.seen();
-            accounting.record_all(reason.outcome());
+        PipelineEvent::Dropped {
+            reason, protocol, ..
+        } => {
+            accounting.seen(protocol);
+            accounting.record_all(protocol, reason.outcome());
             false
         }
         // The server's side of a connection is expected, and untrusted bytes are a
@@ -624,6 +622,7 @@ fn outcome_rows(counters: &crate::metrics::TargetCounters) -> Vec<(String, u64)>
 mod overload_tests {
     use super::*;
     use crate::metrics::{Accounting, Outcome, ReplayErrorKind, StatusClass};
+    use crate::request::Protocol;
 
     /// Timeouts beside answers and a cut window read as overload; timeouts alone (a
     /// target that is down) or answers alone do not.
@@ -635,14 +634,23 @@ mod overload_tests {
         ]));
         let (busy, down) = (accounting.target(0), accounting.target(1));
         for _ in 0..3 {
-            accounting.seen();
+            accounting.seen(Protocol::Http1);
             busy.record_response(StatusClass::Success, 1_000);
-            busy.record(Outcome::Replayed(StatusClass::Success));
-            down.record(Outcome::ReplayError(ReplayErrorKind::Timeout));
+            busy.record(Protocol::Http1, Outcome::Replayed(StatusClass::Success));
+            down.record(
+                Protocol::Http1,
+                Outcome::ReplayError(ReplayErrorKind::Timeout),
+            );
         }
-        accounting.seen();
-        busy.record(Outcome::ReplayError(ReplayErrorKind::Timeout));
-        down.record(Outcome::ReplayError(ReplayErrorKind::Timeout));
+        accounting.seen(Protocol::Http1);
+        busy.record(
+            Protocol::Http1,
+            Outcome::ReplayError(ReplayErrorKind::Timeout),
+        );
+        down.record(
+            Protocol::Http1,
+            Outcome::ReplayError(ReplayErrorKind::Timeout),
+        );
         down.record_backoff();
         let report = ReplayReport::new(Arc::clone(&accounting));
         assert!(

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use thiserror::Error;
 
-use crate::http::HttpRequest;
+use crate::request::Request;
 
 /// Parts per million in 100%.
 pub const PPM_ALL: u32 = 1_000_000;
@@ -218,7 +218,7 @@ impl Sampler {
     }
 
     /// Whether a request on `conn` is kept.
-    pub fn keep(&self, conn: &ConnectionKey, req: &HttpRequest) -> bool {
+    pub fn keep(&self, conn: &ConnectionKey, req: &Request) -> bool {
         if self.percent.0 == 0 {
             return false;
         }
@@ -287,11 +287,11 @@ impl TokenBucket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::Header;
+    use crate::request::Header;
     use proptest::prelude::*;
 
-    fn req(headers: &[(&str, &str)]) -> HttpRequest {
-        HttpRequest {
+    fn req(headers: &[(&str, &str)]) -> Request {
+        Request {
             ts_nanos: 0,
             method: "GET".into(),
             target: b"/".to_vec(),
@@ -306,6 +306,7 @@ mod tests {
             body: vec![],
             chunked: false,
             trailers: vec![],
+            ..Request::default()
         }
     }
 

@@ -335,6 +335,7 @@ fn metrics_add_up_match_the_targets_and_the_summary() {
             );
             let ok = [
                 ("target", target.as_str()),
+                ("protocol", "http1"),
                 ("outcome", "replayed"),
                 ("detail", "2xx"),
             ];
@@ -390,6 +391,7 @@ fn metrics_add_up_match_the_targets_and_the_summary() {
         outcomes.insert(refused.clone(), scrape.outcomes(&refused));
         let connect = [
             ("target", refused.as_str()),
+            ("protocol", "http1"),
             ("outcome", "replay_error"),
             ("detail", "connect"),
         ];

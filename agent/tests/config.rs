@@ -271,7 +271,7 @@ fn one_file_serves_run_replay_and_inspect() {
     assert_eq!(a.speed, config::Speed::Max);
     assert_eq!(a.limits.max_flows, 500);
     let r = resolve(&["--config", file, "run"]).expect("run");
-    assert_eq!(run_args(&r).engine, shadowtap::live::Engine::Pcap);
+    assert_eq!(run_args(&r).engine, shadowtap::capture::Engine::Pcap);
     // A value that is wrong for the other subcommand is still an error.
     let bad = write(dir.path(), "bad.toml", "speed = \"fast\"\n");
     let err = resolve(&["--config", bad.to_str().expect("utf8"), "inspect", "a.pcap"])

@@ -311,8 +311,8 @@ fn any_token_is_a_method() {
 /// framer) makes of it. Server-side streams (responses) are left out.
 fn stream_lines(file: &Path) -> Vec<String> {
     use shadowtap::capture::pcap_file::CaptureReader;
-    use shadowtap::http::NotHttpKind;
     use shadowtap::pipeline::{Pipeline, PipelineEvent};
+    use shadowtap::request::NotHttpKind;
 
     let mut reader = CaptureReader::open(file).expect("corpus file reads");
     let mut pipeline = Pipeline::new(PipelineConfig::default());

@@ -1,12 +1,11 @@
 //! The HTTP request framer through its public API, as the pipeline drives it: segments of
 //! one client->server stream with their timestamps, gaps, and the end of the stream.
 
-use shadowtap::http::{
-    DropReason, FramerEvent, FramerLimits, HttpRequest, NotHttpKind, RequestFramer,
-};
+use shadowtap::http::{FramerLimits, RequestFramer};
 use shadowtap::metrics::{Accounting, Outcome};
+use shadowtap::request::{DropReason, NotHttpKind, Protocol, Request, RequestEvent};
 
-fn run(segments: &[(u64, &[u8])]) -> Vec<FramerEvent> {
+fn run(segments: &[(u64, &[u8])]) -> Vec<RequestEvent> {
     let mut framer = RequestFramer::new(FramerLimits::default());
     let mut out = Vec::new();
     for (ts, bytes) in segments {
@@ -16,17 +15,17 @@ fn run(segments: &[(u64, &[u8])]) -> Vec<FramerEvent> {
     out
 }
 
-fn requests(events: &[FramerEvent]) -> Vec<&HttpRequest> {
+fn requests(events: &[RequestEvent]) -> Vec<&Request> {
     events
         .iter()
         .filter_map(|e| match e {
-            FramerEvent::Request(r) => Some(r),
+            RequestEvent::Request(r) => Some(r),
             _ => None,
         })
         .collect()
 }
 
-fn targets(events: &[FramerEvent]) -> Vec<String> {
+fn targets(events: &[RequestEvent]) -> Vec<String> {
     requests(events)
         .iter()
         .map(|r| String::from_utf8_lossy(&r.target).into_owned())
@@ -136,7 +135,7 @@ fn zeek_smuggling_variants_never_emit_a_hidden_request() {
         let drops: Vec<Outcome> = events
             .iter()
             .filter_map(|e| match e {
-                FramerEvent::Dropped { reason, method, .. } => {
+                RequestEvent::Dropped { reason, method, .. } => {
                     assert_eq!(method.as_deref(), Some("POST"));
                     Some(reason.outcome())
                 }
@@ -196,15 +195,15 @@ fn every_request_seen_gets_one_outcome() {
     let accounting = Accounting::new(Vec::new());
     for event in &out {
         match event {
-            FramerEvent::Request(_) => {
-                accounting.seen();
-                accounting.record_all(Outcome::NotSampled);
+            RequestEvent::Request(_) => {
+                accounting.seen(Protocol::Http1);
+                accounting.record_all(Protocol::Http1, Outcome::NotSampled);
             }
-            FramerEvent::Dropped { reason, .. } => {
-                accounting.seen();
-                accounting.record_all(reason.outcome());
+            RequestEvent::Dropped { reason, .. } => {
+                accounting.seen(Protocol::Http1);
+                accounting.record_all(Protocol::Http1, reason.outcome());
             }
-            FramerEvent::NotHttp { .. } => {}
+            RequestEvent::NotHttp { .. } => {}
         }
     }
     let counters = accounting.target(0);
@@ -233,7 +232,7 @@ fn non_http_streams_are_counted_once_whatever_the_segments() {
     framer.finish(2, &mut out);
     assert_eq!(
         out,
-        vec![FramerEvent::NotHttp {
+        vec![RequestEvent::NotHttp {
             kind: NotHttpKind::Tls,
             bytes: tls.len() as u64
         }]
@@ -290,7 +289,7 @@ fn hostile_streams_stay_within_the_memory_bound() {
         assert!(
             out.iter().any(|e| matches!(
                 e,
-                FramerEvent::Dropped {
+                RequestEvent::Dropped {
                     reason: DropReason::TooLarge | DropReason::Unparseable(_),
                     ..
                 }
@@ -323,16 +322,16 @@ fn capture_starting_mid_connection_copies_nothing() {
     assert_eq!(
         out,
         vec![
-            FramerEvent::NotHttp {
+            RequestEvent::NotHttp {
                 kind: NotHttpKind::Untrusted,
                 bytes: 19
             },
-            FramerEvent::Dropped {
+            RequestEvent::Dropped {
                 ts_nanos: 1,
                 reason: DropReason::Untrusted,
                 method: Some("DELETE".into())
             },
-            FramerEvent::Dropped {
+            RequestEvent::Dropped {
                 ts_nanos: 2,
                 reason: DropReason::Untrusted,
                 method: Some("GET".into())

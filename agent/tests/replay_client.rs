@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shadowtap::http::{Header, HttpRequest};
 use shadowtap::metrics::{Accounting, Outcome, ReplayErrorKind, StatusClass};
 use shadowtap::replay::client::{ClientOptions, ShadowClient};
 use shadowtap::replay::filter::RequestFilter;
 use shadowtap::replay::rewrite::HeaderRules;
-use shadowtap::replay::{CapturedRequest, Handoff, Outbox, Replayer, TargetConfig};
+use shadowtap::replay::{Handoff, Outbox, Replayer, TargetConfig};
+use shadowtap::request::{Captured, Protocol};
+use shadowtap::request::{Header, Request};
 use shadowtap::sample::Percent;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -196,8 +197,8 @@ fn header(name: &str, value: &str) -> Header {
     }
 }
 
-fn get(path: &str) -> HttpRequest {
-    HttpRequest {
+fn get(path: &str) -> Request {
+    Request {
         ts_nanos: 0,
         method: "GET".into(),
         target: path.as_bytes().to_vec(),
@@ -206,11 +207,12 @@ fn get(path: &str) -> HttpRequest {
         body: vec![],
         chunked: false,
         trailers: vec![],
+        ..Request::default()
     }
 }
 
-fn captured(conn: u64, request: HttpRequest) -> CapturedRequest {
-    CapturedRequest {
+fn captured(conn: u64, request: Request) -> Captured {
+    Captured {
         conn,
         client: "192.0.2.10:51000".parse().unwrap(),
         server: "10.0.0.5:8080".parse().unwrap(),
@@ -232,8 +234,8 @@ fn start(targets: Vec<TargetConfig>) -> (Replayer, Arc<Accounting>) {
     (replayer, accounting)
 }
 
-fn submit(r: &Replayer, acc: &Accounting, req: CapturedRequest) {
-    acc.seen();
+fn submit(r: &Replayer, acc: &Accounting, req: Captured) {
+    acc.seen(Protocol::Http1);
     r.submit(req);
 }
 
@@ -262,7 +264,7 @@ fn copy_is_the_request_except_the_documented_rewrites() {
     let (r, acc) = start(vec![t]);
 
     let body: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
-    let req = HttpRequest {
+    let req = Request {
         ts_nanos: 1,
         method: "POST".into(),
         target: b"/Upload/%7Euser?a=1&a=2&b=%20".to_vec(),
@@ -282,6 +284,7 @@ fn copy_is_the_request_except_the_documented_rewrites() {
         body: body.clone(),
         chunked: true,
         trailers: vec![header("X-Checksum", "abc")],
+        ..Request::default()
     };
     submit(&r, &acc, captured(1, req));
     wait_settled(&r, Duration::from_secs(5));
@@ -871,7 +874,7 @@ fn copies_wait_in_the_outbox_until_sent() {
     let (r, acc) = start(vec![all, none]);
     let mut outbox = Outbox::default();
     for i in 0..5 {
-        acc.seen();
+        acc.seen(Protocol::Http1);
         r.hand_off(
             captured(i, get(&format!("/held/{i}"))),
             Handoff::Later(&mut outbox),

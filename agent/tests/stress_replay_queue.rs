@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use shadowtap::http::{Header, HttpRequest};
 use shadowtap::metrics::{Accounting, Outcome, ReplayErrorKind};
-use shadowtap::replay::{CapturedRequest, Replayer, TargetConfig};
+use shadowtap::replay::{Replayer, TargetConfig};
+use shadowtap::request::{Captured, Protocol};
+use shadowtap::request::{Header, Request};
 use shadowtap::sample::Percent;
 
 /// Reads every connection to the end and never answers; counts body bytes that arrived.
@@ -38,12 +39,12 @@ fn silent_target() -> (SocketAddr, Arc<AtomicU64>) {
     (addr, got)
 }
 
-fn post(i: usize, body: usize) -> CapturedRequest {
-    CapturedRequest {
+fn post(i: usize, body: usize) -> Captured {
+    Captured {
         conn: i as u64,
         client: "10.0.0.1:40000".parse().expect("addr"),
         server: "10.0.0.2:80".parse().expect("addr"),
-        request: HttpRequest {
+        request: Request {
             ts_nanos: 0,
             method: "POST".into(),
             target: format!("/q/{i}").into_bytes(),
@@ -61,6 +62,7 @@ fn post(i: usize, body: usize) -> CapturedRequest {
             body: vec![b'q'; body],
             chunked: false,
             trailers: Vec::new(),
+            ..Request::default()
         },
     }
 }
@@ -85,7 +87,7 @@ fn live_submissions_past_the_byte_cap_count_as_queue_full() {
         Replayer::new(vec![config(addr, 1 << 20)], accounting.clone()).expect("replayer");
     let n = 200;
     for i in 0..n {
-        accounting.seen();
+        accounting.seen(Protocol::Http1);
         replayer.submit(post(i, BODY));
     }
     let full = accounting.target(0).get(Outcome::QueueFull);
@@ -111,7 +113,7 @@ fn bytes_come_back_when_copies_finish() {
         Replayer::new(vec![config(addr, 1 << 20)], accounting.clone()).expect("replayer");
     for round in 0..2 {
         for i in 0..20 {
-            accounting.seen();
+            accounting.seen(Protocol::Http1);
             replayer.submit(post(round * 100 + i, BODY));
         }
         // The silent target times each copy out after 500 ms, 2 at a time: 10 copies
@@ -136,7 +138,7 @@ fn waiting_submissions_wait_for_bytes_instead_of_dropping() {
     let replayer = Replayer::new(vec![cfg], accounting.clone()).expect("replayer");
     let n = 12;
     for i in 0..n {
-        accounting.seen();
+        accounting.seen(Protocol::Http1);
         replayer.submit_waiting(post(i, BODY));
     }
     replayer.shutdown(Duration::from_secs(5));

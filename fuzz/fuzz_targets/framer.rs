@@ -12,7 +12,8 @@
 //! whose high bit is set is also a gap of (offset % 64 + 1) bytes. The rest is the stream.
 
 use libfuzzer_sys::fuzz_target;
-use shadowtap::http::{FramerEvent, FramerLimits, RequestFramer};
+use shadowtap::http::{FramerLimits, RequestFramer};
+use shadowtap::request::RequestEvent;
 
 struct Cut {
     at: usize,
@@ -25,7 +26,7 @@ fn feed(
     stream: &[u8],
     cuts: &[Cut],
     split: bool,
-) -> Vec<FramerEvent> {
+) -> Vec<RequestEvent> {
     let mut framer = RequestFramer::new(limits);
     let mut out = Vec::new();
     if distrusted {
@@ -87,7 +88,7 @@ fuzz_target!(|data: &[u8]| {
     let split = feed(limits, distrusted, stream, &cuts, true);
     assert_eq!(split, reference);
     for event in &reference {
-        if let FramerEvent::Request(r) = event {
+        if let RequestEvent::Request(r) = event {
             assert!(!distrusted, "a request from a distrusted stream");
             assert!(r.body.len() <= limits.max_body);
         }

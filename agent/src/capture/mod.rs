@@ -6,6 +6,15 @@ pub mod ebpf;
 pub mod pcap_file;
 pub mod pcap_live;
 
+/// Which live capture engine `run` uses (`--engine`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// eBPF where the kernel and privileges allow it, libpcap otherwise.
+    Auto,
+    Ebpf,
+    Pcap,
+}
+
 /// Link-layer framing of a captured frame, from the pcap `LINKTYPE_*` registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LinkType {

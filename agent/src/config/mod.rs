@@ -972,7 +972,7 @@ pub struct RunArgs {
         default_value = "auto",
         env = "SHADOWTAP_ENGINE"
     )]
-    pub engine: crate::live::Engine,
+    pub engine: crate::capture::Engine,
     /// Stop after this long (default: at SIGINT/SIGTERM)
     #[arg(help_heading = "Capture", long, value_name = "DURATION", value_parser = parse_positive_duration, env = "SHADOWTAP_DURATION")]
     pub duration: Option<Duration>,

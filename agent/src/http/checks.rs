@@ -5,27 +5,7 @@
 //! go either way, the answer is the one that copies less.
 
 use super::chunked::trim_ows;
-
-/// Requests a server may well have served, but whose copy would not stay inside the
-/// shadow route or would mean nothing to a staging target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum NotCopied {
-    /// A tunnel: the request opens a connection to another host (which the copy would
-    /// open from staging), and what follows is not HTTP.
-    Connect,
-    /// `OPTIONS *` asks about the server itself, not a resource: nothing to shadow.
-    OptionsAsterisk,
-}
-
-impl NotCopied {
-    /// Metric `detail` label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            NotCopied::Connect => "connect",
-            NotCopied::OptionsAsterisk => "options_asterisk",
-        }
-    }
-}
+use crate::request::NotCopied;
 
 /// What the request-target and Host of a head say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

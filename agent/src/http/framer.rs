@@ -58,13 +58,13 @@
 use std::cell::Cell;
 use std::mem::MaybeUninit;
 
-use super::checks::{connection_tokens, judge, persists, HeadFacts, NotCopied, Verdict};
+use super::checks::{connection_tokens, judge, persists, HeadFacts, Verdict};
 use super::chunked::{framing_of, parse_chunk_size, trim_ows, Framing, MAX_CHUNK_LINE};
+use super::new_request;
 use super::sync::{
     classify, is_broken_request_line, line_check, method_hint, Classified, LineCheck,
 };
-use super::{new_request, Header, HttpRequest};
-use crate::metrics::Outcome;
+use crate::request::{DropReason, Header, NotHttpKind, Request, RequestEvent};
 
 /// Caps on what one stream may make the framer hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,83 +92,6 @@ impl FramerLimits {
     pub fn buffer_bound(&self) -> usize {
         self.max_head.max(MAX_CHUNK_LINE) + self.max_body + SCANNER_BOUND
     }
-}
-
-/// Why a request was not emitted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DropReason {
-    /// Part of it was lost in the capture, or the stream ended before it did.
-    Incomplete,
-    /// The head or the body is over `FramerLimits`.
-    TooLarge,
-    /// Its framing is invalid or ambiguous, or a server answers it with 400 (Host
-    /// rules); the text says why (for logs and tests).
-    Unparseable(&'static str),
-    /// Framed where the connection's framing state was no longer known (start not seen,
-    /// gap, conflicting retransmission, eviction) or after the server stopped reading
-    /// it (`Connection: close`, HTTP/1.0, upgrade): it may be body text, never copied.
-    Untrusted,
-    /// A request a server serves, but that is never copied (CONNECT, `OPTIONS *`).
-    NotCopied(NotCopied),
-}
-
-impl DropReason {
-    pub fn outcome(&self) -> Outcome {
-        match self {
-            DropReason::Incomplete => Outcome::Incomplete,
-            DropReason::TooLarge => Outcome::TooLarge,
-            DropReason::Unparseable(_) => Outcome::Unparseable,
-            DropReason::Untrusted => Outcome::Untrusted,
-            DropReason::NotCopied(why) => Outcome::NotCopied(*why),
-        }
-    }
-}
-
-/// What skipped bytes were recognised as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum NotHttpKind {
-    /// The HTTP/2 prior-knowledge connection preface.
-    Http2Preface,
-    /// A TLS record.
-    Tls,
-    /// An HTTP/1.x response: this is the server's direction.
-    Response,
-    /// Anything else: unknown protocols, tunnels and everything after unparseable
-    /// framing.
-    Other,
-    /// Bytes of a connection whose framing state was lost (see `DropReason::Untrusted`)
-    /// that framed no request.
-    Untrusted,
-}
-
-impl NotHttpKind {
-    /// Metric label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            NotHttpKind::Http2Preface => "http2",
-            NotHttpKind::Tls => "tls",
-            NotHttpKind::Response => "response",
-            NotHttpKind::Other => "other",
-            NotHttpKind::Untrusted => "untrusted",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FramerEvent {
-    Request(HttpRequest),
-    /// A request that was seen but will not be emitted. `ts_nanos` is its first byte's
-    /// (or, when nothing of it was seen, the gap's); `method` when its head showed one.
-    Dropped {
-        ts_nanos: u64,
-        reason: DropReason,
-        method: Option<String>,
-    },
-    /// `bytes` of the stream were skipped as not HTTP/1.x requests.
-    NotHttp {
-        kind: NotHttpKind,
-        bytes: u64,
-    },
 }
 
 /// Header slots `head` keeps on the stack; a larger `max_headers` takes them from the heap.
@@ -229,7 +152,7 @@ enum BodyFraming {
 
 #[derive(Debug)]
 struct InFlight {
-    req: HttpRequest,
+    req: Request,
     /// A `Dropped` was emitted for it already: its bytes are only skipped.
     reported: bool,
     framing: BodyFraming,
@@ -319,7 +242,7 @@ impl RequestFramer {
     }
 
     /// Feeds the next bytes of the stream, which arrived at `ts_nanos`.
-    pub fn push(&mut self, ts_nanos: u64, data: &[u8], out: &mut Vec<FramerEvent>) {
+    pub fn push(&mut self, ts_nanos: u64, data: &[u8], out: &mut Vec<RequestEvent>) {
         if matches!(self.state, State::Done) || data.is_empty() {
             return;
         }
@@ -370,7 +293,7 @@ impl RequestFramer {
     /// `missing` bytes of the stream were lost in the capture at this point. Unless the
     /// loss lies inside a body of known length (skipped exactly), the framing state is
     /// lost with them: the rest of the stream is untrusted.
-    pub fn gap(&mut self, ts_nanos: u64, missing: u64, out: &mut Vec<FramerEvent>) {
+    pub fn gap(&mut self, ts_nanos: u64, missing: u64, out: &mut Vec<RequestEvent>) {
         if missing == 0 {
             return;
         }
@@ -434,7 +357,7 @@ impl RequestFramer {
     /// was not seen (agent started or restarted mid-connection, flow evicted or timed
     /// out and picked up again), or retransmissions disagreed on its bytes. A request in
     /// progress is dropped as untrusted, and the rest of the stream is only counted.
-    pub fn distrust(&mut self, ts_nanos: u64, out: &mut Vec<FramerEvent>) {
+    pub fn distrust(&mut self, ts_nanos: u64, out: &mut Vec<RequestEvent>) {
         let _ = ts_nanos;
         if self.untrusted {
             return;
@@ -488,7 +411,7 @@ impl RequestFramer {
     /// body in progress is dropped as `TooLarge` and the rest of it skipped by its
     /// framing (the stream stays trusted); other held bytes are treated as lost in the
     /// capture (see `gap`).
-    pub fn shed(&mut self, ts_nanos: u64, out: &mut Vec<FramerEvent>) {
+    pub fn shed(&mut self, ts_nanos: u64, out: &mut Vec<RequestEvent>) {
         match std::mem::replace(&mut self.state, State::Done) {
             State::Body(mut inflight) => {
                 self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
@@ -510,7 +433,7 @@ impl RequestFramer {
 
     /// The stream ended: a request in progress is dropped as incomplete and pending
     /// counts are reported. Later calls do nothing.
-    pub fn finish(&mut self, ts_nanos: u64, out: &mut Vec<FramerEvent>) {
+    pub fn finish(&mut self, ts_nanos: u64, out: &mut Vec<RequestEvent>) {
         // Drops carry their request's first-byte time, not the time the stream ended.
         let _ = ts_nanos;
         let leftover = self.buf.len() as u64;
@@ -592,7 +515,7 @@ impl RequestFramer {
 
     fn drop_request(
         &mut self,
-        out: &mut Vec<FramerEvent>,
+        out: &mut Vec<RequestEvent>,
         ts_nanos: u64,
         reason: DropReason,
         method: Option<String>,
@@ -605,14 +528,14 @@ impl RequestFramer {
         } else {
             reason
         };
-        out.push(FramerEvent::Dropped {
+        out.push(RequestEvent::Dropped {
             ts_nanos,
             reason,
             method,
         });
     }
 
-    fn skipped(&mut self, kind: NotHttpKind, bytes: u64, out: &mut Vec<FramerEvent>) {
+    fn skipped(&mut self, kind: NotHttpKind, bytes: u64, out: &mut Vec<RequestEvent>) {
         if bytes == 0 {
             return;
         }
@@ -629,14 +552,14 @@ impl RequestFramer {
         }
     }
 
-    fn flush_skipped(&mut self, out: &mut Vec<FramerEvent>) {
+    fn flush_skipped(&mut self, out: &mut Vec<RequestEvent>) {
         if let Some((kind, bytes)) = self.pending.take() {
-            out.push(FramerEvent::NotHttp { kind, bytes });
+            out.push(RequestEvent::NotHttp { kind, bytes });
         }
     }
 
     /// One transition on `buf[pos..]`; false when more bytes are needed.
-    fn step(&mut self, now: u64, out: &mut Vec<FramerEvent>) -> bool {
+    fn step(&mut self, now: u64, out: &mut Vec<RequestEvent>) -> bool {
         let state = std::mem::replace(&mut self.state, State::Done);
         let (next, progress) = match state {
             State::Done => (State::Done, false),
@@ -703,7 +626,7 @@ impl RequestFramer {
     /// line); it belongs to the drop, not to the skipped bytes counted after it.
     fn unparseable(
         &mut self,
-        out: &mut Vec<FramerEvent>,
+        out: &mut Vec<RequestEvent>,
         why: &'static str,
         len: usize,
     ) -> (State, bool) {
@@ -730,7 +653,7 @@ impl RequestFramer {
         origin: Origin,
         mut line_ok: bool,
         scanned: usize,
-        out: &mut Vec<FramerEvent>,
+        out: &mut Vec<RequestEvent>,
     ) -> (State, bool) {
         let max_head = self.limits.max_head;
         let avail = self.buf.len() - self.pos;
@@ -870,11 +793,11 @@ impl RequestFramer {
     #[inline(always)]
     fn start_body(
         &mut self,
-        mut req: HttpRequest,
+        mut req: Request,
         framing: Framing,
         verdict: Verdict,
         after: After,
-        out: &mut Vec<FramerEvent>,
+        out: &mut Vec<RequestEvent>,
     ) -> (State, bool) {
         let body = match framing {
             // A CONNECT's content has no defined meaning (RFC 9110 §9.3.6): what follows
@@ -911,7 +834,7 @@ impl RequestFramer {
         &mut self,
         inflight: &mut InFlight,
         reason: DropReason,
-        out: &mut Vec<FramerEvent>,
+        out: &mut Vec<RequestEvent>,
     ) {
         if inflight.reported {
             return;
@@ -927,13 +850,13 @@ impl RequestFramer {
         &mut self,
         mut inflight: InFlight,
         why: &'static str,
-        out: &mut Vec<FramerEvent>,
+        out: &mut Vec<RequestEvent>,
     ) -> (State, bool) {
         self.drop_inflight(&mut inflight, DropReason::Unparseable(why), out);
         (State::Skip(NotHttpKind::Other), true)
     }
 
-    fn body(&mut self, mut inflight: InFlight, out: &mut Vec<FramerEvent>) -> (State, bool) {
+    fn body(&mut self, mut inflight: InFlight, out: &mut Vec<RequestEvent>) -> (State, bool) {
         let avail = &self.buf[self.pos..];
         match inflight.framing {
             BodyFraming::Length(0) | BodyFraming::Chunked(Chunk::Data(0)) => {
@@ -1004,7 +927,7 @@ impl RequestFramer {
         &mut self,
         mut inflight: InFlight,
         scanned: usize,
-        out: &mut Vec<FramerEvent>,
+        out: &mut Vec<RequestEvent>,
     ) -> (State, bool) {
         let avail = &self.buf[self.pos..];
         match avail {
@@ -1050,7 +973,7 @@ impl RequestFramer {
         }
     }
 
-    fn complete(&mut self, inflight: InFlight, out: &mut Vec<FramerEvent>) -> (State, bool) {
+    fn complete(&mut self, inflight: InFlight, out: &mut Vec<RequestEvent>) -> (State, bool) {
         if !inflight.reported {
             if self.untrusted {
                 let req = inflight.req;
@@ -1063,7 +986,7 @@ impl RequestFramer {
                 super::recycle(req);
             } else {
                 self.flush_skipped(out);
-                out.push(FramerEvent::Request(inflight.req));
+                out.push(RequestEvent::Request(inflight.req));
             }
         }
         (self.after_state(inflight.after), true)
@@ -1086,7 +1009,7 @@ impl RequestFramer {
         ts_nanos: u64,
         mut inflight: InFlight,
         missing: u64,
-        out: &mut Vec<FramerEvent>,
+        out: &mut Vec<RequestEvent>,
     ) -> State {
         let rem = match inflight.framing {
             BodyFraming::Length(rem) | BodyFraming::Chunked(Chunk::Data(rem)) => rem,
@@ -1113,7 +1036,7 @@ impl RequestFramer {
         }
     }
 
-    fn too_large_head(&mut self, out: &mut Vec<FramerEvent>) -> (State, bool) {
+    fn too_large_head(&mut self, out: &mut Vec<RequestEvent>) -> (State, bool) {
         let method = method_hint(&self.buf[self.pos..]);
         self.drop_request(out, self.req_ts, DropReason::TooLarge, method.clone());
         let head = &self.buf[self.pos..];
@@ -1218,15 +1141,11 @@ impl RequestFramer {
             Ok(Framing::Length(n)) => BodyFraming::Length(n),
             Ok(Framing::Chunked) => BodyFraming::Chunked(Chunk::SizeLine),
         };
-        let req = HttpRequest {
+        let req = Request {
             ts_nanos: self.req_ts,
             method,
-            target: Vec::new(),
             version_minor: scan.version_minor,
-            headers: Vec::new(),
-            body: Vec::new(),
-            chunked: false,
-            trailers: Vec::new(),
+            ..Request::default()
         };
         State::Body(Box::new(InFlight {
             req,
@@ -1242,7 +1161,7 @@ impl RequestFramer {
         line_start: bool,
         scanned: usize,
         now: u64,
-        out: &mut Vec<FramerEvent>,
+        out: &mut Vec<RequestEvent>,
     ) -> (State, bool) {
         let avail = &self.buf[self.pos..];
         if classify_first {
@@ -1341,11 +1260,11 @@ fn httparse_reason(e: httparse::Error) -> &'static str {
 
 /// The request-targets of the requests among `events`, in order.
 #[cfg(test)]
-pub(super) fn request_targets(events: &[FramerEvent]) -> Vec<&[u8]> {
+pub(super) fn request_targets(events: &[RequestEvent]) -> Vec<&[u8]> {
     events
         .iter()
         .filter_map(|e| match e {
-            FramerEvent::Request(r) => Some(r.target.as_slice()),
+            RequestEvent::Request(r) => Some(r.target.as_slice()),
             _ => None,
         })
         .collect()

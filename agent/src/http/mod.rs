@@ -1,7 +1,7 @@
 //! Incremental HTTP/1.1 request framing (RFC 9112) over a reassembled byte stream:
-//! `RequestFramer` turns the client->server bytes of one connection into `HttpRequest`s,
+//! `RequestFramer` turns the client->server bytes of one connection into `Request`s,
 //! drops (incomplete, too large, unparseable) and counts of bytes that are not requests.
-//! `HttpRequest` and `Header` are the contract the replay stage relies on.
+//! `Request` and `Header` are the contract the replay stage relies on.
 
 mod checks;
 mod chunked;
@@ -10,54 +10,18 @@ mod sync;
 #[cfg(test)]
 mod tests;
 
-pub use checks::{absolute_form, NotCopied};
-pub use framer::{DropReason, FramerEvent, FramerLimits, NotHttpKind, RequestFramer};
+pub use checks::absolute_form;
+pub use framer::{FramerLimits, RequestFramer};
+
+use crate::request::{Header, Protocol, Request};
 
 use std::cell::RefCell;
-
-/// A header as it was sent: name and value bytes exactly as on the wire
-/// (the value without the surrounding optional whitespace).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Header {
-    pub name: String,
-    pub value: Vec<u8>,
-}
-
-/// One complete request as the client sent it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpRequest {
-    /// Timestamp of the packet that carried the first byte of the request.
-    pub ts_nanos: u64,
-    pub method: String,
-    /// The request-target exactly as sent (origin-, absolute-, authority- or asterisk-form).
-    pub target: Vec<u8>,
-    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
-    pub version_minor: u8,
-    /// All headers in order, as sent.
-    pub headers: Vec<Header>,
-    /// The body bytes; when the request was chunked, the de-chunked content.
-    pub body: Vec<u8>,
-    /// True when the body came with `Transfer-Encoding: chunked`.
-    pub chunked: bool,
-    /// Trailer fields of a chunked body, in order.
-    pub trailers: Vec<Header>,
-}
-
-impl HttpRequest {
-    /// The first header with this name (ASCII case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_slice())
-    }
-}
 
 thread_local! {
     /// Requests their consumer was done with (`recycle`): the framer refills their
     /// buffers instead of allocating five or more per request, which was a tenth of
     /// `inspect`. Per thread, so framers need no shared state; bounded by `MAX_SPARE`.
-    static SPARE: RefCell<Vec<HttpRequest>> = const { RefCell::new(Vec::new()) };
+    static SPARE: RefCell<Vec<Request>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Requests kept for reuse per thread.
@@ -68,7 +32,7 @@ const MAX_SPARE_BODY: usize = 16 * 1024;
 
 /// Hands a request back once it is no longer needed; the next request framed on this
 /// thread reuses its allocations. Optional: dropping a request is always fine.
-pub fn recycle(mut req: HttpRequest) {
+pub fn recycle(mut req: Request) {
     if req.body.capacity() > MAX_SPARE_BODY {
         req.body = Vec::new();
     }
@@ -86,20 +50,13 @@ fn new_request(
     target: &[u8],
     version_minor: u8,
     fields: &[httparse::Header<'_>],
-) -> HttpRequest {
-    let mut req = SPARE
-        .with_borrow_mut(Vec::pop)
-        .unwrap_or_else(|| HttpRequest {
-            ts_nanos: 0,
-            method: String::new(),
-            target: Vec::new(),
-            version_minor: 1,
-            headers: Vec::new(),
-            body: Vec::new(),
-            chunked: false,
-            trailers: Vec::new(),
-        });
+) -> Request {
+    let mut req = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
     req.ts_nanos = ts_nanos;
+    req.protocol = Protocol::Http1;
+    req.stream_id = 0;
+    req.h2_authority = None;
+    req.scheme.clear();
     req.method.clear();
     req.method.push_str(method);
     req.target.clear();
@@ -129,8 +86,9 @@ fn new_request(
 #[cfg(test)]
 mod recycle_tests {
     use super::*;
+    use crate::request::RequestEvent;
 
-    fn frame(stream: &[u8]) -> Vec<FramerEvent> {
+    fn frame(stream: &[u8]) -> Vec<RequestEvent> {
         let mut framer = RequestFramer::new(FramerLimits::default());
         let mut out = Vec::new();
         // Small pieces, so requests are built while others are still in flight.
@@ -141,9 +99,9 @@ mod recycle_tests {
         out
     }
 
-    fn recycle_all(events: Vec<FramerEvent>) {
+    fn recycle_all(events: Vec<RequestEvent>) {
         for ev in events {
-            if let FramerEvent::Request(req) = ev {
+            if let RequestEvent::Request(req) = ev {
                 recycle(req);
             }
         }
@@ -166,7 +124,7 @@ mod recycle_tests {
         assert_eq!(
             first
                 .iter()
-                .filter(|e| matches!(e, FramerEvent::Request(_)))
+                .filter(|e| matches!(e, RequestEvent::Request(_)))
                 .count(),
             2
         );

@@ -3,7 +3,7 @@
 //! Two questions live here: "is this stream HTTP/1.x requests at all?" (`classify`) and
 //! "does a request line start here?" (`line_check`).
 
-use super::framer::NotHttpKind;
+use crate::request::NotHttpKind;
 
 /// The client connection preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

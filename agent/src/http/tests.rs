@@ -2,6 +2,7 @@
 //! by byte, and must give the same events; plus property tests on random valid requests.
 
 use super::*;
+use crate::request::{DropReason, Header, NotCopied, NotHttpKind, Request, RequestEvent};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -22,7 +23,7 @@ const TS: u64 = 7;
 type Cutter<'a> = &'a dyn Fn(usize, &[u8]) -> Vec<Vec<u8>>;
 
 /// Runs ops, each `Data` cut into pieces by `cut`, then `finish`.
-fn run_with(limits: FramerLimits, ops: &[Op], cut: Cutter) -> Vec<FramerEvent> {
+fn run_with(limits: FramerLimits, ops: &[Op], cut: Cutter) -> Vec<RequestEvent> {
     let mut framer = RequestFramer::new(limits);
     let mut out = Vec::new();
     for (i, op) in ops.iter().enumerate() {
@@ -51,7 +52,7 @@ fn whole(_: usize, b: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// The events for `ops`, after checking that every way of splitting them agrees.
-fn events(limits: FramerLimits, ops: &[Op]) -> Vec<FramerEvent> {
+fn events(limits: FramerLimits, ops: &[Op]) -> Vec<RequestEvent> {
     let reference = run_with(limits, ops, &whole);
     let bytewise = run_with(limits, ops, &|_, b| {
         b.chunks(1).map(<[u8]>::to_vec).collect()
@@ -80,8 +81,8 @@ fn req(
     minor: u8,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> FramerEvent {
-    FramerEvent::Request(HttpRequest {
+) -> RequestEvent {
+    RequestEvent::Request(Request {
         ts_nanos: TS,
         method: method.into(),
         target: target.as_bytes().to_vec(),
@@ -96,11 +97,12 @@ fn req(
         body: body.to_vec(),
         chunked: false,
         trailers: Vec::new(),
+        ..Request::default()
     })
 }
 
-fn chunked(event: FramerEvent, trailers: &[(&str, &str)]) -> FramerEvent {
-    let FramerEvent::Request(mut r) = event else {
+fn chunked(event: RequestEvent, trailers: &[(&str, &str)]) -> RequestEvent {
+    let RequestEvent::Request(mut r) = event else {
         panic!("not a request")
     };
     r.chunked = true;
@@ -111,27 +113,27 @@ fn chunked(event: FramerEvent, trailers: &[(&str, &str)]) -> FramerEvent {
             value: v.as_bytes().to_vec(),
         })
         .collect();
-    FramerEvent::Request(r)
+    RequestEvent::Request(r)
 }
 
-fn dropped(reason: DropReason, method: Option<&str>) -> FramerEvent {
-    FramerEvent::Dropped {
+fn dropped(reason: DropReason, method: Option<&str>) -> RequestEvent {
+    RequestEvent::Dropped {
         ts_nanos: TS,
         reason,
         method: method.map(str::to_owned),
     }
 }
 
-fn unparseable(why: &'static str, method: &str) -> FramerEvent {
+fn unparseable(why: &'static str, method: &str) -> RequestEvent {
     dropped(DropReason::Unparseable(why), Some(method))
 }
 
-fn untrusted(method: &str) -> FramerEvent {
+fn untrusted(method: &str) -> RequestEvent {
     dropped(DropReason::Untrusted, Some(method))
 }
 
-fn not_http(kind: NotHttpKind, bytes: usize) -> FramerEvent {
-    FramerEvent::NotHttp {
+fn not_http(kind: NotHttpKind, bytes: usize) -> RequestEvent {
+    RequestEvent::NotHttp {
         kind,
         bytes: bytes as u64,
     }
@@ -147,10 +149,10 @@ struct Case {
     name: &'static str,
     limits: FramerLimits,
     ops: Vec<Op>,
-    want: Vec<FramerEvent>,
+    want: Vec<RequestEvent>,
 }
 
-fn case(name: &'static str, ops: Vec<Op>, want: Vec<FramerEvent>) -> Case {
+fn case(name: &'static str, ops: Vec<Op>, want: Vec<RequestEvent>) -> Case {
     Case {
         name,
         limits: FramerLimits::default(),
@@ -804,7 +806,7 @@ fn request_ts_is_the_push_that_carried_its_first_byte() {
     let ts: Vec<(Vec<u8>, u64)> = out
         .iter()
         .map(|e| match e {
-            FramerEvent::Request(r) => (r.target.clone(), r.ts_nanos),
+            RequestEvent::Request(r) => (r.target.clone(), r.ts_nanos),
             other => panic!("unexpected {other:?}"),
         })
         .collect();
@@ -832,7 +834,7 @@ fn huge_content_length_allocates_nothing_big() {
         }
         assert_eq!(
             out,
-            vec![FramerEvent::Dropped {
+            vec![RequestEvent::Dropped {
                 ts_nanos: 1,
                 reason: DropReason::TooLarge,
                 method: Some("POST".into())
@@ -858,7 +860,7 @@ fn memory_stays_bounded_while_a_body_under_the_limit_grows() {
     }
     assert_eq!(framer.buffered(), 0);
     assert!(framer.is_idle());
-    assert!(matches!(&out[..], [FramerEvent::Request(r)] if r.body.len() == 10_000));
+    assert!(matches!(&out[..], [RequestEvent::Request(r)] if r.body.len() == 10_000));
 }
 
 #[test]
@@ -1068,7 +1070,7 @@ impl GenRequest {
         h
     }
 
-    fn expected(&self) -> HttpRequest {
+    fn expected(&self) -> Request {
         let to_headers = |h: &[(String, String)]| {
             h.iter()
                 .map(|(n, v)| Header {
@@ -1086,7 +1088,7 @@ impl GenRequest {
                 to_headers(t),
             ),
         };
-        HttpRequest {
+        Request {
             ts_nanos: TS,
             method: self.method.clone(),
             target: self.target.as_bytes().to_vec(),
@@ -1095,6 +1097,7 @@ impl GenRequest {
             body,
             chunked,
             trailers,
+            ..Request::default()
         }
     }
 }
@@ -1128,7 +1131,7 @@ proptest! {
         }
         prop_assert!(framer.is_idle());
         framer.finish(TS, &mut out);
-        let want: Vec<FramerEvent> = reqs.iter().map(|r| FramerEvent::Request(r.expected())).collect();
+        let want: Vec<RequestEvent> = reqs.iter().map(|r| RequestEvent::Request(r.expected())).collect();
         prop_assert_eq!(out, want);
     }
 
@@ -1164,14 +1167,14 @@ proptest! {
             framer.push(TS, &piece, &mut out);
         }
         framer.finish(TS, &mut out);
-        let want: Vec<FramerEvent> = reqs
+        let want: Vec<RequestEvent> = reqs
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 if i == victim {
                     dropped(DropReason::Incomplete, Some(&r.method))
                 } else {
-                    FramerEvent::Request(r.expected())
+                    RequestEvent::Request(r.expected())
                 }
             })
             .collect();

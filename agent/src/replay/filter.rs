@@ -27,7 +27,7 @@ use std::borrow::Cow;
 use regex::bytes::Regex;
 use thiserror::Error;
 
-use crate::http::HttpRequest;
+use crate::request::Request;
 
 #[derive(Debug, Error)]
 pub enum FilterError {
@@ -117,7 +117,7 @@ impl RequestFilter {
     }
 
     /// True when the request passes every configured rule.
-    pub fn allows(&self, req: &HttpRequest) -> bool {
+    pub fn allows(&self, req: &Request) -> bool {
         if !self.methods.is_empty() && !self.methods.contains(&req.method) {
             return false;
         }
@@ -258,10 +258,10 @@ fn decode_unreserved(path: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::Header;
+    use crate::request::Header;
 
-    fn req(method: &str, target: &[u8], headers: &[(&str, &str)]) -> HttpRequest {
-        HttpRequest {
+    fn req(method: &str, target: &[u8], headers: &[(&str, &str)]) -> Request {
+        Request {
             ts_nanos: 0,
             method: method.into(),
             target: target.to_vec(),
@@ -276,6 +276,7 @@ mod tests {
             body: vec![],
             chunked: false,
             trailers: vec![],
+            ..Request::default()
         }
     }
 

@@ -16,7 +16,6 @@ pub mod rewrite;
 pub mod target;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -25,24 +24,14 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
-use crate::http::{Header, HttpRequest};
 use crate::metrics::{Accounting, Outcome, ReplayErrorKind, TargetCounters};
 use crate::own_traffic::OwnConnections;
+use crate::request::{Captured, Header, Protocol, Request};
 use crate::sample::{hash_bytes, ConnectionKey, Percent, SampleBy, Sampler, TokenBucket};
 use client::{ClientOptions, ShadowClient, TlsTarget};
 use filter::RequestFilter;
 use rewrite::{build_shadow_request, HeaderRules};
 use target::{parse_target, Scheme, TargetUrl, TargetUrlError, TlsOptions, TlsSetupError};
-
-/// One request as captured, with the connection it came on.
-#[derive(Clone, Debug)]
-pub struct CapturedRequest {
-    /// The capture's id for the connection (tells apart reuses of a 4-tuple).
-    pub conn: u64,
-    pub client: SocketAddr,
-    pub server: SocketAddr,
-    pub request: HttpRequest,
-}
 
 /// Everything about one target. `TargetConfig::new` gives the defaults.
 #[derive(Clone, Debug)]
@@ -132,26 +121,28 @@ pub enum ReplayerError {
 /// Requests accepted into a target's queue and not settled yet. An outcome is recorded
 /// only by whoever takes a unit from here, so a task finishing after the shutdown deadline
 /// (which takes all that is left) records nothing, and no request counts twice.
+/// Kept per protocol, so what the deadline cuts off is counted in the right series.
 #[derive(Debug, Default)]
-struct Pending(AtomicU64);
+struct Pending([AtomicU64; Protocol::ALL.len()]);
 
 impl Pending {
-    fn add(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+    fn add(&self, protocol: Protocol) {
+        self.0[protocol.index()].fetch_add(1, Ordering::AcqRel);
     }
 
-    fn take_one(&self) -> bool {
-        self.0
+    fn take_one(&self, protocol: Protocol) -> bool {
+        self.0[protocol.index()]
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| p.checked_sub(1))
             .is_ok()
     }
 
-    fn take_all(&self) -> u64 {
-        self.0.swap(0, Ordering::AcqRel)
+    /// Takes every unit left: how many, per protocol.
+    fn take_all(&self) -> [(Protocol, u64); Protocol::ALL.len()] {
+        Protocol::ALL.map(|p| (p, self.0[p.index()].swap(0, Ordering::AcqRel)))
     }
 
     fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
+        self.0.iter().map(|n| n.load(Ordering::Acquire)).sum()
     }
 }
 
@@ -184,7 +175,7 @@ impl QueuedBytes {
 /// allocation that holds it and its place in the queue, each allocation rounded up as
 /// `heap_bytes` says. Counting only the bytes of the fields let requests of a hundred
 /// small headers (two allocations and a 48-byte slot each) hold five times the cap.
-fn request_bytes(request: &HttpRequest) -> usize {
+fn request_bytes(request: &Request) -> usize {
     let fields = |list: &Vec<Header>| {
         heap_bytes(list.capacity() * size_of::<Header>())
             + list
@@ -193,8 +184,8 @@ fn request_bytes(request: &HttpRequest) -> usize {
                 .sum::<usize>()
     };
     // The `Arc` around the copy: two counts and the struct.
-    heap_bytes(2 * size_of::<usize>() + size_of::<CapturedRequest>())
-        + size_of::<Arc<CapturedRequest>>()
+    heap_bytes(2 * size_of::<usize>() + size_of::<Captured>())
+        + size_of::<Arc<Captured>>()
         + heap_bytes(request.method.capacity())
         + heap_bytes(request.target.capacity())
         + heap_bytes(request.body.capacity())
@@ -216,7 +207,7 @@ struct TargetSide {
     filter: RequestFilter,
     sampler: Sampler,
     bucket: Option<Mutex<TokenBucket>>,
-    queue: queue::Sender<Arc<CapturedRequest>>,
+    queue: queue::Sender<Arc<Captured>>,
     pending: Arc<Pending>,
     bytes: Arc<QueuedBytes>,
 }
@@ -237,13 +228,13 @@ impl TargetWorker {
         self.accounting.target(self.index)
     }
 
-    fn settle(&self, outcome: Outcome) {
-        if self.pending.take_one() {
-            self.counters().record(outcome);
+    fn settle(&self, protocol: Protocol, outcome: Outcome) {
+        if self.pending.take_one(protocol) {
+            self.counters().record(protocol, outcome);
         }
     }
 
-    async fn replay(&self, captured: &CapturedRequest) -> Outcome {
+    async fn replay(&self, captured: &Captured) -> Outcome {
         let req = &captured.request;
         let bytes = build_shadow_request(
             req,
@@ -278,7 +269,7 @@ impl TargetWorker {
 /// to the window (`Window`), so an idle or fast target costs few tasks, and a small one
 /// is not sent more copies at once than it keeps up with.
 struct ReplayPool {
-    queue: queue::Receiver<Arc<CapturedRequest>>,
+    queue: queue::Receiver<Arc<Captured>>,
     tasks: AtomicUsize,
     waiting: AtomicUsize,
     window: Mutex<Window>,
@@ -488,7 +479,7 @@ async fn replay_loop(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
                 "target fell behind: fewer copies in flight"
             );
         }
-        worker.settle(outcome);
+        worker.settle(captured.request.protocol, outcome);
         worker.bytes.give_back(request_bytes(&captured.request));
         if pool.shrink() {
             break;
@@ -501,7 +492,7 @@ async fn replay_loop(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
 /// then the copies count in no outcome).
 #[derive(Default)]
 pub struct Outbox {
-    held: Vec<(usize, Arc<CapturedRequest>, usize)>,
+    held: Vec<(usize, Arc<Captured>, usize)>,
 }
 
 /// How `Replayer::hand_off` puts the copies it keeps on their targets' queues.
@@ -640,13 +631,13 @@ impl Replayer {
 
     /// `hand_off` with the copies put on their queues at once; never blocks (a full
     /// queue counts `queue_full`).
-    pub fn submit(&self, captured: CapturedRequest) {
+    pub fn submit(&self, captured: Captured) {
         self.hand_off(captured, Handoff::Now { wait: false });
     }
 
     /// Like `submit`, but waits for room in a full queue instead of dropping: for
     /// replaying files, where nothing is live and every copy should go out.
-    pub fn submit_waiting(&self, captured: CapturedRequest) {
+    pub fn submit_waiting(&self, captured: Captured) {
         self.hand_off(captured, Handoff::Now { wait: true });
     }
 
@@ -671,7 +662,7 @@ impl Replayer {
 
     /// Takes the copies `outbox` holds without sending them (`--dry-run`): their bytes
     /// go back to their targets' budgets and the caller records their outcomes.
-    pub fn take_held(&self, outbox: &mut Outbox) -> Vec<(usize, Arc<CapturedRequest>)> {
+    pub fn take_held(&self, outbox: &mut Outbox) -> Vec<(usize, Arc<Captured>)> {
         outbox
             .held
             .drain(..)
@@ -685,7 +676,7 @@ impl Replayer {
     /// Decides on a request for every target and counts what is decided here (filtered,
     /// not sampled, rate limited, queue full); the copies kept go on as `how` says. Call
     /// `Accounting::seen` first.
-    pub fn hand_off(&self, captured: CapturedRequest, mut how: Handoff<'_>) {
+    pub fn hand_off(&self, captured: Captured, mut how: Handoff<'_>) {
         let wait = matches!(how, Handoff::Now { wait: true });
         let key = ConnectionKey {
             conn: captured.conn,
@@ -695,7 +686,7 @@ impl Replayer {
         let size = request_bytes(&captured.request);
         // Into an `Arc` only once a queue takes it: most requests are not sampled, and
         // allocating and copying each of them was a share of the capture thread's time.
-        let mut captured: Result<CapturedRequest, Arc<CapturedRequest>> = Ok(captured);
+        let mut captured: Result<Captured, Arc<Captured>> = Ok(captured);
         for (index, t) in self.targets.iter().enumerate() {
             let counters = self.accounting.target(index);
             let request = match &captured {
@@ -703,11 +694,11 @@ impl Replayer {
                 Err(shared) => &shared.request,
             };
             if !t.filter.allows(request) {
-                counters.record(Outcome::Filtered);
+                counters.record(request.protocol, Outcome::Filtered);
                 continue;
             }
             if !t.sampler.keep(&key, request) {
-                counters.record(Outcome::NotSampled);
+                counters.record(request.protocol, Outcome::NotSampled);
                 continue;
             }
             if let Some(bucket) = &t.bucket {
@@ -717,7 +708,7 @@ impl Replayer {
                     .unwrap_or_else(PoisonError::into_inner)
                     .try_take(now);
                 if !taken {
-                    counters.record(Outcome::RateLimited);
+                    counters.record(request.protocol, Outcome::RateLimited);
                     continue;
                 }
             }
@@ -730,7 +721,7 @@ impl Replayer {
                 room = true;
             }
             if !room {
-                counters.record(Outcome::QueueFull);
+                counters.record(request.protocol, Outcome::QueueFull);
                 continue;
             }
             let shared = match captured {
@@ -755,11 +746,12 @@ impl Replayer {
     }
 
     /// Puts a copy whose `size` bytes are taken from target `index`'s budget on its queue.
-    fn enqueue(&self, index: usize, shared: Arc<CapturedRequest>, size: usize, wait: bool) {
+    fn enqueue(&self, index: usize, shared: Arc<Captured>, size: usize, wait: bool) {
         let t = &self.targets[index];
         let counters = self.accounting.target(index);
         // Counted before the send so that a task finishing at once finds its unit.
-        t.pending.add();
+        let protocol = shared.request.protocol;
+        t.pending.add(protocol);
         counters.enqueued();
         let sent = if wait {
             t.queue.put_waiting(shared);
@@ -771,9 +763,9 @@ impl Replayer {
             t.bytes.give_back(size);
             // Nothing else can take this unit: submit and shutdown both need the
             // replayer and tasks only settle what was queued.
-            t.pending.take_one();
+            t.pending.take_one(protocol);
             counters.dequeued();
-            counters.record(Outcome::QueueFull);
+            counters.record(protocol, Outcome::QueueFull);
         }
     }
 
@@ -794,11 +786,12 @@ impl Replayer {
             std::thread::sleep(Duration::from_millis(2));
         }
         for (index, p) in pendings.iter().enumerate() {
-            let left = p.take_all();
-            for _ in 0..left {
-                self.accounting
-                    .target(index)
-                    .record(Outcome::ReplayError(ReplayErrorKind::Timeout));
+            for (protocol, left) in p.take_all() {
+                for _ in 0..left {
+                    self.accounting
+                        .target(index)
+                        .record(protocol, Outcome::ReplayError(ReplayErrorKind::Timeout));
+                }
             }
         }
         self.stop_runtime();
@@ -824,8 +817,8 @@ impl Drop for Replayer {
 mod tests {
     use super::*;
 
-    fn request(headers: usize) -> HttpRequest {
-        HttpRequest {
+    fn request(headers: usize) -> Request {
+        Request {
             ts_nanos: 0,
             method: "GET".into(),
             target: b"/".to_vec(),
@@ -839,6 +832,7 @@ mod tests {
             body: Vec::new(),
             chunked: false,
             trailers: Vec::new(),
+            ..Request::default()
         }
     }
 

@@ -21,7 +21,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use crate::http::{Header, HttpRequest};
+use crate::request::{Header, Request};
 
 /// The value that replaces a redacted header's value.
 pub const REDACTED: &[u8] = b"REDACTED";
@@ -204,7 +204,7 @@ fn shadow_target<'a>(
 
 /// The exact bytes sent to a target for `req`, captured from `client` to `server`.
 pub fn build_shadow_request(
-    req: &HttpRequest,
+    req: &Request,
     client: SocketAddr,
     server: SocketAddr,
     rules: &HeaderRules,
@@ -378,8 +378,8 @@ mod tests {
         }
     }
 
-    fn req(headers: Vec<Header>, body: &[u8]) -> HttpRequest {
-        HttpRequest {
+    fn req(headers: Vec<Header>, body: &[u8]) -> Request {
+        Request {
             ts_nanos: 0,
             method: "POST".into(),
             target: b"/a%20b/c?x=1&y=%zz".to_vec(),
@@ -388,10 +388,11 @@ mod tests {
             body: body.to_vec(),
             chunked: false,
             trailers: vec![],
+            ..Request::default()
         }
     }
 
-    fn build(r: &HttpRequest, rules: &HeaderRules) -> String {
+    fn build(r: &Request, rules: &HeaderRules) -> String {
         let bytes = build_shadow_request(
             r,
             sa("192.0.2.1:50000"),
