@@ -30,7 +30,7 @@ mkdir -p "$seeds"
 for f in ../shared/corpus/zeek-http/*.pcap*; do
   [ -e "$seeds/seed-${f##*/}" ] || head -c 8192 "$f" >"$seeds/seed-${f##*/}"
 done
-for target in decode reassembly framer h2_frames hpack; do
+for target in decode reassembly framer h2_frames hpack h2_conn; do
   (cd fuzz && cargo +nightly fuzz run "$target" -- -max_total_time="$fuzz_secs" -rss_limit_mb=1024 2>&1 | tail -n 3)
 done
 echo "== all checks passed"

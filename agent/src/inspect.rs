@@ -63,6 +63,11 @@ pub struct InspectSummary {
     pub untrusted: u64,
     /// CONNECT and `OPTIONS *`: served, never copied.
     pub not_copied: u64,
+    /// HTTP/2 streams of connections joined late whose header block named a table
+    /// entry inserted before the join.
+    pub undecodable: u64,
+    /// HTTP/2 streams the client reset before they ended.
+    pub reset: u64,
     pub not_http_streams: u64,
     pub frames: u64,
     pub decode_errors: u64,
@@ -97,6 +102,8 @@ impl InspectSummary {
             DropReason::Unparseable(_) => self.unparseable += 1,
             DropReason::Untrusted => self.untrusted += 1,
             DropReason::NotCopied(_) => self.not_copied += 1,
+            DropReason::Undecodable => self.undecodable += 1,
+            DropReason::Reset => self.reset += 1,
         }
     }
 }
@@ -618,6 +625,8 @@ fn outcome_of(reason: &DropReason) -> (&'static str, Option<&'static str>) {
         DropReason::Unparseable(why) => ("unparseable", Some(why)),
         DropReason::Untrusted => ("untrusted", None),
         DropReason::NotCopied(what) => ("not_copied", Some(what.label())),
+        DropReason::Undecodable => ("undecodable", None),
+        DropReason::Reset => ("reset", None),
     }
 }
 

@@ -25,6 +25,7 @@ pub mod replay_files;
 pub mod request;
 pub mod sample;
 pub mod signals;
+pub mod stream_framer;
 
 use std::process::ExitCode;
 

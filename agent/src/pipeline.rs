@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 
 use crate::capture::Frame;
 use crate::decode::{DecodeError, Decoder, DecoderLimits, Segment};
-use crate::http::{FramerLimits, RequestFramer};
+use crate::http::FramerLimits;
 use crate::reassembly::{FlowTable, LruSlab, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
 use crate::request::{Captured, DropReason, NotHttpKind, Protocol, RequestEvent};
+use crate::stream_framer::StreamFramer;
 
 /// Caps of every pure stage, in one place so flags and config fill one struct.
 #[derive(Clone, Debug)]
@@ -65,6 +66,10 @@ pub struct PipelineStats {
     pub decode_errors: u64,
     /// Times a stream gave up what its framer held to stay under `max_framer_bytes`.
     pub framer_overflows: u64,
+    /// HTTP/2 connections found, by how their start was seen (`ConnStart::index`).
+    pub h2_connections: [u64; 3],
+    /// HTTP/2 streams opened on them, by the same.
+    pub h2_streams: [u64; 3],
 }
 
 /// Owns the framers of the live streams; receives the reassembled bytes.
@@ -75,13 +80,15 @@ struct Framers {
     /// doubled while it grows and again by the tombstones of streams coming and going,
     /// were 500 bytes per stream under a flood; a slab slot is its size. Always `Some`
     /// while in the slab.
-    by_stream: LruSlab<StreamKey, Option<RequestFramer>>,
+    by_stream: LruSlab<StreamKey, Option<StreamFramer>>,
     scratch: Vec<RequestEvent>,
     events: Vec<PipelineEvent>,
     /// Sum of `RequestFramer::buffered` over `by_stream`, kept by the deltas of each call.
     held: usize,
     budget: usize,
     overflows: u64,
+    h2_connections: [u64; 3],
+    h2_streams: [u64; 3],
 }
 
 impl Framers {
@@ -107,7 +114,7 @@ impl Framers {
         &mut self,
         stream: StreamKey,
         ts_nanos: u64,
-        f: impl FnOnce(&mut RequestFramer, &mut Vec<RequestEvent>),
+        f: impl FnOnce(&mut StreamFramer, FramerLimits, &mut Vec<RequestEvent>),
     ) {
         let limits = self.limits;
         let mut out = std::mem::take(&mut self.scratch);
@@ -115,13 +122,21 @@ impl Framers {
             Some(slot) => slot,
             None => self
                 .by_stream
-                .insert(stream, Some(RequestFramer::new(limits))),
+                .insert(stream, Some(StreamFramer::new(limits))),
         };
         let Some(framer) = self.by_stream.get_mut(slot) else {
             return;
         };
         let before = framer.buffered();
-        f(framer, &mut out);
+        let h2_before = framer.h2().map(|c| c.streams_seen());
+        f(framer, limits, &mut out);
+        if let Some(conn) = framer.h2() {
+            let start = conn.start().index();
+            if h2_before.is_none() {
+                self.h2_connections[start] += 1;
+            }
+            self.h2_streams[start] += conn.streams_seen() - h2_before.unwrap_or(0);
+        }
         let mut after = framer.buffered();
         if self.held.saturating_sub(before) + after > self.budget && after > 0 {
             framer.shed(ts_nanos, &mut out);
@@ -129,11 +144,14 @@ impl Framers {
             after = framer.buffered();
         }
         self.held = self.held.saturating_sub(before) + after;
+        let protocol = framer.protocol();
         self.scratch = out;
-        self.drain(stream);
+        self.drain(stream, protocol);
     }
 
-    fn drain(&mut self, stream: StreamKey) {
+    /// Turns the framer's events into the pipeline's. `protocol`: the stream's, after
+    /// the call that produced them.
+    fn drain(&mut self, stream: StreamKey, protocol: Protocol) {
         let (client, server) = (stream.flow.src, stream.flow.dst);
         for ev in self.scratch.drain(..) {
             self.events.push(match ev {
@@ -149,7 +167,7 @@ impl Framers {
                     method,
                 } => PipelineEvent::Dropped {
                     ts_nanos,
-                    protocol: Protocol::Http1,
+                    protocol,
                     client,
                     server,
                     reason,
@@ -168,15 +186,19 @@ impl Framers {
 
 impl StreamSink for Framers {
     fn data(&mut self, stream: StreamKey, ts_nanos: u64, bytes: &[u8]) {
-        self.with_framer(stream, ts_nanos, |f, out| f.push(ts_nanos, bytes, out));
+        self.with_framer(stream, ts_nanos, |f, limits, out| {
+            f.push(limits, ts_nanos, bytes, out)
+        });
     }
 
     fn gap(&mut self, stream: StreamKey, ts_nanos: u64, missing: u64) {
-        self.with_framer(stream, ts_nanos, |f, out| f.gap(ts_nanos, missing, out));
+        self.with_framer(stream, ts_nanos, |f, _, out| f.gap(ts_nanos, missing, out));
     }
 
     fn distrust(&mut self, stream: StreamKey, ts_nanos: u64) {
-        self.with_framer(stream, ts_nanos, |f, out| f.distrust(ts_nanos, out));
+        self.with_framer(stream, ts_nanos, |f, limits, out| {
+            f.distrust(limits, ts_nanos, out)
+        });
     }
 
     fn busy(&self, stream: StreamKey) -> bool {
@@ -191,7 +213,7 @@ impl StreamSink for Framers {
         if let Some(mut framer) = slot.and_then(|slot| self.by_stream.remove(slot)) {
             self.held = self.held.saturating_sub(framer.buffered());
             framer.finish(ts_nanos, &mut self.scratch);
-            self.drain(stream);
+            self.drain(stream, framer.protocol());
         }
     }
 }
@@ -445,6 +467,11 @@ impl PipelineBack {
     pub fn framer_overflows(&self) -> u64 {
         self.framers.overflows
     }
+
+    /// HTTP/2 connections and the streams opened on them, by how their start was seen.
+    pub fn h2_stats(&self) -> ([u64; 3], [u64; 3]) {
+        (self.framers.h2_connections, self.framers.h2_streams)
+    }
 }
 
 /// frames in, `PipelineEvent`s out. Pure: no I/O, time from the frames.
@@ -493,6 +520,8 @@ impl Pipeline {
     pub fn stats(&self) -> PipelineStats {
         PipelineStats {
             framer_overflows: self.framers.overflows,
+            h2_connections: self.framers.h2_connections,
+            h2_streams: self.framers.h2_streams,
             ..self.front.stats.clone()
         }
     }
@@ -511,7 +540,7 @@ impl Pipeline {
             .by_stream
             .values()
             .flatten()
-            .map(RequestFramer::buffered)
+            .map(StreamFramer::buffered)
             .sum()
     }
 }

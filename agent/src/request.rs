@@ -165,6 +165,11 @@ pub enum DropReason {
     Untrusted,
     /// A request a server serves, but that is never copied (CONNECT, `OPTIONS *`).
     NotCopied(NotCopied),
+    /// HTTP/2: a header block of a connection joined late named a table entry inserted
+    /// before the join; its fields are not known, so it is never guessed.
+    Undecodable,
+    /// HTTP/2: the client reset the stream (RST_STREAM) before it ended.
+    Reset,
 }
 
 impl DropReason {
@@ -175,6 +180,8 @@ impl DropReason {
             DropReason::Unparseable(_) => Outcome::Unparseable,
             DropReason::Untrusted => Outcome::Untrusted,
             DropReason::NotCopied(why) => Outcome::NotCopied(*why),
+            DropReason::Undecodable => Outcome::Undecodable,
+            DropReason::Reset => Outcome::Reset,
         }
     }
 }

@@ -350,6 +350,64 @@ impl FrameParser {
         }
     }
 
+    /// Inside a frame whose remaining bytes need not be read (the rest of a DATA frame,
+    /// its padding, or a frame being skipped): the DATA frame's stream (0 for others)
+    /// and how many bytes of the frame are left. A capture gap no longer than that can
+    /// be stepped over with `skip` without losing the frame boundaries.
+    pub fn skippable(&self) -> Option<(u32, u64)> {
+        match &self.state {
+            // `buf` holds the start of a DATA piece not given yet: it goes with the skip.
+            State::Data {
+                stream,
+                data_left,
+                pad_left,
+                ..
+            } => Some((
+                *stream,
+                u64::from(*data_left) + u64::from(*pad_left) - self.buf.len() as u64,
+            )),
+            State::Skip(left) => Some((0, u64::from(*left))),
+            _ => None,
+        }
+    }
+
+    /// Steps over `n` bytes of the frame `skippable` allows (no DATA piece is given for
+    /// them, and the END_STREAM of that frame is not reported); false, and nothing
+    /// changed, when `n` is more than it allows.
+    pub fn skip(&mut self, n: u64) -> bool {
+        if self.skippable().is_none_or(|(_, left)| n > left) {
+            return false;
+        }
+        // n <= data_left + pad_left (or the skip's length), both u32; the bytes of a
+        // piece held in `buf` are taken off the frame as if skipped too.
+        let n = n as u32 + self.buf.len() as u32;
+        self.buf.clear();
+        self.state = match self.state.clone() {
+            State::Data {
+                data_left,
+                pad_left,
+                ..
+            } if n >= data_left => State::Skip(pad_left - (n - data_left)),
+            State::Data {
+                stream,
+                data_left,
+                pad_left,
+                ..
+            } => State::Data {
+                stream,
+                data_left: data_left - n,
+                pad_left,
+                // The frame's end is no longer the stream's end for us: its data is
+                // incomplete, and its owner was told so.
+                end_stream: false,
+                fresh: false,
+            },
+            State::Skip(left) => State::Skip(left - n),
+            other => other,
+        };
+        true
+    }
+
     /// True between frames (nothing of a frame or header block pending).
     pub fn at_boundary(&self) -> bool {
         matches!(self.state, State::Header) && self.buf.is_empty() && self.block.is_none()

@@ -6,16 +6,21 @@
 //! `encoder` is a small HPACK encoder whose every choice is the caller's: the tests and
 //! the fuzz targets build header blocks with it; capture never encodes.
 
+pub mod conn;
 pub mod encoder;
 pub mod frame;
 pub mod hpack;
 pub mod huffman;
+pub mod request;
 
+#[cfg(test)]
+mod conn_tests;
 #[cfg(test)]
 mod frame_tests;
 #[cfg(test)]
 mod hpack_tests;
 
+pub use conn::{ClientConn, ConnLimits, ConnStart};
 pub use frame::{
     sync, Frame, FrameError, FrameHeader, FrameLimits, FrameParser, Priority, Sender, SyncOutcome,
     SyncRules,

@@ -49,7 +49,7 @@ fn default_port(scheme: &[u8]) -> Option<&'static [u8]> {
 
 /// `host[:port]` with the scheme's default port made explicit, lower-cased: two
 /// authorities name the same origin when these are equal.
-fn normalised_authority(authority: &[u8], scheme: &[u8]) -> Vec<u8> {
+pub(crate) fn normalised_authority(authority: &[u8], scheme: &[u8]) -> Vec<u8> {
     let mut out = authority.to_ascii_lowercase();
     let has_port = match (
         out.iter().rposition(|&b| b == b':'),
@@ -74,7 +74,7 @@ fn normalised_authority(authority: &[u8], scheme: &[u8]) -> Vec<u8> {
 
 /// A Host value or authority a server accepts: no userinfo, no white space or controls,
 /// nothing that ends the authority.
-fn valid_authority(authority: &[u8]) -> bool {
+pub(crate) fn valid_authority(authority: &[u8]) -> bool {
     // No early exit: a valid value (nearly all of them) is read whole anyway, and the
     // loop without a branch per byte is a third of the cost.
     authority

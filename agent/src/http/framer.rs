@@ -133,6 +133,8 @@ enum After {
     Untrusted,
     /// `CONNECT`: a tunnel.
     Tunnel,
+    /// `Upgrade: h2c`: the client sends the HTTP/2 preface next if the server switched.
+    H2c,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -201,7 +203,31 @@ enum State {
     Tunnel,
     /// The rest of the stream is skipped and counted as this kind.
     Skip(NotHttpKind),
+    /// After a request asking `Upgrade: h2c`: the preface follows if the server switched.
+    AwaitPreface,
+    /// `buf[pos..]` is HTTP/2 from its preface on: `take_h2` hands it over.
+    H2 {
+        upgraded: bool,
+    },
     Done,
+}
+
+/// The start of an HTTP/2 connection found on a stream (`RequestFramer::take_h2`).
+#[derive(Debug)]
+pub struct H2Handoff {
+    /// After an `Upgrade: h2c` request (stream 1), rather than from the first byte.
+    pub upgraded: bool,
+    /// The stream's bytes from the preface on.
+    pub bytes: Vec<u8>,
+}
+
+/// Whether an `Upgrade` field offers `h2c` (RFC 7540 §3.2; the token list may name others).
+fn upgrades_to_h2c(headers: &[Header]) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|token| trim_ows(token).eq_ignore_ascii_case(b"h2c"))
 }
 
 /// Incremental HTTP/1.1 request framer for one client->server stream. Feed bytes in any
@@ -224,6 +250,9 @@ pub struct RequestFramer {
     /// The framing state was lost (start not seen, gap, conflicting bytes) or the server
     /// stopped reading: from here to the end of the stream, requests are only counted.
     untrusted: bool,
+    /// Blank lines came before the first request: not a stream an HTTP/2 server takes
+    /// for prior knowledge (the preface must be its first byte).
+    leading_blank: bool,
 }
 
 impl RequestFramer {
@@ -238,13 +267,35 @@ impl RequestFramer {
             req_ts: 0,
             pending: None,
             untrusted: false,
+            leading_blank: false,
         }
+    }
+
+    /// When the stream turned out to be HTTP/2 (the preface at its first byte, or right
+    /// after an `Upgrade: h2c` request), its bytes from the preface on; the framer is done
+    /// with the stream. Checked after each `push`.
+    pub fn take_h2(&mut self) -> Option<H2Handoff> {
+        let State::H2 { upgraded } = self.state else {
+            return None;
+        };
+        self.state = State::Done;
+        Some(H2Handoff {
+            upgraded,
+            bytes: std::mem::take(&mut self.buf),
+        })
     }
 
     /// Feeds the next bytes of the stream, which arrived at `ts_nanos`.
     pub fn push(&mut self, ts_nanos: u64, data: &[u8], out: &mut Vec<RequestEvent>) {
         if matches!(self.state, State::Done) || data.is_empty() {
             return;
+        }
+        if let State::H2 { .. } = self.state {
+            // Found HTTP/2 and no one took it over (the framer alone, as in its tests):
+            // counted from here, not held.
+            let held = std::mem::take(&mut self.buf).len() as u64;
+            self.skipped(NotHttpKind::Http2Preface, held, out);
+            self.state = State::Skip(NotHttpKind::Http2Preface);
         }
         if let (State::Skip(kind), true) = (&self.state, self.buf.is_empty()) {
             // Nothing more to parse on this stream: count without copying.
@@ -350,6 +401,10 @@ impl RequestFramer {
                 State::Skip(NotHttpKind::Other)
             }
             State::Skip(kind) => State::Skip(kind),
+            State::AwaitPreface | State::H2 { .. } => {
+                self.skipped(NotHttpKind::Other, leftover, out);
+                self.lose_framing(true)
+            }
         };
     }
 
@@ -451,9 +506,11 @@ impl RequestFramer {
                 let method = Some(inflight.req.method.clone());
                 self.drop_request(out, self.req_ts, DropReason::Incomplete, method);
             }
-            State::Start | State::Hunt { .. } | State::Tunnel => {
+            State::Start | State::Hunt { .. } | State::Tunnel | State::AwaitPreface => {
                 self.skipped(NotHttpKind::Other, leftover, out);
             }
+            // HTTP/2 no one took over (`take_h2`): counted as before.
+            State::H2 { .. } => self.skipped(NotHttpKind::Http2Preface, leftover, out),
             _ => {}
         }
         self.flush_skipped(out);
@@ -495,6 +552,14 @@ impl RequestFramer {
     }
 
     /// Skips empty lines before a request line (RFC 9112 §2.2); returns what is left.
+    /// Classifies the stream's start, after blank lines (remembered: see `leading_blank`).
+    fn classify_start(&mut self) -> Classified {
+        let before = self.pos;
+        let verdict = classify(self.skip_blank_lines());
+        self.leading_blank |= self.pos > before;
+        verdict
+    }
+
     fn skip_blank_lines(&mut self) -> &[u8] {
         let rest = &self.buf[self.pos..];
         let blank = rest
@@ -563,8 +628,11 @@ impl RequestFramer {
         let state = std::mem::replace(&mut self.state, State::Done);
         let (next, progress) = match state {
             State::Done => (State::Done, false),
-            State::Start => match classify(self.skip_blank_lines()) {
+            State::Start => match self.classify_start() {
                 Classified::NeedMore => (State::Start, false),
+                Classified::NotHttp(NotHttpKind::Http2Preface) if !self.leading_blank => {
+                    (State::H2 { upgraded: false }, false)
+                }
                 Classified::NotHttp(kind) => (State::Skip(kind), true),
                 Classified::Http => {
                     self.req_ts = self.ts_at(self.pos, now);
@@ -605,6 +673,16 @@ impl RequestFramer {
                 line_start,
                 scanned,
             } => self.hunt(classify, line_start, scanned, now, out),
+            State::AwaitPreface => match classify(&self.buf[self.pos..]) {
+                Classified::NeedMore => (State::AwaitPreface, false),
+                Classified::NotHttp(NotHttpKind::Http2Preface) => {
+                    (State::H2 { upgraded: true }, false)
+                }
+                // The server did not switch (or the client gave up): HTTP/1.1 may go on,
+                // but nothing says the server still reads it.
+                _ => (self.lose_framing(true), true),
+            },
+            State::H2 { upgraded } => (State::H2 { upgraded }, false),
             State::Tunnel => match classify(&self.buf[self.pos..]) {
                 Classified::NeedMore => (State::Tunnel, false),
                 Classified::NotHttp(kind) => (State::Skip(kind), true),
@@ -751,8 +829,11 @@ impl RequestFramer {
                     Ok(_) if self.untrusted => Ok(Verdict::Copy),
                     Ok(_) => judge(&req.method, &req.target, req.version_minor, &facts),
                 };
+                let persistent = persists(req.version_minor, facts.close, facts.keep_alive);
                 let after = if req.method == "CONNECT" {
                     After::Tunnel
+                } else if facts.upgrade && persistent && upgrades_to_h2c(&req.headers) {
+                    After::H2c
                 } else if facts.upgrade
                     || !persists(req.version_minor, facts.close, facts.keep_alive)
                 {
@@ -1000,6 +1081,8 @@ impl RequestFramer {
             After::Idle => State::Idle,
             After::Untrusted => self.lose_framing(true),
             After::Tunnel => State::Tunnel,
+            After::H2c if self.untrusted => self.lose_framing(true),
+            After::H2c => State::AwaitPreface,
         }
     }
 

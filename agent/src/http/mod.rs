@@ -11,7 +11,9 @@ mod sync;
 mod tests;
 
 pub use checks::absolute_form;
+pub(crate) use checks::{normalised_authority, valid_authority};
 pub use framer::{FramerLimits, RequestFramer};
+pub(crate) use sync::is_tchar;
 
 use crate::request::{Header, Protocol, Request};
 
