@@ -287,7 +287,6 @@ pub(crate) struct Connected {
     pub io: Box<dyn Stream>,
     pub registration: Option<Registration>,
     /// The protocol the TLS server chose by ALPN (`None` for plain TCP or no ALPN).
-    #[expect(dead_code, reason = "read by the HTTP/2 client, next commit")]
     pub alpn: Option<Vec<u8>>,
 }
 
