@@ -133,12 +133,8 @@ pub struct H2Client {
 impl H2Client {
     /// `opts.tls` must offer ALPN `h2` (`target::h2_client_config`).
     pub fn new(opts: ClientOptions) -> Self {
-        Self::with_resolver(opts, Resolver::system())
-    }
-
-    pub fn with_resolver(opts: ClientOptions, resolver: Arc<Resolver>) -> Self {
         Self {
-            connector: Connector::new(&opts, resolver),
+            connector: Connector::new(&opts, Resolver::system()),
             opts,
             pool: Mutex::new(Pool::default()),
             opened: Notify::new(),
