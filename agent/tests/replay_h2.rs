@@ -114,6 +114,29 @@ async fn answer(
         tokio::time::sleep(Duration::from_secs(3600)).await;
         return;
     }
+    if path.ends_with("/endless") {
+        let response = Response::builder().status(200).body(()).unwrap();
+        let Ok(mut stream) = respond.send_response(response, false) else {
+            return;
+        };
+        let chunk = Bytes::from(vec![0u8; 16 * 1024]);
+        // Until the client resets the stream.
+        loop {
+            stream.reserve_capacity(chunk.len());
+            match std::future::poll_fn(|cx| stream.poll_capacity(cx)).await {
+                Some(Ok(n)) if n > 0 => {
+                    if stream
+                        .send_data(chunk.slice(..n.min(chunk.len())), false)
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            }
+        }
+    }
     if path.ends_with("/TrailersOnly") {
         let response = Response::builder()
             .status(200)
@@ -405,6 +428,20 @@ fn silent_target_times_out_and_the_queue_stays_bounded() {
         .received()
         .iter()
         .all(|r| r.field("grpc-timeout") == Some(&b"300000u"[..])));
+}
+
+/// An answer longer than the body cap: the stream is reset (CANCEL) and the copy counts
+/// by its head, well before the deadline.
+#[test]
+fn endless_answer_is_cut_off_at_the_cap() {
+    let server = H2Server::start(ServerOptions::default());
+    let mut t = target(&format!("http://{}", server.addr));
+    t.max_response_body_bytes = 64 * 1024;
+    t.request_timeout = Duration::from_secs(30);
+    let started = Instant::now();
+    let acc = run(t, vec![h2_request("/x/endless", vec![], b"")]);
+    assert_eq!(outcome(&acc, SUCCESS), 1);
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 #[test]
