@@ -290,7 +290,10 @@ fn diagnose(t: &TargetConfig, kind: ReplayErrorKind) -> String {
                  given as https://?"
             ),
             ReplayErrorKind::Protocol => {
-                format!("{addr}: the answers are not HTTP/1.x: wrong port?")
+                format!(
+                    "{addr}: the answers are not HTTP/1.x, or not HTTP/2 for HTTP/2 copies \
+                     (prior knowledge on http://, ALPN h2 on https://): wrong port?"
+                )
             }
         },
     }

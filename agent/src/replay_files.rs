@@ -14,9 +14,9 @@ use crate::decode::DecodeStats;
 use crate::logging::count;
 use crate::metrics::{Accounting, Outcome};
 use crate::pipeline::{Pipeline, PipelineConfig, PipelineEvent};
-use crate::replay::rewrite::build_shadow_request;
+use crate::replay::rewrite::{build_h2_request, build_shadow_request, H2CopyOptions};
 use crate::replay::{Handoff, Outbox, Replayer, ReplayerError, TargetConfig};
-use crate::request::{NotHttpKind, Request};
+use crate::request::{Captured, NotHttpKind, Protocol, Request};
 
 /// A capture to replay: a file, or bytes built into the binary (the demo).
 #[derive(Clone, Debug)]
@@ -327,27 +327,15 @@ impl DryRun {
             let Some(t) = self.targets.get(index) else {
                 continue;
             };
-            let bytes = build_shadow_request(
-                &captured.request,
-                captured.client,
-                captured.server,
-                &t.rules,
-                &t.shadow_suffix,
-            );
-            let head_len = memchr::memmem::find(&bytes, b"\r\n\r\n").map_or(bytes.len(), |i| i + 4);
-            let head = String::from_utf8_lossy(&bytes[..head_len]);
-            let body = bytes.len() - head_len;
-            let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
-            let request_line = lines.next().unwrap_or_default();
+            let (request_line, fields, body, trailers) = copy_text(&captured, t);
+            let lines = fields.iter().map(|(n, v)| format!("{n}: {v}"));
             // stdout closed (a pipe into `head`): nothing more to show, the run goes on.
             let _ = if crate::logging::json() {
-                let headers: Vec<[&str; 2]> = lines
-                    .map(|l| {
-                        let (n, v) = l.split_once(':').unwrap_or((l, ""));
-                        [n, v.trim_start()]
-                    })
+                let headers: Vec<[&str; 2]> = fields
+                    .iter()
+                    .map(|(n, v)| [n.as_str(), v.as_str()])
                     .collect();
-                let line = serde_json::json!({
+                let mut line = serde_json::json!({
                     "dry_run": {
                         "target": t.url.to_string(),
                         "client": captured.client.to_string(),
@@ -357,6 +345,13 @@ impl DryRun {
                         "body_bytes": body,
                     }
                 });
+                if !trailers.is_empty() {
+                    let trailers: Vec<[&str; 2]> = trailers
+                        .iter()
+                        .map(|(n, v)| [n.as_str(), v.as_str()])
+                        .collect();
+                    line["dry_run"]["trailers"] = serde_json::json!(trailers);
+                }
                 writeln!(out, "{line}")
             } else {
                 let mut text = format!(
@@ -364,10 +359,13 @@ impl DryRun {
                     t.url, captured.client, captured.server
                 );
                 for l in lines {
-                    text.push_str(l);
+                    text.push_str(&l);
                     text.push('\n');
                 }
                 let _ = writeln!(text, "[body: {}]", count(body as u64, "byte", "bytes"));
+                for (n, v) in &trailers {
+                    let _ = writeln!(text, "[trailer] {n}: {v}");
+                }
                 out.write_all(text.as_bytes())
             };
             accounting
@@ -376,6 +374,58 @@ impl DryRun {
         }
         let _ = out.flush();
     }
+}
+
+type Fields = Vec<(String, String)>;
+
+/// The copy of `captured` for target `t` as `--dry-run` shows it: a request line, the
+/// fields (an HTTP/2 copy's pseudo-fields first), the body's length and the trailers.
+fn copy_text(captured: &Captured, t: &TargetConfig) -> (String, Fields, usize, Fields) {
+    let req = &captured.request;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let pairs = |list: &[(Vec<u8>, Vec<u8>)]| -> Fields {
+        list.iter().map(|(n, v)| (text(n), text(v))).collect()
+    };
+    if req.protocol == Protocol::H2 {
+        let copy = build_h2_request(
+            req,
+            &H2CopyOptions {
+                client: captured.client,
+                server: captured.server,
+                rules: &t.rules,
+                suffix: &t.shadow_suffix,
+                scheme: t.url.scheme.as_str(),
+                timeout: t.request_timeout,
+            },
+        );
+        let mut fields = vec![
+            (":method".to_string(), copy.method.clone()),
+            (":scheme".to_string(), copy.scheme.to_string()),
+            (":authority".to_string(), text(&copy.authority)),
+            (":path".to_string(), text(&copy.path)),
+        ];
+        fields.extend(pairs(&copy.headers));
+        let line = format!("{} {} HTTP/2", copy.method, text(&copy.path));
+        return (line, fields, req.body.len(), pairs(&copy.trailers));
+    }
+    let bytes = build_shadow_request(
+        req,
+        captured.client,
+        captured.server,
+        &t.rules,
+        &t.shadow_suffix,
+    );
+    let head_len = memchr::memmem::find(&bytes, b"\r\n\r\n").map_or(bytes.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&bytes[..head_len]);
+    let mut lines = head.split("\r\n").filter(|l| !l.is_empty());
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let fields = lines
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap_or((l, ""));
+            (n.to_string(), v.trim_start().to_string())
+        })
+        .collect();
+    (request_line, fields, bytes.len() - head_len, Vec::new())
 }
 
 /// The accounting (one entry per target, in order) and the replayer that records into it.

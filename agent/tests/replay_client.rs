@@ -4,6 +4,12 @@
 //! The replayer owns its runtime on its own thread, so paused tokio time cannot drive it;
 //! these tests use short real deadlines (a few hundred milliseconds) instead.
 
+#[expect(
+    dead_code,
+    reason = "shared test support; this file uses only its TLS certificates"
+)]
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -720,7 +726,6 @@ mod tls {
     //! `https` targets: roots from `--target-ca`, default verification, `--insecure`, SNI.
 
     use super::*;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
     use shadowtap::replay::target::TlsOptions;
     use tokio_rustls::TlsAcceptor;
 
@@ -733,26 +738,8 @@ mod tls {
     }
 
     fn start_tls_server() -> TlsServer {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&leaf_key, &ca)
-            .unwrap();
-        let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone(), ca.der().clone()];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let (config, ca_pem) = support::localhost_tls(&[]);
+        let acceptor = TlsAcceptor::from(config);
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -786,7 +773,7 @@ mod tls {
         });
         TlsServer {
             addr,
-            ca_pem: ca.pem(),
+            ca_pem,
             requests,
             sni,
             _runtime: runtime,

@@ -31,13 +31,13 @@ use crate::metrics::{ReplayErrorKind, StatusClass};
 use crate::own_traffic::OwnConnections;
 
 /// A byte stream to a target, plain or TLS.
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 struct Connection {
     io: Box<dyn Stream>,
     /// Registered in `OwnConnections` while open.
-    registered: Option<(SocketAddr, Arc<OwnConnections>)>,
+    _registration: Option<Registration>,
     /// Response bytes land here, head and body alike, reused for every request on the
     /// connection: no allocation per copy, and no large buffer inside each task's future.
     buf: Vec<u8>,
@@ -47,11 +47,16 @@ struct Connection {
 /// `max_head_bytes`.
 const READ_BUF: usize = 4096;
 
-impl Drop for Connection {
+/// A connection's local address in `OwnConnections`, from before its first byte until it
+/// is dropped.
+pub(crate) struct Registration {
+    local: SocketAddr,
+    own: Arc<OwnConnections>,
+}
+
+impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some((local, own)) = &self.registered {
-            own.closed(*local);
-        }
+        self.own.closed(self.local);
     }
 }
 
@@ -87,7 +92,7 @@ pub struct ClientOptions {
 pub struct ShadowClient {
     opts: ClientOptions,
     idle: Mutex<VecDeque<Connection>>,
-    resolver: Arc<Resolver>,
+    connector: Connector,
 }
 
 /// What went wrong, and whether it happened before the target sent a byte back. A pooled
@@ -124,9 +129,9 @@ impl ShadowClient {
     /// A client that looks its target's name up with `resolver` (tests give a slow one).
     pub fn with_resolver(opts: ClientOptions, resolver: Arc<Resolver>) -> Self {
         Self {
+            connector: Connector::new(&opts, resolver),
             opts,
             idle: Mutex::new(VecDeque::new()),
-            resolver,
         }
     }
 
@@ -197,85 +202,12 @@ impl ShadowClient {
     }
 
     async fn connect(&self) -> Result<Connection, ReplayErrorKind> {
-        let started = Instant::now();
-        let deadline = started + self.opts.connect_timeout;
-        // DNS at connect time (cached for seconds), so a target that moves is followed;
-        // the lookup's share of the connect deadline is its timeout.
-        let (host, port) = (self.opts.host.as_str(), self.opts.port);
-        let addrs = self
-            .resolver
-            .resolve(host, port, self.opts.connect_timeout)
-            .await
-            .map_err(|e| {
-                tracing::debug!(error = %e, "shadow copy: target name not resolved");
-                ReplayErrorKind::Connect
-            })?;
-        let connecting = async {
-            let mut last = ReplayErrorKind::Connect;
-            for &addr in addrs.iter() {
-                match self.connect_one(addr).await {
-                    Ok(tcp) => {
-                        // Requests go out in one write; Nagle would only delay them.
-                        let _ = tcp.set_nodelay(true);
-                        return Ok(tcp);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                        last = ReplayErrorKind::Timeout;
-                    }
-                    Err(_) => {}
-                }
-            }
-            Err(last)
-        };
-        let connected = timeout_at(deadline, connecting)
-            .await
-            .unwrap_or(Err(ReplayErrorKind::Timeout));
-        let tcp = match connected {
-            Ok(tcp) => tcp,
-            Err(kind) => {
-                // None of the addresses took it: look the name up again next time.
-                self.resolver.forget(host, port);
-                return Err(kind);
-            }
-        };
-        // Registered before the first byte is written: capture checks this registry when
-        // it processes the request's packets, which is always after this point.
-        let registered = match (&self.opts.own, tcp.local_addr()) {
-            (Some(own), Ok(local)) => {
-                own.opened(local);
-                Some((local, Arc::clone(own)))
-            }
-            _ => None,
-        };
-        let io: Box<dyn Stream> = match &self.opts.tls {
-            None => Box::new(tcp),
-            Some(tls) => {
-                let connector = TlsConnector::from(tls.config.clone());
-                let handshake = connector.connect(tls.server_name.clone(), tcp);
-                let stream = timeout_at(deadline, handshake)
-                    .await
-                    .map_err(|_| ReplayErrorKind::Timeout)?
-                    .map_err(|_| ReplayErrorKind::Tls)?;
-                Box::new(stream)
-            }
-        };
+        let connected = self.connector.connect().await?;
         Ok(Connection {
-            io,
-            registered,
+            io: connected.io,
+            _registration: connected.registration,
             buf: vec![0; READ_BUF],
         })
-    }
-
-    /// A TCP connection with our socket mark set before the SYN leaves.
-    async fn connect_one(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        let socket = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        if self.opts.socket_mark != 0 {
-            set_socket_mark(&socket, self.opts.socket_mark)?;
-        }
-        socket.connect(addr).await
     }
 
     /// One request and its response on `conn`; the connection comes back when it can
@@ -333,6 +265,128 @@ impl ShadowClient {
             let _ = timeout(Duration::from_millis(50), conn.io.shutdown()).await;
         }
         Ok((answer, reusable.then_some(conn)))
+    }
+}
+
+/// Opens connections to one target, for the HTTP/1.1 and the HTTP/2 client alike: the
+/// name looked up at connect time, every address tried within the connect deadline, the
+/// socket marked before its SYN, its local address registered before its first byte, and
+/// the TLS handshake (inside the same deadline) for `https`.
+pub(crate) struct Connector {
+    host: String,
+    port: u16,
+    tls: Option<TlsTarget>,
+    connect_timeout: Duration,
+    socket_mark: u32,
+    own: Option<Arc<OwnConnections>>,
+    resolver: Arc<Resolver>,
+}
+
+/// An open connection and what came with it.
+pub(crate) struct Connected {
+    pub io: Box<dyn Stream>,
+    pub registration: Option<Registration>,
+    /// The protocol the TLS server chose by ALPN (`None` for plain TCP or no ALPN).
+    pub alpn: Option<Vec<u8>>,
+}
+
+impl Connector {
+    pub(crate) fn new(opts: &ClientOptions, resolver: Arc<Resolver>) -> Self {
+        Self {
+            host: opts.host.clone(),
+            port: opts.port,
+            tls: opts.tls.clone(),
+            connect_timeout: opts.connect_timeout,
+            socket_mark: opts.socket_mark,
+            own: opts.own.clone(),
+            resolver,
+        }
+    }
+
+    pub(crate) async fn connect(&self) -> Result<Connected, ReplayErrorKind> {
+        let started = Instant::now();
+        let deadline = started + self.connect_timeout;
+        // DNS at connect time (cached for seconds), so a target that moves is followed;
+        // the lookup's share of the connect deadline is its timeout.
+        let (host, port) = (self.host.as_str(), self.port);
+        let addrs = self
+            .resolver
+            .resolve(host, port, self.connect_timeout)
+            .await
+            .map_err(|e| {
+                tracing::debug!(error = %e, "shadow copy: target name not resolved");
+                ReplayErrorKind::Connect
+            })?;
+        let connecting = async {
+            let mut last = ReplayErrorKind::Connect;
+            for &addr in addrs.iter() {
+                match self.connect_one(addr).await {
+                    Ok(tcp) => {
+                        // Requests go out in one write; Nagle would only delay them.
+                        let _ = tcp.set_nodelay(true);
+                        return Ok(tcp);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        last = ReplayErrorKind::Timeout;
+                    }
+                    Err(_) => {}
+                }
+            }
+            Err(last)
+        };
+        let connected = timeout_at(deadline, connecting)
+            .await
+            .unwrap_or(Err(ReplayErrorKind::Timeout));
+        let tcp = match connected {
+            Ok(tcp) => tcp,
+            Err(kind) => {
+                // None of the addresses took it: look the name up again next time.
+                self.resolver.forget(host, port);
+                return Err(kind);
+            }
+        };
+        // Registered before the first byte is written: capture checks this registry when
+        // it processes the request's packets, which is always after this point.
+        let registration = match (&self.own, tcp.local_addr()) {
+            (Some(own), Ok(local)) => {
+                own.opened(local);
+                Some(Registration {
+                    local,
+                    own: Arc::clone(own),
+                })
+            }
+            _ => None,
+        };
+        let (io, alpn): (Box<dyn Stream>, _) = match &self.tls {
+            None => (Box::new(tcp), None),
+            Some(tls) => {
+                let connector = TlsConnector::from(tls.config.clone());
+                let handshake = connector.connect(tls.server_name.clone(), tcp);
+                let stream = timeout_at(deadline, handshake)
+                    .await
+                    .map_err(|_| ReplayErrorKind::Timeout)?
+                    .map_err(|_| ReplayErrorKind::Tls)?;
+                let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                (Box::new(stream), alpn)
+            }
+        };
+        Ok(Connected {
+            io,
+            registration,
+            alpn,
+        })
+    }
+
+    /// A TCP connection with our socket mark set before the SYN leaves.
+    async fn connect_one(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        if self.socket_mark != 0 {
+            set_socket_mark(&socket, self.socket_mark)?;
+        }
+        socket.connect(addr).await
     }
 }
 

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod filter;
+pub mod h2;
 mod queue;
 pub mod resolve;
 pub mod rewrite;
@@ -30,7 +31,8 @@ use crate::request::{Captured, Header, Protocol, Request};
 use crate::sample::{hash_bytes, ConnectionKey, Percent, SampleBy, Sampler, TokenBucket};
 use client::{ClientOptions, ShadowClient, TlsTarget};
 use filter::RequestFilter;
-use rewrite::{build_shadow_request, HeaderRules};
+use h2::H2Client;
+use rewrite::{build_h2_request, build_shadow_request, H2CopyOptions, HeaderRules};
 use target::{parse_target, Scheme, TargetUrl, TargetUrlError, TlsOptions, TlsSetupError};
 
 /// Everything about one target. `TargetConfig::new` gives the defaults.
@@ -216,6 +218,12 @@ struct TargetSide {
 struct TargetWorker {
     index: usize,
     client: ShadowClient,
+    /// Copies of HTTP/2 requests go out as HTTP/2.
+    h2: H2Client,
+    /// `:scheme` of the HTTP/2 copies: the target's.
+    scheme: &'static str,
+    /// The HTTP/2 copies' cap on `grpc-timeout`.
+    request_timeout: Duration,
     rules: HeaderRules,
     suffix: String,
     accounting: Arc<Accounting>,
@@ -234,7 +242,10 @@ impl TargetWorker {
         }
     }
 
-    async fn replay(&self, captured: &Captured) -> Outcome {
+    async fn replay(&self, captured: &Arc<Captured>) -> Outcome {
+        if captured.request.protocol == Protocol::H2 {
+            return self.replay_h2(captured).await;
+        }
         let req = &captured.request;
         let bytes = build_shadow_request(
             req,
@@ -259,6 +270,48 @@ impl TargetWorker {
                 Outcome::ReplayError(kind)
             }
         }
+    }
+
+    /// The HTTP/2 copy: a gRPC call counts by its `grpc-status`, anything else by its
+    /// status class.
+    async fn replay_h2(&self, captured: &Arc<Captured>) -> Outcome {
+        let req = &captured.request;
+        let copy = build_h2_request(
+            req,
+            &H2CopyOptions {
+                client: captured.client,
+                server: captured.server,
+                rules: &self.rules,
+                suffix: &self.suffix,
+                scheme: self.scheme,
+                timeout: self.request_timeout,
+            },
+        );
+        // The captured body, not a copy of it: the request stays alive while h2 holds it.
+        let body = bytes::Bytes::from_owner(CapturedBody(Arc::clone(captured)));
+        match self.h2.send(&copy, body, req.is_grpc()).await {
+            Ok(answer) => {
+                let nanos = u64::try_from(answer.head_after.as_nanos()).unwrap_or(u64::MAX);
+                self.counters().record_response(answer.class, nanos);
+                match answer.grpc {
+                    Some(status) => Outcome::Grpc(status),
+                    None => Outcome::Replayed(answer.class),
+                }
+            }
+            Err(kind) => {
+                tracing::debug!(target_index = self.index, error = ?kind, "HTTP/2 shadow copy failed");
+                Outcome::ReplayError(kind)
+            }
+        }
+    }
+}
+
+/// A captured request's body as the bytes `h2` sends.
+struct CapturedBody(Arc<Captured>);
+
+impl AsRef<[u8]> for CapturedBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.0.request.body
     }
 }
 
@@ -462,7 +515,8 @@ async fn replay_loop(worker: Arc<TargetWorker>, pool: Arc<ReplayPool>) {
         let seq = pool.window().begin(started);
         let outcome = worker.replay(&captured).await;
         let signal = match outcome {
-            Outcome::Replayed(_) => {
+            // A gRPC error is an answer too: the target was there to give it.
+            Outcome::Replayed(_) | Outcome::Grpc(_) => {
                 Signal::Answered(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX))
             }
             Outcome::ReplayError(ReplayErrorKind::Timeout | ReplayErrorKind::Reset) => {
@@ -546,24 +600,28 @@ impl Replayer {
             if cfg.max_in_flight == 0 || cfg.queue_len == 0 {
                 return Err(ReplayerError::ZeroLimit(name));
             }
-            let tls = match cfg.url.scheme {
-                Scheme::Http => None,
-                Scheme::Https => Some(TlsTarget {
-                    config: target::client_config(&cfg.tls).map_err(|source| {
-                        ReplayerError::Tls {
+            let tls_with = |config: fn(&TlsOptions) -> Result<_, TlsSetupError>| {
+                Ok::<_, ReplayerError>(match cfg.url.scheme {
+                    Scheme::Http => None,
+                    Scheme::Https => Some(TlsTarget {
+                        config: config(&cfg.tls).map_err(|source| ReplayerError::Tls {
                             url: name.clone(),
                             source,
-                        }
-                    })?,
-                    server_name: target::server_name(&cfg.url.host)
-                        .ok_or_else(|| ReplayerError::ServerName(name.clone()))?,
-                }),
+                        })?,
+                        server_name: target::server_name(&cfg.url.host)
+                            .ok_or_else(|| ReplayerError::ServerName(name.clone()))?,
+                    }),
+                })
             };
+            let tls = tls_with(target::client_config)?;
+            // Its own configuration: offering `h2` by ALPN to HTTP/1.1 copies would let the
+            // target answer them in HTTP/2.
+            let h2_tls = tls_with(target::h2_client_config)?;
             let seed = cfg.seed.unwrap_or_else(|| match cfg.sample_by {
                 SampleBy::Random => os_seed(),
                 _ => hash_bytes(index as u64, name.as_bytes()),
             });
-            let client = ShadowClient::new(ClientOptions {
+            let options = ClientOptions {
                 host: cfg.url.host.clone(),
                 port: cfg.url.port,
                 tls,
@@ -574,7 +632,12 @@ impl Replayer {
                 max_idle: cfg.max_in_flight,
                 socket_mark: cfg.socket_mark,
                 own: cfg.own.clone(),
+            };
+            let h2 = H2Client::new(ClientOptions {
+                tls: h2_tls,
+                ..options.clone()
             });
+            let client = ShadowClient::new(options);
             let pending = Arc::new(Pending::default());
             let bytes = Arc::new(QueuedBytes {
                 held: AtomicUsize::new(0),
@@ -584,6 +647,9 @@ impl Replayer {
             let worker = Arc::new(TargetWorker {
                 index,
                 client,
+                h2,
+                scheme: cfg.url.scheme.as_str(),
+                request_timeout: cfg.request_timeout,
                 rules: cfg.rules,
                 suffix: cfg.shadow_suffix,
                 accounting: accounting.clone(),

@@ -18,8 +18,17 @@
 //!   last `X-Forwarded-For` header as `", ip"`, or added as a new last header.
 //! - Header rules run last, in the order `remove`, `set`, `redact`: redacting last means a
 //!   redacted name never leaves the node with a real value, whatever else was configured.
+//!
+//! HTTP/2 (`build_h2_request`, H2.md "Sending the copy"): the same Host rule for
+//! `:authority` (and a `host` field, if sent), the same hop-by-hop removal (plus
+//! `transfer-encoding` and `http2-settings`, which HTTP/2 forbids), `X-Forwarded-For` and
+//! header rules; `te` only as `trailers`; `:path` and the body as captured, trailers sent
+//! as trailers (remove and redact rules apply to them too). gRPC: `grpc-timeout` capped
+//! at the copy's own timeout (and set when absent); true-binary `-bin` values re-encoded
+//! as base64.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use crate::request::{Header, Request};
 
@@ -83,6 +92,26 @@ impl HeaderRules {
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+impl HeaderRules {
+    /// The rules that take something away (remove, redact), for fields that come after
+    /// the body: `set` adds to the head, never to the trailers.
+    fn apply_to_trailers(&self, trailers: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+        for rule in &self.rules {
+            match rule {
+                HeaderRule::Remove(name) => trailers.retain(|(n, _)| !name_is(n, name)),
+                HeaderRule::Redact(name) => {
+                    for (n, v) in trailers.iter_mut() {
+                        if name_is(n, name) {
+                            *v = REDACTED.to_vec();
+                        }
+                    }
+                }
+                HeaderRule::Set(..) => {}
             }
         }
     }
@@ -168,6 +197,35 @@ fn is_expect_continue(h: &Header) -> bool {
         && trim_ows(&h.value).eq_ignore_ascii_case(b"100-continue")
 }
 
+/// Fields that never go to the target in either protocol: hop-by-hop by name or named by
+/// `Connection` (`named`), and `Expect: 100-continue` (the copy sends its body at once
+/// and waits for no interim answer).
+fn is_hop_by_hop(h: &Header, named: &[Vec<u8>]) -> bool {
+    HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+        || named
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
+        || is_expect_continue(h)
+}
+
+/// Appends the client IP to the last `X-Forwarded-For`, or adds one named `name`.
+fn append_forwarded_for(headers: &mut Vec<(Vec<u8>, Vec<u8>)>, client: SocketAddr, name: &[u8]) {
+    let ip = ip_text(client.ip());
+    match headers
+        .iter_mut()
+        .rev()
+        .find(|(n, _)| name_is(n, "x-forwarded-for"))
+    {
+        Some((_, v)) => {
+            if !trim_ows(v).is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(ip.as_bytes());
+        }
+        None => headers.push((name.to_vec(), ip.into_bytes())),
+    }
+}
+
 fn ip_text(ip: IpAddr) -> String {
     // An IPv4-mapped IPv6 client is an IPv4 client as far as the application knows.
     match ip {
@@ -219,13 +277,7 @@ pub fn build_shadow_request(
         // Compared in place: a lowercased copy of every name was an allocation per header
         // of every shadow copy.
         let is = |name: &str| h.name.eq_ignore_ascii_case(name);
-        if HOP_BY_HOP.iter().any(|n| is(n))
-            || named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(h.name.as_bytes()))
-            || is_expect_continue(h)
-            || (req.chunked && is("trailer"))
-        {
+        if is_hop_by_hop(h, &named) || (req.chunked && is("trailer")) {
             continue;
         }
         if is("host") {
@@ -262,20 +314,7 @@ pub fn build_shadow_request(
     if !length_written && !req.body.is_empty() {
         headers.push((b"Content-Length".to_vec(), body_len));
     }
-    let ip = ip_text(client.ip());
-    match headers
-        .iter_mut()
-        .rev()
-        .find(|(n, _)| name_is(n, "x-forwarded-for"))
-    {
-        Some((_, v)) => {
-            if !trim_ows(v).is_empty() {
-                v.extend_from_slice(b", ");
-            }
-            v.extend_from_slice(ip.as_bytes());
-        }
-        None => headers.push((b"X-Forwarded-For".to_vec(), ip.into_bytes())),
-    }
+    append_forwarded_for(&mut headers, client, b"X-Forwarded-For");
     rules.apply(&mut headers);
 
     let size = req.method.len()
@@ -304,6 +343,197 @@ pub fn build_shadow_request(
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&req.body);
+    out
+}
+
+/// Fields HTTP/2 forbids besides HTTP/1.1's hop-by-hop ones (RFC 9113 8.2.2): the
+/// body's framing is the stream's, and the upgrade's settings are the connection's.
+const H2_CONNECTION_SPECIFIC: [&str; 2] = ["transfer-encoding", "http2-settings"];
+
+/// The HTTP/2 copy of a request: pseudo-fields, then fields and trailers with lower-case
+/// names, in the order they go out. The body is the captured one, sent as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct H2Copy {
+    pub method: String,
+    /// `http` or `https`: the target's, not the captured `:scheme`.
+    pub scheme: &'static str,
+    pub authority: Vec<u8>,
+    pub path: Vec<u8>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub trailers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// What the copy of an HTTP/2 request needs besides the request: where it went, the
+/// target's header rules, suffix and scheme, and the copy's own deadline (the cap on
+/// `grpc-timeout`).
+#[derive(Clone, Copy, Debug)]
+pub struct H2CopyOptions<'a> {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+    pub rules: &'a HeaderRules,
+    pub suffix: &'a str,
+    pub scheme: &'static str,
+    pub timeout: Duration,
+}
+
+/// The HTTP/2 copy of `req` (see the module comment for the rules).
+pub fn build_h2_request(req: &Request, opts: &H2CopyOptions<'_>) -> H2Copy {
+    let named = connection_named(&req.headers);
+    let authority = shadow_host(req.authority(), opts.server, opts.suffix);
+    let body_len = req.body.len().to_string().into_bytes();
+    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(req.headers.len() + 2);
+    let mut host_seen = false;
+    let mut length_written = false;
+    for h in &req.headers {
+        let is = |name: &str| h.name.eq_ignore_ascii_case(name);
+        let name = h.name.to_ascii_lowercase().into_bytes();
+        if is("te") {
+            // The only `te` HTTP/2 allows; gRPC servers require it.
+            if trim_ows(&h.value).eq_ignore_ascii_case(b"trailers") {
+                headers.push((name, b"trailers".to_vec()));
+            }
+        } else if is_hop_by_hop(h, &named) || H2_CONNECTION_SPECIFIC.iter().any(|n| is(n)) {
+            continue;
+        } else if is("host") && !host_seen {
+            host_seen = true;
+            let value = shadow_host(Some(&h.value), opts.server, opts.suffix);
+            headers.push((name, value));
+        } else if is("content-length") {
+            // One, and the length of the body that is sent.
+            if !length_written {
+                length_written = true;
+                headers.push((name, body_len.clone()));
+            }
+        } else {
+            headers.push((name, h.value.clone()));
+        }
+    }
+    append_forwarded_for(&mut headers, opts.client, b"x-forwarded-for");
+    opts.rules.apply(&mut headers);
+    // Rules may add names in any case, or a field HTTP/2 forbids.
+    let allowed = |(n, v): &(Vec<u8>, Vec<u8>)| {
+        let forbidden = HOP_BY_HOP
+            .iter()
+            .chain(&H2_CONNECTION_SPECIFIC)
+            .any(|f| name_is(n, f));
+        !forbidden || (name_is(n, "te") && v.as_slice() == b"trailers")
+    };
+    headers.retain(allowed);
+    for (n, _) in headers.iter_mut() {
+        n.make_ascii_lowercase();
+    }
+    if req.is_grpc() {
+        cap_grpc_timeout(&mut headers, opts.timeout);
+    }
+    let mut trailers: Vec<(Vec<u8>, Vec<u8>)> = req
+        .trailers
+        .iter()
+        .map(|h| (h.name.to_ascii_lowercase().into_bytes(), h.value.clone()))
+        .collect();
+    opts.rules.apply_to_trailers(&mut trailers);
+    trailers.retain(|field| allowed(field) && !name_is(&field.0, "te"));
+    for (n, v) in headers.iter_mut().chain(trailers.iter_mut()) {
+        reencode_true_binary(n, v);
+    }
+    H2Copy {
+        method: req.method.clone(),
+        scheme: opts.scheme,
+        authority,
+        path: req.target.clone(),
+        headers,
+        trailers,
+    }
+}
+
+/// A `grpc-timeout` value (gRPC over HTTP/2: 1 to 8 digits and a unit, `H` `M` `S` `m`
+/// `u` `n`), or `None` when it is not one.
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// `d` as a `grpc-timeout` value: the finest unit whose count fits in 8 digits, rounded
+/// down (the cap is never exceeded).
+pub fn grpc_timeout_value(d: Duration) -> Vec<u8> {
+    const UNITS: [(u8, u128); 6] = [
+        (b'n', 1),
+        (b'u', 1_000),
+        (b'm', 1_000_000),
+        (b'S', 1_000_000_000),
+        (b'M', 60_000_000_000),
+        (b'H', 3_600_000_000_000),
+    ];
+    let nanos = d.as_nanos();
+    let (unit, count) = UNITS
+        .iter()
+        .map(|&(unit, per)| (unit, nanos / per))
+        .find(|&(_, count)| count <= 99_999_999)
+        .unwrap_or((b'H', 99_999_999));
+    let mut out = count.to_string().into_bytes();
+    out.push(unit);
+    out
+}
+
+/// A gRPC copy's deadline: the client's `grpc-timeout` when it is shorter than the copy's
+/// own `timeout`, else `timeout`; a missing or invalid one becomes `timeout`, so the
+/// target gives up on the call no later than we do (a copy never waits forever).
+fn cap_grpc_timeout(headers: &mut Vec<(Vec<u8>, Vec<u8>)>, timeout: Duration) {
+    match headers.iter().position(|(n, _)| n == b"grpc-timeout") {
+        Some(at) => {
+            let sent = parse_grpc_timeout(&headers[at].1);
+            if sent.is_none_or(|sent| sent > timeout) {
+                headers[at].1 = grpc_timeout_value(timeout);
+            }
+            // A second one would leave the target to pick.
+            let mut i = 0;
+            headers.retain(|(n, _)| {
+                i += 1;
+                i - 1 == at || n != b"grpc-timeout"
+            });
+        }
+        None => headers.push((b"grpc-timeout".to_vec(), grpc_timeout_value(timeout))),
+    }
+}
+
+/// A `-bin` value that starts with a NUL is raw bytes: two gRPC peers that both
+/// advertised true-binary metadata (setting 0xfe03) send it so. It goes out as base64 of
+/// the bytes after the NUL, the form every gRPC peer reads. The target's own SETTINGS
+/// would tell whether it takes raw bytes, but `h2` does not expose unknown settings, so
+/// such values are always re-encoded (a NUL is not a legal HTTP/2 field value anyway).
+fn reencode_true_binary(name: &[u8], value: &mut Vec<u8>) {
+    if name.ends_with(b"-bin") && value.first() == Some(&0) {
+        *value = base64_unpadded(&value[1..]);
+    }
+}
+
+/// Standard-alphabet base64 without padding (gRPC emits it unpadded and reads both).
+fn base64_unpadded(bytes: &[u8]) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        let sextets = [n >> 18, n >> 12, n >> 6, n];
+        for s in &sextets[..chunk.len() + 1] {
+            out.push(ALPHABET[(s & 63) as usize]);
+        }
+    }
     out
 }
 
@@ -742,5 +972,301 @@ mod tests {
             build(&r, &rules),
             "POST /a%20b/c?x=1&y=%zz HTTP/1.1\r\nHost: fixed\r\n\r\n"
         );
+    }
+
+    fn h2_req(authority: Option<&str>, headers: Vec<Header>, body: &[u8]) -> Request {
+        Request {
+            protocol: crate::request::Protocol::H2,
+            stream_id: 1,
+            method: "POST".into(),
+            target: b"/helloworld.Greeter/SayHello?x=%zz".to_vec(),
+            h2_authority: authority.map(|a| a.as_bytes().to_vec()),
+            scheme: b"http".to_vec(),
+            headers,
+            body: body.to_vec(),
+            ..Request::default()
+        }
+    }
+
+    fn h2_build(r: &Request, rules: &HeaderRules, server: &str) -> H2Copy {
+        build_h2_request(
+            r,
+            &H2CopyOptions {
+                client: sa("192.0.2.1:50000"),
+                server: sa(server),
+                rules,
+                suffix: "-shadow",
+                scheme: "https",
+                timeout: Duration::from_secs(10),
+            },
+        )
+    }
+
+    fn fields(list: &[(Vec<u8>, Vec<u8>)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// `:authority` gets the suffix before the port, as Host does; without one, the Host
+    /// field names it; without either, the captured destination does.
+    #[test]
+    fn h2_authority_table() {
+        let cases: &[(Option<&str>, Option<&str>, &str, &str)] = &[
+            (
+                Some("grpc-hello.example.cn:8000"),
+                None,
+                "10.0.0.7:8000",
+                "grpc-hello.example.cn-shadow:8000",
+            ),
+            (
+                Some("api.example.com"),
+                None,
+                "10.0.0.7:80",
+                "api.example.com-shadow",
+            ),
+            (Some("[::1]:8080"), None, "10.0.0.7:80", "[::1]-shadow:8080"),
+            (Some("[fd00::1]"), None, "10.0.0.7:80", "[fd00::1]-shadow"),
+            (None, Some("Svc:81"), "10.0.0.7:80", "Svc-shadow:81"),
+            (None, None, "10.0.0.7:8000", "10.0.0.7-shadow:8000"),
+            (None, None, "[fd00::7]:8443", "[fd00::7]-shadow:8443"),
+            (Some(""), None, "10.0.0.7:8000", "10.0.0.7-shadow:8000"),
+        ];
+        for (authority, host, server, want) in cases {
+            let headers = host.iter().map(|v| h("host", v)).collect();
+            let copy = h2_build(
+                &h2_req(*authority, headers, b""),
+                &HeaderRules::default(),
+                server,
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&copy.authority),
+                *want,
+                "{authority:?} {host:?}"
+            );
+            assert_eq!(copy.scheme, "https");
+            assert_eq!(copy.method, "POST");
+            assert_eq!(copy.path, b"/helloworld.Greeter/SayHello?x=%zz");
+        }
+    }
+
+    /// Connection-specific fields never go out; `te` only as `trailers`; a `host` field is
+    /// rewritten like `:authority`; a wrong `content-length` becomes the body's; the
+    /// other fields keep their order and values, and `x-forwarded-for` is appended.
+    #[test]
+    fn h2_fields_drop_connection_specific_ones() {
+        let r = h2_req(
+            Some("svc:8000"),
+            vec![
+                h("connection", "keep-alive, x-secret"),
+                h("x-secret", "1"),
+                h("keep-alive", "timeout=5"),
+                h("proxy-connection", "keep-alive"),
+                h("transfer-encoding", "chunked"),
+                h("upgrade", "h2c"),
+                h("http2-settings", "AAMAAABkAAQAoAAAAAIAAAAA"),
+                h("expect", "100-continue"),
+                h("te", "gzip"),
+                h("user-agent", "grpc-go/1.0"),
+                h("host", "svc:8000"),
+                h("content-length", "99"),
+                h("x-a", "  spaced  "),
+            ],
+            b"hello",
+        );
+        let copy = h2_build(&r, &HeaderRules::default(), "10.0.0.7:8000");
+        assert_eq!(
+            fields(&copy.headers),
+            pairs(&[
+                ("user-agent", "grpc-go/1.0"),
+                ("host", "svc-shadow:8000"),
+                ("content-length", "5"),
+                ("x-a", "  spaced  "),
+                ("x-forwarded-for", "192.0.2.1"),
+            ])
+        );
+        let r = h2_req(None, vec![h("TE", " Trailers ")], b"");
+        let copy = h2_build(&r, &HeaderRules::default(), "10.0.0.7:8000");
+        assert_eq!(
+            fields(&copy.headers),
+            pairs(&[("te", "trailers"), ("x-forwarded-for", "192.0.2.1")])
+        );
+    }
+
+    /// Rules apply as for HTTP/1.1 (names they add are lower-cased, and cannot add a
+    /// field HTTP/2 forbids); remove and redact reach the trailers, set does not.
+    #[test]
+    fn h2_rules_apply_to_fields_and_trailers() {
+        let mut r = h2_req(
+            Some("svc"),
+            vec![h("authorization", "Bearer x"), h("x-drop", "1")],
+            b"",
+        );
+        r.trailers = vec![h("x-drop", "2"), h("authorization", "t"), h("x-sum", "9")];
+        let rules = HeaderRules::from_lists(
+            vec![
+                ("X-Env".into(), b"staging".to_vec()),
+                ("Connection".into(), b"close".to_vec()),
+            ],
+            vec!["X-Drop".into()],
+            vec!["Authorization".into()],
+        );
+        let copy = h2_build(&r, &rules, "10.0.0.7:80");
+        assert_eq!(
+            fields(&copy.headers),
+            pairs(&[
+                ("authorization", "REDACTED"),
+                ("x-forwarded-for", "192.0.2.1"),
+                ("x-env", "staging"),
+            ])
+        );
+        assert_eq!(
+            fields(&copy.trailers),
+            pairs(&[("authorization", "REDACTED"), ("x-sum", "9")])
+        );
+    }
+
+    fn grpc_req(headers: Vec<Header>) -> Request {
+        let mut all = vec![
+            h("content-type", "application/grpc+proto"),
+            h("te", "trailers"),
+        ];
+        all.extend(headers);
+        h2_req(
+            Some("grpc-hello.example.cn:8000"),
+            all,
+            b"\0\0\0\0\x02\x0a\x00",
+        )
+    }
+
+    fn grpc_timeout_of(copy: &H2Copy) -> Vec<String> {
+        fields(&copy.headers)
+            .into_iter()
+            .filter(|(n, _)| n == "grpc-timeout")
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    /// `grpc-timeout`: kept when shorter than the copy's timeout (10 s here), capped when
+    /// longer, set when missing, replaced when invalid; one only. Non-gRPC requests keep
+    /// whatever they sent.
+    #[test]
+    fn grpc_timeout_is_capped_set_and_kept() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["100m"], "100m"),
+            (&["5S"], "5S"),
+            (&["10S"], "10S"),
+            (&["11S"], "10000000u"),
+            (&["1H"], "10000000u"),
+            (&["99999999H"], "10000000u"),
+            (&["9999999n"], "9999999n"),
+            (&[], "10000000u"),
+            (&["abc"], "10000000u"),
+            (&["123456789m"], "10000000u"),
+            (&["1x"], "10000000u"),
+            (&["S"], "10000000u"),
+            (&["-1S"], "10000000u"),
+            (&["1s"], "10000000u"),
+            (&["1S", "2S"], "1S"),
+        ];
+        for (sent, want) in cases {
+            let r = grpc_req(sent.iter().map(|v| h("grpc-timeout", v)).collect());
+            let copy = h2_build(&r, &HeaderRules::default(), "10.0.0.7:8000");
+            assert_eq!(grpc_timeout_of(&copy), vec![want.to_string()], "{sent:?}");
+            assert!(fields(&copy.headers).contains(&("te".into(), "trailers".into())));
+        }
+        let plain = h2_req(Some("a"), vec![h("grpc-timeout", "1H")], b"");
+        let copy = h2_build(&plain, &HeaderRules::default(), "10.0.0.7:80");
+        assert_eq!(grpc_timeout_of(&copy), vec!["1H".to_string()]);
+    }
+
+    #[test]
+    fn grpc_timeout_parse_and_format() {
+        assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout(b"2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout(b"3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout(b"4m"), Some(Duration::from_millis(4)));
+        assert_eq!(parse_grpc_timeout(b"5u"), Some(Duration::from_micros(5)));
+        assert_eq!(
+            parse_grpc_timeout(b"00000006n"),
+            Some(Duration::from_nanos(6))
+        );
+        assert_eq!(
+            parse_grpc_timeout(b"99999999H"),
+            Some(Duration::from_secs(99_999_999 * 3600))
+        );
+        for bad in [
+            &b""[..],
+            b"H",
+            b"123456789S",
+            b"1 S",
+            b"+1S",
+            b"1SS",
+            b"1.5S",
+            b"\xffS",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+        let cases: &[(Duration, &str)] = &[
+            (Duration::ZERO, "0n"),
+            (Duration::from_nanos(99_999_999), "99999999n"),
+            (Duration::from_millis(100), "100000u"),
+            (Duration::from_secs(10), "10000000u"),
+            (Duration::from_secs(100), "100000m"),
+            (Duration::from_secs(1_000_000), "1000000S"),
+            (Duration::from_secs(u64::MAX), "99999999H"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(String::from_utf8_lossy(&grpc_timeout_value(*d)), *want);
+            assert!(parse_grpc_timeout(&grpc_timeout_value(*d)).unwrap() <= *d);
+        }
+    }
+
+    /// A `-bin` value that starts with NUL (true binary) goes out as base64 of the rest;
+    /// base64 values as sent, and the other names whatever their value.
+    #[test]
+    fn true_binary_metadata_is_reencoded_as_base64() {
+        let mut r = grpc_req(vec![
+            Header {
+                name: "trace-bin".into(),
+                value: b"\0\x01\x02\x03\xff".to_vec(),
+            },
+            h("key-bin", "AQID"),
+            h("other", "x"),
+        ]);
+        r.trailers = vec![Header {
+            name: "t-bin".into(),
+            value: b"\0hi".to_vec(),
+        }];
+        let copy = h2_build(&r, &HeaderRules::default(), "10.0.0.7:8000");
+        let got = fields(&copy.headers);
+        assert!(
+            got.contains(&("trace-bin".into(), "AQID/w".into())),
+            "{got:?}"
+        );
+        assert!(got.contains(&("key-bin".into(), "AQID".into())), "{got:?}");
+        assert_eq!(fields(&copy.trailers), pairs(&[("t-bin", "aGk")]));
+        for (raw, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg"),
+            (b"fo", "Zm8"),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg"),
+            (b"fooba", "Zm9vYmE"),
+            (b"foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(String::from_utf8_lossy(&base64_unpadded(raw)), want);
+        }
     }
 }

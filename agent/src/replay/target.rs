@@ -21,6 +21,15 @@ pub enum Scheme {
     Https,
 }
 
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
 /// Where copies go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetUrl {
@@ -59,10 +68,7 @@ pub fn duplicate_target(values: &[String]) -> Option<(&str, &str)> {
 
 impl fmt::Display for TargetUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        };
+        let scheme = self.scheme.as_str();
         if self.host.contains(':') {
             write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
@@ -263,6 +269,13 @@ pub fn client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsSetupErr
         }
         builder.with_root_certificates(roots).with_no_client_auth()
     };
+    Ok(Arc::new(config))
+}
+
+/// `client_config` offering HTTP/2 by ALPN (and nothing else): the HTTP/2 client's.
+pub fn h2_client_config(opts: &TlsOptions) -> Result<Arc<ClientConfig>, TlsSetupError> {
+    let mut config = ClientConfig::clone(&*client_config(opts)?);
+    config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
