@@ -34,6 +34,30 @@ const SHADOW_AUTHORITY: &str = "grpc-hello.example.cn-shadow:8000";
 const CALLS_PER_PHASE: usize = 5;
 const ENGINES: [&str; 2] = ["ebpf", "pcap"];
 
+/// Runs `check` once per engine; a failure with one engine does not keep the other from
+/// running. Fails afterwards with every engine's failure message.
+fn each_engine(mut check: impl FnMut(&'static str)) {
+    let mut failed = Vec::new();
+    for engine in ENGINES {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(engine)));
+        if let Err(panic) = result {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                .unwrap_or_default();
+            failed.push(format!("[{engine}] {message}"));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failed with {} of {} engines:\n\n{}",
+        failed.len(),
+        ENGINES.len(),
+        failed.join("\n\n")
+    );
+}
+
 /// `preflight` plus the gRPC Python modules; a missing one fails under `CI=true`.
 fn grpc_preflight(test: &str, tools: &[&str]) -> bool {
     if !preflight(test, tools) {
@@ -252,36 +276,13 @@ impl GrpcTopo {
     }
 
     fn client_args(&self, tag: &str) -> Vec<String> {
-        vec![
-            "python3".into(),
-            format!("{GRPC_DIR}/greeter_client.py"),
-            format!("{PROD_IP}:8000"),
-            "--authority".into(),
-            AUTHORITY.into(),
-            "--tag".into(),
-            tag.into(),
-        ]
+        client_args(&format!("{PROD_IP}:8000"), AUTHORITY, tag)
     }
 
-    /// Runs the client once (every call kind on a new channel); returns its calls.
+    /// Runs the client in `client` against prod once (every call kind on a new
+    /// channel); returns its calls.
     fn run_client(&self, tag: &str) -> Vec<Call> {
-        let args = self.client_args(tag);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = self.topo.client.exec(&args);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "greeter client ({tag}) failed ({}): {stdout}\n{}",
-            out.status,
-            tail(&String::from_utf8_lossy(&out.stderr), 30)
-        );
-        let calls: Vec<Call> = stdout
-            .lines()
-            .filter(|l| l.starts_with('{'))
-            .map(|l| Call::parse(l, false))
-            .collect();
-        assert_eq!(calls.len(), CALLS_PER_PHASE, "client output: {stdout}");
-        calls
+        run_client_in(&self.topo.client, &self.client_args(tag), tag)
     }
 
     /// The client in `--two-phase` mode, stdin piped; waits until it printed READY.
@@ -321,6 +322,42 @@ impl GrpcTopo {
         }
         (child, out, err)
     }
+}
+
+/// greeter_client.py's command line: TARGET with `grpc.default_authority` AUTHORITY.
+fn client_args(target: &str, authority: &str, tag: &str) -> Vec<String> {
+    vec![
+        // Every call has a 30 s deadline; this bounds the whole run.
+        "timeout".into(),
+        "180".into(),
+        "python3".into(),
+        format!("{GRPC_DIR}/greeter_client.py"),
+        target.into(),
+        "--authority".into(),
+        authority.into(),
+        "--tag".into(),
+        tag.into(),
+    ]
+}
+
+/// Runs the client (`args`) in `ns` to the end; returns the calls it made.
+fn run_client_in(ns: &Netns, args: &[String], tag: &str) -> Vec<Call> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ns.exec(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "greeter client ({tag}) failed ({}): {stdout}\n{}",
+        out.status,
+        tail(&String::from_utf8_lossy(&out.stderr), 30)
+    );
+    let calls: Vec<Call> = stdout
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| Call::parse(l, false))
+        .collect();
+    assert_eq!(calls.len(), CALLS_PER_PHASE, "client output: {stdout}");
+    calls
 }
 
 /// Polls `count` until it reaches `want`, stays unchanged for `quiet`, or `limit`
@@ -422,12 +459,21 @@ fn assert_copies(sent: &[Call], stage: &[Call], context: &str) {
             "{context}\n{}: request messages (length, sha256) at stage vs sent",
             s.id
         );
-        let (want, have) = (s.custom_metadata(), g.custom_metadata());
+        // The keys the client set, as stage got them; other keys the copy may carry
+        // (user-agent, grpc-timeout, x-forwarded-for) are not compared.
+        let want = s.custom_metadata();
+        let have: Vec<(String, String)> = g
+            .metadata
+            .iter()
+            .filter(|(k, _)| want.iter().any(|(w, _)| w == k))
+            .cloned()
+            .collect();
         assert_eq!(
             have.iter().map(|p| &p.0).collect::<Vec<_>>(),
             want.iter().map(|p| &p.0).collect::<Vec<_>>(),
-            "{context}\n{}: custom metadata keys at stage vs sent",
-            s.id
+            "{context}\n{}: the client's metadata keys at stage vs sent (all at stage: {:?})",
+            s.id,
+            g.metadata
         );
         for ((key, w), (_, h)) in want.iter().zip(&have) {
             if key.ends_with("-bin") {
@@ -529,7 +575,7 @@ fn grpc_every_call_kind_is_shadowed_once_with_both_engines() {
     }
     let _serial = serial();
     let g = GrpcTopo::new("gall");
-    for engine in ENGINES {
+    each_engine(|engine| {
         g.clear_records();
         let agent = g.topo.start_agent_on(engine, engine, PROD_IF, &[]);
         let sent = g.run_client(engine);
@@ -549,7 +595,7 @@ fn grpc_every_call_kind_is_shadowed_once_with_both_engines() {
             "{context}"
         );
         assert_eq!(requests_seen(&summary), sent.len() as u64, "{context}");
-    }
+    });
 }
 
 /// (b) A channel opened before the agent starts: its calls made after the agent started
@@ -563,7 +609,7 @@ fn grpc_channel_open_before_the_agent_is_counted_new_channel_shadowed() {
     }
     let _serial = serial();
     let g = GrpcTopo::new("glate");
-    for engine in ENGINES {
+    each_engine(|engine| {
         g.clear_records();
         let (mut client, out, err_path) = g.spawn_two_phase_client(engine);
         let agent = g.topo.start_agent_on(engine, engine, PROD_IF, &[]);
@@ -668,7 +714,7 @@ fn grpc_channel_open_before_the_agent_is_counted_new_channel_shadowed() {
             (late.len() + fresh.len()) as u64,
             "{context}\nrequests seen vs late + fresh calls"
         );
-    }
+    });
 }
 
 /// (c) tcpdump captures the client->prod traffic of every call kind; `shadowtap replay`
@@ -783,7 +829,7 @@ fn nginx_version() -> (u32, u32, u32) {
 }
 
 /// An nginx config with a cleartext HTTP/2 (prior knowledge) listener on `listen`
-/// answering 200, logging `$http_host|$request_method|$request_uri|$server_protocol|$status`
+/// answering 200, logging (all but `/ready`) `$http_host|$request_method|$request_uri|$server_protocol|$status`
 /// per request to `dir/access.log`. `listen ... http2` before nginx 1.25.1, `http2 on`
 /// from then on.
 fn nginx_h2c_conf(dir: &Path, listen: &str) -> PathBuf {
@@ -812,6 +858,8 @@ http {{
   server {{
     {listen_lines}
     location / {{ return 200 "ok\n"; }}
+    # Readiness probes are not requests to count.
+    location = /ready {{ access_log off; return 200 "ready\n"; }}
   }}
 }}
 "#
@@ -833,20 +881,10 @@ fn h2load_counts(out: &str) -> (u64, u64) {
     (num(1), num(7))
 }
 
-/// (d) h2load against nginx's h2c listener in prod (4 connections, 16 streams each),
-/// each engine at 100%: every request h2load reports succeeded reaches the stage nginx
-/// exactly once (its access log), with the `-shadow` authority and the path.
-#[test]
-fn h2load_against_nginx_h2c_every_request_shadowed_once() {
-    if !grpc_preflight(
-        "h2load_against_nginx_h2c_every_request_shadowed_once",
-        &["nginx", "h2load"],
-    ) {
-        return;
-    }
-    let _serial = serial();
-    const N: u64 = 20_000;
-    let mut topo = Topology::new("h2l");
+/// `Topology`'s namespaces with nginx h2c listeners on prod:8000 and stage:8000, both
+/// ready (checked over each namespace's own side); returns it and stage's access log.
+fn nginx_h2c_topology(test: &str) -> (Topology, PathBuf) {
+    let mut topo = Topology::new(test);
     let prod_conf = nginx_h2c_conf(&topo.path("nginx-prod"), "0.0.0.0:8000");
     let stage_dir = topo.path("nginx-stage");
     let stage_conf = nginx_h2c_conf(&stage_dir, &format!("{STAGE_IP}:8000"));
@@ -887,30 +925,58 @@ fn h2load_against_nginx_h2c_every_request_shadowed_once() {
             .success()
         });
     }
+    (topo, stage_log)
+}
+
+/// h2load -n N -c 4 -m 16 from `ns` with `:authority` AUTHORITY, bounded to 120 s;
+/// returns (total, succeeded, its output).
+fn h2load(ns: &Netns, n: u64, authority: &str, url: &str) -> (u64, u64, String) {
+    let out = ns.exec(&[
+        "timeout",
+        "120",
+        "h2load",
+        "-n",
+        &n.to_string(),
+        "-c",
+        "4",
+        "-m",
+        "16",
+        "-H",
+        &format!(":authority: {authority}"),
+        url,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "h2load {url} failed:\n{text}");
+    let (total, succeeded) = h2load_counts(&text);
+    (total, succeeded, text)
+}
+
+/// (d) h2load against nginx's h2c listener in prod (4 connections, 16 streams each),
+/// each engine at 100%: every request h2load reports succeeded reaches the stage nginx
+/// exactly once (its access log), with the `-shadow` authority and the path.
+#[test]
+fn h2load_against_nginx_h2c_every_request_shadowed_once() {
+    if !grpc_preflight(
+        "h2load_against_nginx_h2c_every_request_shadowed_once",
+        &["nginx", "h2load"],
+    ) {
+        return;
+    }
+    let _serial = serial();
+    const N: u64 = 20_000;
+    let (topo, stage_log) = nginx_h2c_topology("h2l");
     let authority = "nginx-h2c.example:8000";
     let shadow = "nginx-h2c.example-shadow:8000";
-    for engine in ENGINES {
+    each_engine(|engine| {
         std::fs::write(&stage_log, "").expect("truncate stage access log");
         let agent = topo.start_agent_on(&format!("h2l-{engine}"), engine, PROD_IF, &[]);
         let path = format!("/h2load-{engine}");
-        let out = topo.client.exec(&[
-            "h2load",
-            "-n",
-            &N.to_string(),
-            "-c",
-            "4",
-            "-m",
-            "16",
-            "-H",
-            &format!(":authority: {authority}"),
+        let (total, succeeded, h2load_out) = h2load(
+            &topo.client,
+            N,
+            authority,
             &format!("http://{PROD_IP}:8000{path}"),
-        ]);
-        let h2load_out = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{engine}: h2load failed:\n{h2load_out}"
         );
-        let (total, succeeded) = h2load_counts(&h2load_out);
         assert_eq!(
             (total, succeeded),
             (N, N),
@@ -947,5 +1013,66 @@ fn h2load_against_nginx_h2c_every_request_shadowed_once() {
             "{context}\nsummary `replayed 2xx`"
         );
         assert_eq!(requests_seen(&summary), succeeded, "{context}");
+    });
+}
+
+/// The parts the tests above rely on, without the agent: the greeter client's calls made
+/// straight to stage v2 (from prod, with the shadow authority) pass the same checks a
+/// copy must pass, and h2load against stage nginx's h2c listener is logged once per
+/// request in the format the h2load test reads. If this fails, the others prove nothing.
+#[test]
+fn harness_grpc_pair_and_nginx_h2c_work_without_the_agent() {
+    if !grpc_preflight(
+        "harness_grpc_pair_and_nginx_h2c_work_without_the_agent",
+        &["nginx", "h2load"],
+    ) {
+        return;
     }
+    let _serial = serial();
+    let g = GrpcTopo::new("hgrpc");
+    g.clear_records();
+    let sent = run_client_in(
+        &g.topo.prod,
+        &client_args(&format!("{STAGE_IP}:8000"), SHADOW_AUTHORITY, "direct"),
+        "direct",
+    );
+    let large = sent
+        .iter()
+        .flat_map(|c| &c.messages)
+        .filter(|m| m.0 >= 1 << 20)
+        .count();
+    assert!(large >= 3, "messages of 1 MiB or more: {large}");
+    let stage = g.wait_stage_calls(sent.len(), Duration::from_secs(10));
+    assert_copies(&sent, &stage, "greeter client straight to stage v2");
+    assert!(g.prod_calls().is_empty(), "prod recorded calls");
+    drop(g);
+
+    let (topo, stage_log) = nginx_h2c_topology("hnginx");
+    const N: u64 = 2_000;
+    let (total, succeeded, out) = h2load(
+        &topo.prod,
+        N,
+        "nginx-h2c.example-shadow:8000",
+        &format!("http://{STAGE_IP}:8000/direct"),
+    );
+    assert_eq!((total, succeeded), (N, N), "{out}");
+    let n = wait_settled(N, Duration::from_secs(10), Duration::from_secs(3), || {
+        read(&stage_log).lines().count() as u64
+    });
+    assert_eq!(n, N, "stage nginx access log lines");
+    let log = read(&stage_log);
+    assert!(
+        log.lines()
+            .all(|l| l.starts_with("nginx-h2c.example-shadow:8000|GET|/direct|HTTP/2.0|200")),
+        "{}",
+        tail(&log, 3)
+    );
+}
+
+#[test]
+fn base64_decode_reads_standard_base64() {
+    assert_eq!(base64_decode("aGVsbG8="), b"hello");
+    assert_eq!(base64_decode("YQ=="), b"a");
+    assert_eq!(base64_decode("AP/+gA"), [0x00, 0xff, 0xfe, 0x80]);
+    assert_eq!(base64_decode(""), b"");
 }
