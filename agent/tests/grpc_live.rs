@@ -231,14 +231,20 @@ struct GrpcTopo {
 
 impl GrpcTopo {
     fn new(test: &str) -> Self {
+        Self::with_prod_args(test, &[])
+    }
+
+    /// `new` with more arguments for prod's greeter_server.py.
+    fn with_prod_args(test: &str, prod_args: &[&str]) -> Self {
         let mut topo = Topology::new(test);
-        let prod = start_greeter(&topo, &topo.prod, "0.0.0.0:8000", "v1", "prod");
+        let prod = start_greeter(&topo, &topo.prod, "0.0.0.0:8000", "v1", "prod", prod_args);
         let stage = start_greeter(
             &topo,
             &topo.stage,
             &format!("{STAGE_IP}:8000"),
             "v2",
             "stage",
+            &[],
         );
         topo.prod_server = Some(prod);
         topo.stage_server = Some(stage);
@@ -286,9 +292,9 @@ impl GrpcTopo {
     }
 
     /// The client in `--two-phase` mode, stdin piped; waits until it printed READY.
-    fn spawn_two_phase_client(&self, tag: &str) -> (Child, PathBuf, PathBuf) {
+    fn spawn_two_phase_client(&self, tag: &str, mode: &[&str]) -> (Child, PathBuf, PathBuf) {
         let mut args = self.client_args(tag);
-        args.push("--two-phase".into());
+        args.extend(mode.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (out, err) = (
             self.topo.path(&format!("client-{tag}.out")),
@@ -322,6 +328,38 @@ impl GrpcTopo {
         }
         (child, out, err)
     }
+}
+
+/// Sends the waiting client its go line and waits (90 s at most) for it to end; returns
+/// every call it made.
+fn go_and_finish(client: &mut Child, out: &Path, err: &Path, engine: &str) -> Vec<Call> {
+    client
+        .stdin
+        .take()
+        .expect("client stdin")
+        .write_all(b"go\n")
+        .expect("write go");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = client.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = client.kill();
+            panic!(
+                "{engine}: client did not finish in 90 s: {}",
+                tail(&read(err), 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        status.success(),
+        "{engine}: client failed ({status}): {}\n{}",
+        read(out),
+        tail(&read(err), 30)
+    );
+    read_calls(out, false)
 }
 
 /// greeter_client.py's command line: TARGET with `grpc.default_authority` AUTHORITY.
@@ -381,17 +419,21 @@ fn wait_settled(
 }
 
 /// Starts greeter_server.py in `ns` recording to `<which>-grpc.jsonl`; waits for `ready`.
-fn start_greeter(topo: &Topology, ns: &Netns, listen: &str, version: &str, which: &str) -> Proc {
+fn start_greeter(
+    topo: &Topology,
+    ns: &Netns,
+    listen: &str,
+    version: &str,
+    which: &str,
+    extra: &[&str],
+) -> Proc {
     let record = topo.path(&format!("{which}-grpc.jsonl"));
     let script = format!("{GRPC_DIR}/greeter_server.py");
+    let record = record.to_str().expect("utf-8 path");
+    let mut args = vec!["python3", &script, listen, version, record];
+    args.extend_from_slice(extra);
     let proc = ns.spawn(
-        &[
-            "python3",
-            &script,
-            listen,
-            version,
-            record.to_str().expect("utf-8 path"),
-        ],
+        &args,
         &topo.path(&format!("{which}-grpc.out")),
         &topo.path(&format!("{which}-grpc.err")),
     );
@@ -611,35 +653,9 @@ fn grpc_channel_open_before_the_agent_is_counted_new_channel_shadowed() {
     let g = GrpcTopo::new("glate");
     each_engine(|engine| {
         g.clear_records();
-        let (mut client, out, err_path) = g.spawn_two_phase_client(engine);
+        let (mut client, out, err_path) = g.spawn_two_phase_client(engine, &["--two-phase"]);
         let agent = g.topo.start_agent_on(engine, engine, PROD_IF, &[]);
-        client
-            .stdin
-            .take()
-            .expect("client stdin")
-            .write_all(b"go\n")
-            .expect("write go");
-        let deadline = Instant::now() + Duration::from_secs(90);
-        let status = loop {
-            if let Some(status) = client.try_wait().expect("try_wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = client.kill();
-                panic!(
-                    "{engine}: two-phase client did not finish in 90 s: {}",
-                    tail(&read(&err_path), 30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(
-            status.success(),
-            "{engine}: two-phase client failed ({status}): {}\n{}",
-            read(&out),
-            tail(&read(&err_path), 30)
-        );
-        let calls = read_calls(&out, false);
+        let calls = go_and_finish(&mut client, &out, &err_path, engine);
         let phase =
             |p: &str| -> Vec<Call> { calls.iter().filter(|c| c.phase == p).cloned().collect() };
         let (early, late, fresh) = (phase("early"), phase("late"), phase("fresh"));
@@ -713,6 +729,88 @@ fn grpc_channel_open_before_the_agent_is_counted_new_channel_shadowed() {
             requests_seen(&summary),
             (late.len() + fresh.len()) as u64,
             "{context}\nrequests seen vs late + fresh calls"
+        );
+    });
+}
+
+/// Connections recycled by the server (gRPC's MAX_CONNECTION_AGE, here 4 s): a channel
+/// opened before the agent starts keeps calling (unary, every 100 ms); its calls on the
+/// connection that was open when the agent started are counted `untrusted` or
+/// `undecodable` (protocol `h2`), never copied, and every call on the connections grpcio
+/// opens after the server closed the old one is shadowed exactly once. Which connection
+/// carried a call is what prod's greeter recorded (the client's address and port).
+#[test]
+fn grpc_connections_recycled_by_max_connection_age_are_picked_up() {
+    if !grpc_preflight("grpc_connections_recycled_by_max_connection_age", &[]) {
+        return;
+    }
+    let _serial = serial();
+    const ROLLING: &str = "80";
+    let g = GrpcTopo::with_prod_args("gage", &["--max-connection-age-ms", "4000"]);
+    each_engine(|engine| {
+        g.clear_records();
+        let (mut client, out, err_path) =
+            g.spawn_two_phase_client(engine, &["--rolling", ROLLING, "--interval-ms", "100"]);
+        let agent = g.topo.start_agent_on(engine, engine, PROD_IF, &[]);
+        let calls = go_and_finish(&mut client, &out, &err_path, engine);
+        let prod = g.prod_calls();
+        assert_prod_got(&calls, &prod, engine);
+        let peer_of = |id: &str| {
+            prod.iter()
+                .find(|p| p.id == id)
+                .map(|p| p.peer.clone())
+                .unwrap_or_default()
+        };
+        let early_peer = peer_of(&format!("{engine}-early-unary"));
+        let rolling: Vec<&Call> = calls.iter().filter(|c| c.phase == "rolling").collect();
+        let (old, new): (Vec<Call>, Vec<Call>) = rolling
+            .iter()
+            .map(|c| (*c).clone())
+            .partition(|c| peer_of(&c.id) == early_peer);
+        let mut peers: Vec<String> = rolling.iter().map(|c| peer_of(&c.id)).collect();
+        peers.dedup();
+        // The topology: some calls on the old connection after the agent started, then
+        // at least one new connection.
+        assert!(
+            !old.is_empty() && !new.is_empty(),
+            "{engine}: rolling calls on the old connection: {}, on new ones: {} (connections \
+             in order: {peers:?}); max connection age vs agent start time?",
+            old.len(),
+            new.len()
+        );
+
+        let stage = g.wait_stage_calls(new.len(), Duration::from_secs(15));
+        let metrics = scrape_metrics(&g.topo);
+        let (summary, err) = stop_agent(agent);
+        let context = format!(
+            "{engine}: {} calls on the old connection after the agent started, {} on {} new \
+             connections\n{}\n/metrics shadowtap_requests_total (non-zero) before stop:\n{}",
+            old.len(),
+            new.len(),
+            peers.len() - 1,
+            agent_report(&summary, &err),
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("shadowtap_requests_total") && !l.ends_with(" 0"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert_copies(&new, &stage, &context);
+        assert_eq!(
+            requests_metric(&metrics, "h2", &["untrusted", "undecodable"]),
+            old.len() as u64,
+            "{context}\nh2 requests counted untrusted + undecodable vs calls on the old \
+             connection after the agent started"
+        );
+        assert_eq!(
+            requests_metric(&metrics, "h2", &["grpc/ok"]),
+            new.len() as u64,
+            "{context}\nh2 requests `grpc ok` vs calls on new connections"
+        );
+        assert_eq!(
+            requests_seen(&summary),
+            rolling.len() as u64,
+            "{context}\nrequests seen vs rolling calls"
         );
     });
 }

@@ -18,6 +18,11 @@ BYTES of pseudo-random payload (default 1 MiB + 4 KiB).
 on stdin, make the calls again on the SAME channel (phase "late"), then open a new
 channel B (its own TCP connection) and make them there (phase "fresh"). Exits
 non-zero if any call fails.
+
+--rolling N [--interval-ms MS]: open channel A, make the calls (phase "early"), print
+READY, wait for a line on stdin, then make N unary calls on channel A, one every MS ms
+(phase "rolling"). grpcio moves the channel to a new connection when the server
+recycles the old one (grpc.max_connection_age_ms), so the calls span connections.
 """
 import argparse
 import base64
@@ -26,6 +31,7 @@ import json
 import os
 import random
 import sys
+import time
 
 import grpc
 
@@ -147,9 +153,38 @@ def main():
     p.add_argument("--tag", default="c")
     p.add_argument("--large", type=int, default=(1 << 20) + 4096)
     p.add_argument("--two-phase", action="store_true")
+    p.add_argument("--rolling", type=int, default=0)
+    p.add_argument("--interval-ms", type=int, default=100)
     a = p.parse_args()
     with open_channel(a.target, a.authority) as ch:
         stub = pb2_grpc.GreeterStub(ch)
+        if a.rolling:
+            run_calls(stub, a.tag, "early", "A", a.large)
+            print("READY", flush=True)
+            if not sys.stdin.readline():
+                sys.exit("stdin closed before the go line")
+            for i in range(a.rolling):
+                call_id = f"{a.tag}-rolling-{i}"
+                md = metadata_for(call_id)
+                r = pb2.HelloRequest(name=call_id)
+                stub.SayHello(r, metadata=md, timeout=TIMEOUT)
+                print(
+                    json.dumps(
+                        {
+                            "id": call_id,
+                            "phase": "rolling",
+                            "channel": "A",
+                            "method": SERVICE + "SayHello",
+                            "status": "OK",
+                            "replies": 1,
+                            "metadata": shown(md),
+                            "messages": digests([r]),
+                        }
+                    ),
+                    flush=True,
+                )
+                time.sleep(a.interval_ms / 1000)
+            return
         if not a.two_phase:
             run_calls(stub, a.tag, "new", "A", a.large)
             return
