@@ -14,7 +14,7 @@ use crate::capture::pcap_file::CaptureReader;
 use crate::decode::DecodeStats;
 use crate::pipeline::{PipelineBack, PipelineConfig, PipelineEvent, PipelineFront, SinkBatch};
 use crate::reassembly::ReassemblyStats;
-use crate::request::{Captured, DropReason, NotHttpKind};
+use crate::request::{Captured, DropReason, NotHttpKind, Protocol};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum InspectFormat {
@@ -68,6 +68,12 @@ pub struct InspectSummary {
     pub undecodable: u64,
     /// HTTP/2 streams the client reset before they ended.
     pub reset: u64,
+    /// Requests seen by protocol (`Protocol::index`): HTTP/1.x, HTTP/2.
+    pub by_protocol: [u64; 2],
+    /// HTTP/2 connections and the streams opened on them, by how their start was seen
+    /// (`h2::ConnStart::index`: preface, upgrade, joined late).
+    pub h2_connections: [u64; 3],
+    pub h2_streams: [u64; 3],
     pub not_http_streams: u64,
     pub frames: u64,
     pub decode_errors: u64,
@@ -241,7 +247,7 @@ pub fn inspect_with(
         writeln!(
             out,
             "{:<TIME_W$} {:<OUTCOME_W$} {:<ADDR_W$} {:<ADDR_W$} {:<8} {:<7} {:>8} {:<HOST_W$} TARGET",
-            "TIME", "OUTCOME", "CLIENT", "SERVER", "VERSION", "METHOD", "BODY", "HOST"
+            "TIME", "OUTCOME", "CLIENT", "SERVER", "PROTOCOL", "METHOD", "BODY", "HOST"
         )?;
     }
     let progress = crate::progress::Progress::new(
@@ -464,6 +470,11 @@ fn print_batches(
                 summary.ip.add(&counts.ip);
                 summary.damaged.extend(counts.damage);
                 summary.framer_overflows += back.framer_overflows();
+                let (h2_connections, h2_streams) = back.h2_stats();
+                for i in 0..3 {
+                    summary.h2_connections[i] += h2_connections[i];
+                    summary.h2_streams[i] += h2_streams[i];
+                }
                 let flows = counts.flows;
                 summary.flows_evicted += flows.flows_evicted;
                 summary.flows_timed_out += flows.flows_timed_out;
@@ -509,6 +520,7 @@ fn emit(
     match ev {
         PipelineEvent::Request(seen) => {
             summary.requests_seen += 1;
+            summary.by_protocol[seen.request.protocol.index()] += 1;
             summary.complete += 1;
             let r = &seen.request;
             let (client, server) = bufs.addrs.get(seen.conn, seen.client, seen.server);
@@ -520,7 +532,9 @@ fn emit(
                     }
                 }
                 InspectFormat::Table => {
-                    let host = r.header("host").map(String::from_utf8_lossy);
+                    let host = r.authority().map(String::from_utf8_lossy);
+                    // A gRPC call shows its `service/method` where a target goes.
+                    let target = r.grpc_method().unwrap_or(&r.target);
                     push_table_line(
                         &mut bufs.lines,
                         opts,
@@ -529,11 +543,15 @@ fn emit(
                             outcome: "complete",
                             client,
                             server,
-                            version: version_text(r.version_minor),
+                            version: if r.is_grpc() {
+                                "gRPC"
+                            } else {
+                                r.version_text()
+                            },
                             method: &r.method,
                             body: Some(r.body.len()),
                             host: host.as_deref().unwrap_or("-"),
-                            target: &String::from_utf8_lossy(&r.target),
+                            target: &String::from_utf8_lossy(target),
                         },
                     )?;
                     push_table_extras(&mut bufs.lines, r, opts)?;
@@ -546,13 +564,14 @@ fn emit(
         }
         PipelineEvent::Dropped {
             ts_nanos,
-            protocol: _,
+            protocol,
             client,
             server,
             reason,
             method,
         } => {
             summary.count_drop(reason);
+            summary.by_protocol[protocol.index()] += 1;
             if opts.all_outcomes {
                 let (outcome, why) = outcome_of(reason);
                 let mut client_text = String::new();
@@ -566,8 +585,8 @@ fn emit(
                         &client_text,
                         &server_text,
                         method.as_deref(),
-                        outcome,
-                        why,
+                        (outcome, why),
+                        *protocol,
                     ),
                     InspectFormat::Table => {
                         let target = why.map(|w| format!("- ({w})"));
@@ -579,7 +598,10 @@ fn emit(
                                 outcome,
                                 client: &client_text,
                                 server: &server_text,
-                                version: "-",
+                                version: match protocol {
+                                    Protocol::H2 => "HTTP/2",
+                                    Protocol::Http1 => "-",
+                                },
                                 method: method.as_deref().unwrap_or("-"),
                                 body: None,
                                 host: "-",
@@ -606,14 +628,6 @@ fn emit(
 /// Capture time in seconds, as printed.
 fn ts_secs(ts_nanos: u64) -> f64 {
     ts_nanos as f64 / 1e9
-}
-
-fn version_text(minor: u8) -> &'static str {
-    if minor == 0 {
-        "HTTP/1.0"
-    } else {
-        "HTTP/1.1"
-    }
 }
 
 /// The outcome name of a request not framed whole (as in the summary and `/metrics`),
@@ -731,8 +745,8 @@ fn push_json_drop(
     client: &str,
     server: &str,
     method: Option<&str>,
-    outcome: &str,
-    why: Option<&str>,
+    (outcome, why): (&str, Option<&str>),
+    protocol: Protocol,
 ) {
     out.extend_from_slice(b"{\"ts\":");
     out.extend_from_slice(
@@ -754,6 +768,9 @@ fn push_json_drop(
     if let Some(why) = why {
         out.extend_from_slice(b",\"reason\":");
         push_json_str(out, why);
+    }
+    if protocol == Protocol::H2 {
+        out.extend_from_slice(b",\"protocol\":\"h2\"");
     }
     out.extend_from_slice(b"}\n");
 }
@@ -840,12 +857,11 @@ fn push_json_line(out: &mut Vec<u8>, seen: &Captured, client: &str, server: &str
     push_json_str(out, &r.method);
     out.extend_from_slice(b",\"target\":");
     push_json_lossy(out, &r.target);
-    out.extend_from_slice(if r.version_minor == 0 {
-        b",\"version\":\"HTTP/1.0\",\"host\":"
-    } else {
-        b",\"version\":\"HTTP/1.1\",\"host\":"
-    });
-    match r.header("host") {
+    out.extend_from_slice(b",\"version\":\"");
+    out.extend_from_slice(r.version_text().as_bytes());
+    out.extend_from_slice(b"\",\"host\":");
+    // HTTP/2: `:authority` (or its host field).
+    match r.authority() {
         Some(host) => push_json_lossy(out, host),
         None => out.extend_from_slice(b"null"),
     }
@@ -855,10 +871,20 @@ fn push_json_line(out: &mut Vec<u8>, seen: &Captured, client: &str, server: &str
     out.extend_from_slice(int.format(r.body.len()).as_bytes());
     // `outcome` after the fields older versions printed: readers of those still work.
     out.extend_from_slice(if r.chunked {
-        b",\"chunked\":true,\"outcome\":\"complete\"}\n"
+        b",\"chunked\":true,\"outcome\":\"complete\""
     } else {
-        b",\"chunked\":false,\"outcome\":\"complete\"}\n"
+        b",\"chunked\":false,\"outcome\":\"complete\""
     });
+    // HTTP/2 lines say so, with the stream and, for gRPC, `service/method`.
+    if r.protocol == Protocol::H2 {
+        out.extend_from_slice(b",\"protocol\":\"h2\",\"stream\":");
+        out.extend_from_slice(int.format(r.stream_id).as_bytes());
+        if let Some(method) = r.grpc_method() {
+            out.extend_from_slice(b",\"grpc\":");
+            push_json_lossy(out, method);
+        }
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// `bytes` as a JSON string of their UTF-8 reading, each invalid sequence replaced by
@@ -957,7 +983,9 @@ impl std::fmt::Display for InspectSummary {
         write!(
             f,
             "requests seen: {} (complete {}, incomplete {}, too_large {}, unparseable {}, \
-             untrusted {}{}, not_copied {}); non-HTTP streams: {}; frames: {} ({} undecodable); reassembly: {} flows \
+             untrusted {}{}, not_copied {}, undecodable {}, reset {}; http1 {}, h2 {}); \
+             HTTP/2 connections: {} from the preface, {} upgraded, {} joined late ({} streams \
+             on those); non-HTTP streams: {}; frames: {} ({} undecodable); reassembly: {} flows \
              evicted, {} timed out, {} segments too far ahead, {} buffer overflows, {} \
              holes given up after the hole timeout, {} retransmits with other bytes, {} \
              framer overflows; streams distrusted: {} started before the capture, {} at \
@@ -970,6 +998,14 @@ impl std::fmt::Display for InspectSummary {
             self.untrusted,
             share(self.untrusted, self.requests_seen),
             self.not_copied,
+            self.undecodable,
+            self.reset,
+            self.by_protocol[0],
+            self.by_protocol[1],
+            self.h2_connections[0],
+            self.h2_connections[1],
+            self.h2_connections[2],
+            self.h2_streams[2],
             self.not_http_streams,
             self.frames,
             self.decode_errors,

@@ -540,6 +540,8 @@ impl Published {
         if let Some(p) = pipeline {
             registry.set_flows(p.flows().flows(), p.flows().buffered_bytes());
             registry.set_reassembly(p.flows().stats());
+            let stats = p.stats();
+            registry.set_h2(&stats.h2_connections, &stats.h2_streams);
             // What the decoder could not hand on, whichever engine captured it.
             let ip = p.decoder().stats();
             for (reason, total) in [

@@ -582,6 +582,21 @@ pub const STREAMS_DISTRUSTED: MetricDef = MetricDef {
            or retransmissions with other bytes.",
     labels: &["reason"],
 };
+pub const H2_CONNECTIONS: MetricDef = MetricDef {
+    name: "shadowtap_h2_connections_total",
+    kind: MetricKind::Counter,
+    help: "HTTP/2 client connections found, by how their start was seen: the preface, an \
+           Upgrade: h2c, or joined late (frame-chain sync; only streams whose header fields \
+           all decode are copied, the rest count as undecodable).",
+    labels: &["start"],
+};
+pub const H2_STREAMS: MetricDef = MetricDef {
+    name: "shadowtap_h2_streams_total",
+    kind: MetricKind::Counter,
+    help: "HTTP/2 streams opened on those connections, by the same start: the joined_late \
+           series is the share a maximum connection age on servers would win back.",
+    labels: &["start"],
+};
 pub const FLOWS_EVICTED: MetricDef = MetricDef {
     name: "shadowtap_flows_evicted_total",
     kind: MetricKind::Counter,
@@ -610,7 +625,7 @@ pub const BUILD_INFO: MetricDef = MetricDef {
 };
 
 /// Every metric, in the order `/metrics` shows them.
-pub const METRICS: [&MetricDef; 15] = [
+pub const METRICS: [&MetricDef; 17] = [
     &REQUESTS_SEEN,
     &REQUESTS,
     &TARGET_RESPONSES,
@@ -622,6 +637,8 @@ pub const METRICS: [&MetricDef; 15] = [
     &FLOWS_ACTIVE,
     &BUFFERED_BYTES,
     &STREAMS_DISTRUSTED,
+    &H2_CONNECTIONS,
+    &H2_STREAMS,
     &FLOWS_EVICTED,
     &INTERFACES_ATTACHED,
     &READY,
@@ -798,6 +815,8 @@ pub struct Registry {
     distrusted: [AtomicU64; 2],
     /// Evicted connections: idle, mid-message.
     evicted: [AtomicU64; 2],
+    h2_connections: [AtomicU64; 3],
+    h2_streams: [AtomicU64; 3],
     interfaces_attached: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -825,6 +844,8 @@ impl Registry {
             buffered_bytes: AtomicU64::new(0),
             distrusted: Default::default(),
             evicted: Default::default(),
+            h2_connections: Default::default(),
+            h2_streams: Default::default(),
             interfaces_attached: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
         }
@@ -847,6 +868,16 @@ impl Registry {
         let busy = stats.flows_evicted_busy;
         self.evicted[0].store(stats.flows_evicted - busy, Ordering::Relaxed);
         self.evicted[1].store(busy, Ordering::Relaxed);
+    }
+
+    /// The pipeline's running totals of HTTP/2 connections and streams, by start.
+    pub fn set_h2(&self, connections: &[u64; 3], streams: &[u64; 3]) {
+        for (slot, n) in self.h2_connections.iter().zip(connections) {
+            slot.store(*n, Ordering::Relaxed);
+        }
+        for (slot, n) in self.h2_streams.iter().zip(streams) {
+            slot.store(*n, Ordering::Relaxed);
+        }
     }
 
     pub fn set_interfaces_attached(&self, n: usize) {
@@ -966,6 +997,18 @@ impl Registry {
             .zip(&self.distrusted)
         {
             out.sample(&[reason], n.load(Ordering::Relaxed));
+        }
+        for (family, counts) in [
+            (&H2_CONNECTIONS, &self.h2_connections),
+            (&H2_STREAMS, &self.h2_streams),
+        ] {
+            out.family(family);
+            for start in crate::h2::ConnStart::ALL {
+                out.sample(
+                    &[start.label()],
+                    counts[start.index()].load(Ordering::Relaxed),
+                );
+            }
         }
         out.family(&FLOWS_EVICTED);
         for (state, n) in ["idle", "mid_message"].into_iter().zip(&self.evicted) {

@@ -572,6 +572,14 @@ impl ReplayReport {
             count(self.undecodable, "undecodable frame", "undecodable frames"),
         );
         let _ = writeln!(s, "{}", self.ip);
+        let h2 = self.accounting.requests_seen_in(Protocol::H2);
+        if h2 > 0 {
+            let _ = writeln!(
+                s,
+                "by protocol: http1 {}, h2 {h2}",
+                self.accounting.requests_seen_in(Protocol::Http1)
+            );
+        }
         for damage in &self.damaged {
             let _ = writeln!(s, "damaged, read up to the damage: {damage}");
         }
@@ -626,6 +634,10 @@ impl ReplayReport {
         serde_json::json!({
             "summary": {
                 "requests_seen": seen,
+                "requests_seen_by_protocol": {
+                    "http1": self.accounting.requests_seen_in(Protocol::Http1),
+                    "h2": self.accounting.requests_seen_in(Protocol::H2),
+                },
                 "elapsed_secs": self.elapsed.as_secs_f64(),
                 "frames": self.frames,
                 "not_http_streams": self.not_http_streams,

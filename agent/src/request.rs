@@ -119,6 +119,25 @@ impl Request {
                 .is_some_and(|v| v.len() >= 16 && v[..16].eq_ignore_ascii_case(b"application/grpc"))
     }
 
+    /// A gRPC call's `service/method` (`helloworld.Greeter/SayHello`), from its `:path`.
+    pub fn grpc_method(&self) -> Option<&[u8]> {
+        if !self.is_grpc() {
+            return None;
+        }
+        let path = self.target.strip_prefix(b"/")?;
+        let path = path.split(|&b| b == b'?').next().unwrap_or(path);
+        (path.iter().filter(|&&b| b == b'/').count() == 1).then_some(path)
+    }
+
+    /// How `inspect` names the protocol: `HTTP/1.0`, `HTTP/1.1` or `HTTP/2`.
+    pub fn version_text(&self) -> &'static str {
+        match (self.protocol, self.version_minor) {
+            (Protocol::H2, _) => "HTTP/2",
+            (Protocol::Http1, 0) => "HTTP/1.0",
+            (Protocol::Http1, _) => "HTTP/1.1",
+        }
+    }
+
     /// The first header with this name (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers

@@ -228,7 +228,7 @@ fn table_shows_iso_times_local_or_utc_versions_and_aligned_columns() {
         ("OUTCOME", 1usize),
         ("CLIENT", 2),
         ("SERVER", 3),
-        ("VERSION", 4),
+        ("PROTOCOL", 4),
         ("METHOD", 5),
     ] {
         let at = header.find(column).expect("column");
