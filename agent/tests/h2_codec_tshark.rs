@@ -266,4 +266,54 @@ fn codec_matches_tshark_on_nghttp_and_h2load_traffic() {
     }
     println!("joined late: {late_decoded} blocks decoded exactly, {late_undecodable} undecodable");
     assert!(late_decoded > 0 && late_undecodable > 0);
+
+    // The whole capture path (`inspect`): one complete HTTP/2 request per request header
+    // block tshark decoded from a client, with its :method, :path and :authority.
+    let mut want: Vec<(String, String, String)> = Vec::new();
+    for ((_, from_client), fields) in &reference {
+        if !from_client {
+            continue;
+        }
+        // A block's pseudo-fields come first (in any order: h2load sends :path first),
+        // so a pseudo-field after a regular one starts the next request.
+        let mut regular_seen = true;
+        for (name, value) in fields {
+            let value = String::from_utf8_lossy(value).into_owned();
+            let Some(pseudo) = name.strip_prefix(b":") else {
+                regular_seen = true;
+                continue;
+            };
+            if regular_seen {
+                want.push(Default::default());
+                regular_seen = false;
+            }
+            let request = want.last_mut().expect("pushed above");
+            match pseudo {
+                b"method" => request.0 = value,
+                b"path" => request.1 = value,
+                b"authority" => request.2 = value,
+                _ => {}
+            }
+        }
+    }
+    let out = run(Command::new(env!("CARGO_BIN_EXE_shadowtap"))
+        .args(["inspect", "--port", &port.to_string()])
+        .arg(&pcap));
+    let mut got: Vec<(String, String, String)> = Vec::new();
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("inspect JSON line");
+        assert_eq!(v["outcome"], "complete", "{line}");
+        assert_eq!(v["protocol"], "h2", "{line}");
+        assert_eq!(v["version"], "HTTP/2", "{line}");
+        let text = |k: &str| v[k].as_str().expect(k).to_string();
+        got.push((text("method"), text("target"), text("host")));
+    }
+    want.sort();
+    got.sort();
+    assert_eq!(
+        got, want,
+        "inspect's requests against tshark's header blocks"
+    );
+    // nghttp asks for the same URL once.
+    assert_eq!(got.len(), 43, "nghttp's 3 requests and h2load's 40");
 }
