@@ -983,9 +983,9 @@ impl std::fmt::Display for InspectSummary {
         write!(
             f,
             "requests seen: {} (complete {}, incomplete {}, too_large {}, unparseable {}, \
-             untrusted {}{}, not_copied {}, undecodable {}, reset {}; http1 {}, h2 {}); \
-             HTTP/2 connections: {} from the preface, {} upgraded, {} joined late ({} streams \
-             on those); non-HTTP streams: {}; frames: {} ({} undecodable); reassembly: {} flows \
+             untrusted {}{}, not_copied {}); HTTP/2: undecodable {}, reset {}; by protocol: \
+             http1 {}, h2 {}; HTTP/2 connections: {} from the preface, {} upgraded, {} joined \
+             late ({} streams on those); non-HTTP streams: {}; frames: {} ({} undecodable); reassembly: {} flows \
              evicted, {} timed out, {} segments too far ahead, {} buffer overflows, {} \
              holes given up after the hole timeout, {} retransmits with other bytes, {} \
              framer overflows; streams distrusted: {} started before the capture, {} at \
