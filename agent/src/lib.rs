@@ -9,6 +9,7 @@ pub mod config;
 pub mod decode;
 pub mod dedup;
 pub mod demo;
+pub mod diff;
 pub mod h2;
 pub mod http;
 pub mod inspect;
