@@ -1,8 +1,11 @@
 #![no_main]
 //! Fuzzes the per-stream framer of both protocols (`StreamFramer`): arbitrary client
 //! bytes, a lost start or not, gaps at arbitrary points, fed in arbitrary pieces, must
-//! never panic, never hold more than the caps allow, and give the same events as the
-//! same bytes and gaps fed in one piece per run.
+//! never panic and never hold more than the caps allow. Where the start was seen, the
+//! requests do not depend on the pieces (and with no gap, no event does). Finding frame
+//! boundaries again (`h2::sync`, after a lost start or a gap) may settle on another
+//! offset with more bytes at hand, by design (a false header with a large length must not
+//! hold the search up), so there only what is counted may differ.
 //!
 //! Input layout: byte 0: bit 0 starts with the HTTP/2 preface prepended, bit 1 distrusts
 //! the stream before its first byte (joined late); byte 1: how many cut points follow
@@ -91,5 +94,18 @@ fuzz_target!(|data: &[u8]| {
     let distrust = flags & 2 != 0;
     let pieces = normal(run(&stream, &cuts, distrust, false));
     let whole = normal(run(&stream, &cuts, distrust, true));
-    assert_eq!(pieces.0, whole.0);
+    if distrust {
+        return;
+    }
+    let requests = |events: &[RequestEvent]| -> Vec<RequestEvent> {
+        events
+            .iter()
+            .filter(|e| matches!(e, RequestEvent::Request(_)))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(requests(&pieces.0), requests(&whole.0));
+    if cuts.iter().all(|c| c.gap == 0) {
+        assert_eq!(pieces.0, whole.0);
+    }
 });

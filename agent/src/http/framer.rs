@@ -271,6 +271,17 @@ impl RequestFramer {
         }
     }
 
+    /// HTTP/2 found and not taken over by the next call (the framer alone, as in its
+    /// tests and fuzz target): from here the stream is skipped as HTTP/2, as if it had
+    /// been from the start, whatever the next call is.
+    fn unclaimed_h2(&mut self, out: &mut Vec<RequestEvent>) {
+        if let State::H2 { .. } = self.state {
+            let held = std::mem::take(&mut self.buf).len() as u64;
+            self.skipped(NotHttpKind::Http2Preface, held, out);
+            self.state = State::Skip(NotHttpKind::Http2Preface);
+        }
+    }
+
     /// When the stream turned out to be HTTP/2 (the preface at its first byte, or right
     /// after an `Upgrade: h2c` request), its bytes from the preface on; the framer is done
     /// with the stream. Checked after each `push`.
@@ -290,13 +301,7 @@ impl RequestFramer {
         if matches!(self.state, State::Done) || data.is_empty() {
             return;
         }
-        if let State::H2 { .. } = self.state {
-            // Found HTTP/2 and no one took it over (the framer alone, as in its tests):
-            // counted from here, not held.
-            let held = std::mem::take(&mut self.buf).len() as u64;
-            self.skipped(NotHttpKind::Http2Preface, held, out);
-            self.state = State::Skip(NotHttpKind::Http2Preface);
-        }
+        self.unclaimed_h2(out);
         if let (State::Skip(kind), true) = (&self.state, self.buf.is_empty()) {
             // Nothing more to parse on this stream: count without copying.
             let kind = *kind;
@@ -348,6 +353,7 @@ impl RequestFramer {
         if missing == 0 {
             return;
         }
+        self.unclaimed_h2(out);
         let leftover = self.buf.len() as u64;
         let method = method_hint(&self.buf);
         self.buf.clear();
@@ -414,6 +420,7 @@ impl RequestFramer {
     /// progress is dropped as untrusted, and the rest of the stream is only counted.
     pub fn distrust(&mut self, ts_nanos: u64, out: &mut Vec<RequestEvent>) {
         let _ = ts_nanos;
+        self.unclaimed_h2(out);
         if self.untrusted {
             return;
         }
@@ -467,6 +474,7 @@ impl RequestFramer {
     /// framing (the stream stays trusted); other held bytes are treated as lost in the
     /// capture (see `gap`).
     pub fn shed(&mut self, ts_nanos: u64, out: &mut Vec<RequestEvent>) {
+        self.unclaimed_h2(out);
         match std::mem::replace(&mut self.state, State::Done) {
             State::Body(mut inflight) => {
                 self.drop_inflight(&mut inflight, DropReason::TooLarge, out);
@@ -491,6 +499,7 @@ impl RequestFramer {
     pub fn finish(&mut self, ts_nanos: u64, out: &mut Vec<RequestEvent>) {
         // Drops carry their request's first-byte time, not the time the stream ended.
         let _ = ts_nanos;
+        self.unclaimed_h2(out);
         let leftover = self.buf.len() as u64;
         match std::mem::replace(&mut self.state, State::Done) {
             State::Head {
