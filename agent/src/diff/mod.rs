@@ -14,6 +14,7 @@
 //! Pairing (which response answers which request) and the wiring into capture and
 //! replay live with the pipeline; they hand this module `ResponseSummary`s.
 
+pub mod compare;
 pub mod response;
 
 use std::time::Duration;
