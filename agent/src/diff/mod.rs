@@ -16,6 +16,7 @@
 
 pub mod compare;
 pub mod response;
+pub mod route;
 
 use std::time::Duration;
 
