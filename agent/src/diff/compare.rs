@@ -432,6 +432,46 @@ impl JsonPath {
         m(&self.segments, path)
     }
 
+    /// Replaces every value this path covers with `"[redacted]"`.
+    pub fn redact(&self, v: &mut Value) {
+        fn walk(p: &JsonPath, v: &mut Value, path: &mut Vec<Step>) {
+            if p.covers(path) {
+                *v = Value::String("[redacted]".into());
+                return;
+            }
+            match v {
+                Value::Object(m) => {
+                    for (k, x) in m.iter_mut() {
+                        path.push(Step::Key(k.clone()));
+                        walk(p, x, path);
+                        path.pop();
+                    }
+                }
+                Value::Array(a) => {
+                    for (i, x) in a.iter_mut().enumerate() {
+                        path.push(Step::Index(i));
+                        walk(p, x, path);
+                        path.pop();
+                    }
+                }
+                _ => {}
+            }
+        }
+        walk(self, v, &mut Vec::new());
+    }
+
+    /// The value at this path when it names one place (no `*`, no `..`).
+    pub fn lookup<'a>(&self, mut v: &'a Value) -> Option<&'a Value> {
+        for seg in &self.segments {
+            v = match (seg.descendant, &seg.selector) {
+                (false, Selector::Name(n)) => v.get(n.as_str())?,
+                (false, Selector::Index(i)) => v.get(*i)?,
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+
     /// True when the rendered leaf path (as in `Comparison::fields`) is covered.
     pub fn covers_rendered(&self, rendered: &str) -> bool {
         parse_concrete(rendered).is_some_and(|p| self.covers(&p))

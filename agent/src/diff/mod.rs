@@ -15,6 +15,8 @@
 //! replay live with the pipeline; they hand this module `ResponseSummary`s.
 
 pub mod compare;
+pub mod report;
+mod report_html;
 pub mod response;
 pub mod route;
 
