@@ -131,9 +131,16 @@ fn latency_svg(h: &mut String, prod: &LatencyHistogram, shadow: &LatencyHistogra
                 s * 100.0
             );
         }
-        let label = LATENCY_BOUNDS_MS
-            .get(i)
-            .map_or_else(|| "more".to_string(), |b| format!("≤{b}"));
+        let label = LATENCY_BOUNDS_MS.get(i).map_or_else(
+            || "more".to_string(),
+            |&b| {
+                if b >= 1000.0 {
+                    format!("≤{}s", b / 1000.0)
+                } else {
+                    format!("≤{b}")
+                }
+            },
+        );
         let _ = write!(
             h,
             "<text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"middle\">{label}</text>",
