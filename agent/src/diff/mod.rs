@@ -14,6 +14,13 @@
 //! Pairing (which response answers which request) and the wiring into capture and
 //! replay live with the pipeline; they hand this module `ResponseSummary`s.
 
+pub mod compare;
+pub mod noise;
+pub mod report;
+mod report_html;
+pub mod response;
+pub mod route;
+
 use std::time::Duration;
 
 /// What is kept of one response, production's or the shadow's (bounded).
