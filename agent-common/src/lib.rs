@@ -50,8 +50,11 @@ pub const CONFIG_WAKEUP_BYTES: u32 = 2;
 /// CONFIG slot: nonzero once some interface is marked `IFACE_NO_L2`. While it is 0 the
 /// classifier skips the IFACES lookup, a hash lookup on every packet of every interface.
 pub const CONFIG_ANY_NO_L2: u32 = 3;
+/// CONFIG slot: nonzero to also capture TCP packets whose SOURCE port is watched (the
+/// server's answers), for the response comparison (`--diff`).
+pub const CONFIG_SRC_PORTS: u32 = 4;
 /// Number of CONFIG slots.
-pub const CONFIG_SLOTS: u32 = 4;
+pub const CONFIG_SLOTS: u32 = 5;
 
 /// IFACES flag: frames on this interface start at the IP header (tun, wireguard, ipip).
 pub const IFACE_NO_L2: u32 = 1;

@@ -23,6 +23,7 @@ use aya_ebpf::{
 };
 use shadowtap_common::{
     port_bit, PieceHeader, CONFIG_ANY_NO_L2, CONFIG_OWN_MARK, CONFIG_PIECE_LEN, CONFIG_SLOTS,
+    CONFIG_SRC_PORTS,
     CONFIG_WAKEUP_BYTES, FLAG_EGRESS, FLAG_HAS_L2, FLAG_TRUNCATED, IFACE_NO_L2, MAX_PIECE,
     MAX_PIECES, PIECE_HEADER_LEN, PORT_WORDS, STAT_BYTES, STAT_FRAGMENTS, STAT_LONG_CHAINS,
     STAT_MATCHED, STAT_OWN_MARK, STAT_PIECES, STAT_RING_DROPS, STAT_SLOTS, STAT_TRUNCATED,
@@ -52,8 +53,8 @@ const MAX_EXT_HEADERS: usize = 8;
 /// What the headers say about a packet.
 #[derive(Clone, Copy)]
 enum Found {
-    /// TCP with this destination port.
-    Port(u16),
+    /// TCP with these source and destination ports.
+    Ports(u16, u16),
     /// Copied without a port check: a fragment, or an extension chain walked to its bound.
     /// The counter slot says which.
     Unchecked(u32),
@@ -156,10 +157,10 @@ fn linear_ipv4(ctx: &TcContext) -> Option<Found> {
     if fragment != 0 {
         return Some(Found::Unchecked(STAT_FRAGMENTS));
     }
-    Some(Found::Port(u16::from_be_bytes([
-        at(ETH_HLEN + 22),
-        at(ETH_HLEN + 23),
-    ])))
+    Some(Found::Ports(
+        u16::from_be_bytes([at(ETH_HLEN + 20), at(ETH_HLEN + 21)]),
+        u16::from_be_bytes([at(ETH_HLEN + 22), at(ETH_HLEN + 23)]),
+    ))
 }
 
 /// What the headers say, read with helper loads (any layout the classifier knows).
@@ -242,7 +243,10 @@ fn classify(ctx: &TcContext, has_l2: bool) -> Result<Found, i32> {
         }
         _ => return Ok(Found::Pass),
     };
-    Ok(Found::Port(u16::from_be(load::<u16>(ctx, dport_at)?)))
+    Ok(Found::Ports(
+        u16::from_be(load::<u16>(ctx, dport_at - 2)?),
+        u16::from_be(load::<u16>(ctx, dport_at)?),
+    ))
 }
 
 #[inline(always)]
@@ -263,9 +267,15 @@ fn try_capture(ctx: &TcContext, direction: u32) -> Result<i32, i32> {
         None => classify(ctx, has_l2)?,
     };
     let unchecked = match found {
-        Found::Port(dport) if watched(dport) => None,
+        Found::Ports(_, dport) if watched(dport) => None,
+        // The server's answers, for the response comparison (`--diff`).
+        Found::Ports(sport, _)
+            if CONFIG.get(CONFIG_SRC_PORTS).copied().unwrap_or(0) != 0 && watched(sport) =>
+        {
+            None
+        }
         Found::Unchecked(slot) => Some(slot),
-        Found::Port(_) | Found::Pass => return Ok(PASS),
+        Found::Ports(..) | Found::Pass => return Ok(PASS),
     };
     let own_mark = CONFIG.get(CONFIG_OWN_MARK).copied().unwrap_or(0);
     if own_mark != 0 && mark == own_mark {

@@ -622,6 +622,8 @@ fn emit(
             }
             Ok(())
         }
+        // `inspect` does not frame answers.
+        PipelineEvent::Response { .. } | PipelineEvent::ResponseMissing { .. } => Ok(()),
     }
 }
 
@@ -1127,6 +1129,7 @@ mod tests {
                         );
                     }
                     Captured {
+                        id: 0,
                         conn: 0,
                         client: "10.0.0.1:40000".parse().expect("test address"),
                         server: "[fe80::1%3]:8080".parse().expect("test address"),

@@ -29,6 +29,7 @@ pub mod signals;
 pub mod stream_framer;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use config::{Command, ConfigCommand};
 use logging::{count, line_to_stderr};
@@ -69,10 +70,17 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Replay(args) => {
             let args = *args;
+            let mut pipeline = args.limits.pipeline_config(&args.port);
+            let mut targets = args.shadow.target_configs()?;
+            let diff = args.diff.engine(&args.shadow.redact_header);
+            if let (Some(engine), Some(candidate)) = (&diff, targets.first_mut()) {
+                candidate.diff = Some(Arc::clone(engine));
+                pipeline.responses = args.diff.response_limits();
+            }
             let plan = ReplayPlan {
                 sources: args.files.into_iter().map(CaptureSource::File).collect(),
-                pipeline: args.limits.pipeline_config(&args.port),
-                targets: args.shadow.target_configs()?,
+                pipeline,
+                targets,
                 speed: args.speed,
                 loops: args.loops,
                 drain_timeout: args.drain_timeout,
@@ -86,7 +94,19 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             };
             report.print();
+            if let (Some(engine), Some(path)) = (&diff, &args.diff.diff_samples) {
+                write_diff_samples(engine, path)?;
+            }
             Ok(exit_code(&report, &plan.targets, true))
+        }
+        Command::Report(args) => {
+            let report = diff::report::report_from_files(&args.files)?;
+            print!("{}", report.terminal_table());
+            if let Some(out) = &args.html {
+                std::fs::write(out, report.render_html())
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
             let plan = run_plan(*args)?;
@@ -119,6 +139,20 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--diff-samples FILE`: the comparison's samples and per-route summaries.
+fn write_diff_samples(
+    engine: &diff::engine::DiffEngine,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)
+        .map_err(|e| anyhow::anyhow!("--diff-samples {}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    engine
+        .with_report(|r| r.write_jsonl(&mut out))
+        .and_then(|()| std::io::Write::flush(&mut out))
+        .map_err(|e| anyhow::anyhow!("--diff-samples {}: {e}", path.display()))
 }
 
 /// Exit code 1 when a capture was damaged part-way (its requests up to the damage were
@@ -302,11 +336,20 @@ fn diagnose(t: &TargetConfig, kind: ReplayErrorKind) -> String {
 
 /// Everything `run` needs, built and checked, before anything is opened.
 fn run_plan(args: config::RunArgs) -> anyhow::Result<live::RunPlan> {
+    let mut pipeline = args.limits.pipeline_config(&args.port);
+    let mut targets = args.shadow.target_configs()?;
+    if let (Some(engine), Some(candidate)) = (
+        args.diff.engine(&args.shadow.redact_header),
+        targets.first_mut(),
+    ) {
+        candidate.diff = Some(engine);
+        pipeline.responses = args.diff.response_limits();
+    }
     Ok(live::RunPlan {
         engine: args.engine,
         ifaces: args.iface,
-        pipeline: args.limits.pipeline_config(&args.port),
-        targets: args.shadow.target_configs()?,
+        pipeline,
+        targets,
         credentials_in_clear: args.shadow.credentials_in_clear(),
         ports: config::port_list(&args.port),
         record: args.record,

@@ -204,6 +204,11 @@ fn open_ebpf(plan: &RunPlan) -> Result<Source, String> {
     use crate::capture::ebpf::EbpfCapture;
     let mut capture = EbpfCapture::load(&plan.ports, plan.own_mark, plan.ring_bytes)
         .map_err(|e| e.to_string())?;
+    if plan.pipeline.responses.is_some() {
+        capture
+            .set_capture_answers(true)
+            .map_err(|e| e.to_string())?;
+    }
     let names = matching_interfaces(&plan.ifaces);
     for name in &names {
         capture
@@ -342,6 +347,9 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     drop_privileges(&source, &mut targets);
     let (accounting, replayer) = start_replayer(targets)?;
     let registry = Arc::new(Registry::new(Arc::clone(&accounting)));
+    if let Some(engine) = replayer.diff() {
+        registry.set_diff(Arc::clone(engine));
+    }
     let _admin = admin_listener
         .map(|listener| listener.serve(Arc::clone(&registry)))
         .transpose()?;
@@ -472,7 +480,12 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
     if let Some(r) = recorder.take() {
         r.finish();
     }
+    let diff = replayer.diff().cloned();
     drain(replayer, plan.drain_timeout);
+    if let Some(engine) = &diff {
+        engine.finish();
+    }
+    report.diff = diff;
     report.frames = pipeline.stats().frames;
     report.undecodable = pipeline.stats().decode_errors;
     report.ip = pipeline.decoder().stats().clone();

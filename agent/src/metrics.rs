@@ -624,8 +624,33 @@ pub const BUILD_INFO: MetricDef = MetricDef {
     labels: &["version"],
 };
 
+pub const DIFF_TOTAL: MetricDef = MetricDef {
+    name: "shadowtap_diff_total",
+    kind: MetricKind::Counter,
+    help: "Production and shadow answers compared (--diff), by route (at most 200, the rest \
+           `other`) and outcome: match, status, headers, body, shadow_error, shadow_timeout, \
+           prod_missing.",
+    labels: &["route", "outcome"],
+};
+pub const DIFF_LATENCY: MetricDef = MetricDef {
+    name: "shadowtap_diff_latency_seconds",
+    kind: MetricKind::Histogram,
+    help: "Latency of each side of the compared pairs, by route: production from the \
+           request's last byte to the answer's first on the wire, shadow from the copy sent \
+           to the answer's head.",
+    labels: &["route", "side"],
+};
+pub const DIFF_FIELDS: MetricDef = MetricDef {
+    name: "shadowtap_diff_fields_total",
+    kind: MetricKind::Counter,
+    help: "Pairs in which a field differed, for the 10 fields that differ most per route \
+           (`status`, `header:NAME`, a JSON path such as `$.user.name`, `$` for a body that \
+           is not JSON; `noisy:` before fields judged noise).",
+    labels: &["route", "field"],
+};
+
 /// Every metric, in the order `/metrics` shows them.
-pub const METRICS: [&MetricDef; 17] = [
+pub const METRICS: [&MetricDef; 20] = [
     &REQUESTS_SEEN,
     &REQUESTS,
     &TARGET_RESPONSES,
@@ -643,6 +668,9 @@ pub const METRICS: [&MetricDef; 17] = [
     &INTERFACES_ATTACHED,
     &READY,
     &BUILD_INFO,
+    &DIFF_TOTAL,
+    &DIFF_LATENCY,
+    &DIFF_FIELDS,
 ];
 
 /// The capture engine a run uses (`engine` label).
@@ -819,6 +847,8 @@ pub struct Registry {
     h2_streams: [AtomicU64; 3],
     interfaces_attached: AtomicU64,
     shutting_down: AtomicBool,
+    /// The response comparison, when `--diff` is on.
+    diff: std::sync::OnceLock<Arc<crate::diff::engine::DiffEngine>>,
 }
 
 /// The `target` label of an accounting name: the URL without its scheme (`host:port`).
@@ -848,6 +878,7 @@ impl Registry {
             h2_streams: Default::default(),
             interfaces_attached: AtomicU64::new(0),
             shutting_down: AtomicBool::new(false),
+            diff: std::sync::OnceLock::new(),
         }
     }
 
@@ -868,6 +899,11 @@ impl Registry {
         let busy = stats.flows_evicted_busy;
         self.evicted[0].store(stats.flows_evicted - busy, Ordering::Relaxed);
         self.evicted[1].store(busy, Ordering::Relaxed);
+    }
+
+    /// The response comparison whose results `/metrics` shows.
+    pub fn set_diff(&self, engine: Arc<crate::diff::engine::DiffEngine>) {
+        let _ = self.diff.set(engine);
     }
 
     /// The pipeline's running totals of HTTP/2 connections and streams, by start.
@@ -1020,6 +1056,35 @@ impl Registry {
         out.sample(&[], u64::from(self.readiness() == Readiness::Ready));
         out.family(&BUILD_INFO);
         out.sample(&[env!("CARGO_PKG_VERSION")], 1);
+        out.family(&DIFF_TOTAL);
+        if let Some(engine) = self.diff.get() {
+            engine.with_report(|report| {
+                for (route, stats) in report.routes() {
+                    for outcome in crate::diff::DiffOutcome::ALL {
+                        out.sample(&[route, outcome.label()], stats.count(outcome));
+                    }
+                }
+            });
+        }
+        out.family(&DIFF_LATENCY);
+        if let Some(engine) = self.diff.get() {
+            engine.with_report(|report| {
+                for (route, stats) in report.routes() {
+                    out.histogram_ms(&[route, "prod"], &stats.prod_latency);
+                    out.histogram_ms(&[route, "shadow"], &stats.shadow_latency);
+                }
+            });
+        }
+        out.family(&DIFF_FIELDS);
+        if let Some(engine) = self.diff.get() {
+            engine.with_report(|report| {
+                for (route, stats) in report.routes() {
+                    for (field, stat) in stats.top_fields(10) {
+                        out.sample(&[route, field], stat.count);
+                    }
+                }
+            });
+        }
         out
     }
 }
@@ -1109,6 +1174,26 @@ impl Scrape {
 
     fn sample(&mut self, values: &[&str], value: u64) {
         self.push(values, SampleValue::Int(value));
+    }
+
+    /// A histogram of the diff report (`diff::report::LATENCY_BOUNDS_MS`, per-bucket counts).
+    fn histogram_ms(&mut self, values: &[&str], h: &crate::diff::report::LatencyHistogram) {
+        use crate::diff::report::LATENCY_BOUNDS_MS;
+        let count = |i: usize| h.counts.get(i).copied().unwrap_or(0);
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BOUNDS_MS
+            .iter()
+            .enumerate()
+            .map(|(i, ms)| (ms / 1000.0, count(i)))
+            .collect();
+        buckets.push((f64::INFINITY, count(LATENCY_BOUNDS_MS.len())));
+        self.push(
+            values,
+            SampleValue::Histogram {
+                sum: h.sum_ms / 1000.0,
+                count: h.count(),
+                buckets,
+            },
+        );
     }
 
     fn histogram(&mut self, values: &[&str], h: &HistogramSnapshot) {

@@ -8,7 +8,11 @@
 use std::net::SocketAddr;
 
 use crate::capture::Frame;
+use std::collections::{HashMap, VecDeque};
+
 use crate::decode::{DecodeError, Decoder, DecoderLimits, Segment};
+use crate::diff::response::{Expected, ResponseEvent, ResponseFramer, ResponseLimits};
+use crate::diff::ResponseSummary;
 use crate::http::FramerLimits;
 use crate::reassembly::{FlowTable, LruSlab, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
 use crate::request::{Captured, DropReason, NotHttpKind, Protocol, RequestEvent};
@@ -24,6 +28,8 @@ pub struct PipelineConfig {
     /// Each stream is held to `max_head` + `max_body` by the framer; without a budget
     /// over all of them, `max_flows` streams could each hold that much.
     pub max_framer_bytes: usize,
+    /// Frame the server's answers too and pair them with the requests (`--diff`).
+    pub responses: Option<ResponseLimits>,
 }
 
 impl Default for PipelineConfig {
@@ -33,6 +39,7 @@ impl Default for PipelineConfig {
             reassembly: ReassemblyConfig::default(),
             framer: FramerLimits::default(),
             max_framer_bytes: 16 << 20,
+            responses: None,
         }
     }
 }
@@ -49,6 +56,17 @@ pub enum PipelineEvent {
         server: SocketAddr,
         reason: DropReason,
         method: Option<String>,
+    },
+    /// Production's answer to request `id` (`--diff`), its latency measured from the
+    /// request's last byte to the answer's first byte on the wire.
+    Response {
+        id: u64,
+        summary: ResponseSummary,
+    },
+    /// Production's answer to request `id` will not be seen (gap, lost framing, the
+    /// connection ended first).
+    ResponseMissing {
+        id: u64,
     },
     /// A stream that carries something other than HTTP/1.x requests.
     NotHttp {
@@ -89,13 +107,37 @@ struct Framers {
     overflows: u64,
     h2_connections: [u64; 3],
     h2_streams: [u64; 3],
+    /// Ids of the requests, in capture order.
+    next_id: u64,
+    /// With `--diff`: the answers of each connection, by its client stream.
+    pairs: HashMap<StreamKey, Pairing>,
+    responses: Option<ResponseLimits>,
+    ports: Option<Vec<u16>>,
+    response_events: Vec<ResponseEvent>,
 }
+
+/// The server's side of one HTTP/1.x connection, paired with its requests.
+struct Pairing {
+    framer: ResponseFramer,
+    /// Requests waiting for their answer: id and the time of their last byte.
+    ends: VecDeque<(u64, u64)>,
+    /// The server's direction delivered bytes (or a gap) already.
+    answered: bool,
+    /// The client's side lost bytes: later requests are not paired.
+    lost: bool,
+}
+
+/// Pairings open at once; past it new connections are not paired (their requests have
+/// no production answer: `prod_missing`).
+const MAX_PAIRINGS: usize = 65_536;
 
 impl Framers {
     fn new(config: &PipelineConfig) -> Self {
         Self {
             limits: config.framer,
             budget: config.max_framer_bytes,
+            responses: config.responses,
+            ports: config.reassembly.ports.clone(),
             ..Self::default()
         }
     }
@@ -146,56 +188,221 @@ impl Framers {
         self.held = self.held.saturating_sub(before) + after;
         let protocol = framer.protocol();
         self.scratch = out;
-        self.drain(stream, protocol);
+        self.drain(stream, protocol, ts_nanos);
     }
 
     /// Turns the framer's events into the pipeline's. `protocol`: the stream's, after
     /// the call that produced them.
-    fn drain(&mut self, stream: StreamKey, protocol: Protocol) {
+    fn drain(&mut self, stream: StreamKey, protocol: Protocol, now: u64) {
         let (client, server) = (stream.flow.src, stream.flow.dst);
-        for ev in self.scratch.drain(..) {
-            self.events.push(match ev {
-                RequestEvent::Request(request) => PipelineEvent::Request(Captured {
-                    conn: stream.conn,
-                    client,
-                    server,
-                    request,
-                }),
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for ev in scratch.drain(..) {
+            match ev {
+                RequestEvent::Request(request) => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    // The request goes out before anything its answer gives.
+                    let method = (self.responses.is_some() && request.protocol == Protocol::Http1)
+                        .then(|| request.method.clone());
+                    self.events.push(PipelineEvent::Request(Captured {
+                        id,
+                        conn: stream.conn,
+                        client,
+                        server,
+                        request,
+                    }));
+                    if let Some(method) = method {
+                        self.expect_answer(stream, id, Some(&method), now);
+                    }
+                }
                 RequestEvent::Dropped {
                     ts_nanos,
                     reason,
                     method,
-                } => PipelineEvent::Dropped {
-                    ts_nanos,
-                    protocol,
-                    client,
-                    server,
-                    reason,
-                    method,
-                },
-                RequestEvent::NotHttp { kind, bytes } => PipelineEvent::NotHttp {
-                    client,
-                    server,
-                    kind,
-                    bytes,
-                },
+                } => {
+                    self.events.push(PipelineEvent::Dropped {
+                        ts_nanos,
+                        protocol,
+                        client,
+                        server,
+                        reason,
+                        method,
+                    });
+                    // The server answers most of these too (400, 413...): the answer
+                    // holds a place in the connection's order.
+                    if protocol == Protocol::Http1 {
+                        let id = self.next_id;
+                        self.next_id += 1;
+                        self.expect_answer(stream, id, None, ts_nanos);
+                    }
+                }
+                RequestEvent::NotHttp { kind, bytes } => {
+                    self.events.push(PipelineEvent::NotHttp {
+                        client,
+                        server,
+                        kind,
+                        bytes,
+                    });
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// A request (`method`: `None` for one not framed whole, whose answer is only
+    /// skipped) whose last byte came at `end_ts` waits for its answer, with `--diff`.
+    fn expect_answer(&mut self, stream: StreamKey, id: u64, method: Option<&str>, end_ts: u64) {
+        let Some(limits) = self.responses else {
+            return;
+        };
+        if !self.pairs.contains_key(&stream) && self.pairs.len() >= MAX_PAIRINGS {
+            if method.is_some() {
+                self.events.push(PipelineEvent::ResponseMissing { id });
+            }
+            return;
+        }
+        let pairing = self.pairs.entry(stream).or_insert_with(|| Pairing {
+            framer: ResponseFramer::new(limits),
+            ends: VecDeque::new(),
+            answered: false,
+            lost: false,
+        });
+        if pairing.lost {
+            if method.is_some() {
+                self.events.push(PipelineEvent::ResponseMissing { id });
+            }
+            return;
+        }
+        let expected = Expected {
+            head: method == Some("HEAD"),
+            connect: method == Some("CONNECT"),
+            keep: method.is_some(),
+            id,
+        };
+        if expected.keep {
+            pairing.ends.push_back((id, end_ts));
+        }
+        let mut out = std::mem::take(&mut self.response_events);
+        pairing.framer.expect(expected, &mut out);
+        self.response_events = out;
+        self.drain_responses(stream);
+    }
+
+    /// The client's side of a paired connection lost bytes: which request an answer
+    /// belongs to is no longer known from here on.
+    fn client_lost(&mut self, stream: StreamKey) {
+        if let Some(p) = self.pairs.get_mut(&stream) {
+            p.lost = true;
+        }
+    }
+
+    /// Whether `stream` carries a server's answers (`--diff` only): it comes from a
+    /// watched port, or, without ports, its reverse carries requests.
+    fn is_answer_stream(&self, stream: StreamKey) -> bool {
+        if self.responses.is_none() {
+            return false;
+        }
+        match &self.ports {
+            Some(ports) => {
+                ports.contains(&stream.flow.src.port()) && !ports.contains(&stream.flow.dst.port())
+            }
+            None => self.pairs.contains_key(&client_of(stream)),
+        }
+    }
+
+    /// Runs `f` on the pairing of answer stream `stream`, then hands on its events.
+    fn with_pairing(
+        &mut self,
+        stream: StreamKey,
+        f: impl FnOnce(&mut ResponseFramer, &mut Vec<ResponseEvent>),
+    ) {
+        let client = client_of(stream);
+        let Some(pairing) = self.pairs.get_mut(&client) else {
+            return;
+        };
+        pairing.answered = true;
+        let mut out = std::mem::take(&mut self.response_events);
+        f(&mut pairing.framer, &mut out);
+        self.response_events = out;
+        self.drain_responses(client);
+    }
+
+    fn drain_responses(&mut self, client: StreamKey) {
+        let ends = self.pairs.get_mut(&client).map(|p| &mut p.ends);
+        let mut ends = ends;
+        for ev in self.response_events.drain(..) {
+            let (id, first_byte) = match &ev {
+                ResponseEvent::Response {
+                    id, first_byte_ts, ..
+                } => (*id, Some(*first_byte_ts)),
+                ResponseEvent::Missing { id } => (*id, None),
+            };
+            // Requests are answered in order: the ends before this one are settled too.
+            let mut end_ts = None;
+            if let Some(ends) = ends.as_deref_mut() {
+                while let Some(&(front, ts)) = ends.front() {
+                    if front > id {
+                        break;
+                    }
+                    ends.pop_front();
+                    if front == id {
+                        end_ts = Some(ts);
+                    }
+                }
+            }
+            self.events.push(match ev {
+                ResponseEvent::Response {
+                    id, mut summary, ..
+                } => {
+                    let waited = first_byte
+                        .zip(end_ts)
+                        .map_or(0, |(first, end)| first.saturating_sub(end));
+                    summary.latency = std::time::Duration::from_nanos(waited);
+                    PipelineEvent::Response { id, summary }
+                }
+                ResponseEvent::Missing { id } => PipelineEvent::ResponseMissing { id },
             });
         }
     }
 }
 
+/// The client's stream of the connection whose other direction is `stream`.
+fn client_of(stream: StreamKey) -> StreamKey {
+    StreamKey {
+        conn: stream.conn,
+        flow: stream.flow.reversed(),
+    }
+}
+
 impl StreamSink for Framers {
     fn data(&mut self, stream: StreamKey, ts_nanos: u64, bytes: &[u8]) {
+        if self.is_answer_stream(stream) {
+            self.with_pairing(stream, |f, out| f.push(ts_nanos, bytes, out));
+            return;
+        }
         self.with_framer(stream, ts_nanos, |f, limits, out| {
             f.push(limits, ts_nanos, bytes, out)
         });
     }
 
     fn gap(&mut self, stream: StreamKey, ts_nanos: u64, missing: u64) {
+        if self.is_answer_stream(stream) {
+            self.with_pairing(stream, |f, out| f.gap(ts_nanos, missing, out));
+            return;
+        }
+        if missing > 0 {
+            self.client_lost(stream);
+        }
         self.with_framer(stream, ts_nanos, |f, _, out| f.gap(ts_nanos, missing, out));
     }
 
     fn distrust(&mut self, stream: StreamKey, ts_nanos: u64) {
+        if self.is_answer_stream(stream) {
+            // Bytes that may not be what the client read: framing them proves nothing.
+            self.with_pairing(stream, |f, out| f.gap(ts_nanos, u64::MAX, out));
+            return;
+        }
+        self.client_lost(stream);
         self.with_framer(stream, ts_nanos, |f, limits, out| {
             f.distrust(limits, ts_nanos, out)
         });
@@ -209,11 +416,27 @@ impl StreamSink for Framers {
     }
 
     fn end(&mut self, stream: StreamKey, ts_nanos: u64, _how: StreamEnd) {
+        if self.is_answer_stream(stream) {
+            self.with_pairing(stream, |f, out| f.finish(ts_nanos, out));
+            self.pairs.remove(&client_of(stream));
+            return;
+        }
+        // A connection whose server said nothing: its requests' answers will not come.
+        if self.pairs.get(&stream).is_some_and(|p| !p.answered) {
+            let mut out = std::mem::take(&mut self.response_events);
+            if let Some(mut p) = self.pairs.remove(&stream) {
+                p.framer.finish(ts_nanos, &mut out);
+                self.pairs.insert(stream, p);
+            }
+            self.response_events = out;
+            self.drain_responses(stream);
+            self.pairs.remove(&stream);
+        }
         let slot = self.by_stream.find(&stream);
         if let Some(mut framer) = slot.and_then(|slot| self.by_stream.remove(slot)) {
             self.held = self.held.saturating_sub(framer.buffered());
             framer.finish(ts_nanos, &mut self.scratch);
-            self.drain(stream, framer.protocol());
+            self.drain(stream, framer.protocol(), ts_nanos);
         }
     }
 }
@@ -241,7 +464,10 @@ impl PipelineFront {
         Self {
             decoder: Decoder::new(config.decoder),
             gate: None,
-            flows: FlowTable::new(config.reassembly.clone()),
+            flows: FlowTable::new(ReassemblyConfig {
+                responses: config.reassembly.responses || config.responses.is_some(),
+                ..config.reassembly.clone()
+            }),
             stats: PipelineStats::default(),
             last_expire: 0,
             latest_ts: 0,

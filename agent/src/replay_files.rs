@@ -144,6 +144,8 @@ pub struct ReplayReport {
     /// Captures damaged part-way, `FILE: corrupt capture at byte N: why`, each once.
     pub damaged: Vec<String>,
     pub elapsed: Duration,
+    /// The response comparison (`--diff`), settled once the copies are drained.
+    pub diff: Option<Arc<crate::diff::engine::DiffEngine>>,
 }
 
 /// Replays every source `loops` times, then waits up to `drain_timeout` for copies in
@@ -254,7 +256,12 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
         signalled = crate::signals::stop_requested(),
         "reading done; draining copies in flight"
     );
+    let diff = replayer.diff().cloned();
     drain(replayer, plan.drain_timeout);
+    if let Some(engine) = &diff {
+        engine.finish();
+    }
+    report.diff = diff;
     report.elapsed = started.elapsed();
     Ok(report)
 }
@@ -462,6 +469,18 @@ pub fn dispatch(
             accounting.record_all(protocol, reason.outcome());
             false
         }
+        PipelineEvent::Response { id, summary } => {
+            if let Some(diff) = replayer.diff() {
+                diff.prod(id, Some(summary));
+            }
+            false
+        }
+        PipelineEvent::ResponseMissing { id } => {
+            if let Some(diff) = replayer.diff() {
+                diff.prod(id, None);
+            }
+            false
+        }
         // The server's side of a connection is expected, and untrusted bytes are a
         // connection's, not another protocol's.
         PipelineEvent::NotHttp { kind, .. } => {
@@ -555,6 +574,7 @@ impl ReplayReport {
             ip: DecodeStats::default(),
             damaged: Vec::new(),
             elapsed: Duration::ZERO,
+            diff: None,
         }
     }
 
@@ -607,6 +627,10 @@ impl ReplayReport {
             if counters.timeouts_look_like_overload() {
                 let _ = writeln!(s, "{}", overload_note(name, counters));
             }
+        }
+        if let Some(engine) = &self.diff {
+            let _ = writeln!(s, "diff: production against the first target, by route");
+            s.push_str(&engine.with_report(|r| r.terminal_table()));
         }
         s
     }

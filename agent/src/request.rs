@@ -37,6 +37,9 @@ impl Protocol {
 /// One request as captured, with the connection it came on.
 #[derive(Clone, Debug)]
 pub struct Captured {
+    /// The pipeline's id for the request (in capture order), which its production
+    /// response carries too (`PipelineEvent::Response`).
+    pub id: u64,
     /// The capture's id for the connection (tells apart reuses of a 4-tuple).
     pub conn: u64,
     pub client: SocketAddr,

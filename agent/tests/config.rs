@@ -87,6 +87,10 @@ fn sample_value(long: &str, dir: &Path) -> Option<String> {
         "dry-run" => "true".into(),
         "record" => "\"/tmp/shadowtap-test.pcapng\"".into(),
         "duration" => "\"3s\"".into(),
+        "diff" => "true".into(),
+        "diff-ignore-header" => "[\"x-request-id\"]".into(),
+        "diff-ignore" => "[\"$..build\"]".into(),
+        "diff-samples" => "\"/tmp/shadowtap-test-diff.jsonl\"".into(),
         _ => return None,
     })
 }

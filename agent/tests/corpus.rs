@@ -344,6 +344,8 @@ fn stream_lines(file: &Path) -> Vec<String> {
                 kind: NotHttpKind::Response,
                 ..
             } => return,
+            // No `--diff` here: answers are not framed.
+            PipelineEvent::Response { .. } | PipelineEvent::ResponseMissing { .. } => return,
             PipelineEvent::NotHttp {
                 client,
                 server,

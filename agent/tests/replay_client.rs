@@ -219,6 +219,7 @@ fn get(path: &str) -> Request {
 
 fn captured(conn: u64, request: Request) -> Captured {
     Captured {
+        id: conn,
         conn,
         client: "192.0.2.10:51000".parse().unwrap(),
         server: "10.0.0.5:8080".parse().unwrap(),

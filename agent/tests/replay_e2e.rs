@@ -150,7 +150,9 @@ fn captured_requests(path: &Path) -> (Vec<Captured>, u64) {
                 });
             }
             PipelineEvent::Dropped { .. } => seen += 1,
-            PipelineEvent::NotHttp { .. } => {}
+            PipelineEvent::NotHttp { .. }
+            | PipelineEvent::Response { .. }
+            | PipelineEvent::ResponseMissing { .. } => {}
         }
     }
     (out, seen)

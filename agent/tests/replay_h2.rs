@@ -262,6 +262,7 @@ fn grpc_call(path: &str) -> Request {
 
 fn captured(request: Request) -> Captured {
     Captured {
+        id: 0,
         conn: 1,
         client: "192.0.2.10:51000".parse().unwrap(),
         server: "10.0.0.5:8000".parse().unwrap(),

@@ -41,6 +41,7 @@ fn silent_target() -> (SocketAddr, Arc<AtomicU64>) {
 
 fn post(i: usize, body: usize) -> Captured {
     Captured {
+        id: i as u64,
         conn: i as u64,
         client: "10.0.0.1:40000".parse().expect("addr"),
         server: "10.0.0.2:80".parse().expect("addr"),

@@ -300,6 +300,13 @@ impl EbpfCapture {
         Ok(())
     }
 
+    /// Also capture packets FROM a watched port (the server's answers), for `--diff`.
+    pub fn set_capture_answers(&mut self, on: bool) -> Result<(), EbpfError> {
+        self.config
+            .set(common::CONFIG_SRC_PORTS, u32::from(on), 0)
+            .map_err(|e| map_error(common::MAP_CONFIG, e))
+    }
+
     /// Tells the classifier whether frames on `ifindex` start with an Ethernet header.
     /// `attach` sets this from the interface type; this overrides it.
     pub fn set_interface_l2(&mut self, ifindex: u32, has_l2: bool) -> Result<(), EbpfError> {

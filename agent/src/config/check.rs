@@ -106,7 +106,7 @@ pub fn check(file: &Path, command: CheckFor) -> Result<String, CheckError> {
                 ports(&port_list(&args.port)),
             ))
         }
-        Command::Demo | Command::Config(_) => unreachable_command(command),
+        Command::Demo | Command::Config(_) | Command::Report(_) => unreachable_command(command),
     }?;
     let unused = keys_not_for(file, command);
     if unused.is_empty() {
@@ -235,7 +235,7 @@ pub fn warn_unknown_variables(command: &Command) {
     let reads_options = match command {
         Command::Run(_) | Command::Replay(_) | Command::Inspect(_) => true,
         Command::Config(c) => matches!(c, super::ConfigCommand::Check(_)),
-        Command::Demo => false,
+        Command::Demo | Command::Report(_) => false,
     };
     if !reads_options {
         return;

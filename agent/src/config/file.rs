@@ -498,7 +498,7 @@ fn check_combinations(r: &Resolved) -> Result<(), LoadError> {
     let targets = match &r.cli.command {
         Sub::Replay(a) => Some(&a.shadow.targets),
         Sub::Run(a) => Some(&a.shadow.targets),
-        Sub::Inspect(_) | Sub::Demo | Sub::Config(_) => None,
+        Sub::Inspect(_) | Sub::Demo | Sub::Config(_) | Sub::Report(_) => None,
     };
     // Precedence picks one source for the whole list, so a duplicate is always within
     // the one that was used: name it.
@@ -513,7 +513,7 @@ fn check_combinations(r: &Resolved) -> Result<(), LoadError> {
         Sub::Inspect(a) => &a.limits,
         Sub::Replay(a) => &a.limits,
         Sub::Run(a) => &a.limits,
-        Sub::Demo | Sub::Config(_) => return Ok(()),
+        Sub::Demo | Sub::Config(_) | Sub::Report(_) => return Ok(()),
     };
     if limits.max_stream_buffer > limits.max_buffer {
         return Err(LoadError::Combination(format!(

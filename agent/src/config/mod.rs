@@ -87,6 +87,11 @@ pub enum Command {
     /// Check a configuration file, or print the reference of every option.
     #[command(subcommand, after_help = EXAMPLES_CONFIG)]
     Config(ConfigCommand),
+    /// Summarise response comparisons written by `--diff-samples` (terminal, HTML).
+    #[command(
+        after_help = "Examples:\n  shadowtap report diff.jsonl\n  shadowtap report diff.jsonl --html report.html"
+    )]
+    Report(ReportArgs),
 }
 
 // Each command's help ends with examples people can run as they are (a test parses
@@ -942,6 +947,97 @@ pub struct ReplayArgs {
     pub shadow: ShadowArgs,
     #[command(flatten)]
     pub limits: LimitArgs,
+    #[command(flatten)]
+    pub diff: DiffArgs,
+}
+
+/// The response comparison (`--diff`): production's answers in the capture against the
+/// first target's.
+#[derive(Clone, Debug, Args)]
+pub struct DiffArgs {
+    /// Compare production's answers with the first target's (HTTP/1.1)
+    ///
+    /// The capture must hold the server's answers (both directions). Each copy sent to
+    /// the first target is paired with production's answer to the same request and
+    /// compared: status, then chosen headers, then the body (by hash, and by JSON field
+    /// paths). The summary ends with the result per route.
+    #[arg(help_heading = "Diff", long, env = "SHADOWTAP_DIFF")]
+    pub diff: bool,
+    /// Body bytes kept per answer for field-level comparison (larger: by hash only)
+    #[arg(help_heading = "Diff", hide_short_help = true, long, value_name = "SIZE", default_value = "64KiB", value_parser = size_u64, env = "SHADOWTAP_DIFF_MAX_BODY")]
+    pub diff_max_body: u64,
+    /// A header never compared (repeat, or comma-separated)
+    #[arg(
+        help_heading = "Diff",
+        hide_short_help = true,
+        long,
+        value_name = "NAME",
+        value_delimiter = ',',
+        env = "SHADOWTAP_DIFF_IGNORE_HEADER"
+    )]
+    pub diff_ignore_header: Vec<String>,
+    /// A JSON path never compared: `$.timestamp`, `$.items[*].id`, `$..build` (repeat)
+    #[arg(help_heading = "Diff", hide_short_help = true, long, value_name = "PATH", value_parser = parse_json_path, env = "SHADOWTAP_DIFF_IGNORE")]
+    pub diff_ignore: Vec<crate::diff::compare::JsonPath>,
+    /// Write differing pairs (sampled per route and outcome) and per-route summaries as
+    /// JSON lines; `shadowtap report FILE` reads them
+    #[arg(
+        help_heading = "Diff",
+        hide_short_help = true,
+        long,
+        value_name = "FILE",
+        env = "SHADOWTAP_DIFF_SAMPLES"
+    )]
+    pub diff_samples: Option<PathBuf>,
+}
+
+fn parse_json_path(text: &str) -> Result<crate::diff::compare::JsonPath, String> {
+    crate::diff::compare::JsonPath::parse(text).map_err(|e| e.to_string())
+}
+
+impl DiffArgs {
+    /// The comparison's engine, or `None` without `--diff`.
+    pub fn engine(
+        &self,
+        redact_headers: &[String],
+    ) -> Option<std::sync::Arc<crate::diff::engine::DiffEngine>> {
+        use crate::diff::compare::DiffRules;
+        use crate::diff::report::ReportConfig;
+        if !self.diff {
+            return None;
+        }
+        let rules = DiffRules {
+            ignore_headers: self.diff_ignore_header.clone(),
+            ignore_paths: self.diff_ignore.clone(),
+            ..DiffRules::default()
+        };
+        let report = ReportConfig {
+            redact_headers: redact_headers.to_vec(),
+            ..ReportConfig::default()
+        };
+        Some(std::sync::Arc::new(crate::diff::engine::DiffEngine::new(
+            rules, report,
+        )))
+    }
+
+    /// Production's answers framed within `--diff-max-body`.
+    pub fn response_limits(&self) -> Option<crate::diff::response::ResponseLimits> {
+        self.diff.then(|| crate::diff::response::ResponseLimits {
+            max_body: usize::try_from(self.diff_max_body).unwrap_or(usize::MAX),
+            ..Default::default()
+        })
+    }
+}
+
+/// `shadowtap report`: the comparison's samples files read back.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Files written by `--diff-samples`, merged
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Also write one self-contained HTML page here
+    #[arg(long, value_name = "OUT")]
+    pub html: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -1021,6 +1117,8 @@ pub struct RunArgs {
         env = "SHADOWTAP_ADMIN_ADDR"
     )]
     pub admin_addr: ::std::option::Option<SocketAddr>,
+    #[command(flatten)]
+    pub diff: DiffArgs,
 }
 
 #[cfg(test)]

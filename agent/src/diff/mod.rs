@@ -15,6 +15,7 @@
 //! replay live with the pipeline; they hand this module `ResponseSummary`s.
 
 pub mod compare;
+pub mod engine;
 pub mod noise;
 pub mod report;
 mod report_html;

@@ -185,11 +185,11 @@ impl FlowTable {
     }
 
     fn watched(&self, flow: FlowKey) -> bool {
-        self.shared
-            .config
-            .ports
-            .as_ref()
-            .is_none_or(|ports| ports.contains(&flow.dst.port()))
+        let config = &self.shared.config;
+        config.ports.as_ref().is_none_or(|ports| {
+            ports.contains(&flow.dst.port())
+                || (config.responses && ports.contains(&flow.src.port()))
+        })
     }
 
     pub fn push<S: StreamSink>(&mut self, seg: &Segment<'_>, sink: &mut S) {

@@ -19,6 +19,9 @@ pub struct ReassemblyConfig {
     /// Server ports watched: only the direction towards one of them is delivered.
     /// `None` delivers both directions of every connection.
     pub ports: Option<Vec<u16>>,
+    /// Also deliver the direction from a watched port (the server's answers), for the
+    /// response comparison (`--diff`).
+    pub responses: bool,
     /// Live connections; past it the least recently active one is evicted.
     pub max_flows: usize,
     /// Out-of-order bytes buffered per direction before its first hole is given up.
@@ -44,6 +47,7 @@ impl Default for ReassemblyConfig {
     fn default() -> Self {
         Self {
             ports: None,
+            responses: false,
             max_flows: 50_000,
             max_stream_buffer: 1 << 20,
             max_total_buffer: 16 << 20,

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use crate::diff::engine::DiffEngine;
 use crate::metrics::{Accounting, Outcome, ReplayErrorKind, TargetCounters};
 use crate::own_traffic::OwnConnections;
 use crate::request::{Captured, Header, Protocol, Request};
@@ -65,6 +66,9 @@ pub struct TargetConfig {
     pub socket_mark: u32,
     /// Registry of our own connections that live capture leaves out.
     pub own: Option<Arc<OwnConnections>>,
+    /// The response comparison this target is the candidate of (`--diff`): each copy it
+    /// is sent opens a pair, its answer is that pair's shadow side.
+    pub diff: Option<Arc<DiffEngine>>,
 }
 
 impl TargetConfig {
@@ -91,6 +95,7 @@ impl TargetConfig {
             tls: TlsOptions::default(),
             socket_mark: 0,
             own: None,
+            diff: None,
         }
     }
 
@@ -206,6 +211,7 @@ fn heap_bytes(size: usize) -> usize {
 }
 
 struct TargetSide {
+    diff: Option<Arc<DiffEngine>>,
     filter: RequestFilter,
     sampler: Sampler,
     bucket: Option<Mutex<TokenBucket>>,
@@ -563,6 +569,8 @@ pub enum Handoff<'a> {
 /// Sends shadow copies to every configured target.
 pub struct Replayer {
     targets: Vec<TargetSide>,
+    /// The response comparison, if a target is its candidate.
+    diff: Option<Arc<DiffEngine>>,
     accounting: Arc<Accounting>,
     clock: Instant,
     stop: Option<oneshot::Sender<()>>,
@@ -670,6 +678,7 @@ impl Replayer {
                 Mutex::new(TokenBucket::new(rate, burst))
             });
             sides.push(TargetSide {
+                diff: cfg.diff.clone(),
                 filter: cfg.filter,
                 sampler: Sampler::new(cfg.percent, cfg.sample_by, seed),
                 bucket,
@@ -686,13 +695,20 @@ impl Replayer {
                 // cancels whatever is left.
                 let _ = runtime.block_on(stopped);
             })?;
+        let diff = sides.iter().find_map(|t| t.diff.clone());
         Ok(Self {
+            diff,
             targets: sides,
             accounting,
             clock: Instant::now(),
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+
+    /// The response comparison, if one of the targets is its candidate.
+    pub fn diff(&self) -> Option<&Arc<DiffEngine>> {
+        self.diff.as_ref()
     }
 
     /// `hand_off` with the copies put on their queues at once; never blocks (a full
@@ -794,6 +810,9 @@ impl Replayer {
                 Ok(owned) => Arc::new(owned),
                 Err(shared) => shared,
             };
+            if let Some(diff) = &t.diff {
+                diff.expect(shared.id, &shared.request);
+            }
             captured = Err(Arc::clone(&shared));
             match &mut how {
                 // Its bytes are taken: the outbox is inside the queue's byte budget.
