@@ -29,7 +29,6 @@ pub mod signals;
 pub mod stream_framer;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use config::{Command, ConfigCommand};
 use logging::{count, line_to_stderr};
@@ -72,9 +71,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let args = *args;
             let mut pipeline = args.limits.pipeline_config(&args.port);
             let mut targets = args.shadow.target_configs()?;
-            let diff = args.diff.engine(&args.shadow.redact_header);
-            if let (Some(engine), Some(candidate)) = (&diff, targets.first_mut()) {
-                candidate.diff = Some(Arc::clone(engine));
+            let diff = args.diff.attach(&args.shadow.redact_header, &mut targets)?;
+            if diff.is_some() {
                 pipeline.responses = args.diff.response_limits();
             }
             let plan = ReplayPlan {
@@ -338,11 +336,11 @@ fn diagnose(t: &TargetConfig, kind: ReplayErrorKind) -> String {
 fn run_plan(args: config::RunArgs) -> anyhow::Result<live::RunPlan> {
     let mut pipeline = args.limits.pipeline_config(&args.port);
     let mut targets = args.shadow.target_configs()?;
-    if let (Some(engine), Some(candidate)) = (
-        args.diff.engine(&args.shadow.redact_header),
-        targets.first_mut(),
-    ) {
-        candidate.diff = Some(engine);
+    if args
+        .diff
+        .attach(&args.shadow.redact_header, &mut targets)?
+        .is_some()
+    {
         pipeline.responses = args.diff.response_limits();
     }
     Ok(live::RunPlan {

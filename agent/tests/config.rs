@@ -91,6 +91,7 @@ fn sample_value(long: &str, dir: &Path) -> Option<String> {
         "diff-ignore-header" => "[\"x-request-id\"]".into(),
         "diff-ignore" => "[\"$..build\"]".into(),
         "diff-samples" => "\"/tmp/shadowtap-test-diff.jsonl\"".into(),
+        "diff-baseline" => "\"http://127.0.0.1:2\"".into(),
         _ => return None,
     })
 }

@@ -979,6 +979,37 @@ pub struct DiffArgs {
     /// A JSON path never compared: `$.timestamp`, `$.items[*].id`, `$..build` (repeat)
     #[arg(help_heading = "Diff", hide_short_help = true, long, value_name = "PATH", value_parser = parse_json_path, env = "SHADOWTAP_DIFF_IGNORE")]
     pub diff_ignore: Vec<crate::diff::compare::JsonPath>,
+    /// A second copy of production's version (URL): each compared request also goes
+    /// there, and a field counts as a difference only where the candidate differs from
+    /// production clearly more often than this baseline does
+    #[arg(
+        help_heading = "Diff",
+        hide_short_help = true,
+        long,
+        value_name = "URL",
+        env = "SHADOWTAP_DIFF_BASELINE"
+    )]
+    pub diff_baseline: Option<String>,
+    /// How much more often (percent) the candidate must differ than the baseline
+    #[arg(
+        help_heading = "Diff",
+        hide_short_help = true,
+        long,
+        value_name = "PERCENT",
+        default_value_t = 20.0,
+        env = "SHADOWTAP_DIFF_MARGIN_RELATIVE"
+    )]
+    pub diff_margin_relative: f64,
+    /// The least share of pairs by which the candidate must differ more (0.03: 3 in 100)
+    #[arg(
+        help_heading = "Diff",
+        hide_short_help = true,
+        long,
+        value_name = "FRACTION",
+        default_value_t = 0.03,
+        env = "SHADOWTAP_DIFF_MARGIN_ABSOLUTE"
+    )]
+    pub diff_margin_absolute: f64,
     /// Write differing pairs (sampled per route and outcome) and per-route summaries as
     /// JSON lines; `shadowtap report FILE` reads them
     #[arg(
@@ -996,8 +1027,44 @@ fn parse_json_path(text: &str) -> Result<crate::diff::compare::JsonPath, String>
 }
 
 impl DiffArgs {
+    /// With `--diff`: the first target becomes the comparison's candidate and, with
+    /// `--diff-baseline`, a baseline target is added that gets exactly the requests the
+    /// candidate gets (same sampling, seeded alike). Returns the engine.
+    pub fn attach(
+        &self,
+        redact_headers: &[String],
+        targets: &mut Vec<TargetConfig>,
+    ) -> Result<Option<std::sync::Arc<crate::diff::engine::DiffEngine>>, ConfigError> {
+        use crate::replay::DiffSide;
+        let Some(engine) = self.engine(redact_headers) else {
+            return Ok(None);
+        };
+        let Some(candidate) = targets.first_mut() else {
+            return Ok(None);
+        };
+        // One seed for both: the same requests are kept for each, in random mode too.
+        let seed = candidate.seed.unwrap_or_else(|| {
+            crate::sample::hash_bytes(0x0d1f, candidate.url.to_string().as_bytes())
+        });
+        candidate.seed = Some(seed);
+        candidate.diff = Some(DiffSide {
+            engine: std::sync::Arc::clone(&engine),
+            baseline: false,
+        });
+        if let Some(url) = &self.diff_baseline {
+            let mut base = candidate.clone();
+            base.url = crate::replay::target::parse_target(url)?.0;
+            base.diff = Some(DiffSide {
+                engine: std::sync::Arc::clone(&engine),
+                baseline: true,
+            });
+            targets.push(base);
+        }
+        Ok(Some(engine))
+    }
+
     /// The comparison's engine, or `None` without `--diff`.
-    pub fn engine(
+    fn engine(
         &self,
         redact_headers: &[String],
     ) -> Option<std::sync::Arc<crate::diff::engine::DiffEngine>> {
@@ -1015,9 +1082,15 @@ impl DiffArgs {
             redact_headers: redact_headers.to_vec(),
             ..ReportConfig::default()
         };
-        Some(std::sync::Arc::new(crate::diff::engine::DiffEngine::new(
-            rules, report,
-        )))
+        let engine = crate::diff::engine::DiffEngine::new(rules, report);
+        let engine = match &self.diff_baseline {
+            Some(_) => engine.with_baseline(crate::diff::noise::Margins {
+                relative: self.diff_margin_relative,
+                absolute: self.diff_margin_absolute,
+            }),
+            None => engine,
+        };
+        Some(std::sync::Arc::new(engine))
     }
 
     /// Production's answers framed within `--diff-max-body`.

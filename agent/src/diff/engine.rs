@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
 use super::compare::{compare, Comparison, DiffRules};
-use super::noise::{NoiseModel, RequestKey, DEFAULT_MAX_KEYS};
+use super::noise::{BaselineModel, Margins, NoiseModel, RequestKey, DEFAULT_MAX_KEYS};
 use super::report::{DiffReport, PairSample, ReportConfig};
 use super::response::Fnv64;
 use super::route::{Routes, DEFAULT_MAX_ROUTES};
@@ -42,6 +42,17 @@ struct Pending {
     target: String,
     prod: Option<ProdSide>,
     shadow: Option<ShadowSide>,
+    /// A copy went to the baseline too: its answer is waited for.
+    wants_baseline: bool,
+    baseline: Option<ShadowSide>,
+}
+
+impl Pending {
+    fn complete(&self) -> bool {
+        self.prod.is_some()
+            && self.shadow.is_some()
+            && (!self.wants_baseline || self.baseline.is_some())
+    }
 }
 
 struct Inner {
@@ -52,8 +63,10 @@ struct Inner {
     pending: HashMap<u64, Pending>,
     order: VecDeque<u64>,
     max_pending: usize,
-    /// Fields that differed but were judged noise, by route (counted apart).
+    /// Pairs whose only differences were judged noise.
     noisy: u64,
+    /// `--diff-baseline`: Diffy's model over (candidate, baseline) against production.
+    baseline: Option<BaselineModel>,
 }
 
 /// See the module's first lines.
@@ -79,7 +92,36 @@ impl DiffEngine {
                 order: VecDeque::new(),
                 max_pending: DEFAULT_MAX_PENDING,
                 noisy: 0,
+                baseline: None,
             }),
+        }
+    }
+
+    /// With a baseline (a second copy of production's version): a field is a difference
+    /// only where the candidate differs from production clearly more often than the
+    /// baseline does (`margins`).
+    pub fn with_baseline(self, margins: Margins) -> Self {
+        self.lock().baseline = Some(BaselineModel::new(margins));
+        self
+    }
+
+    /// A copy of request `id` went to the baseline too (after `expect`).
+    pub fn expect_baseline(&self, id: u64) {
+        if let Some(p) = self.lock().pending.get_mut(&id) {
+            p.wants_baseline = true;
+        }
+    }
+
+    /// The baseline's answer to the copy of request `id`.
+    pub fn baseline(&self, id: u64, side: ShadowSide) {
+        let mut inner = self.lock();
+        let Some(p) = inner.pending.get_mut(&id) else {
+            return;
+        };
+        p.baseline = Some(side);
+        if p.complete() {
+            let p = inner.pending.remove(&id).expect("found above");
+            inner.settle(p);
         }
     }
 
@@ -101,6 +143,8 @@ impl DiffEngine {
             target: String::from_utf8_lossy(&request.target).into_owned(),
             prod: None,
             shadow: None,
+            wants_baseline: false,
+            baseline: None,
         };
         if inner.pending.insert(id, pending).is_none() {
             inner.order.push_back(id);
@@ -132,7 +176,7 @@ impl DiffEngine {
             Some(r) => ProdSide::Seen(r),
             None => ProdSide::Missing,
         });
-        if p.shadow.is_some() {
+        if p.complete() {
             let p = inner.pending.remove(&id).expect("found above");
             inner.settle(p);
         }
@@ -145,7 +189,7 @@ impl DiffEngine {
             return;
         };
         p.shadow = Some(side);
-        if p.prod.is_some() {
+        if p.complete() {
             let p = inner.pending.remove(&id).expect("found above");
             inner.settle(p);
         }
@@ -187,7 +231,23 @@ impl Inner {
         let (cmp, prod_latency, shadow_latency, sample) = match (p.prod, p.shadow) {
             (Some(ProdSide::Seen(prod)), Some(ShadowSide::Answered(shadow))) => {
                 let mut cmp = compare(&prod, &shadow, &self.rules);
-                self.split_noise(&p.key, &p.route, &mut cmp);
+                let base = match &p.baseline {
+                    Some(ShadowSide::Answered(base)) => Some(compare(&prod, base, &self.rules)),
+                    _ => None,
+                };
+                match (&mut self.baseline, base) {
+                    (Some(model), Some(base)) => {
+                        model.observe(&p.route, &cmp.fields, &base.fields);
+                        let (real, noisy) = model.classify(&p.route, &cmp.fields);
+                        apply_split(&mut cmp, real, noisy, &mut self.noisy);
+                    }
+                    // A pair the baseline did not answer: judged by what it learned.
+                    (Some(model), None) => {
+                        let (real, noisy) = model.classify(&p.route, &cmp.fields);
+                        apply_split(&mut cmp, real, noisy, &mut self.noisy);
+                    }
+                    (None, _) => self.split_noise(&p.key, &p.route, &mut cmp),
+                }
                 let sample = PairSample {
                     method: p.method,
                     target: p.target,
@@ -220,16 +280,157 @@ impl Inner {
             return;
         }
         let (real, noisy) = self.noise.classify(*key, route, &cmp.fields);
-        if noisy.is_empty() {
-            return;
+        apply_split(cmp, real, noisy, &mut self.noisy);
+    }
+}
+
+/// Lists noisy fields apart (`noisy:` before the path); a pair that differs only by
+/// noise is a match (counted in `noisy_pairs`).
+fn apply_split(cmp: &mut Comparison, real: Vec<String>, noisy: Vec<String>, noisy_pairs: &mut u64) {
+    if noisy.is_empty() {
+        return;
+    }
+    // The first stage that still differs, in the order `compare` judges them.
+    cmp.outcome = if real.is_empty() {
+        *noisy_pairs += 1;
+        DiffOutcome::Match
+    } else if real.iter().any(|f| f == "status" || f == "grpc-status") {
+        DiffOutcome::Status
+    } else if real.iter().any(|f| f.starts_with("header:")) {
+        DiffOutcome::Headers
+    } else {
+        DiffOutcome::Body
+    };
+    cmp.fields = real
+        .into_iter()
+        .chain(noisy.into_iter().map(|f| format!("noisy:{f}")))
+        .collect();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Request;
+    use std::time::Duration;
+
+    fn get(path: &str) -> Request {
+        Request {
+            method: "GET".into(),
+            target: path.as_bytes().to_vec(),
+            ..Request::default()
         }
-        if real.is_empty() {
-            cmp.outcome = DiffOutcome::Match;
-            self.noisy += 1;
+    }
+
+    fn json(status: u16, body: &str) -> ResponseSummary {
+        ResponseSummary {
+            status,
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            body_len: body.len() as u64,
+            body_hash: Fnv64::of(body.as_bytes()),
+            body: Some(body.as_bytes().to_vec()),
+            latency: Duration::from_millis(3),
+            ..ResponseSummary::default()
         }
-        cmp.fields = real
+    }
+
+    fn counts(engine: &DiffEngine) -> Vec<(DiffOutcome, u64)> {
+        engine
+            .counts()
             .into_iter()
-            .chain(noisy.into_iter().map(|f| format!("noisy:{f}")))
-            .collect();
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
+    #[test]
+    fn a_pair_settles_whichever_side_comes_first() {
+        let engine = DiffEngine::new(DiffRules::default(), ReportConfig::default());
+        engine.expect(1, &get("/a"));
+        engine.prod(1, Some(json(200, r#"{"a":1}"#)));
+        engine.shadow(1, ShadowSide::Answered(json(200, r#"{"a":1}"#)));
+        engine.expect(2, &get("/a"));
+        engine.shadow(2, ShadowSide::Answered(json(200, r#"{"a":2}"#)));
+        engine.prod(2, Some(json(200, r#"{"a":1}"#)));
+        assert_eq!(
+            counts(&engine),
+            vec![(DiffOutcome::Match, 1), (DiffOutcome::Body, 1)]
+        );
+        let table = engine.with_report(|r| r.terminal_table());
+        assert!(table.contains("$.a"), "{table}");
+    }
+
+    #[test]
+    fn missing_sides_are_named_and_unexpected_ids_ignored() {
+        let engine = DiffEngine::new(DiffRules::default(), ReportConfig::default());
+        engine.prod(7, Some(json(200, "{}")));
+        engine.shadow(7, ShadowSide::Failed { timeout: false });
+        engine.expect(1, &get("/a"));
+        engine.prod(1, None);
+        engine.shadow(1, ShadowSide::Answered(json(200, "{}")));
+        engine.expect(2, &get("/a"));
+        engine.prod(2, Some(json(200, "{}")));
+        engine.shadow(2, ShadowSide::Failed { timeout: false });
+        engine.expect(3, &get("/a"));
+        engine.prod(3, Some(json(200, "{}")));
+        engine.finish();
+        assert_eq!(
+            counts(&engine),
+            vec![
+                (DiffOutcome::ShadowError, 1),
+                (DiffOutcome::ShadowTimeout, 1),
+                (DiffOutcome::ProdMissing, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn pairs_waiting_are_bounded() {
+        let engine = DiffEngine::new(DiffRules::default(), ReportConfig::default());
+        for id in 0..(DEFAULT_MAX_PENDING as u64 + 10) {
+            engine.expect(id, &get("/a"));
+        }
+        assert_eq!(engine.lock().pending.len(), DEFAULT_MAX_PENDING);
+        assert_eq!(counts(&engine), vec![(DiffOutcome::ProdMissing, 10)]);
+    }
+
+    #[test]
+    fn with_a_baseline_a_field_random_on_both_is_noise_and_a_changed_one_is_not() {
+        let engine = DiffEngine::new(DiffRules::default(), ReportConfig::default())
+            .with_baseline(Margins::default());
+        for id in 0..40u64 {
+            let nonce = |k: u64| format!(r#"{{"nonce":"{}","name":"alice"}}"#, id * 3 + k);
+            engine.expect(id, &get("/r"));
+            engine.expect_baseline(id);
+            engine.prod(id, Some(json(200, &nonce(0))));
+            engine.baseline(id, ShadowSide::Answered(json(200, &nonce(1))));
+            let candidate = nonce(2).replace("alice", if id % 2 == 0 { "bob" } else { "alice" });
+            engine.shadow(id, ShadowSide::Answered(json(200, &candidate)));
+        }
+        let table = engine.with_report(|r| r.terminal_table());
+        let c = counts(&engine);
+        // Half the candidate's answers rename the user: those are differences.
+        assert!(c.contains(&(DiffOutcome::Body, 20)), "{c:?}\n{table}");
+        assert!(table.contains("$.name"), "{table}");
+        assert!(table.contains("noisy:$.nonce"), "{table}");
+    }
+
+    #[test]
+    fn without_a_baseline_noise_is_learned_from_identical_requests() {
+        let engine = DiffEngine::new(DiffRules::default(), ReportConfig::default());
+        for id in 0..6u64 {
+            engine.expect(id, &get("/r"));
+            engine.prod(id, Some(json(200, &format!(r#"{{"nonce":{id},"x":1}}"#))));
+            engine.shadow(
+                id,
+                ShadowSide::Answered(json(200, &format!(r#"{{"nonce":{},"x":1}}"#, id + 100))),
+            );
+        }
+        let c = counts(&engine);
+        // The first pair cannot know yet; from the second on, $.nonce is noise.
+        assert_eq!(
+            c,
+            vec![(DiffOutcome::Match, 5), (DiffOutcome::Body, 1)],
+            "{c:?}"
+        );
+        assert_eq!(engine.noisy_pairs(), 5);
     }
 }

@@ -66,9 +66,18 @@ pub struct TargetConfig {
     pub socket_mark: u32,
     /// Registry of our own connections that live capture leaves out.
     pub own: Option<Arc<OwnConnections>>,
-    /// The response comparison this target is the candidate of (`--diff`): each copy it
-    /// is sent opens a pair, its answer is that pair's shadow side.
-    pub diff: Option<Arc<DiffEngine>>,
+    /// The response comparison this target takes part in (`--diff`).
+    pub diff: Option<DiffSide>,
+}
+
+/// A target's part in the response comparison.
+#[derive(Clone, Debug)]
+pub struct DiffSide {
+    pub engine: Arc<DiffEngine>,
+    /// The baseline (`--diff-baseline`: production's version in staging), whose answers
+    /// tell noise from differences; otherwise the candidate, each copy of which opens a
+    /// pair that its answer completes.
+    pub baseline: bool,
 }
 
 impl TargetConfig {
@@ -211,7 +220,7 @@ fn heap_bytes(size: usize) -> usize {
 }
 
 struct TargetSide {
-    diff: Option<Arc<DiffEngine>>,
+    diff: Option<DiffSide>,
     filter: RequestFilter,
     sampler: Sampler,
     bucket: Option<Mutex<TokenBucket>>,
@@ -695,7 +704,9 @@ impl Replayer {
                 // cancels whatever is left.
                 let _ = runtime.block_on(stopped);
             })?;
-        let diff = sides.iter().find_map(|t| t.diff.clone());
+        let diff = sides
+            .iter()
+            .find_map(|t| t.diff.as_ref().map(|d| Arc::clone(&d.engine)));
         Ok(Self {
             diff,
             targets: sides,
@@ -810,8 +821,10 @@ impl Replayer {
                 Ok(owned) => Arc::new(owned),
                 Err(shared) => shared,
             };
-            if let Some(diff) = &t.diff {
-                diff.expect(shared.id, &shared.request);
+            match &t.diff {
+                Some(d) if d.baseline => d.engine.expect_baseline(shared.id),
+                Some(d) => d.engine.expect(shared.id, &shared.request),
+                None => {}
             }
             captured = Err(Arc::clone(&shared));
             match &mut how {
