@@ -8,11 +8,12 @@
 use std::net::SocketAddr;
 
 use crate::capture::Frame;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use crate::decode::{DecodeError, Decoder, DecoderLimits, Segment};
 use crate::diff::response::{Expected, ResponseEvent, ResponseFramer, ResponseLimits};
 use crate::diff::ResponseSummary;
+use crate::h2::answers::ServerAnswers;
 use crate::http::FramerLimits;
 use crate::reassembly::{FlowTable, LruSlab, ReassemblyConfig, StreamEnd, StreamKey, StreamSink};
 use crate::request::{Captured, DropReason, NotHttpKind, Protocol, RequestEvent};
@@ -118,13 +119,44 @@ struct Framers {
 
 /// The server's side of one HTTP/1.x connection, paired with its requests.
 struct Pairing {
-    framer: ResponseFramer,
-    /// Requests waiting for their answer: id and the time of their last byte.
-    ends: VecDeque<(u64, u64)>,
+    answers: Answers,
+    /// Requests waiting for their answer: id -> the time of their last byte.
+    ends: HashMap<u64, u64>,
     /// The server's direction delivered bytes (or a gap) already.
     answered: bool,
     /// The client's side lost bytes: later requests are not paired.
     lost: bool,
+}
+
+/// The server's side in the connection's protocol.
+enum Answers {
+    /// In order, one per request (RFC 9112).
+    Http1(ResponseFramer),
+    /// By stream id.
+    H2(Box<ServerAnswers>),
+}
+
+impl Answers {
+    fn push(&mut self, ts_nanos: u64, bytes: &[u8], out: &mut Vec<ResponseEvent>) {
+        match self {
+            Answers::Http1(f) => f.push(ts_nanos, bytes, out),
+            Answers::H2(a) => a.push(ts_nanos, bytes, out),
+        }
+    }
+
+    fn gap(&mut self, ts_nanos: u64, missing: u64, out: &mut Vec<ResponseEvent>) {
+        match self {
+            Answers::Http1(f) => f.gap(ts_nanos, missing, out),
+            Answers::H2(a) => a.gap(out),
+        }
+    }
+
+    fn finish(&mut self, ts_nanos: u64, out: &mut Vec<ResponseEvent>) {
+        match self {
+            Answers::Http1(f) => f.finish(ts_nanos, out),
+            Answers::H2(a) => a.finish(out),
+        }
+    }
 }
 
 /// Pairings open at once; past it new connections are not paired (their requests have
@@ -202,8 +234,10 @@ impl Framers {
                     let id = self.next_id;
                     self.next_id += 1;
                     // The request goes out before anything its answer gives.
-                    let method = (self.responses.is_some() && request.protocol == Protocol::Http1)
-                        .then(|| request.method.clone());
+                    let method = self
+                        .responses
+                        .is_some()
+                        .then(|| (request.method.clone(), request.protocol, request.stream_id));
                     self.events.push(PipelineEvent::Request(Captured {
                         id,
                         conn: stream.conn,
@@ -211,8 +245,9 @@ impl Framers {
                         server,
                         request,
                     }));
-                    if let Some(method) = method {
-                        self.expect_answer(stream, id, Some(&method), now);
+                    if let Some((method, protocol, h2_stream)) = method {
+                        let h2_stream = (protocol == Protocol::H2).then_some(h2_stream);
+                        self.expect_answer(stream, id, Some(&method), h2_stream, now);
                     }
                 }
                 RequestEvent::Dropped {
@@ -233,7 +268,7 @@ impl Framers {
                     if protocol == Protocol::Http1 {
                         let id = self.next_id;
                         self.next_id += 1;
-                        self.expect_answer(stream, id, None, ts_nanos);
+                        self.expect_answer(stream, id, None, None, ts_nanos);
                     }
                 }
                 RequestEvent::NotHttp { kind, bytes } => {
@@ -251,7 +286,14 @@ impl Framers {
 
     /// A request (`method`: `None` for one not framed whole, whose answer is only
     /// skipped) whose last byte came at `end_ts` waits for its answer, with `--diff`.
-    fn expect_answer(&mut self, stream: StreamKey, id: u64, method: Option<&str>, end_ts: u64) {
+    fn expect_answer(
+        &mut self,
+        stream: StreamKey,
+        id: u64,
+        method: Option<&str>,
+        h2_stream: Option<u32>,
+        end_ts: u64,
+    ) {
         let Some(limits) = self.responses else {
             return;
         };
@@ -261,12 +303,34 @@ impl Framers {
             }
             return;
         }
+        let max_header_block = self.limits.max_head;
         let pairing = self.pairs.entry(stream).or_insert_with(|| Pairing {
-            framer: ResponseFramer::new(limits),
-            ends: VecDeque::new(),
+            answers: match h2_stream {
+                Some(_) => Answers::H2(Box::new(ServerAnswers::new(
+                    limits.max_body,
+                    max_header_block,
+                ))),
+                None => Answers::Http1(ResponseFramer::new(limits)),
+            },
+            ends: HashMap::new(),
             answered: false,
             lost: false,
         });
+        let mut out = std::mem::take(&mut self.response_events);
+        match (&mut pairing.answers, h2_stream) {
+            (Answers::H2(answers), Some(h2_stream)) if !pairing.lost => {
+                pairing.ends.insert(id, end_ts);
+                answers.expect(h2_stream, id, &mut out);
+                self.response_events = out;
+                self.drain_responses(stream);
+                return;
+            }
+            // An HTTP/2 request on a connection paired as HTTP/1.1 (after an upgrade),
+            // or the reverse: its answer is not followed.
+            (Answers::H2(_), None) | (Answers::Http1(_), Some(_)) => pairing.lost = true,
+            _ => {}
+        }
+        self.response_events = out;
         if pairing.lost {
             if method.is_some() {
                 self.events.push(PipelineEvent::ResponseMissing { id });
@@ -280,10 +344,12 @@ impl Framers {
             id,
         };
         if expected.keep {
-            pairing.ends.push_back((id, end_ts));
+            pairing.ends.insert(id, end_ts);
         }
         let mut out = std::mem::take(&mut self.response_events);
-        pairing.framer.expect(expected, &mut out);
+        if let Answers::Http1(framer) = &mut pairing.answers {
+            framer.expect(expected, &mut out);
+        }
         self.response_events = out;
         self.drain_responses(stream);
     }
@@ -314,7 +380,7 @@ impl Framers {
     fn with_pairing(
         &mut self,
         stream: StreamKey,
-        f: impl FnOnce(&mut ResponseFramer, &mut Vec<ResponseEvent>),
+        f: impl FnOnce(&mut Answers, &mut Vec<ResponseEvent>),
     ) {
         let client = client_of(stream);
         let Some(pairing) = self.pairs.get_mut(&client) else {
@@ -322,14 +388,13 @@ impl Framers {
         };
         pairing.answered = true;
         let mut out = std::mem::take(&mut self.response_events);
-        f(&mut pairing.framer, &mut out);
+        f(&mut pairing.answers, &mut out);
         self.response_events = out;
         self.drain_responses(client);
     }
 
     fn drain_responses(&mut self, client: StreamKey) {
-        let ends = self.pairs.get_mut(&client).map(|p| &mut p.ends);
-        let mut ends = ends;
+        let mut ends = self.pairs.get_mut(&client).map(|p| &mut p.ends);
         for ev in self.response_events.drain(..) {
             let (id, first_byte) = match &ev {
                 ResponseEvent::Response {
@@ -337,19 +402,7 @@ impl Framers {
                 } => (*id, Some(*first_byte_ts)),
                 ResponseEvent::Missing { id } => (*id, None),
             };
-            // Requests are answered in order: the ends before this one are settled too.
-            let mut end_ts = None;
-            if let Some(ends) = ends.as_deref_mut() {
-                while let Some(&(front, ts)) = ends.front() {
-                    if front > id {
-                        break;
-                    }
-                    ends.pop_front();
-                    if front == id {
-                        end_ts = Some(ts);
-                    }
-                }
-            }
+            let end_ts = ends.as_deref_mut().and_then(|ends| ends.remove(&id));
             self.events.push(match ev {
                 ResponseEvent::Response {
                     id, mut summary, ..
@@ -425,7 +478,7 @@ impl StreamSink for Framers {
         if self.pairs.get(&stream).is_some_and(|p| !p.answered) {
             let mut out = std::mem::take(&mut self.response_events);
             if let Some(mut p) = self.pairs.remove(&stream) {
-                p.framer.finish(ts_nanos, &mut out);
+                p.answers.finish(ts_nanos, &mut out);
                 self.pairs.insert(stream, p);
             }
             self.response_events = out;

@@ -6,6 +6,7 @@
 //! `encoder` is a small HPACK encoder whose every choice is the caller's: the tests and
 //! the fuzz targets build header blocks with it; capture never encodes.
 
+pub mod answers;
 pub mod conn;
 pub mod encoder;
 pub mod frame;
