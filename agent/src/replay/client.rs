@@ -1049,6 +1049,127 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn chunked_decoder_hands_over_the_data_at_every_split() {
+        let input: &[u8] =
+            b"5;a=b\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nT: v\r\n\r\n";
+        for cut in 0..=input.len() {
+            let mut d = ChunkedDecoder::default();
+            let mut data = Vec::new();
+            d.feed_data(&input[..cut], |b| data.extend_from_slice(b))
+                .unwrap();
+            d.feed_data(&input[cut..], |b| data.extend_from_slice(b))
+                .unwrap();
+            assert!(d.done());
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "cut {cut}");
+        }
+    }
+
+    const COLLECT: Collect = Collect { max_body: 1024 };
+
+    /// Head fields: names lower-cased, in order, at most `MAX_KEPT_HEADERS`.
+    #[test]
+    fn collector_keeps_the_head_fields_in_order() {
+        let mut head = b"HTTP/1.1 201 Created\r\nX-B: 2\r\nContent-Type: a/b\r\n".to_vec();
+        for i in 0..MAX_KEPT_HEADERS {
+            head.extend_from_slice(format!("X-N{i}: {i}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let c = Collector::from_head(COLLECT, &head, 1 << 20);
+        let s = c.finish(Duration::from_millis(3), None);
+        assert_eq!(s.status, 201);
+        assert_eq!(s.headers.len(), MAX_KEPT_HEADERS);
+        assert_eq!(s.headers[0], ("x-b".to_string(), b"2".to_vec()));
+        assert_eq!(s.headers[1], ("content-type".to_string(), b"a/b".to_vec()));
+        assert_eq!(s.latency, Duration::from_millis(3));
+        // Never marked complete (the body was not read to its end): no body.
+        assert_eq!(s.body, None);
+    }
+
+    /// An answer without body is an empty body whatever its `content-encoding`.
+    #[test]
+    fn collector_empty_body_ignores_the_coding() {
+        let head = b"HTTP/1.1 304 NM\r\nContent-Encoding: gzip\r\n\r\n";
+        let mut c = Collector::from_head(COLLECT, head, 1 << 20);
+        c.complete = true;
+        let s = c.finish(Duration::ZERO, None);
+        assert_eq!((s.status, s.body_len), (304, 0));
+        assert_eq!(s.body_hash, crate::diff::response::Fnv64::of(b""));
+        assert_eq!(s.body, Some(Vec::new()));
+    }
+
+    /// Past the client's cap: length and hash of the first `cap` bytes, no body.
+    #[test]
+    fn collector_past_the_cap_keeps_the_hash_only() {
+        let mut c = Collector::new(COLLECT, 200, 10);
+        c.body(b"0123456");
+        c.body(b"789abc");
+        c.complete = true;
+        let s = c.finish(Duration::ZERO, None);
+        assert_eq!(s.body_len, 10);
+        assert_eq!(s.body_hash, crate::diff::response::Fnv64::of(b"0123456789"));
+        assert_eq!(s.body, None);
+    }
+
+    /// `discard_body` feeds the de-chunked body, marks it complete at its end, and not
+    /// when the connection ends early.
+    #[tokio::test]
+    async fn discard_body_feeds_the_collector() {
+        async fn run(
+            framing: Framing,
+            start: &[u8],
+            rest: &[u8],
+            cap: u64,
+        ) -> (bool, ResponseSummary) {
+            let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+            server.write_all(rest).await.unwrap();
+            drop(server);
+            let mut buf = vec![0; 8];
+            buf[..start.len()].copy_from_slice(start);
+            let mut c = Collector::new(COLLECT, 200, cap);
+            let clean = discard_body(
+                &mut client,
+                &mut buf,
+                0..start.len(),
+                framing,
+                cap,
+                Some(&mut c),
+            )
+            .await;
+            (clean, c.finish(Duration::ZERO, None))
+        }
+        let (clean, s) = run(
+            Framing::Chunked,
+            b"3\r\nab",
+            b"c\r\n4\r\ndefg\r\n0\r\n\r\n",
+            1024,
+        )
+        .await;
+        assert!(clean);
+        assert_eq!(s.body.as_deref(), Some(&b"abcdefg"[..]));
+        assert_eq!(s.body_len, 7);
+        let (clean, s) = run(Framing::Length(12), b"hello", b" world!", 1024).await;
+        assert!(clean);
+        assert_eq!(s.body.as_deref(), Some(&b"hello world!"[..]));
+        let (clean, s) = run(Framing::Close, b"until", b" close", 1024).await;
+        assert!(!clean);
+        assert_eq!(s.body.as_deref(), Some(&b"until close"[..]));
+        // Cut short: what came is hashed, no body.
+        let (clean, s) = run(Framing::Length(20), b"hello", b" world", 1024).await;
+        assert!(!clean);
+        assert_eq!((s.body_len, s.body), (11, None));
+        assert_eq!(
+            s.body_hash,
+            crate::diff::response::Fnv64::of(b"hello world")
+        );
+        let (_, s) = run(Framing::Chunked, b"5\r\nhel", b"lo\r\n", 1024).await;
+        assert_eq!((s.body_len, s.body), (5, None));
+        // Over the cap.
+        let (clean, s) = run(Framing::Length(100), b"01234567", &[b'x'; 92], 12).await;
+        assert!(!clean);
+        assert_eq!((s.body_len, s.body), (12, None));
+    }
+
     fn framing_of(head: &[u8], head_request: bool) -> Option<(Framing, bool)> {
         let mut headers = [httparse::EMPTY_HEADER; 16];
         let mut resp = httparse::Response::new(&mut headers);

@@ -602,6 +602,119 @@ mod tests {
         }
     }
 
+    /// `receive` over an in-memory connection: `answer` is what the server sends.
+    async fn received(
+        answer: fn(h2::server::SendResponse<Bytes>),
+        collect: Option<Collect>,
+        max_body: u64,
+    ) -> Seen {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(server_io).await.unwrap();
+            if let Some(Ok((_req, respond))) = conn.accept().await {
+                answer(respond);
+            }
+            while conn.accept().await.is_some() {}
+        });
+        let (mut send, conn) = h2::client::handshake(client_io).await.unwrap();
+        tokio::spawn(conn);
+        let head = http::Request::get("http://t/x").body(()).unwrap();
+        let (response, _stream) = send.send_request(head, true).unwrap();
+        let mut seen = Seen {
+            collect,
+            ..Seen::default()
+        };
+        let _ = receive(response, true, max_body, Instant::now(), &mut seen).await;
+        seen
+    }
+
+    const COLLECT: Option<Collect> = Some(Collect { max_body: 1024 });
+
+    fn trailers(code: &str) -> HeaderMap {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", code.parse().unwrap());
+        t
+    }
+
+    #[tokio::test]
+    async fn receive_collects_status_fields_body_and_grpc_status() {
+        let seen = received(
+            |mut respond| {
+                let head = http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/grpc")
+                    .header("x-b", "2")
+                    .body(())
+                    .unwrap();
+                let mut stream = respond.send_response(head, false).unwrap();
+                stream.send_data(Bytes::from_static(b"ab"), false).unwrap();
+                stream.send_data(Bytes::from_static(b"cd"), false).unwrap();
+                stream.send_trailers(trailers("14")).unwrap();
+            },
+            COLLECT,
+            1 << 20,
+        )
+        .await;
+        assert_eq!(seen.grpc, Some(GrpcStatus::parse(Some(b"14"))));
+        let s = seen
+            .collector
+            .unwrap()
+            .finish(Duration::ZERO, seen.grpc_code);
+        assert_eq!((s.status, s.grpc_status), (200, Some(14)));
+        assert_eq!(
+            s.headers,
+            vec![
+                ("content-type".to_string(), b"application/grpc".to_vec()),
+                ("x-b".to_string(), b"2".to_vec())
+            ]
+        );
+        assert_eq!((s.body_len, s.body.as_deref()), (4, Some(&b"abcd"[..])));
+    }
+
+    #[tokio::test]
+    async fn receive_trailers_only_and_cut_off_bodies() {
+        let trailers_only = |mut respond: h2::server::SendResponse<Bytes>| {
+            let head = http::Response::builder()
+                .status(200)
+                .header("grpc-status", "5")
+                .body(())
+                .unwrap();
+            respond.send_response(head, true).unwrap();
+        };
+        let seen = received(trailers_only, COLLECT, 1 << 20).await;
+        let s = seen
+            .collector
+            .unwrap()
+            .finish(Duration::ZERO, seen.grpc_code);
+        assert_eq!(
+            (s.grpc_status, s.body_len, s.body),
+            (Some(5), 0, Some(vec![]))
+        );
+        // Not collecting: nothing kept.
+        let seen = received(trailers_only, None, 1 << 20).await;
+        assert!(seen.collector.is_none() && seen.grpc_code.is_none());
+        // Past the client's cap: the first `max_body` bytes hashed, no body.
+        let seen = received(
+            |mut respond| {
+                let head = http::Response::builder().status(503).body(()).unwrap();
+                let mut stream = respond.send_response(head, false).unwrap();
+                stream
+                    .send_data(Bytes::from_static(b"0123456789"), true)
+                    .unwrap();
+            },
+            COLLECT,
+            4,
+        )
+        .await;
+        assert!(seen.cut);
+        let s = seen
+            .collector
+            .unwrap()
+            .finish(Duration::ZERO, seen.grpc_code);
+        assert_eq!((s.status, s.body_len, s.body), (503, 4, None));
+        assert_eq!(s.body_hash, crate::diff::response::Fnv64::of(b"0123"));
+    }
+
     #[test]
     fn heads_http_would_alter_are_refused() {
         assert!(to_http(&copy("/a/b?c=%zz")).is_ok());
