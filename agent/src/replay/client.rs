@@ -13,6 +13,16 @@
 //! with that status class, whatever happens to the body; a body past `max_body_bytes`, a
 //! bad chunk or a deadline in the body only closes the connection. Redirects are not
 //! followed: a 3xx is a status class like any other.
+//!
+//! Collecting (issue 23, opt-in with `Collect`, `send_collect`): the answer also carries a
+//! `ResponseSummary` for the diff: the full status, the head's fields (names lower-cased,
+//! in order, at most `MAX_KEPT_HEADERS`), and the body (de-chunked) through a
+//! `BodyDigest`, finished with the answer's `content-encoding`. The body is then read to
+//! its end even when it came whole with the head. A body cut short (past
+//! `max_body_bytes`, a deadline, a reset, a bad chunk) keeps the length and hash of what
+//! was read, at most `max_body_bytes` bytes, and no body (`None`). An answer without body
+//! (HEAD, 1xx, 204, 304, length 0) has an empty body whatever its `content-encoding`.
+//! Without `Collect` nothing of this runs and nothing is allocated for it.
 
 use std::collections::VecDeque;
 use std::io;
@@ -27,6 +37,8 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsConnector;
 
 use super::resolve::Resolver;
+use crate::diff::response::BodyDigest;
+use crate::diff::{ResponseSummary, MAX_KEPT_HEADERS};
 use crate::metrics::{ReplayErrorKind, StatusClass};
 use crate::own_traffic::OwnConnections;
 
@@ -178,6 +190,20 @@ impl ShadowClient {
         no_body: bool,
         keep_alive: bool,
     ) -> Result<Answer, ReplayErrorKind> {
+        self.send_collect(request, no_body, keep_alive, None)
+            .await
+            .map(|collected| collected.answer)
+    }
+
+    /// `send_timed`, also collecting the answer's `ResponseSummary` when `collect` is
+    /// given (see the module's first lines); `summary` is `None` without it.
+    pub async fn send_collect(
+        &self,
+        request: &[u8],
+        no_body: bool,
+        keep_alive: bool,
+        collect: Option<Collect>,
+    ) -> Result<Collected<Answer>, ReplayErrorKind> {
         let mut may_reuse = true;
         loop {
             let idle = if may_reuse { self.take_idle() } else { None };
@@ -185,7 +211,7 @@ impl ShadowClient {
                 Some(c) => (c, true),
                 None => (self.connect().await?, false),
             };
-            match self.exchange(conn, request, no_body).await {
+            match self.exchange(conn, request, no_body, collect).await {
                 Ok((answer, conn)) => {
                     if let Some(conn) = conn.filter(|_| keep_alive) {
                         self.put_idle(conn);
@@ -217,7 +243,8 @@ impl ShadowClient {
         mut conn: Connection,
         request: &[u8],
         no_body: bool,
-    ) -> Result<(Answer, Option<Connection>), Failure> {
+        collect: Option<Collect>,
+    ) -> Result<(Collected<Answer>, Option<Connection>), Failure> {
         let started = Instant::now();
         let deadline = started + self.opts.request_timeout;
         // One timer for the request and the response head: each timer is a registration
@@ -238,10 +265,27 @@ impl ShadowClient {
             class: response.class,
             head_after: started.elapsed(),
         };
+        // Boxed: the exchange's future stays as small as without collecting.
+        let mut collector = collect.map(|c| {
+            Box::new(Collector::from_head(
+                c,
+                &conn.buf[..response.head_len],
+                self.opts.max_body_bytes,
+            ))
+        });
         let leftover = response.head_len..response.filled;
-        let clean = match body_in_buffer(response.framing, &conn.buf[leftover.clone()]) {
-            Some(clean) => clean,
-            None => {
+        let in_buffer = body_in_buffer(response.framing, &conn.buf[leftover.clone()]);
+        let clean = match (in_buffer, collector.as_deref_mut()) {
+            (Some(clean), None) => clean,
+            (Some(clean), Some(c)) => {
+                if let Framing::Length(n) = response.framing {
+                    let n = usize::try_from(n).unwrap_or(usize::MAX);
+                    c.body(&conn.buf[leftover.start..leftover.end.min(leftover.start + n)]);
+                }
+                c.complete = true;
+                clean
+            }
+            (None, sink) => {
                 // The body gets what is left of the request deadline, and at least a
                 // moment to drain small bodies that arrive with the head.
                 let body_deadline = deadline.max(Instant::now() + Duration::from_millis(10));
@@ -253,6 +297,7 @@ impl ShadowClient {
                         leftover,
                         response.framing,
                         self.opts.max_body_bytes,
+                        sink,
                     ),
                 )
                 .await
@@ -264,7 +309,11 @@ impl ShadowClient {
             // Best effort: a polite close lets the target free the connection at once.
             let _ = timeout(Duration::from_millis(50), conn.io.shutdown()).await;
         }
-        Ok((answer, reusable.then_some(conn)))
+        let collected = Collected {
+            answer,
+            summary: collector.map(|c| c.finish(answer.head_after, None)),
+        };
+        Ok((collected, reusable.then_some(conn)))
     }
 }
 
@@ -398,6 +447,104 @@ pub struct Answer {
     pub head_after: Duration,
 }
 
+/// Collect the answer's `ResponseSummary` (issue 23) besides its status class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Collect {
+    /// Body bytes kept (before and after content decoding) for the diff: `--diff-max-body`.
+    pub max_body: usize,
+}
+
+/// An answer (`Answer` or `H2Answer`) and, when collecting, its summary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Collected<A> {
+    pub answer: A,
+    /// `Some` exactly when a `Collect` was given; `latency` is the answer's `head_after`.
+    pub summary: Option<ResponseSummary>,
+}
+
+/// What is being collected of one answer, for the HTTP/1.1 and the HTTP/2 client.
+pub(crate) struct Collector {
+    status: u16,
+    headers: Vec<(String, Vec<u8>)>,
+    /// The last `content-encoding` field of the head.
+    encoding: Option<Vec<u8>>,
+    digest: BodyDigest,
+    /// Body bytes fed: at most `cap` (the client's `max_body_bytes`).
+    fed: u64,
+    cap: u64,
+    /// The body was read to its end (its framing said so).
+    pub(crate) complete: bool,
+    /// Body bytes past `cap` were dropped.
+    cut: bool,
+}
+
+impl Collector {
+    pub(crate) fn new(collect: Collect, status: u16, cap: u64) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            encoding: None,
+            digest: BodyDigest::new(collect.max_body),
+            fed: 0,
+            cap,
+            complete: false,
+            cut: false,
+        }
+    }
+
+    /// From a final response head that `read_head` parsed already (`head` is its bytes).
+    fn from_head(collect: Collect, head: &[u8], cap: u64) -> Self {
+        let mut fields = [httparse::EMPTY_HEADER; HEAD_FIELDS];
+        let mut resp = httparse::Response::new(&mut fields);
+        let _ = resp.parse(head);
+        let mut c = Self::new(collect, resp.code.unwrap_or_default(), cap);
+        for h in resp.headers.iter() {
+            c.field(h.name.as_bytes(), h.value);
+        }
+        c
+    }
+
+    /// One field of the head, in order.
+    pub(crate) fn field(&mut self, name: &[u8], value: &[u8]) {
+        if name.eq_ignore_ascii_case(b"content-encoding") {
+            self.encoding = Some(value.to_vec());
+        }
+        if self.headers.len() < MAX_KEPT_HEADERS {
+            let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+            self.headers.push((name, value.to_vec()));
+        }
+    }
+
+    /// Body bytes (de-chunked), in order; past `cap` they are dropped and the body is
+    /// incomplete.
+    pub(crate) fn body(&mut self, bytes: &[u8]) {
+        let room = usize::try_from(self.cap - self.fed).unwrap_or(usize::MAX);
+        if bytes.len() > room {
+            self.digest.push(&bytes[..room]);
+            self.fed = self.cap;
+            self.cut = true;
+        } else {
+            self.digest.push(bytes);
+            self.fed += bytes.len() as u64;
+        }
+    }
+
+    pub(crate) fn finish(self, latency: Duration, grpc_status: Option<u32>) -> ResponseSummary {
+        // No body bytes: an empty body, whatever the head's `content-encoding` says.
+        let encoding = self.encoding.as_deref().filter(|_| self.fed > 0);
+        let (body_len, body_hash, body) = self.digest.finish(encoding);
+        ResponseSummary {
+            status: self.status,
+            grpc_status,
+            headers: self.headers,
+            body_len,
+            body_hash,
+            body: body.filter(|_| self.complete && !self.cut),
+            latency,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Framing {
     Empty,
@@ -421,6 +568,9 @@ fn has_token(value: &[u8], token: &str) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
+/// Header fields parsed per response head.
+const HEAD_FIELDS: usize = 96;
+
 /// Reads interim responses and the final response head into `buf` (grown up to
 /// `max_head` bytes when a head needs it).
 async fn read_head(
@@ -434,7 +584,7 @@ async fn read_head(
     loop {
         // Parse what we have first: interim responses may leave the final one buffered.
         if filled > 0 {
-            let mut headers = [httparse::EMPTY_HEADER; 96];
+            let mut headers = [httparse::EMPTY_HEADER; HEAD_FIELDS];
             let mut resp = httparse::Response::new(&mut headers);
             let protocol = || Failure {
                 kind: ReplayErrorKind::Protocol,
@@ -551,18 +701,26 @@ fn body_in_buffer(framing: Framing, leftover: &[u8]) -> Option<bool> {
 
 /// Reads and drops a body, using `buf` (whose `leftover` range holds the body's start)
 /// as scratch. True when it ended exactly where its framing said, within `cap` bytes, so
-/// the connection can carry another request.
+/// the connection can carry another request. `sink` (collecting) gets the body's bytes,
+/// de-chunked, and is marked complete when the body ended where its framing said.
 async fn discard_body(
     io: &mut dyn Stream,
     buf: &mut [u8],
     leftover: std::ops::Range<usize>,
     framing: Framing,
     cap: u64,
+    mut sink: Option<&mut Collector>,
 ) -> bool {
     let mut have = leftover.len() as u64;
     match framing {
-        Framing::Empty => leftover.is_empty(),
+        Framing::Empty => {
+            if let Some(c) = sink {
+                c.complete = true;
+            }
+            leftover.is_empty()
+        }
         Framing::Length(n) => {
+            feed(&mut sink, &buf[leftover.clone()], 0, n);
             if have > n {
                 return false;
             }
@@ -573,43 +731,79 @@ async fn discard_body(
                 let want = (n - have).min(buf.len() as u64) as usize;
                 match io.read(&mut buf[..want]).await {
                     Ok(0) | Err(_) => return false,
-                    Ok(k) => have += k as u64,
+                    Ok(k) => {
+                        feed(&mut sink, &buf[..k], have, n);
+                        have += k as u64;
+                    }
                 }
             }
             true
         }
         Framing::Close => {
+            feed(&mut sink, &buf[leftover.clone()], 0, u64::MAX);
             while have < cap {
                 match io.read(buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => have += k as u64,
+                    Ok(0) => {
+                        if let Some(c) = sink {
+                            c.complete = true;
+                        }
+                        break;
+                    }
+                    Err(_) => break,
+                    Ok(k) => {
+                        feed(&mut sink, &buf[..k], have, u64::MAX);
+                        have += k as u64;
+                    }
                 }
             }
             false
         }
         Framing::Chunked => {
             let mut decoder = ChunkedDecoder::default();
-            let start = &buf[leftover.clone()];
-            match decoder.feed(start) {
-                Err(()) => return false,
-                Ok(used) if decoder.done() => return used == start.len(),
-                Ok(_) => {}
-            }
-            loop {
-                if have >= cap {
-                    return false;
-                }
-                let k = match io.read(buf).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(k) => k,
+            let clean = 'body: {
+                let mut data = |bytes: &[u8]| {
+                    if let Some(c) = sink.as_deref_mut() {
+                        c.body(bytes);
+                    }
                 };
-                have += k as u64;
-                match decoder.feed(&buf[..k]) {
-                    Err(()) => return false,
-                    Ok(used) if decoder.done() => return used == k,
+                let start = &buf[leftover];
+                match decoder.feed_data(start, &mut data) {
+                    Err(()) => break 'body false,
+                    Ok(used) if decoder.done() => break 'body used == start.len(),
                     Ok(_) => {}
                 }
+                loop {
+                    if have >= cap {
+                        break false;
+                    }
+                    let k = match io.read(buf).await {
+                        Ok(0) | Err(_) => break false,
+                        Ok(k) => k,
+                    };
+                    have += k as u64;
+                    match decoder.feed_data(&buf[..k], &mut data) {
+                        Err(()) => break false,
+                        Ok(used) if decoder.done() => break used == k,
+                        Ok(_) => {}
+                    }
+                }
+            };
+            if let Some(c) = sink.filter(|_| decoder.done()) {
+                c.complete = true;
             }
+            clean
+        }
+    }
+}
+
+/// Bytes of a body of `n` bytes (`u64::MAX`: until close) of which `before` came already,
+/// to the collector if any; it is complete once `n` came.
+fn feed(sink: &mut Option<&mut Collector>, bytes: &[u8], before: u64, n: u64) {
+    if let Some(c) = sink {
+        let take = usize::try_from(n.saturating_sub(before)).unwrap_or(usize::MAX);
+        c.body(&bytes[..bytes.len().min(take)]);
+        if n != u64::MAX && before + bytes.len() as u64 >= n {
+            c.complete = true;
         }
     }
 }
@@ -644,7 +838,17 @@ impl ChunkedDecoder {
     }
 
     /// Consumes bytes up to the end of the body; returns how many it used.
+    #[cfg(test)]
     pub(crate) fn feed(&mut self, data: &[u8]) -> Result<usize, ()> {
+        self.feed_data(data, |_| {})
+    }
+
+    /// `feed`, handing each piece of the chunks' data (the de-chunked body) to `on_data`.
+    pub(crate) fn feed_data(
+        &mut self,
+        data: &[u8],
+        mut on_data: impl FnMut(&[u8]),
+    ) -> Result<usize, ()> {
         use ChunkState::*;
         let mut i = 0;
         while i < data.len() && self.state != Done {
@@ -675,6 +879,7 @@ impl ChunkedDecoder {
                 SizeLf => return Err(()),
                 Data(left) => {
                     let take = (left.min((data.len() - i) as u64)) as usize;
+                    on_data(&data[i..i + take]);
                     i += take;
                     let left = left - take as u64;
                     self.state = if left == 0 { DataCr } else { Data(left) };
@@ -842,6 +1047,127 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn chunked_decoder_hands_over_the_data_at_every_split() {
+        let input: &[u8] =
+            b"5;a=b\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nT: v\r\n\r\n";
+        for cut in 0..=input.len() {
+            let mut d = ChunkedDecoder::default();
+            let mut data = Vec::new();
+            d.feed_data(&input[..cut], |b| data.extend_from_slice(b))
+                .unwrap();
+            d.feed_data(&input[cut..], |b| data.extend_from_slice(b))
+                .unwrap();
+            assert!(d.done());
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "cut {cut}");
+        }
+    }
+
+    const COLLECT: Collect = Collect { max_body: 1024 };
+
+    /// Head fields: names lower-cased, in order, at most `MAX_KEPT_HEADERS`.
+    #[test]
+    fn collector_keeps_the_head_fields_in_order() {
+        let mut head = b"HTTP/1.1 201 Created\r\nX-B: 2\r\nContent-Type: a/b\r\n".to_vec();
+        for i in 0..MAX_KEPT_HEADERS {
+            head.extend_from_slice(format!("X-N{i}: {i}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let c = Collector::from_head(COLLECT, &head, 1 << 20);
+        let s = c.finish(Duration::from_millis(3), None);
+        assert_eq!(s.status, 201);
+        assert_eq!(s.headers.len(), MAX_KEPT_HEADERS);
+        assert_eq!(s.headers[0], ("x-b".to_string(), b"2".to_vec()));
+        assert_eq!(s.headers[1], ("content-type".to_string(), b"a/b".to_vec()));
+        assert_eq!(s.latency, Duration::from_millis(3));
+        // Never marked complete (the body was not read to its end): no body.
+        assert_eq!(s.body, None);
+    }
+
+    /// An answer without body is an empty body whatever its `content-encoding`.
+    #[test]
+    fn collector_empty_body_ignores_the_coding() {
+        let head = b"HTTP/1.1 304 NM\r\nContent-Encoding: gzip\r\n\r\n";
+        let mut c = Collector::from_head(COLLECT, head, 1 << 20);
+        c.complete = true;
+        let s = c.finish(Duration::ZERO, None);
+        assert_eq!((s.status, s.body_len), (304, 0));
+        assert_eq!(s.body_hash, crate::diff::response::Fnv64::of(b""));
+        assert_eq!(s.body, Some(Vec::new()));
+    }
+
+    /// Past the client's cap: length and hash of the first `cap` bytes, no body.
+    #[test]
+    fn collector_past_the_cap_keeps_the_hash_only() {
+        let mut c = Collector::new(COLLECT, 200, 10);
+        c.body(b"0123456");
+        c.body(b"789abc");
+        c.complete = true;
+        let s = c.finish(Duration::ZERO, None);
+        assert_eq!(s.body_len, 10);
+        assert_eq!(s.body_hash, crate::diff::response::Fnv64::of(b"0123456789"));
+        assert_eq!(s.body, None);
+    }
+
+    /// `discard_body` feeds the de-chunked body, marks it complete at its end, and not
+    /// when the connection ends early.
+    #[tokio::test]
+    async fn discard_body_feeds_the_collector() {
+        async fn run(
+            framing: Framing,
+            start: &[u8],
+            rest: &[u8],
+            cap: u64,
+        ) -> (bool, ResponseSummary) {
+            let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+            server.write_all(rest).await.unwrap();
+            drop(server);
+            let mut buf = vec![0; 8];
+            buf[..start.len()].copy_from_slice(start);
+            let mut c = Collector::new(COLLECT, 200, cap);
+            let clean = discard_body(
+                &mut client,
+                &mut buf,
+                0..start.len(),
+                framing,
+                cap,
+                Some(&mut c),
+            )
+            .await;
+            (clean, c.finish(Duration::ZERO, None))
+        }
+        let (clean, s) = run(
+            Framing::Chunked,
+            b"3\r\nab",
+            b"c\r\n4\r\ndefg\r\n0\r\n\r\n",
+            1024,
+        )
+        .await;
+        assert!(clean);
+        assert_eq!(s.body.as_deref(), Some(&b"abcdefg"[..]));
+        assert_eq!(s.body_len, 7);
+        let (clean, s) = run(Framing::Length(12), b"hello", b" world!", 1024).await;
+        assert!(clean);
+        assert_eq!(s.body.as_deref(), Some(&b"hello world!"[..]));
+        let (clean, s) = run(Framing::Close, b"until", b" close", 1024).await;
+        assert!(!clean);
+        assert_eq!(s.body.as_deref(), Some(&b"until close"[..]));
+        // Cut short: what came is hashed, no body.
+        let (clean, s) = run(Framing::Length(20), b"hello", b" world", 1024).await;
+        assert!(!clean);
+        assert_eq!((s.body_len, s.body), (11, None));
+        assert_eq!(
+            s.body_hash,
+            crate::diff::response::Fnv64::of(b"hello world")
+        );
+        let (_, s) = run(Framing::Chunked, b"5\r\nhel", b"lo\r\n", 1024).await;
+        assert_eq!((s.body_len, s.body), (5, None));
+        // Over the cap.
+        let (clean, s) = run(Framing::Length(100), b"01234567", &[b'x'; 92], 12).await;
+        assert!(!clean);
+        assert_eq!((s.body_len, s.body), (12, None));
     }
 
     fn framing_of(head: &[u8], head_request: bool) -> Option<(Framing, bool)> {

@@ -19,6 +19,15 @@
 //! inside `request_timeout`. A copy refused before the target processed it (GOAWAY above
 //! its stream, REFUSED_STREAM, or a connection found dead before the request went out)
 //! is sent once more on another connection (RFC 9113 8.7), within the same deadline.
+//!
+//! Collecting (issue 23, `send_collect` with a `Collect`): the answer also carries a
+//! `ResponseSummary`: `:status`, the head's fields (`HeaderMap` order: names in the order
+//! first seen, a name's values together; trailers are not kept), `grpc-status` as a
+//! number from the trailers or a trailers-only answer (whatever `grpc` says; `None` when
+//! absent or not a number), and the body's DATA through a `BodyDigest` finished with the
+//! head's `content-encoding`. A body cut short (past `max_body_bytes`, a reset, the
+//! deadline) keeps the length and hash of what came (at most `max_body_bytes` bytes) and
+//! no body. Without `Collect` nothing of this runs.
 
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,7 +42,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use tokio::sync::Notify;
 use tokio::time::{timeout_at, Instant};
 
-use super::client::{ClientOptions, Connector};
+use super::client::{ClientOptions, Collect, Collected, Collector, Connector};
 use super::resolve::Resolver;
 use super::rewrite::H2Copy;
 use crate::metrics::{GrpcStatus, ReplayErrorKind, StatusClass};
@@ -158,6 +167,20 @@ impl H2Client {
         body: Bytes,
         grpc: bool,
     ) -> Result<H2Answer, ReplayErrorKind> {
+        self.send_collect(copy, body, grpc, None)
+            .await
+            .map(|collected| collected.answer)
+    }
+
+    /// `send`, also collecting the answer's `ResponseSummary` when `collect` is given
+    /// (see the module's first lines); `summary` is `None` without it.
+    pub async fn send_collect(
+        &self,
+        copy: &H2Copy,
+        body: Bytes,
+        grpc: bool,
+        collect: Option<Collect>,
+    ) -> Result<Collected<H2Answer>, ReplayErrorKind> {
         let mut retried = false;
         loop {
             // Built again for the retry: `h2` takes the head by value.
@@ -165,7 +188,7 @@ impl H2Client {
             let conn = self.connection().await?;
             let slot = StreamSlot::new(conn);
             match self
-                .exchange(&slot.0, head, trailers, body.clone(), grpc)
+                .exchange(&slot.0, head, trailers, body.clone(), grpc, collect)
                 .await
             {
                 Ok(answer) => return Ok(answer),
@@ -286,7 +309,8 @@ impl H2Client {
         trailers: Option<HeaderMap>,
         body: Bytes,
         grpc: bool,
-    ) -> Result<H2Answer, Failure> {
+        collect: Option<Collect>,
+    ) -> Result<Collected<H2Answer>, Failure> {
         let started = Instant::now();
         let deadline = started + self.opts.request_timeout;
         let timed_out = Failure {
@@ -318,7 +342,10 @@ impl H2Client {
             }
             Err(e) => return Err(before_sending(e)),
         };
-        let mut seen = Seen::default();
+        let mut seen = Seen {
+            collect,
+            ..Seen::default()
+        };
         let ended = {
             let exchange = async {
                 let sending = send_body(&mut stream, body, trailers);
@@ -355,10 +382,14 @@ impl H2Client {
             // An HTTP answer counts once its head is in; a gRPC call once its status is
             // (or its body was cut off, or it ended without one).
             (Some(class), Some(head_after)) if !grpc || seen.grpc.is_some() || complete => {
-                Ok(H2Answer {
-                    class,
-                    head_after,
-                    grpc: grpc.then(|| seen.grpc.unwrap_or(GrpcStatus::MISSING)),
+                let grpc_code = seen.grpc_code;
+                Ok(Collected {
+                    answer: H2Answer {
+                        class,
+                        head_after,
+                        grpc: grpc.then(|| seen.grpc.unwrap_or(GrpcStatus::MISSING)),
+                    },
+                    summary: seen.collector.map(|c| c.finish(head_after, grpc_code)),
                 })
             }
             _ => Err(match error {
@@ -386,6 +417,11 @@ struct Seen {
     grpc: Option<GrpcStatus>,
     /// The body went past the cap: the stream must be reset.
     cut: bool,
+    /// Collecting: what to collect, what was (boxed: one pointer when off), and the
+    /// `grpc-status` as a number.
+    collect: Option<Collect>,
+    collector: Option<Box<Collector>>,
+    grpc_code: Option<u32>,
 }
 
 /// Sends the body as flow control allows, then the trailers. A failure ends it quietly:
@@ -423,7 +459,8 @@ async fn receive(
 ) -> Result<(), h2::Error> {
     let response = response.await?;
     seen.head_after = Some(started.elapsed());
-    seen.class = StatusClass::of(response.status().as_u16());
+    let status = response.status().as_u16();
+    seen.class = StatusClass::of(status);
     let grpc_status = |fields: &HeaderMap| {
         fields
             .get("grpc-status")
@@ -433,16 +470,30 @@ async fn receive(
         // A trailers-only answer carries it in its only HEADERS.
         seen.grpc = grpc_status(response.headers());
     }
+    if let Some(collect) = seen.collect {
+        let mut c = Collector::new(collect, status, max_body);
+        for (name, value) in response.headers() {
+            c.field(name.as_str().as_bytes(), value.as_bytes());
+        }
+        seen.collector = Some(Box::new(c));
+        seen.grpc_code = grpc_code(response.headers());
+    }
     let mut body = response.into_body();
     let mut read = 0u64;
     while let Some(chunk) = body.data().await {
         let chunk = chunk?;
         read += chunk.len() as u64;
         let _ = body.flow_control().release_capacity(chunk.len());
+        if let Some(c) = seen.collector.as_deref_mut() {
+            c.body(&chunk);
+        }
         if read > max_body {
             seen.cut = true;
             return Ok(());
         }
+    }
+    if let Some(c) = seen.collector.as_deref_mut() {
+        c.complete = true;
     }
     if let Some(trailers) = body.trailers().await? {
         if grpc {
@@ -450,8 +501,23 @@ async fn receive(
                 seen.grpc = Some(status);
             }
         }
+        if seen.collector.is_some() {
+            if let Some(code) = grpc_code(&trailers) {
+                seen.grpc_code = Some(code);
+            }
+        }
     }
     Ok(())
+}
+
+/// `grpc-status` as a number, for the summary.
+fn grpc_code(fields: &HeaderMap) -> Option<u32> {
+    let value = fields.get("grpc-status")?;
+    std::str::from_utf8(value.as_bytes())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// The target refused the stream before processing it (RFC 9113 8.7): safe to send again.
@@ -534,6 +600,119 @@ mod tests {
             headers: vec![(b"x-a".to_vec(), b"1".to_vec())],
             trailers: vec![],
         }
+    }
+
+    /// `receive` over an in-memory connection: `answer` is what the server sends.
+    async fn received(
+        answer: fn(h2::server::SendResponse<Bytes>),
+        collect: Option<Collect>,
+        max_body: u64,
+    ) -> Seen {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(server_io).await.unwrap();
+            if let Some(Ok((_req, respond))) = conn.accept().await {
+                answer(respond);
+            }
+            while conn.accept().await.is_some() {}
+        });
+        let (mut send, conn) = h2::client::handshake(client_io).await.unwrap();
+        tokio::spawn(conn);
+        let head = http::Request::get("http://t/x").body(()).unwrap();
+        let (response, _stream) = send.send_request(head, true).unwrap();
+        let mut seen = Seen {
+            collect,
+            ..Seen::default()
+        };
+        let _ = receive(response, true, max_body, Instant::now(), &mut seen).await;
+        seen
+    }
+
+    const COLLECT: Option<Collect> = Some(Collect { max_body: 1024 });
+
+    fn trailers(code: &str) -> HeaderMap {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", code.parse().unwrap());
+        t
+    }
+
+    #[tokio::test]
+    async fn receive_collects_status_fields_body_and_grpc_status() {
+        let seen = received(
+            |mut respond| {
+                let head = http::Response::builder()
+                    .status(200)
+                    .header("content-type", "application/grpc")
+                    .header("x-b", "2")
+                    .body(())
+                    .unwrap();
+                let mut stream = respond.send_response(head, false).unwrap();
+                stream.send_data(Bytes::from_static(b"ab"), false).unwrap();
+                stream.send_data(Bytes::from_static(b"cd"), false).unwrap();
+                stream.send_trailers(trailers("14")).unwrap();
+            },
+            COLLECT,
+            1 << 20,
+        )
+        .await;
+        assert_eq!(seen.grpc, Some(GrpcStatus::parse(Some(b"14"))));
+        let s = seen
+            .collector
+            .unwrap()
+            .finish(Duration::ZERO, seen.grpc_code);
+        assert_eq!((s.status, s.grpc_status), (200, Some(14)));
+        assert_eq!(
+            s.headers,
+            vec![
+                ("content-type".to_string(), b"application/grpc".to_vec()),
+                ("x-b".to_string(), b"2".to_vec())
+            ]
+        );
+        assert_eq!((s.body_len, s.body.as_deref()), (4, Some(&b"abcd"[..])));
+    }
+
+    #[tokio::test]
+    async fn receive_trailers_only_and_cut_off_bodies() {
+        let trailers_only = |mut respond: h2::server::SendResponse<Bytes>| {
+            let head = http::Response::builder()
+                .status(200)
+                .header("grpc-status", "5")
+                .body(())
+                .unwrap();
+            respond.send_response(head, true).unwrap();
+        };
+        let seen = received(trailers_only, COLLECT, 1 << 20).await;
+        let s = seen
+            .collector
+            .unwrap()
+            .finish(Duration::ZERO, seen.grpc_code);
+        assert_eq!(
+            (s.grpc_status, s.body_len, s.body),
+            (Some(5), 0, Some(vec![]))
+        );
+        // Not collecting: nothing kept.
+        let seen = received(trailers_only, None, 1 << 20).await;
+        assert!(seen.collector.is_none() && seen.grpc_code.is_none());
+        // Past the client's cap: the first `max_body` bytes hashed, no body.
+        let seen = received(
+            |mut respond| {
+                let head = http::Response::builder().status(503).body(()).unwrap();
+                let mut stream = respond.send_response(head, false).unwrap();
+                stream
+                    .send_data(Bytes::from_static(b"0123456789"), true)
+                    .unwrap();
+            },
+            COLLECT,
+            4,
+        )
+        .await;
+        assert!(seen.cut);
+        let s = seen
+            .collector
+            .unwrap()
+            .finish(Duration::ZERO, seen.grpc_code);
+        assert_eq!((s.status, s.body_len, s.body), (503, 4, None));
+        assert_eq!(s.body_hash, crate::diff::response::Fnv64::of(b"0123"));
     }
 
     #[test]
