@@ -131,7 +131,7 @@ struct Pairing {
 /// The server's side in the connection's protocol.
 enum Answers {
     /// In order, one per request (RFC 9112).
-    Http1(ResponseFramer),
+    Http1(Box<ResponseFramer>),
     /// By stream id.
     H2(Box<ServerAnswers>),
 }
@@ -310,7 +310,7 @@ impl Framers {
                     limits.max_body,
                     max_header_block,
                 ))),
-                None => Answers::Http1(ResponseFramer::new(limits)),
+                None => Answers::Http1(Box::new(ResponseFramer::new(limits))),
             },
             ends: HashMap::new(),
             answered: false,

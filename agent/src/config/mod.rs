@@ -1047,9 +1047,11 @@ impl DiffArgs {
             crate::sample::hash_bytes(0x0d1f, candidate.url.to_string().as_bytes())
         });
         candidate.seed = Some(seed);
+        let max_body = usize::try_from(self.diff_max_body).unwrap_or(usize::MAX);
         candidate.diff = Some(DiffSide {
             engine: std::sync::Arc::clone(&engine),
             baseline: false,
+            max_body,
         });
         if let Some(url) = &self.diff_baseline {
             let mut base = candidate.clone();
@@ -1057,6 +1059,7 @@ impl DiffArgs {
             base.diff = Some(DiffSide {
                 engine: std::sync::Arc::clone(&engine),
                 baseline: true,
+                max_body,
             });
             targets.push(base);
         }

@@ -550,6 +550,8 @@ fn body_value(b: &[u8]) -> Value {
 
 /// `prod → shadow` for one differing field of a (redacted) sample.
 fn example(field: &str, s: &PairSample) -> String {
+    // A field judged noise is shown like any other.
+    let field = field.strip_prefix("noisy:").unwrap_or(field);
     let short = |v: String| {
         if v.chars().count() > 60 {
             format!("{}…", v.chars().take(60).collect::<String>())

@@ -147,6 +147,9 @@ impl BodyDigest {
     pub fn finish(self, content_encoding: Option<&[u8]>) -> (u64, u64, Option<Vec<u8>>) {
         let body = if self.overflow {
             None
+        } else if self.len == 0 {
+            // No body whatever the coding says (HEAD, 204, 304): both sides agree.
+            Some(Vec::new())
         } else {
             decode(self.copy, content_encoding, self.max_body)
         };

@@ -30,7 +30,7 @@ use crate::metrics::{Accounting, Outcome, ReplayErrorKind, TargetCounters};
 use crate::own_traffic::OwnConnections;
 use crate::request::{Captured, Header, Protocol, Request};
 use crate::sample::{hash_bytes, ConnectionKey, Percent, SampleBy, Sampler, TokenBucket};
-use client::{ClientOptions, ShadowClient, TlsTarget};
+use client::{ClientOptions, Collect, Collected, ShadowClient, TlsTarget};
 use filter::RequestFilter;
 use h2::H2Client;
 use rewrite::{build_h2_request, build_shadow_request, H2CopyOptions, HeaderRules};
@@ -78,6 +78,31 @@ pub struct DiffSide {
     /// tell noise from differences; otherwise the candidate, each copy of which opens a
     /// pair that its answer completes.
     pub baseline: bool,
+    /// Body bytes of each answer kept for field-level comparison (`--diff-max-body`).
+    pub max_body: usize,
+}
+
+impl DiffSide {
+    /// Hands the answer to a copy of request `id` (or how it failed) to the engine.
+    fn answered(
+        &self,
+        id: u64,
+        result: Result<Option<crate::diff::ResponseSummary>, ReplayErrorKind>,
+    ) {
+        use crate::diff::engine::ShadowSide;
+        let side = match result {
+            Ok(Some(summary)) => ShadowSide::Answered(summary),
+            Ok(None) => ShadowSide::Failed { timeout: false },
+            Err(kind) => ShadowSide::Failed {
+                timeout: kind == ReplayErrorKind::Timeout,
+            },
+        };
+        if self.baseline {
+            self.engine.baseline(id, side);
+        } else {
+            self.engine.shadow(id, side);
+        }
+    }
 }
 
 impl TargetConfig {
@@ -244,6 +269,7 @@ struct TargetWorker {
     accounting: Arc<Accounting>,
     pending: Arc<Pending>,
     bytes: Arc<QueuedBytes>,
+    diff: Option<DiffSide>,
 }
 
 impl TargetWorker {
@@ -274,8 +300,21 @@ impl TargetWorker {
         let no_body = req.method == "HEAD" || connect;
         // A 1.0 request tells the target to close after answering.
         let keep_alive = req.version_minor >= 1 && !connect;
-        match self.client.send_timed(&bytes, no_body, keep_alive).await {
-            Ok(answer) => {
+        let collect = self.diff.as_ref().map(|d| Collect {
+            max_body: d.max_body,
+        });
+        let result = self
+            .client
+            .send_collect(&bytes, no_body, keep_alive, collect)
+            .await;
+        if let Some(d) = &self.diff {
+            d.answered(
+                captured.id,
+                result.as_ref().map(|c| c.summary.clone()).map_err(|k| *k),
+            );
+        }
+        match result {
+            Ok(Collected { answer, .. }) => {
                 let nanos = u64::try_from(answer.head_after.as_nanos()).unwrap_or(u64::MAX);
                 self.counters().record_response(answer.class, nanos);
                 Outcome::Replayed(answer.class)
@@ -304,7 +343,20 @@ impl TargetWorker {
         );
         // The captured body, not a copy of it: the request stays alive while h2 holds it.
         let body = bytes::Bytes::from_owner(CapturedBody(Arc::clone(captured)));
-        match self.h2.send(&copy, body, req.is_grpc()).await {
+        let collect = self.diff.as_ref().map(|d| Collect {
+            max_body: d.max_body,
+        });
+        let result = self
+            .h2
+            .send_collect(&copy, body, req.is_grpc(), collect)
+            .await;
+        if let Some(d) = &self.diff {
+            d.answered(
+                captured.id,
+                result.as_ref().map(|c| c.summary.clone()).map_err(|k| *k),
+            );
+        }
+        match result.map(|c| c.answer) {
             Ok(answer) => {
                 let nanos = u64::try_from(answer.head_after.as_nanos()).unwrap_or(u64::MAX);
                 self.counters().record_response(answer.class, nanos);
@@ -672,6 +724,7 @@ impl Replayer {
                 accounting: accounting.clone(),
                 pending: pending.clone(),
                 bytes: bytes.clone(),
+                diff: cfg.diff.clone(),
             });
             let pool = Arc::new(ReplayPool {
                 queue: rx,

@@ -1,0 +1,258 @@
+//! `replay --diff` end to end with real servers: a Python JSON service as production
+//! (v1) on loopback, curl as its clients, tcpdump recording both directions; then the
+//! capture replayed into v2 (the candidate, which differs on purpose: see
+//! tests/diff/versions.py) with `--diff`. Asserted: identical routes all `match`, the
+//! changed field named by its path, the status route counted `status`, the random field
+//! reported as noise (not a difference), ids templated into one route, the samples file
+//! read back by `shadowtap report` with the same counts, and exit code 0 whatever the
+//! comparison found. Needs root (tcpdump) and curl; under CI=true a missing one fails.
+
+#[expect(
+    dead_code,
+    reason = "shared with the replay tests, which use the helpers this test does not"
+)]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{free_port, require_tools, run_shadowtap, Tcpdump};
+
+/// One version of the service; killed when dropped.
+struct Version(Child);
+
+impl Version {
+    fn start(port: u16, version: &str) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/diff/versions.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args([&port.to_string(), version])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 versions.py");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().expect("stdout")),
+            &mut line,
+        )
+        .expect("read");
+        assert_eq!(
+            line.trim(),
+            "listening",
+            "versions.py {version} did not start"
+        );
+        Self(child)
+    }
+}
+
+impl Drop for Version {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// curl fetching `paths` (in order, one keep-alive connection) from `port`.
+fn curl(port: u16, paths: &[&str]) {
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{port}{p}"))
+        .collect();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\\n",
+            "--max-time",
+            "10",
+        ])
+        .args(&urls)
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "curl failed: {out:?}");
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(codes.lines().count(), paths.len(), "{codes}");
+}
+
+/// The counts of one route in a terminal table (`route match status headers body ...`).
+fn route_counts(table: &str, route: &str) -> Vec<u64> {
+    let line = table
+        .lines()
+        .find(|l| l.starts_with(route) && l[route.len()..].starts_with(' '))
+        .unwrap_or_else(|| panic!("no row for {route:?} in:\n{table}"));
+    line[route.len()..]
+        .split_whitespace()
+        .map(|n| n.parse().expect("count"))
+        .collect()
+}
+
+const MATCH: usize = 0;
+const STATUS: usize = 1;
+const BODY: usize = 3;
+
+#[test]
+fn replay_diff_compares_production_answers_with_the_candidates() {
+    if !require_tools(
+        "replay_diff_compares_production_answers_with_the_candidates",
+        &["tcpdump", "curl", "python3"],
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pcap = dir.path().join("prod.pcap");
+    let (prod_port, stage_port) = (free_port(), free_port());
+    let prod = Version::start(prod_port, "v1");
+    let tcpdump = Tcpdump::start(&pcap, prod_port);
+    // Each route on its own connection and again on a shared one (pairing in order).
+    curl(prod_port, &["/same", "/same", "/same"]);
+    curl(prod_port, &["/user", "/user"]);
+    curl(prod_port, &["/status", "/status"]);
+    curl(prod_port, &["/slow"]);
+    curl(prod_port, &["/random", "/random", "/random"]);
+    curl(prod_port, &["/users/1", "/users/22", "/users/333"]);
+    curl(
+        prod_port,
+        &["/same", "/user", "/status", "/random", "/users/4"],
+    );
+    tcpdump.stop();
+    drop(prod);
+
+    let _stage = Version::start(stage_port, "v2");
+    let samples = dir.path().join("diff.jsonl");
+    let pcap_arg = pcap.to_str().expect("utf-8");
+    let samples_arg = samples.to_str().expect("utf-8");
+    let target = format!("http://127.0.0.1:{stage_port}");
+    let run = run_shadowtap(
+        &[
+            "replay",
+            pcap_arg,
+            "--port",
+            &prod_port.to_string(),
+            "--speed",
+            "max",
+            "--target",
+            &target,
+            "--diff",
+            "--diff-samples",
+            samples_arg,
+        ],
+        Duration::from_secs(60),
+    );
+    run.assert_success();
+    let out = &run.stdout;
+    let table = out
+        .split("diff: production against the first target, by route\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no diff table:\n{out}\n{}", run.stderr));
+
+    println!("{table}");
+    let same = route_counts(table, "GET /same");
+    assert_eq!(
+        same[MATCH], 4,
+        "identical answers all match: {same:?}\n{table}"
+    );
+    assert_eq!(same.iter().sum::<u64>(), 4, "{table}");
+
+    let user = route_counts(table, "GET /user");
+    assert_eq!(
+        user[BODY], 3,
+        "the renamed user is a body difference\n{table}"
+    );
+    assert!(
+        table.contains("$.user.name"),
+        "the differing field is named by its path:\n{table}"
+    );
+
+    let status = route_counts(table, "GET /status");
+    assert_eq!(status[STATUS], 3, "{table}");
+
+    let slow = route_counts(table, "GET /slow");
+    assert_eq!(slow[MATCH], 1, "slower but the same answer: {table}");
+
+    // Production's own answers to the identical /random requests differ in $.nonce:
+    // learned as noise, so the pairs match and the field is listed apart.
+    let random = route_counts(table, "GET /random");
+    assert_eq!(random.iter().sum::<u64>(), 4, "{table}");
+    assert!(
+        random[MATCH] >= 2,
+        "noise is not a difference: {random:?}\n{table}"
+    );
+    assert!(table.contains("noisy:$.nonce"), "{table}");
+
+    let users = route_counts(table, "GET /users/{id}");
+    assert_eq!(users[MATCH], 4, "ids templated into one route: {table}");
+
+    // With a baseline (v1 again, in staging) the random field is noise by Diffy's
+    // margins: it differs as often on the baseline as on the candidate.
+    let baseline_port = free_port();
+    let _baseline = Version::start(baseline_port, "v1");
+    let with_base = run_shadowtap(
+        &[
+            "replay",
+            pcap_arg,
+            "--port",
+            &prod_port.to_string(),
+            "--speed",
+            "max",
+            "--target",
+            &target,
+            "--diff",
+            "--diff-baseline",
+            &format!("http://127.0.0.1:{baseline_port}"),
+        ],
+        Duration::from_secs(60),
+    );
+    with_base.assert_success();
+    let based = with_base
+        .stdout
+        .split("diff: production against the first target, by route\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no diff table:\n{}", with_base.stdout));
+    println!("{based}");
+    let random = route_counts(based, "GET /random");
+    assert_eq!(random[MATCH], 4, "{based}");
+    assert!(based.contains("noisy:$.nonce"), "{based}");
+    assert_eq!(route_counts(based, "GET /user")[BODY], 3, "{based}");
+    assert_eq!(route_counts(based, "GET /status")[STATUS], 3, "{based}");
+    // The baseline is a target of its own in the outcome tables, never in the diff's.
+    assert!(
+        with_base
+            .stdout
+            .contains(&format!("target http://127.0.0.1:{baseline_port}")),
+        "{}",
+        with_base.stdout
+    );
+
+    // The samples file alone gives the same table.
+    let report = run_shadowtap(&["report", samples_arg], Duration::from_secs(20));
+    report.assert_success();
+    for route in ["GET /same", "GET /user", "GET /status", "GET /users/{id}"] {
+        assert_eq!(
+            route_counts(&report.stdout, route),
+            route_counts(table, route),
+            "report {route}:\n{}",
+            report.stdout
+        );
+    }
+    let html = dir.path().join("report.html");
+    let page = run_shadowtap(
+        &[
+            "report",
+            samples_arg,
+            "--html",
+            html.to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(20),
+    );
+    page.assert_success();
+    let text = std::fs::read_to_string(&html).expect("html written");
+    assert!(
+        text.contains("/users/{id}") && text.contains("$.user.name"),
+        "{text}"
+    );
+}
