@@ -904,6 +904,8 @@ fn grpc_tcpdump_capture_replays_each_call_once() {
         "max",
         "--target",
         &stage_target(),
+        // The capture holds v1's answers; v2 says `from v2` in every reply.
+        "--diff",
     ]);
     let summary = String::from_utf8_lossy(&replay.stdout).to_string();
     let err = String::from_utf8_lossy(&replay.stderr).to_string();
@@ -921,6 +923,31 @@ fn grpc_tcpdump_capture_replays_each_call_once() {
         "{context}\nsummary `grpc ok` vs calls captured"
     );
     assert_eq!(requests_seen(&summary), sent.len() as u64, "{context}");
+
+    // The comparison, by method: every reply differs in its message bytes (`body`),
+    // status and grpc-status agree.
+    let table = summary
+        .split("diff: production against the first target, by route\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no diff table\n{context}"));
+    for call in &sent {
+        let calls = sent.iter().filter(|c| c.method == call.method).count() as u64;
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", call.method)))
+            .unwrap_or_else(|| panic!("no diff row for {}\n{table}", call.method));
+        let counts: Vec<u64> = row[call.method.len()..]
+            .split_whitespace()
+            .map(|n| n.parse().expect("count"))
+            .collect();
+        // match, status, headers, body, shadow_error, shadow_timeout, prod_missing
+        assert_eq!(
+            counts,
+            [0, 0, 0, calls, 0, 0, 0],
+            "{}\n{table}",
+            call.method
+        );
+    }
 }
 
 /// nginx major.minor.patch from `nginx -v`.

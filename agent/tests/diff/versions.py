@@ -9,7 +9,7 @@ v2 differs on purpose:
   GET /random         both answer a random $.nonce (noise) beside a fixed field
   GET /users/<n>      identical, so the route template GET /users/{id} matches
 
-Usage: versions.py PORT v1|v2
+Usage: versions.py PORT v1|v2 [ADDRESS]   (ADDRESS: 127.0.0.1 by default)
 """
 import json
 import os
@@ -56,8 +56,9 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     port, version = int(sys.argv[1]), sys.argv[2]
+    address = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
     Handler.version = version
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = ThreadingHTTPServer((address, port), Handler)
     print("listening", flush=True)
     server.serve_forever()
 
