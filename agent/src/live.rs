@@ -396,6 +396,7 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
             report.not_http_streams += 1;
         }
     };
+    let diff_engine = replayer.diff().cloned();
     let mut feed = |frame: &Frame<'_>,
                     pipeline: &mut Pipeline,
                     outbox: &mut Outbox,
@@ -407,6 +408,9 @@ pub fn run(plan: &RunPlan) -> Result<ReplayReport, LiveError> {
             for ev in events {
                 hand_on(ev, outbox, report);
             }
+        }
+        if let Some(diff) = &diff_engine {
+            pipeline.drop_answers(&diff.take_unwanted());
         }
     };
     while !crate::signals::stop_requested() && plan.duration.is_none_or(|d| started.elapsed() < d) {

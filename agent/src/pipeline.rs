@@ -115,6 +115,8 @@ struct Framers {
     responses: Option<ResponseLimits>,
     ports: Option<Vec<u16>>,
     response_events: Vec<ResponseEvent>,
+    /// Requests whose answers are kept: their connection and HTTP/2 stream.
+    kept: HashMap<u64, (StreamKey, Option<u32>)>,
 }
 
 /// The server's side of one HTTP/1.x connection, paired with its requests.
@@ -320,6 +322,7 @@ impl Framers {
         match (&mut pairing.answers, h2_stream) {
             (Answers::H2(answers), Some(h2_stream)) if !pairing.lost => {
                 pairing.ends.insert(id, end_ts);
+                self.kept.insert(id, (stream, Some(h2_stream)));
                 answers.expect(h2_stream, id, &mut out);
                 self.response_events = out;
                 self.drain_responses(stream);
@@ -345,6 +348,7 @@ impl Framers {
         };
         if expected.keep {
             pairing.ends.insert(id, end_ts);
+            self.kept.insert(id, (stream, None));
         }
         let mut out = std::mem::take(&mut self.response_events);
         if let Answers::Http1(framer) = &mut pairing.answers {
@@ -352,6 +356,26 @@ impl Framers {
         }
         self.response_events = out;
         self.drain_responses(stream);
+    }
+
+    /// The answers of these requests are not wanted after all (not sampled): framed,
+    /// nothing kept. Their answers start in later frames than their requests end, so
+    /// this comes in time when called before the next frame.
+    fn drop_answers(&mut self, ids: &[u64]) {
+        for id in ids {
+            let Some((stream, h2_stream)) = self.kept.remove(id) else {
+                continue;
+            };
+            let Some(p) = self.pairs.get_mut(&stream) else {
+                continue;
+            };
+            p.ends.remove(id);
+            match (&mut p.answers, h2_stream) {
+                (Answers::Http1(f), _) => f.unkeep(*id),
+                (Answers::H2(a), Some(s)) => a.unkeep(s),
+                (Answers::H2(_), None) => {}
+            }
+        }
     }
 
     /// The client's side of a paired connection lost bytes: which request an answer
@@ -403,6 +427,7 @@ impl Framers {
                 ResponseEvent::Missing { id } => (*id, None),
             };
             let end_ts = ends.as_deref_mut().and_then(|ends| ends.remove(&id));
+            self.kept.remove(&id);
             self.events.push(match ev {
                 ResponseEvent::Response {
                     id, mut summary, ..
@@ -747,6 +772,11 @@ impl PipelineBack {
         self.framers.overflows
     }
 
+    /// See `Pipeline::drop_answers`.
+    pub fn drop_answers(&mut self, ids: &[u64]) {
+        self.framers.drop_answers(ids);
+    }
+
     /// HTTP/2 connections and the streams opened on them, by how their start was seen.
     pub fn h2_stats(&self) -> ([u64; 3], [u64; 3]) {
         (self.framers.h2_connections, self.framers.h2_streams)
@@ -789,6 +819,13 @@ impl Pipeline {
         self.front.flush(&mut self.framers);
         self.framers.end_all(self.front.latest_ts);
         self.framers.events.drain(..)
+    }
+
+    /// `--diff`: the answers of these requests are not wanted (not sampled for the
+    /// candidate): they are framed to keep each connection's order, and nothing of them
+    /// is kept. Call it after handing on a push's events, before the next frame.
+    pub fn drop_answers(&mut self, ids: &[u64]) {
+        self.framers.drop_answers(ids);
     }
 
     /// Installs the segment gate (live capture only).

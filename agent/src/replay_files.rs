@@ -238,6 +238,9 @@ pub fn replay(plan: &ReplayPlan) -> Result<ReplayReport, ReplayFilesError> {
                         handle(ev, &mut report);
                     }
                 }
+                if let Some(diff) = replayer.diff() {
+                    pipeline.drop_answers(&diff.take_unwanted());
+                }
                 progress.set(base + reader.stats().bytes, &accounting);
             }
             // Requests still open when the reading stopped end as at the end of a file,
@@ -459,7 +462,11 @@ pub fn dispatch(
         PipelineEvent::Request(captured) => {
             accounting.seen(captured.request.protocol);
             credentials.check(&captured.request);
+            let id = captured.id;
             replayer.hand_off(captured, how);
+            if let Some(diff) = replayer.diff() {
+                diff.seen(id);
+            }
             false
         }
         PipelineEvent::Dropped {
@@ -629,8 +636,12 @@ impl ReplayReport {
             }
         }
         if let Some(engine) = &self.diff {
+            // Each line starts with `| `: not indented, so readers of the outcome rows
+            // above pass over them.
             let _ = writeln!(s, "diff: production against the first target, by route");
-            s.push_str(&engine.with_report(|r| r.terminal_table()));
+            for line in engine.with_report(|r| r.terminal_table()).lines() {
+                let _ = writeln!(s, "| {line}");
+            }
         }
         s
     }

@@ -34,6 +34,19 @@ fn start_version(ns: &Netns, topo: &Topology, port: &str, version: &str, addr: &
     proc
 }
 
+/// The diff table at the end of a `run`/`replay` summary, without its `| ` margin.
+fn diff_table(summary: &str) -> String {
+    let after = summary
+        .split("diff: production against the first target, by route\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no diff table:\n{summary}"));
+    after
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// The counts of one route in a diff table.
 fn route_counts(table: &str, route: &str) -> Vec<u64> {
     let line = table
@@ -95,10 +108,7 @@ fn run_diff_compares_live_answers_with_the_candidates_on_both_engines() {
         let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
         let (summary, err) = stop_agent(agent);
         let result = std::panic::catch_unwind(|| {
-            let table = summary
-                .split("diff: production against the first target, by route\n")
-                .nth(1)
-                .unwrap_or_else(|| panic!("no diff table:\n{summary}\n{err}"));
+            let table = &diff_table(&summary);
             println!("[{engine}]\n{table}");
             assert_eq!(route_counts(table, "GET /same")[MATCH], 4, "{table}");
             assert_eq!(route_counts(table, "GET /user")[BODY], 2, "{table}");

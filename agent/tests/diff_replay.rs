@@ -79,6 +79,19 @@ fn curl(port: u16, paths: &[&str]) {
     assert_eq!(codes.lines().count(), paths.len(), "{codes}");
 }
 
+/// The diff table at the end of a `run`/`replay` summary, without its `| ` margin.
+fn diff_table(summary: &str) -> String {
+    let after = summary
+        .split("diff: production against the first target, by route\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no diff table:\n{summary}"));
+    after
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// The counts of one route in a terminal table (`route match status headers body ...`).
 fn route_counts(table: &str, route: &str) -> Vec<u64> {
     let line = table
@@ -144,12 +157,7 @@ fn replay_diff_compares_production_answers_with_the_candidates() {
         Duration::from_secs(60),
     );
     run.assert_success();
-    let out = &run.stdout;
-    let table = out
-        .split("diff: production against the first target, by route\n")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no diff table:\n{out}\n{}", run.stderr));
-
+    let table = &diff_table(&run.stdout);
     println!("{table}");
     let same = route_counts(table, "GET /same");
     assert_eq!(
@@ -208,11 +216,7 @@ fn replay_diff_compares_production_answers_with_the_candidates() {
         Duration::from_secs(60),
     );
     with_base.assert_success();
-    let based = with_base
-        .stdout
-        .split("diff: production against the first target, by route\n")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no diff table:\n{}", with_base.stdout));
+    let based = &diff_table(&with_base.stdout);
     println!("{based}");
     let random = route_counts(based, "GET /random");
     assert_eq!(random[MATCH], 4, "{based}");
@@ -227,6 +231,44 @@ fn replay_diff_compares_production_answers_with_the_candidates() {
         "{}",
         with_base.stdout
     );
+
+    // Sampled at 50%: only the copies sent are compared (the others' answers are framed
+    // and skipped), and each of them exactly once.
+    let half = run_shadowtap(
+        &[
+            "replay",
+            pcap_arg,
+            "--port",
+            &prod_port.to_string(),
+            "--speed",
+            "max",
+            "--target",
+            &format!("{target}@50"),
+            "--diff",
+        ],
+        Duration::from_secs(60),
+    );
+    half.assert_success();
+    let sent = half.summary().target(&target).get("replayed 2xx")
+        + half.summary().target(&target).get("replayed 5xx");
+    let half_table = diff_table(&half.stdout);
+    let compared: u64 = half_table
+        .lines()
+        .filter(|l| l.starts_with("GET "))
+        .map(|l| {
+            let route_end = l.find("  ").unwrap_or(l.len());
+            l[route_end..]
+                .split_whitespace()
+                .map(|n| n.parse::<u64>().expect("count"))
+                .sum::<u64>()
+        })
+        .sum();
+    assert!(
+        sent > 0 && sent < 20,
+        "about half of 20 sampled: {sent}\n{}",
+        half.stdout
+    );
+    assert_eq!(compared, sent, "{half_table}");
 
     // The samples file alone gives the same table.
     let report = run_shadowtap(&["report", samples_arg], Duration::from_secs(20));

@@ -926,10 +926,14 @@ fn grpc_tcpdump_capture_replays_each_call_once() {
 
     // The comparison, by method: every reply differs in its message bytes (`body`),
     // status and grpc-status agree.
-    let table = summary
+    let table: String = summary
         .split("diff: production against the first target, by route\n")
         .nth(1)
-        .unwrap_or_else(|| panic!("no diff table\n{context}"));
+        .unwrap_or_else(|| panic!("no diff table\n{context}"))
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .map(|l| format!("{l}\n"))
+        .collect();
     for call in &sent {
         let calls = sent.iter().filter(|c| c.method == call.method).count() as u64;
         let row = table

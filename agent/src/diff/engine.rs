@@ -22,6 +22,10 @@ use crate::request::Request;
 
 /// Pairs waiting for their other side, by default.
 pub const DEFAULT_MAX_PENDING: usize = 10_000;
+/// Decoded bodies held by waiting pairs, all together; past it a newly arrived answer is
+/// kept by its hash only (its fields are not compared), so memory stays bounded
+/// whatever the answers' sizes.
+pub const MAX_HELD_BODY_BYTES: usize = 32 << 20;
 
 /// How the shadow side ended.
 #[derive(Clone, Debug)]
@@ -65,6 +69,10 @@ struct Inner {
     max_pending: usize,
     /// Pairs whose only differences were judged noise.
     noisy: u64,
+    /// Requests seen whose answers are not wanted (`unwanted`), for the pipeline.
+    unwanted: Vec<u64>,
+    /// Bytes of the bodies held by waiting pairs.
+    held: usize,
     /// `--diff-baseline`: Diffy's model over (candidate, baseline) against production.
     baseline: Option<BaselineModel>,
 }
@@ -92,6 +100,8 @@ impl DiffEngine {
                 order: VecDeque::new(),
                 max_pending: DEFAULT_MAX_PENDING,
                 noisy: 0,
+                unwanted: Vec::new(),
+                held: 0,
                 baseline: None,
             }),
         }
@@ -115,9 +125,11 @@ impl DiffEngine {
     /// The baseline's answer to the copy of request `id`.
     pub fn baseline(&self, id: u64, side: ShadowSide) {
         let mut inner = self.lock();
-        let Some(p) = inner.pending.get_mut(&id) else {
+        if !inner.pending.contains_key(&id) {
             return;
-        };
+        }
+        let side = inner.hold_side(side);
+        let p = inner.pending.get_mut(&id).expect("checked above");
         p.baseline = Some(side);
         if p.complete() {
             let p = inner.pending.remove(&id).expect("found above");
@@ -159,6 +171,21 @@ impl DiffEngine {
         }
     }
 
+    /// Request `id` was handed on: when no pair opened for it (not sampled, filtered,
+    /// queue full), its production answer is not wanted, and the pipeline is told so
+    /// (`take_unwanted`), so that the answer's body is never buffered.
+    pub fn seen(&self, id: u64) {
+        let mut inner = self.lock();
+        if !inner.pending.contains_key(&id) && inner.unwanted.len() < 65_536 {
+            inner.unwanted.push(id);
+        }
+    }
+
+    /// The requests whose answers are not wanted, since the last call.
+    pub fn take_unwanted(&self) -> Vec<u64> {
+        std::mem::take(&mut self.lock().unwanted)
+    }
+
     /// Production's answer to request `id` (`None`: it will not be seen). Ids with no
     /// open pair (not sampled for the candidate) are ignored.
     pub fn prod(&self, id: u64, summary: Option<ResponseSummary>) {
@@ -169,9 +196,11 @@ impl DiffEngine {
                 inner.noise.observe_prod(key, &route, r);
             }
         }
-        let Some(p) = inner.pending.get_mut(&id) else {
+        if !inner.pending.contains_key(&id) {
             return;
-        };
+        }
+        let summary = summary.map(|r| inner.hold(r));
+        let p = inner.pending.get_mut(&id).expect("checked above");
         p.prod = Some(match summary {
             Some(r) => ProdSide::Seen(r),
             None => ProdSide::Missing,
@@ -185,9 +214,11 @@ impl DiffEngine {
     /// The candidate's answer to the copy of request `id`.
     pub fn shadow(&self, id: u64, side: ShadowSide) {
         let mut inner = self.lock();
-        let Some(p) = inner.pending.get_mut(&id) else {
+        if !inner.pending.contains_key(&id) {
             return;
-        };
+        }
+        let side = inner.hold_side(side);
+        let p = inner.pending.get_mut(&id).expect("checked above");
         p.shadow = Some(side);
         if p.complete() {
             let p = inner.pending.remove(&id).expect("found above");
@@ -227,7 +258,41 @@ impl DiffEngine {
 }
 
 impl Inner {
+    /// Counts `r`'s body against the budget, or drops it (hash only) past the budget.
+    fn hold(&mut self, mut r: ResponseSummary) -> ResponseSummary {
+        let n = r.body.as_ref().map_or(0, Vec::len);
+        if self.held + n > MAX_HELD_BODY_BYTES {
+            r.body = None;
+        } else {
+            self.held += n;
+        }
+        r
+    }
+
+    fn hold_side(&mut self, side: ShadowSide) -> ShadowSide {
+        match side {
+            ShadowSide::Answered(r) => ShadowSide::Answered(self.hold(r)),
+            failed => failed,
+        }
+    }
+
+    /// Gives back what a settled pair's bodies held.
+    fn release(&mut self, p: &Pending) {
+        let body = |r: &ResponseSummary| r.body.as_ref().map_or(0, Vec::len);
+        let mut n = 0;
+        if let Some(ProdSide::Seen(r)) = &p.prod {
+            n += body(r);
+        }
+        for side in [&p.shadow, &p.baseline].into_iter().flatten() {
+            if let ShadowSide::Answered(r) = side {
+                n += body(r);
+            }
+        }
+        self.held = self.held.saturating_sub(n);
+    }
+
     fn settle(&mut self, p: Pending) {
+        self.release(&p);
         let (cmp, prod_latency, shadow_latency, sample) = match (p.prod, p.shadow) {
             (Some(ProdSide::Seen(prod)), Some(ShadowSide::Answered(shadow))) => {
                 let mut cmp = compare(&prod, &shadow, &self.rules);

@@ -260,6 +260,14 @@ impl ResponseFramer {
         }
     }
 
+    /// Request `id`'s answer is no longer wanted (it was not sampled after all): it is
+    /// only framed, its fields and body not kept. No effect once its answer started.
+    pub fn unkeep(&mut self, id: u64) {
+        if let Some(e) = self.expected.iter_mut().find(|e| e.id == id) {
+            e.keep = false;
+        }
+    }
+
     /// Bytes of the server->client stream, in order, seen at `ts_nanos`.
     pub fn push(&mut self, ts_nanos: u64, bytes: &[u8], out: &mut Vec<ResponseEvent>) {
         self.advance(ts_nanos, bytes, out);

@@ -37,6 +37,8 @@ pub struct ServerAnswers {
     expected: HashMap<u32, u64>,
     /// Answers complete before their request was: stream id -> the event's parts.
     done: HashMap<u32, (u64, ResponseSummary)>,
+    /// Streams whose answers are not wanted: framed, nothing kept.
+    unwanted: std::collections::HashSet<u32>,
     failed: bool,
 }
 
@@ -55,6 +57,7 @@ impl ServerAnswers {
             open: HashMap::new(),
             expected: HashMap::new(),
             done: HashMap::new(),
+            unwanted: std::collections::HashSet::new(),
             failed: false,
         }
     }
@@ -75,6 +78,16 @@ impl ServerAnswers {
                 self.expected.insert(stream, id);
             }
         }
+    }
+
+    /// The answer on `stream` is no longer wanted (its request was not sampled).
+    pub fn unkeep(&mut self, stream: u32) {
+        self.expected.remove(&stream);
+        self.done.remove(&stream);
+        if !self.open.contains_key(&stream) && self.unwanted.len() < MAX_WAITING {
+            self.unwanted.insert(stream);
+        }
+        self.open.remove(&stream);
     }
 
     pub fn push(&mut self, ts_nanos: u64, bytes: &[u8], out: &mut Vec<ResponseEvent>) {
@@ -127,6 +140,9 @@ impl ServerAnswers {
                             return self.lost(stream, out);
                         };
                         if (100..200).contains(&status) {
+                            return;
+                        }
+                        if self.unwanted.remove(&stream) {
                             return;
                         }
                         let headers = fields
