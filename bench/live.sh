@@ -23,7 +23,7 @@
 # (replayed / served, 100% runs), drops by reason, agent CPU-us per request served, and
 # in part 3 for eBPF the classifier's own time in the kernel per request served
 # (kernel.bpf_stats_enabled is on in part 3 only, as it slows every program run).
-# Bounded: (7 + 7) x ROUNDS x 2 + 5 runs of SECONDS each (default 3), plus about two
+# Bounded: (8 + 7) x ROUNDS x 2 + 5 runs of SECONDS each (default 3), plus about two
 # seconds of setup per run.
 # Usage: [SHADOWTAP_BIN=path] [RATE=20000|0] [ROUNDS=5] [UNPINNED="case ..."]
 #        [PINNED="case ..."] bench/live.sh [SECONDS] [CONNECTIONS]
@@ -182,9 +182,16 @@ case_start() {
       sleep 0.3
       ;;
     *)
-      ip netns exec "$ns_p" "${agent_pin[@]}" "$bin" run --engine "${case%-*}" --iface pc0 \
+      # `ebpfdiff-P`: eBPF at P% with the response comparison on (`--diff`: the
+      # classifier also takes the server's answers, which are framed and paired).
+      local engine=${case%-*} extra=()
+      if [ "$engine" = ebpfdiff ]; then
+        engine=ebpf
+        extra=(--diff)
+      fi
+      ip netns exec "$ns_p" "${agent_pin[@]}" "$bin" run --engine "$engine" --iface pc0 \
         --port 8000 --target http://127.0.0.1:9000 --percent "${case#*-}" --drain-timeout 5s \
-        >"$agent_out" 2>"$agent_err" &
+        "${extra[@]}" >"$agent_out" 2>"$agent_err" &
       agent=$!
       for _ in $(seq 100); do
         grep -q -e 'eBPF classifier attached' -e 'libpcap capture open' "$agent_err" && break
@@ -304,7 +311,8 @@ case_row() {
       done
       drops=${drops:-none}
       cpu_us=$(awk -v t="$t_ticks" -v hz="$clk_tck" -v n="$t_served" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
-      [ "$engine" = ebpf ] && [ "$t_bpf" -gt 0 ] &&
+      [ "$engine" = ebpfdiff ] && engine="ebpf --diff"
+      [[ $engine == ebpf* ]] && [ "$t_bpf" -gt 0 ] &&
         bpf_per_req=$(awk -v a="$t_bpf" -v n="$t_served" 'BEGIN { printf "%.0f", a / n }')
       ;;
   esac
@@ -387,7 +395,7 @@ rate_part() {
 # UNPINNED and PINNED (space-separated cases) narrow parts 1 and 2 to fewer cases, for
 # more ROUNDS of the ones that matter in the same time; an empty one skips its part.
 # RATE=0 skips part 3.
-read -ra CASES <<<"${UNPINNED-ebpf-0 ebpf-10 copies-10 ebpf-100 pcap-10 pcap-100 tcpdump}"
+read -ra CASES <<<"${UNPINNED-ebpf-0 ebpf-10 ebpfdiff-10 copies-10 ebpf-100 pcap-10 pcap-100 tcpdump}"
 if [ ${#CASES[@]} -gt 0 ]; then max_part unpinned; fi
 read -ra CASES <<<"${PINNED-ebpf-0 ebpf-10 copies-10 ebpf-100 pcap-100 tcpdump busy}"
 if [ ${#CASES[@]} -gt 0 ]; then max_part pinned; fi

@@ -107,6 +107,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {
+            let samples = args.diff.diff_samples.clone();
             let plan = run_plan(*args)?;
             let report = match live::run(&plan) {
                 Ok(report) => report,
@@ -116,6 +117,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             };
             report.print();
+            if let (Some(engine), Some(path)) = (&report.diff, &samples) {
+                write_diff_samples(engine, path)?;
+            }
             let bounded = plan.duration.is_some() && signals::received().is_none();
             let code = exit_code(&report, &plan.targets, bounded);
             // Stopped by a signal, `run` is a service told to stop, and that is a success;

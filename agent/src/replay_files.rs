@@ -680,6 +680,18 @@ impl ReplayReport {
                 "ip": self.ip.to_string(),
                 "damaged": self.damaged,
                 "targets": targets,
+                "diff": self.diff.as_ref().map(|engine| engine.with_report(|r| {
+                    r.routes()
+                        .map(|(route, stats)| {
+                            let counts: serde_json::Map<String, serde_json::Value> =
+                                crate::diff::DiffOutcome::ALL
+                                    .iter()
+                                    .map(|o| (o.label().to_string(), stats.count(*o).into()))
+                                    .collect();
+                            serde_json::json!({ "route": route, "outcomes": counts })
+                        })
+                        .collect::<Vec<_>>()
+                })),
             }
         })
     }
