@@ -644,9 +644,21 @@ fn demo_in_json_and_into_a_closed_pipe() {
     assert_all_json("demo stderr", &stderr);
     assert_eq!(
         lines[0]["demo"]["received"].as_array().map(Vec::len),
-        Some(10)
+        Some(12)
     );
-    assert_eq!(lines[1]["summary"]["requests_seen"], 10);
+    assert_eq!(lines[1]["summary"]["requests_seen"], 12);
+    // The two gRPC calls of the bundled h2c capture arrive with the `-shadow` authority.
+    let grpc: Vec<&serde_json::Value> = lines[0]["demo"]["received"]
+        .as_array()
+        .expect("received")
+        .iter()
+        .filter(|r| r["target"] == "/helloworld.Greeter/SayHello")
+        .collect();
+    assert_eq!(grpc.len(), 2, "{stdout}");
+    assert!(grpc
+        .iter()
+        .all(|r| r["host"] == "grpc-hello.example.cn-shadow:8000"));
+    assert_eq!(lines[1]["summary"]["requests_seen_by_protocol"]["h2"], 2);
 
     let mut child = Command::new(shadowtap_bin())
         .arg("demo")

@@ -37,6 +37,23 @@ fn starts_with(bytes: &[u8], pat: &[u8], ignore_case: bool) -> Option<bool> {
     }
 }
 
+/// Whether `bytes` start with an HTTP/2 SETTINGS frame header (not an ACK) on stream 0;
+/// `None` while fewer than 9 bytes leave it open.
+fn h2_server_start(bytes: &[u8]) -> Option<bool> {
+    const SETTINGS: [u8; 9] = [0, 0, 0, 0x04, 0, 0, 0, 0, 0];
+    let n = bytes.len().min(9);
+    // The length (bytes 1-2 at most 16384 here) is free; the rest must match.
+    let fixed = |i: usize| i == 0 || i >= 3;
+    if (0..n).any(|i| fixed(i) && bytes[i] != SETTINGS[i]) {
+        return Some(false);
+    }
+    if n < 9 {
+        return None;
+    }
+    let len = usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+    Some(len % 6 == 0 && len <= 16_384)
+}
+
 /// What the bytes at a stream start (or resynchronisation start) are.
 pub(crate) fn classify(bytes: &[u8]) -> Classified {
     if bytes.is_empty() {
@@ -54,6 +71,9 @@ pub(crate) fn classify(bytes: &[u8]) -> Classified {
             starts_with(bytes, H2_PREFACE, false),
             NotHttpKind::Http2Preface,
         ),
+        // The server's side of an HTTP/2 connection starts with a SETTINGS frame on
+        // stream 0 (RFC 9113 §3.4); no request line starts with a NUL.
+        (h2_server_start(bytes), NotHttpKind::Response),
         (tls, NotHttpKind::Tls),
         // A status line: this is the server's direction (some servers write it in lower
         // case, which clients accept).
@@ -266,6 +286,15 @@ mod tests {
             Classified::NotHttp(NotHttpKind::Http2Preface)
         );
         assert_eq!(classify(b"PRI * HTTP/1.1\r\n"), Classified::Http);
+        // An HTTP/2 server's first frame: SETTINGS on stream 0 (the server's side).
+        let settings = [0, 0, 12, 4, 0, 0, 0, 0, 0];
+        assert_eq!(classify(&settings[..5]), Classified::NeedMore);
+        assert_eq!(
+            classify(&settings),
+            Classified::NotHttp(NotHttpKind::Response)
+        );
+        assert_eq!(classify(&[0, 0, 7, 4, 0, 0, 0, 0, 0]), Classified::Http);
+        assert_eq!(classify(&[0, 0, 6, 4, 1, 0, 0, 0, 0]), Classified::Http);
     }
 
     #[test]
