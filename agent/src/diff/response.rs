@@ -15,7 +15,7 @@
 //!
 //! Memory is bounded whatever comes: the head buffer (`max_head`), one chunk-size line,
 //! one body copy (`max_body`) and at most `MAX_PENDING` expected requests.
-//! `br` bodies are compared by hash only (no Brotli decoder among the dependencies).
+//! gzip, deflate and br bodies are decoded within the cap; other codings by hash only.
 
 use std::collections::VecDeque;
 use std::io::Read;
@@ -142,7 +142,7 @@ impl BodyDigest {
     }
 
     /// (length, hash, decoded body). The body is `None` when it was over the cap before
-    /// or after decoding, when the coding is unknown (or `br`, or several codings), or
+    /// or after decoding, when the coding is unknown (or several codings), or
     /// when it does not decode.
     pub fn finish(self, content_encoding: Option<&[u8]>) -> (u64, u64, Option<Vec<u8>>) {
         let body = if self.overflow {
@@ -169,6 +169,9 @@ fn decode(raw: Vec<u8>, coding: Option<&[u8]>, max: usize) -> Option<Vec<u8>> {
         // "deflate" is zlib-wrapped (RFC 9110 §8.4.1.2); some servers send it raw.
         return read_capped(flate2::read::ZlibDecoder::new(&raw[..]), max)
             .or_else(|| read_capped(flate2::read::DeflateDecoder::new(&raw[..]), max));
+    }
+    if coding.eq_ignore_ascii_case(b"br") {
+        return read_capped(brotli_decompressor::Decompressor::new(&raw[..], 4096), max);
     }
     None
 }

@@ -252,10 +252,24 @@ fn gzip_and_deflate_bodies_are_decoded_within_the_cap() {
     let mut d = BodyDigest::new(1024);
     d.push(&gz);
     assert_eq!(d.finish(Some(b"gzip")).2, None);
-    // br and unknown codings: hash only.
+    // br (made by Python's brotli.compress): decoded; one that is not br, and unknown
+    // codings: hash only.
+    let br: [u8; 29] = [
+        11, 12, 128, 123, 34, 117, 115, 101, 114, 34, 58, 123, 34, 110, 97, 109, 101, 34, 58, 34,
+        97, 108, 105, 99, 101, 34, 125, 125, 3,
+    ];
+    let mut d = BodyDigest::new(1024);
+    d.push(&br);
+    assert_eq!(
+        d.finish(Some(b"br")).2.as_deref(),
+        Some(&br#"{"user":{"name":"alice"}}"#[..])
+    );
     let mut d = BodyDigest::new(1024);
     d.push(b"xx");
     assert_eq!(d.finish(Some(b"br")).2, None);
+    let mut d = BodyDigest::new(1024);
+    d.push(b"xx");
+    assert_eq!(d.finish(Some(b"zstd")).2, None);
 }
 
 #[test]
