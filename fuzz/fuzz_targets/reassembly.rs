@@ -41,6 +41,8 @@ fuzz_target!(|data: &[u8]| {
         } else {
             None
         },
+        // Byte 0's bit 1 also delivers the answers' direction (`--diff`).
+        responses: data.first().is_some_and(|b| b & 2 == 2),
         max_flows: MAX_FLOWS,
         max_stream_buffer: 128,
         max_total_buffer: MAX_TOTAL,
