@@ -13,8 +13,11 @@
     reason = "shared with live_netns and stress_live; this file uses the topology and the agent runner"
 )]
 mod common;
+mod diff;
 
 use std::time::Duration;
+
+use diff::{diff_table, route_counts, BODY, MATCH, STATUS};
 
 use common::netns::*;
 
@@ -33,35 +36,6 @@ fn start_version(ns: &Netns, topo: &Topology, port: &str, version: &str, addr: &
     });
     proc
 }
-
-/// The diff table at the end of a `run`/`replay` summary, without its `| ` margin.
-fn diff_table(summary: &str) -> String {
-    let after = summary
-        .split("diff: production against the first target, by route\n")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no diff table:\n{summary}"));
-    after
-        .lines()
-        .filter_map(|l| l.strip_prefix("| "))
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
-/// The counts of one route in a diff table.
-fn route_counts(table: &str, route: &str) -> Vec<u64> {
-    let line = table
-        .lines()
-        .find(|l| l.starts_with(route) && l[route.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("no row for {route:?} in:\n{table}"));
-    line[route.len()..]
-        .split_whitespace()
-        .map(|n| n.parse().expect("count"))
-        .collect()
-}
-
-const MATCH: usize = 0;
-const STATUS: usize = 1;
-const BODY: usize = 3;
 
 #[test]
 fn run_diff_compares_live_answers_with_the_candidates_on_both_engines() {

@@ -7,6 +7,7 @@
 //! read back by `shadowtap report` with the same counts, and exit code 0 whatever the
 //! comparison found. Needs root (tcpdump) and curl; under CI=true a missing one fails.
 
+mod diff;
 #[expect(
     dead_code,
     reason = "shared with the replay tests, which use the helpers this test does not"
@@ -16,6 +17,8 @@ mod support;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use diff::{diff_table, route_counts, BODY, MATCH, STATUS};
 
 use support::{free_port, require_tools, run_shadowtap, Tcpdump};
 
@@ -78,35 +81,6 @@ fn curl(port: u16, paths: &[&str]) {
     let codes = String::from_utf8_lossy(&out.stdout);
     assert_eq!(codes.lines().count(), paths.len(), "{codes}");
 }
-
-/// The diff table at the end of a `run`/`replay` summary, without its `| ` margin.
-fn diff_table(summary: &str) -> String {
-    let after = summary
-        .split("diff: production against the first target, by route\n")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no diff table:\n{summary}"));
-    after
-        .lines()
-        .filter_map(|l| l.strip_prefix("| "))
-        .map(|l| format!("{l}\n"))
-        .collect()
-}
-
-/// The counts of one route in a terminal table (`route match status headers body ...`).
-fn route_counts(table: &str, route: &str) -> Vec<u64> {
-    let line = table
-        .lines()
-        .find(|l| l.starts_with(route) && l[route.len()..].starts_with(' '))
-        .unwrap_or_else(|| panic!("no row for {route:?} in:\n{table}"));
-    line[route.len()..]
-        .split_whitespace()
-        .map(|n| n.parse().expect("count"))
-        .collect()
-}
-
-const MATCH: usize = 0;
-const STATUS: usize = 1;
-const BODY: usize = 3;
 
 #[test]
 fn replay_diff_compares_production_answers_with_the_candidates() {
