@@ -500,13 +500,8 @@ impl StreamSink for Framers {
             return;
         }
         // A connection whose server said nothing: its requests' answers will not come.
-        if self.pairs.get(&stream).is_some_and(|p| !p.answered) {
-            let mut out = std::mem::take(&mut self.response_events);
-            if let Some(mut p) = self.pairs.remove(&stream) {
-                p.answers.finish(ts_nanos, &mut out);
-                self.pairs.insert(stream, p);
-            }
-            self.response_events = out;
+        if let Some(p) = self.pairs.get_mut(&stream).filter(|p| !p.answered) {
+            p.answers.finish(ts_nanos, &mut self.response_events);
             self.drain_responses(stream);
             self.pairs.remove(&stream);
         }
